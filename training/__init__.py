@@ -1,0 +1,1 @@
+"""Improvement path: logs -> dataset -> adapter -> verdict -> rollout."""
