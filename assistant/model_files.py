@@ -65,7 +65,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    log.warning("converting %s to %s once (about 20 s; later starts take ~1 s)", gguf.name,
+    log.warning("converting %s to %s once (about 20 s; later starts skip this)", gguf.name,
                 out_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
