@@ -105,9 +105,14 @@ class CurationConfig:
     min_chars: int = setting(2, "Shortest target answer kept.", min=0, max=100_000)
     max_chars: int = setting(4000, "Longest target answer kept.", min=1, max=1_000_000)
     max_share_per_user: float = setting(0.1, "Largest share of a dataset one user's votes may "
-                                        "decide.", min=0.0, max=1.0)
+                                        "decide (each user may always decide one example).",
+                                        min=0.0, max=1.0)
     max_examples_per_user: int = setting(50, "Most examples one user's votes may decide.",
                                          min=1, max=1_000_000)
+    max_share_per_answer: float = setting(0.05, "Largest share of a dataset that one answer "
+                                          "(the same or a near-duplicate target) may make up, so "
+                                          "accounts working together cannot plant it (each "
+                                          "answer may always appear once).", min=0.0, max=1.0)
     near_duplicate_threshold: float = setting(0.9, "Jaccard similarity of word shingles above "
                                               "which two examples count as duplicates.",
                                               min=0.0, max=1.0)
@@ -138,6 +143,11 @@ class TrainingConfig:
                               min=1, max=100_000)
     patience: int = setting(2, "Evaluations without improvement before stopping early.",
                             min=1, max=1000)
+    kto_beta: float = setting(0.1, "KTO only: scale of the log-ratio (candidate over base) of "
+                              "a 👎 answer inside the sigmoid; larger pushes harder.", min=0.0,
+                              max=100.0)
+    kto_weight: float = setting(1.0, "KTO only: weight of the 👎 term against the SFT loss on "
+                                "👍 answers.", min=0.0, max=100.0)
     seed: int = setting(0, "Training seed.", min=0)
 
 
@@ -158,24 +168,37 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    steps: list[float] = setting([0.05, 0.25, 0.5], "Canary shares of new conversations, in "
-                                 "order; after the last the canary is promoted.")
-    min_ratings_per_arm: int = setting(30, "Ratings each arm needs before any decision.",
-                                       min=1, max=1_000_000)
-    max_ratings_per_step: int = setting(400, "Canary ratings after which a step must decide.",
-                                        min=1, max=10_000_000)
+    steps: list[float] = setting([0.1, 0.25, 0.5], "Canary shares of new conversations, in "
+                                 "order; after the last the canary is promoted. The first step "
+                                 "gathers most of the evidence, so its share sets how long a "
+                                 "rollout takes; guardrails catch a broken canary at any share.")
+    min_ratings_per_arm: int = setting(50, "Ratings each arm needs before the 👍 rates are "
+                                       "compared, and new canary ratings each step needs before "
+                                       "it may advance.", min=1, max=1_000_000)
+    max_ratings_per_step: int = setting(600, "New canary ratings a step may use; a step that has "
+                                        "shown neither non-inferiority nor harm by then ends "
+                                        "inconclusive and rolls back.", min=1, max=10_000_000)
     non_inferiority_margin: float = setting(0.05, "The canary may be this much worse in 👍 "
-                                            "rate and still advance.", min=0.0, max=1.0)
-    confidence: float = setting(0.95, "Posterior probability needed to advance or roll back.",
-                                min=0.5, max=0.9999)
+                                            "rate (0.05 = 5 points) and still advance; the gain "
+                                            "itself is shown offline by validation.",
+                                            min=0.0, max=1.0)
+    confidence: float = setting(0.985, "Posterior probability needed to advance (not worse by "
+                                "more than the margin) or roll back (worse by more than half "
+                                "of it). Above 0.95 because it is checked at every tick: at "
+                                "0.985 a canary exactly at the margin is promoted about 5% of "
+                                "the time (bench/rollout.py).", min=0.5, max=0.9999)
     max_error_rate: float = setting(0.05, "Canary error share that rolls back at once.",
                                     min=0.0, max=1.0)
     max_empty_rate: float = setting(0.1, "Canary empty-answer share that rolls back at once.",
                                     min=0.0, max=1.0)
     max_latency_ratio: float = setting(2.0, "Canary median latency over production's that "
                                        "rolls back at once.", min=1.0, max=100.0)
-    max_hours: float = setting(72.0, "Rollout duration after which it ends inconclusive.",
-                               min=0.01, max=10_000.0)
+    guardrail_min_turns: int = setting(20, "Canary turns (and production turns, for latency) "
+                                       "needed before a guardrail may roll back, so one early "
+                                       "error does not.", min=1, max=1_000_000)
+    max_hours: float = setting(168.0, "Rollout duration after which it ends inconclusive; a "
+                               "week covers weekday and weekend users and gives a small site "
+                               "time to collect the ratings.", min=0.01, max=10_000.0)
     on_timeout: Literal["rollback", "promote"] = setting(
         "rollback", "What an inconclusive rollout does at its time limit.",
         choices=("rollback", "promote"))
@@ -185,8 +208,10 @@ class RolloutConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     enabled: bool = setting(True, "Run improvement cycles automatically while serving.")
-    interval_minutes: int = setting(360, "Minutes between cycle attempts.", min=1,
-                                    max=1_000_000)
+    interval_minutes: int = setting(360, "Minutes between cycle attempts (when cron is "
+                                    "empty).", min=1, max=1_000_000)
+    cron: str = setting("", "Crontab expression for cycle attempts, e.g. '0 3 * * *' for 03:00 "
+                        "UTC daily; empty uses interval_minutes.")
     min_new_examples: int = setting(50, "Rated turns since the last dataset needed to start a "
                                     "cycle.", min=1, max=10_000_000)
     cooldown_minutes: int = setting(60, "Minutes after a cycle ends before another may start.",
@@ -325,3 +350,20 @@ def documented_settings() -> dict[str, str]:
     return {f"{name}.{f.name}": f.metadata["help"] for name, cls in SECTIONS.items()
             for f in dataclasses.fields(cls)}
 
+
+
+def dump_config(cfg: Config) -> str:
+    """The effective config as TOML with an absolute data dir: what a stage subprocess of the
+    server reads, so it runs with exactly the server's settings."""
+    import json
+
+    lines = []
+    for name in SECTIONS:
+        lines.append(f"[{name}]")
+        for key, value in dataclasses.asdict(getattr(cfg, name)).items():
+            if name == "server" and key == "data_dir":
+                value = str(cfg.data_dir)
+            # JSON literals of strings, numbers, booleans and lists are valid TOML literals
+            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+        lines.append("")
+    return "\n".join(lines)

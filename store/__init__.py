@@ -1,1 +1,1 @@
-"""The only package that writes SQL: DuckDB schema, logs, adapter registry."""
+"""The only package that writes SQL: schema, logs, registry, datasets, rollouts, cycles, queries."""

@@ -50,3 +50,241 @@ class RatedTurn:
     arm: Arm
     created_at: datetime
     votes: list[Vote] = field(default_factory=list)
+
+
+# ---- logs ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Conversation:
+    """A user's conversation, with the arm/adapter it was routed to (sticky canary share)."""
+
+    id: str
+    user_id: str
+    title: str | None
+    arm: str | None
+    adapter_version: int | None
+    rollout_id: str | None
+    created_at: datetime
+    last_activity: datetime
+    turn_count: int
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One logged answer as it was served, with the current votes on it."""
+
+    id: str
+    conversation_id: str
+    user_id: str
+    question: str
+    answer: str
+    messages: list[dict[str, str]]
+    passages: list[ServedPassage]
+    adapter_version: int
+    arm: Arm
+    rollout_id: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    ttft_ms: float | None
+    finish_reason: str
+    error: str | None
+    retrieval_note: str | None
+    created_at: datetime
+    votes: list[Vote] = field(default_factory=list)
+
+
+# ---- registry --------------------------------------------------------------------------------
+
+AdapterStatus = Literal["training", "candidate", "rejected", "canary", "production",
+                        "rolled_back", "retired", "failed"]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A registered adapter version; version 0 is the bare base model."""
+
+    version: int
+    parent: int | None
+    base_model: str | None
+    status: AdapterStatus
+    path: str | None
+    dataset_id: str | None
+    train_config: dict[str, object]
+    metrics: dict[str, object]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the audit log: who did what to which subject, and why (in `detail`)."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, object]
+
+
+# ---- datasets, rollouts, cycles --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A curated dataset recorded in the store (its files live in `path`)."""
+
+    id: str
+    path: str
+    manifest: dict[str, object]
+    created_at: datetime
+    examples: int
+
+
+RolloutStatus = Literal["running", "paused", "promoted", "rolled_back", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A canary rollout of one adapter against the production baseline, in share steps."""
+
+    id: str
+    adapter_version: int
+    baseline_version: int
+    steps: list[float]
+    step_index: int
+    status: RolloutStatus
+    reason: str | None
+    started_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+    @property
+    def share(self) -> float:
+        """Share of new conversations routed to the canary now (0 once the rollout ended)."""
+        return self.steps[self.step_index] if self.status in ("running", "paused") else 0.0
+
+
+@dataclass(frozen=True)
+class RolloutDecision:
+    """One decision of a rollout tick or an operator, with the statistics it was made on."""
+
+    id: int
+    rollout_id: str
+    at: datetime
+    step_index: int
+    action: str
+    statistics: dict[str, object]
+    reason: str
+
+
+CycleStatus = Literal["running", "succeeded", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """One improvement cycle (curate -> train -> validate -> canary) and its live progress."""
+
+    id: str
+    status: CycleStatus
+    trigger: str
+    stage: str | None
+    step: int | None
+    total: int | None
+    loss: float | None
+    stage_timings: dict[str, float]
+    reason: str | None
+    dataset_id: str | None
+    adapter_version: int | None
+    started_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+
+# ---- query results ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RatingCount:
+    """Votes in a window for one group (a field is None when the query did not group by it)."""
+
+    adapter_version: int | None
+    arm: str | None
+    up: int
+    down: int
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """What the canary's guardrails and decision rule read for one arm."""
+
+    arm: str
+    turns: int
+    errors: int
+    empty_answers: int
+    median_latency_ms: float | None
+    up: int
+    down: int
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """👍 share of one adapter version's votes in one time bucket (operator plot)."""
+
+    bucket: datetime
+    adapter_version: int
+    up: int
+    down: int
+
+    @property
+    def up_rate(self) -> float | None:
+        """up / (up + down), None without votes."""
+        total = self.up + self.down
+        return self.up / total if total else None
+
+
+@dataclass(frozen=True)
+class LineageExample:
+    """A turn that went into a dataset (None fields: the turn was since forgotten/deleted)."""
+
+    turn_id: str
+    split: str
+    conversation_id: str | None
+    question: str | None
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where an adapter came from: itself, its ancestors, its dataset and that dataset's turns."""
+
+    adapter: Adapter
+    ancestors: list[int]
+    dataset: DatasetInfo | None
+    examples: list[LineageExample]
+
+
+# ---- export and deletion ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportReport:
+    """Files written by `export_conversations` and how much they hold."""
+
+    files: list[str]
+    conversations: int
+    turns: int
+    votes: int
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    """What `forget_user` removed."""
+
+    user_hash: str
+    conversations: int
+    turns: int
+    votes: int
+    vote_history: int
+    dataset_examples: int
+    dataset_files_rewritten: list[str]
+    dataset_lines_removed: int
+    trained_datasets_kept: list[str]

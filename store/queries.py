@@ -1,0 +1,148 @@
+"""The questions curation, the canary and the operators ask of the logs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from errors import NotFoundError
+from store.datasets import get_dataset
+from store.db import Database
+from store.logs import passages_from_json, vote_from_row
+from store.records import (
+    ArmStats,
+    DatasetInfo,
+    Lineage,
+    LineageExample,
+    RatedTurn,
+    RatePoint,
+    RatingCount,
+    Vote,
+)
+from store.registry import get_adapter
+from store.values import aware, check_choice, from_db, from_json, to_db
+
+GROUPINGS = ("adapter_version", "arm")
+BUCKETS = ("hour", "day")
+
+
+def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
+    """Turns with at least one vote cast or changed at/after `since` (all rated turns when None),
+    oldest first, each with every current vote from every voter (curation's input)."""
+    with db.reader() as cur:
+        rows = cur.execute("""
+            WITH recent AS (
+                SELECT DISTINCT turn_id FROM feedback
+                WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP)
+            SELECT t.id, t.conversation_id, t.user_id, t.question, t.answer, t.messages,
+                   t.passages, t.adapter_version, t.arm, t.created_at
+            FROM turns t SEMI JOIN recent r ON r.turn_id = t.id
+            ORDER BY t.created_at, t.id""", [to_db(since), to_db(since)]).fetchall()
+        votes: dict[str, list[Vote]] = defaultdict(list)
+        for v in cur.execute("""
+                SELECT f.turn_id, f.user_id, f.rating, f.comment, f.correction, f.updated_at
+                FROM feedback f SEMI JOIN (
+                    SELECT DISTINCT turn_id FROM feedback
+                    WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP) r
+                    ON r.turn_id = f.turn_id
+                ORDER BY f.updated_at""", [to_db(since), to_db(since)]).fetchall():
+            votes[v[0]].append(vote_from_row(v[1:]))
+    return [RatedTurn(turn_id=r[0], conversation_id=r[1], user_id=r[2], question=r[3],
+                      answer=r[4], messages=from_json(r[5], []),
+                      passages=passages_from_json(r[6]), adapter_version=r[7], arm=r[8],
+                      created_at=aware(r[9]), votes=votes.get(r[0], [])) for r in rows]
+
+
+def rating_counts(db: Database, since: datetime | None = None, until: datetime | None = None,
+                  by: Sequence[str] = GROUPINGS) -> list[RatingCount]:
+    """👍/👎 counts of the current votes on answers given in [since, until), grouped by any of
+    'adapter_version' and 'arm' (a field not grouped by is None in the result)."""
+    by = tuple(by)
+    for name in by:
+        check_choice("by", name, GROUPINGS)
+    # Column names come only from the GROUPINGS whitelist above, never from the caller's text.
+    version_col = "t.adapter_version" if "adapter_version" in by else "NULL::INTEGER"
+    arm_col = "t.arm" if "arm" in by else "NULL::VARCHAR"
+    with db.reader() as cur:
+        rows = cur.execute(f"""
+            SELECT {version_col} AS v, {arm_col} AS a,
+                   count(*) FILTER (WHERE f.rating = 'up'),
+                   count(*) FILTER (WHERE f.rating = 'down')
+            FROM feedback f JOIN turns t ON t.id = f.turn_id
+            WHERE (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
+              AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
+            GROUP BY ALL ORDER BY v NULLS FIRST, a NULLS FIRST""",
+                           [to_db(since), to_db(since), to_db(until), to_db(until)]).fetchall()
+    return [RatingCount(adapter_version=r[0], arm=r[1], up=r[2], down=r[3]) for r in rows]
+
+
+def arm_stats(db: Database, *, rollout_id: str | None = None, since: datetime | None = None,
+              until: datetime | None = None) -> dict[str, ArmStats]:
+    """Per arm: turns, errors, empty answers, median latency, 👍 and 👎 — for turns of
+    `rollout_id` (both arms of a rollout carry its id) and/or answered in [since, until).
+    Empty answers are blank answers without an error."""
+    with db.reader() as cur:
+        rows = cur.execute("""
+            SELECT t.arm, count(*), count(t.error),
+                   count(*) FILTER (WHERE t.error IS NULL AND trim(t.answer) = ''),
+                   median(t.latency_ms),
+                   coalesce(sum(v.ups), 0)::BIGINT, coalesce(sum(v.downs), 0)::BIGINT
+            FROM turns t LEFT JOIN (
+                SELECT turn_id, count(*) FILTER (WHERE rating = 'up') AS ups,
+                       count(*) FILTER (WHERE rating = 'down') AS downs
+                FROM feedback GROUP BY turn_id) v ON v.turn_id = t.id
+            WHERE (?::VARCHAR IS NULL OR t.rollout_id = ?)
+              AND (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
+              AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
+            GROUP BY t.arm ORDER BY t.arm""",
+                           [rollout_id, rollout_id, to_db(since), to_db(since), to_db(until),
+                            to_db(until)]).fetchall()
+    return {r[0]: ArmStats(arm=r[0], turns=r[1], errors=r[2], empty_answers=r[3],
+                           median_latency_ms=r[4], up=r[5], down=r[6]) for r in rows}
+
+
+def rating_series(db: Database, *, bucket: str = "day", since: datetime | None = None,
+                  until: datetime | None = None) -> list[RatePoint]:
+    """👍/👎 per adapter version per hour or day of the answer (the operator's plot)."""
+    check_choice("bucket", bucket, BUCKETS)
+    with db.reader() as cur:
+        rows = cur.execute("""
+            SELECT date_trunc(?, t.created_at) AS b, t.adapter_version,
+                   count(*) FILTER (WHERE f.rating = 'up'),
+                   count(*) FILTER (WHERE f.rating = 'down')
+            FROM feedback f JOIN turns t ON t.id = f.turn_id
+            WHERE (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
+              AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
+            GROUP BY ALL ORDER BY b, t.adapter_version""",
+                           [bucket, to_db(since), to_db(since), to_db(until),
+                            to_db(until)]).fetchall()
+    return [RatePoint(bucket=aware(r[0]), adapter_version=r[1], up=r[2], down=r[3])
+            for r in rows]
+
+
+def lineage(db: Database, version: int) -> Lineage:
+    """An adapter, its ancestors (parent first, back to the base), its dataset and the turns in
+    that dataset (turns deleted since then keep their id with None details)."""
+    adapter = get_adapter(db, version)
+    ancestors: list[int] = []
+    parent = adapter.parent
+    while parent is not None and parent not in ancestors:
+        ancestors.append(parent)
+        parent = get_adapter(db, parent).parent
+    if adapter.dataset_id is None:
+        return Lineage(adapter=adapter, ancestors=ancestors, dataset=None, examples=[])
+    try:
+        dataset: DatasetInfo | None = get_dataset(db, adapter.dataset_id)
+    except NotFoundError:  # the adapter names a dataset that was never recorded
+        dataset = None
+    with db.reader() as cur:
+        rows = cur.execute("""
+            SELECT e.turn_id, e.split, t.conversation_id, t.question, t.created_at
+            FROM dataset_examples e LEFT JOIN turns t ON t.id = e.turn_id
+            WHERE e.dataset_id = ? ORDER BY e.split DESC, t.created_at, e.turn_id""",
+                           [adapter.dataset_id]).fetchall()
+    return Lineage(adapter=adapter, ancestors=ancestors, dataset=dataset,
+                   examples=[LineageExample(turn_id=r[0], split=r[1], conversation_id=r[2],
+                                            question=r[3], created_at=from_db(r[4]))
+                             for r in rows])
