@@ -282,6 +282,9 @@ def _cross_checks(cfg: Config) -> list[str]:
         problems.append("retrieval.chunk_overlap must be smaller than retrieval.chunk_tokens")
     if cfg.model.max_new_tokens >= cfg.model.context_window:
         problems.append("model.max_new_tokens must be smaller than model.context_window")
+    if cfg.rollout.min_ratings_per_arm > cfg.rollout.max_ratings_per_step:
+        problems.append("rollout.min_ratings_per_arm must not exceed "
+                        "rollout.max_ratings_per_step, or no step could ever advance")
     steps = cfg.rollout.steps
     if not steps or any(not 0 < s < 1 for s in steps) or steps != sorted(steps):
         problems.append(f"rollout.steps = {steps!r}: must be rising shares between 0 and 1")

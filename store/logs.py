@@ -51,16 +51,18 @@ def _turn_missing(turn_id: str) -> NotFoundError:
 
 def create_conversation(db: Database, user_id: str, title: str | None = None,
                         arm: str | None = None, adapter_version: int | None = None,
-                        rollout_id: str | None = None) -> str:
+                        rollout_id: str | None = None, conversation_id: str | None = None
+                        ) -> str:
     """Start a conversation for `user_id`, remembering the arm/adapter it is routed to (the sticky
-    canary assignment); returns its id (a uuid4 string)."""
+    canary assignment); returns its id (a uuid4 string, or `conversation_id` when the caller
+    drew it first, e.g. to route the conversation by its id before creating it)."""
     user_id = check_id("user_id", user_id)
     title = check_text("title", title, MAX_TITLE_CHARS, optional=True)
     if arm is not None:
         check_choice("arm", arm, ARMS)
     check_int("adapter_version", adapter_version, optional=True)
     rollout_id = check_text("rollout_id", rollout_id, MAX_ID_CHARS, optional=True)
-    conversation_id = str(uuid.uuid4())
+    conversation_id = check_id("conversation_id", conversation_id or str(uuid.uuid4()))
     params = [conversation_id, user_id, title, arm, adapter_version, rollout_id, to_db(now())]
     db.write(lambda cur: cur.execute(
         "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?)", params))

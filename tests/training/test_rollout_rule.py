@@ -38,7 +38,8 @@ class Outcomes:
 
     def line(self, label: str) -> str:
         return (f"{label}: promoted {self.promote:6.1%}  rolled back {self.rollback:6.1%}  "
-                f"inconclusive {self.inconclusive:6.1%} (guardrail {self.guardrail_rollback:.1%})  median canary ratings to decide "
+                f"inconclusive {self.inconclusive:6.1%}  (guardrail trips "
+                f"{self.guardrail_rollback:.1%})  median canary ratings to decide "
                 f"{self.median_canary_ratings:.0f}  ({self.runs} runs)")
 
 
