@@ -20,7 +20,7 @@ $(VENV)/.deps: $(BIN)/python requirements.txt requirements-models.txt
 
 $(VENV)/.dev-deps: $(VENV)/.deps requirements-dev.txt
 	$(PIP) install -r requirements-dev.txt
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji)
 	touch $@
 
 setup: $(VENV)/.deps

@@ -158,8 +158,10 @@ class ValidationConfig:
     min_preference_margin: float = setting(0.0, "Candidate's margin (👍 minus 👎 answer "
                                            "log-likelihood) must be at least production's "
                                            "minus this.", min=0.0, max=100.0)
-    max_drift: float = setting(0.5, "Largest mean KL divergence from the base on general "
-                               "prompts (nats/token).", min=0.0, max=100.0)
+    max_drift: float = setting(1.0, "Largest mean KL divergence from the base on general "
+                               "prompts (nats/token). Measured on SmolLM2: a learnt sign-off "
+                               "0.6, a planted answer 1.6, corrupted targets 6.", min=0.0,
+                               max=100.0)
     max_repetition: float = setting(0.5, "Largest share of repeated 4-grams in a sample "
                                     "answer.", min=0.0, max=1.0)
     sample_max_new_tokens: int = setting(48, "Tokens generated per sanity prompt.", min=1,

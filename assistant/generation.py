@@ -136,6 +136,7 @@ class Generator:
         self._aliases: dict[str, tuple[str, str]] = {}  # public -> (internal, path)
         self._in_use: dict[str, int] = {}  # internal -> running jobs
         self._retiring: set[str] = set()
+        self._dormant: str | None = None  # see _delete_internal
         self._serial = itertools.count(1)
         self._commands: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]] = (
             queue.Queue())
@@ -242,6 +243,9 @@ class Generator:
         with self._lock:
             old = self._aliases.get(name)
             self._aliases[name] = (internal, str(path))
+        if self._dormant:
+            dormant, self._dormant = self._dormant, None
+            self._delete_internal(dormant, quiet=True)
         if old:
             self._retire(old[0])
 
@@ -259,7 +263,14 @@ class Generator:
             self._delete_internal(internal)
 
     def _delete_internal(self, internal: str, quiet: bool = False) -> None:
-        if not self._is_peft or internal not in getattr(self._model, "peft_config", {}):
+        loaded = getattr(self._model, "peft_config", {}) if self._is_peft else {}
+        if internal not in loaded:
+            return
+        if len(loaded) == 1:
+            # peft breaks every later forward pass (KeyError) once its last adapter is
+            # deleted, so the last one stays loaded, unreachable by name, until another
+            # adapter arrives and it can go.
+            self._dormant = internal
             return
         try:
             self._model.delete_adapter(internal)

@@ -16,8 +16,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 @command("serve", "serve the chat, the operator console and the API", _serve_args)
 def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
     from assistant.server import serve
+    from training.operations import attach_learning_loop
 
-    serve(cfg, host=args.host, port=args.port)
+    serve(cfg, host=args.host, port=args.port, extend=attach_learning_loop)
     return 0
 
 

@@ -16,8 +16,9 @@ from errors import AdapterError, BusyError, InputError
 GREEDY = SamplingParams(max_new_tokens=24, temperature=0.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def loaded(tiny_model_dir: Path):
+    """A fresh model per test: peft injects adapter layers into the model it wraps."""
     return load_model(str(tiny_model_dir), "nf4", "cpu")
 
 
@@ -64,6 +65,21 @@ def test_unload_and_replace(gen, tiny_adapters):
         gen.stream(prompt(gen.tokenizer), "prod", GREEDY)
     gen.load_adapter("prod", tiny_adapters["a"])
     assert answer(gen, "prod") == a
+
+
+def test_the_base_keeps_serving_after_the_last_adapter_is_unloaded(gen, tiny_adapters):
+    base = answer(gen, None)
+    gen.load_adapter("canary", tiny_adapters["a"])
+    a = answer(gen, "canary")
+    gen.unload_adapter("canary")  # e.g. the only canary rolled back while the base serves
+    assert gen.adapter_names() == []
+    assert answer(gen, None) == base
+    gen.load_adapter("next", tiny_adapters["b"])
+    gen.load_adapter("again", tiny_adapters["a"])
+    assert answer(gen, "again") == a and answer(gen, None) == base
+    gen.unload_adapter("next")
+    gen.unload_adapter("again")
+    assert answer(gen, None) == base
 
 
 def test_replacing_an_adapter_during_a_stream_keeps_the_stream_intact(gen, tiny_adapters):

@@ -1,0 +1,124 @@
+"""The chat page's Gradio endpoints driven by gradio_client, and its display helpers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from assistant.identity import COOKIE
+from assistant.ui import answer_footer, md_text, shown_question
+from store import logs
+from store.records import ServedPassage
+
+
+def browser_identity(url: str) -> tuple[str, str]:
+    """(cookie value, user id) of a fresh browser identity, as the page's first load sets it."""
+    r = httpx.get(url + "/")
+    value = r.cookies[COOKIE]
+    return value, value.rsplit(".", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def alice(live) -> tuple[Client, str]:
+    cookie, user = browser_identity(live.url)
+    return Client(live.url + "/", headers={"Cookie": f"{COOKIE}={cookie}"}, verbose=False), user
+
+
+@pytest.fixture(scope="module")
+def bob(live) -> tuple[Client, str]:
+    cookie, user = browser_identity(live.url)
+    return Client(live.url + "/", headers={"Cookie": f"{COOKIE}={cookie}"}, verbose=False), user
+
+
+def test_gradio_client_drives_the_chat_and_rates(alice, services):
+    client, user = alice
+    first = client.predict("What does the assistant do?", api_name="/chat")
+    assert first["answer"] and first["turn_id"]
+    job = client.submit("Tell me more.", first["conversation_id"], api_name="/chat")
+    updates = list(job)
+    final = job.result()
+    assert len(updates) >= 2 and final["turn_id"]  # streamed
+    assert final["conversation_id"] == first["conversation_id"]
+    client.predict(final["turn_id"], "down", "too vague", "A better answer.", api_name="/rate")
+    turns = logs.conversation_turns(services.db, first["conversation_id"], user)
+    assert [t.id for t in turns] == [first["turn_id"], final["turn_id"]]
+    assert [(v.rating, v.comment, v.correction) for v in turns[1].votes] == [
+        ("down", "too vague", "A better answer.")]
+
+
+def test_only_the_chat_and_rate_endpoints_are_public(alice, live):
+    client, _ = alice
+    info = client.view_api(print_info=False, return_format="dict")
+    assert set(info["named_endpoints"]) == {"/chat", "/rate"}
+    assert not info["unnamed_endpoints"]
+    config = httpx.get(live.url + "/config").json()
+    private = [d["id"] for d in config["dependencies"] if d["api_visibility"] == "private"]
+    assert private
+    with pytest.raises(ValueError):  # the client refuses hidden handlers
+        client.predict(fn_index=private[0])
+    for path in ("/gradio_api/call/chat", "/gradio_api/run/chat", "/gradio_api/api/chat",
+                 "/gradio_api/call/v2/chat", "/run/predict"):
+        r = httpx.post(live.url + path, json={"data": ["hi"]})
+        assert r.status_code == 404, path
+
+
+def test_rating_another_users_answer_through_gradio_fails(alice, bob, services):
+    a, a_user = alice
+    b, _ = bob
+    answer = a.predict("a question of alice", api_name="/chat")
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="not found for this user"):
+        b.predict(answer["turn_id"], "down", api_name="/rate")
+    with pytest.raises(AppError, match="not found for this user"):
+        b.predict("hijack", answer["conversation_id"], api_name="/chat")
+    turns = logs.conversation_turns(services.db, answer["conversation_id"], a_user)
+    assert [t.votes for t in turns] == [[]]
+
+
+def test_bad_messages_through_gradio_are_explained(alice):
+    from gradio_client.exceptions import AppError
+
+    client, _ = alice
+    with pytest.raises(AppError, match="empty"):
+        client.predict("   ", api_name="/chat")
+    with pytest.raises(AppError, match="the limit is 4,000"):
+        client.predict("x" * 100_000, api_name="/chat")
+    with pytest.raises(AppError, match="rating"):
+        client.predict("no-such-turn", "sideways", api_name="/rate")
+
+
+def test_display_helpers_escape_html_and_markdown():
+    assert shown_question("<script>x</script>") == "&lt;script&gt;x&lt;/script&gt;"
+    passages = [ServedPassage("c1", "guide<img src=x onerror=alert(1)>.md", "t", 0.9),
+                ServedPassage("c2", "faq_[1](http://evil).md", "t", 0.5)]
+    footer = answer_footer(passages, ["A note with *stars*"])
+    assert "<img" not in footer and "&lt;img" in footer
+    assert "\\[1\\] guide" in footer and "\\[2\\] faq\\_\\[1\\]\\(http://evil\\)\\.md" in footer
+    assert "\\*stars\\*" in footer
+    assert "No sources" in answer_footer([], [])
+    assert md_text("a\nb") == "a b"
+
+
+def test_stop_ends_the_answer_and_it_is_still_logged(services):
+    from types import SimpleNamespace
+
+    from assistant.ui import ChatPage, new_state
+    from config import with_overrides
+
+    page = ChatPage(services)
+    request = SimpleNamespace(username="anon-stopper", session_hash="s-stop")
+    saved = services.chat.cfg
+    services.chat.cfg = with_overrides(saved, model={"max_new_tokens": 1000})
+    try:
+        updates = page.send("Write a very long story.", new_state(), request)
+        next(updates)  # the question is shown, the answer starts
+        page.stop(request)
+        *_, (chat, state, _, _) = list(updates)
+    finally:
+        services.chat.cfg = saved
+    assert "Stopped" in chat["value"][-1]["content"]
+    (turn,) = logs.conversation_turns(services.db, state["id"], "anon-stopper")
+    assert turn.finish_reason == "cancelled" and turn.completion_tokens < 1000
+    assert state["turns"][1]["turn_id"] == turn.id

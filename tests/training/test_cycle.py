@@ -1,0 +1,182 @@
+"""Whole improvement cycles on the tiny model, and the scheduler's rules on a driven clock."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+
+from config import with_overrides
+from store import cycles, datasets, registry, rollouts
+from store.db import open_database
+from store.logs import create_conversation, log_turn, set_feedback
+from training import cycle as cycle_mod
+from training.cycle import run_cycle
+from training.rollout import start_canary
+from training.schedule import LoopScheduler
+
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink",
+           "brown", "grey", "cyan"]
+
+
+@pytest.fixture
+def loop_cfg(cfg, tiny_model_dir):
+    return with_overrides(
+        cfg, model={"base": str(tiny_model_dir), "quantization": "fp32"},
+        training={"max_steps": 4, "batch_size": 2, "max_seq_tokens": 96, "eval_every": 2,
+                  "max_minutes": 3.0},
+        validation={"sample_max_new_tokens": 8},
+        curation={"max_share_per_user": 1.0, "holdout_fraction": 0.25},
+        schedule={"min_new_examples": 8, "cooldown_minutes": 30})
+
+
+@pytest.fixture
+def db(loop_cfg):
+    database = open_database(loop_cfg.data_dir / "assistant.duckdb")
+    yield database
+    database.close()
+
+
+def seed_ratings(db, n: int = 16, prefix: str = "") -> None:
+    """n conversations from n users, each with one rated answer."""
+    for i in range(n):
+        user = f"{prefix}user-{i}"
+        colour = COLOURS[i % len(COLOURS)]
+        question = f"{prefix}What colour is item number {i}?"
+        answer = f"Item {i} is {colour}."
+        conv = create_conversation(db, user, "t", arm="production", adapter_version=0)
+        turn = log_turn(db, conversation_id=conv, user_id=user, question=question,
+                        answer=answer, messages=[{"role": "system", "content": "Be brief."},
+                                                 {"role": "user", "content": question}],
+                        passages=[], adapter_version=0, arm="production", prompt_tokens=20,
+                        completion_tokens=6, latency_ms=50.0, ttft_ms=5.0,
+                        finish_reason="stop", error=None)
+        set_feedback(db, turn_id=turn, user_id=user, rating="up" if i % 4 else "down")
+
+
+def test_a_whole_cycle_turns_ratings_into_a_registered_adapter(loop_cfg, db):
+    seed_ratings(db)
+    loaded = []
+    result = run_cycle(loop_cfg, db, trigger="test", actor="test",
+                       on_canary=lambda v, p: loaded.append((v, p)))
+    assert result.status == "succeeded", result.reason
+    assert result.verdict in ("canary", "rejected")
+    adapter = registry.get_adapter(db, result.adapter_version)
+    assert adapter.dataset_id == result.dataset_id
+    folder = Path(adapter.path)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "train_config.json",
+                 "dataset_manifest.json", "train_report.json", "validation_report.json"):
+        assert (folder / name).is_file(), name
+    dataset = Path(datasets.get_dataset(db, result.dataset_id).path)
+    for name in ("train.jsonl", "heldout.jsonl", "manifest.json"):
+        assert (dataset / name).is_file(), name
+    report = json.loads((folder / "validation_report.json").read_text())
+    assert "passed" in report and "checks" in report
+    if result.verdict == "canary":
+        assert adapter.status == "canary" and loaded == [(adapter.version, folder)]
+        assert rollouts.active_rollout(db).adapter_version == adapter.version
+    else:
+        assert adapter.status == "rejected" and report["reasons"]
+    done = cycles.get_cycle(db, result.cycle_id)
+    assert done.status == "succeeded"
+    assert set(done.stage_timings) >= {"curate", "train", "validate"}
+
+
+def test_a_killed_training_fails_the_cycle_and_the_next_one_succeeds(loop_cfg, db,
+                                                                      monkeypatch):
+    seed_ratings(db)
+    slow = with_overrides(loop_cfg, training={"max_steps": 500, "eval_every": 500,
+                                              "max_minutes": 10.0})
+    real_run_stage = cycle_mod.run_stage
+
+    def killing_run_stage(args, cfg_path, timeout_s, progress_file=None):
+        if args[0] != "train":
+            return real_run_stage(args, cfg_path, timeout_s, progress_file)
+
+        def kill_when_training() -> None:  # SIGKILL the trainer once it reports progress
+            for _ in range(600):
+                if progress_file and progress_file.exists():
+                    break
+                time.sleep(0.2)
+            for child in psutil.Process().children(recursive=True):  # only our own trainer
+                if "train" in child.cmdline():
+                    child.send_signal(signal.SIGKILL)
+
+        threading.Thread(target=kill_when_training, daemon=True).start()
+        return real_run_stage(args, cfg_path, timeout_s, progress_file)
+
+    monkeypatch.setattr(cycle_mod, "run_stage", killing_run_stage)
+    failed = run_cycle(slow, db, trigger="test", actor="test")
+    assert failed.status == "failed"
+    assert "signal 9" in failed.reason or "killed" in failed.reason
+    assert registry.get_adapter(db, failed.adapter_version).status == "failed"
+    assert not Path(registry.get_adapter(db, failed.adapter_version).path).exists()
+    assert cycles.get_cycle(db, failed.cycle_id).status == "failed"
+
+    monkeypatch.setattr(cycle_mod, "run_stage", real_run_stage)
+    seed_ratings(db, prefix="again-")
+    ok = run_cycle(loop_cfg, db, trigger="test", actor="test")
+    assert ok.status == "succeeded", ok.reason
+
+
+def test_the_scheduler_skips_without_enough_data_during_a_canary_and_in_cooldown(loop_cfg, db,
+                                                                                tmp_path):
+    clock = datetime(2026, 1, 1, tzinfo=UTC)
+    sched = LoopScheduler(loop_cfg, db, clock=lambda: clock)
+    assert "only 0 rated answers" in sched.cycle_job().reason
+
+    seed_ratings(db, n=loop_cfg.schedule.min_new_examples)
+    version = registry.register_adapter(db, parent=0, base_model="tiny",
+                                        path=str(tmp_path / "x"), dataset_id=None,
+                                        train_config={}, actor="test")
+    registry.set_status(db, version, "candidate", actor="test", reason="t")
+    start_canary(loop_cfg, db, version, actor="test", reason="t")
+    assert "canary rollout" in sched.cycle_job().reason
+    rollouts.record_decision(db, rollouts.active_rollout(db).id, action="rollback",
+                             statistics={}, reason="t", actor="test", status="rolled_back")
+
+    cycle_id = cycles.start_cycle(db, trigger="test", actor="test")  # one running elsewhere
+    assert "still running" in sched.cycle_job().reason
+    cycles.finish_cycle(db, cycle_id, "failed", reason="t", actor="test")
+
+    ended = cycles.last_cycle_end(db)
+    result = sched.cycle_job(ended + timedelta(minutes=10))
+    assert result.status == "skipped" and "cooling down" in result.reason
+    skipped = [e for e in registry.list_events(db, limit=10) if e.action == "cycle.skipped"]
+    assert skipped and skipped[0].actor == "scheduler"
+
+
+def test_cycles_never_overlap(loop_cfg, db, monkeypatch):
+    seed_ratings(db)
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow_cycle(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return cycle_mod.CycleResult("x", "succeeded", "done")
+
+    monkeypatch.setattr("training.schedule.run_cycle", slow_cycle)
+    sched = LoopScheduler(loop_cfg, db)
+    first = sched.run_now("alice")
+    assert started.wait(10)
+    assert sched.cycle_job(force=True).reason == "a cycle is already running"
+    release.set()
+    first.join(10)
+
+
+def test_a_run_missed_while_the_server_was_down_runs_on_start(loop_cfg, db):
+    sched = LoopScheduler(loop_cfg, db)
+    assert sched.missed_run(datetime.now(UTC))  # never attempted: due now
+    cycle_id = cycles.start_cycle(db, trigger="test", actor="test")
+    cycles.finish_cycle(db, cycle_id, "succeeded", reason="t", actor="test")
+    started = cycles.get_cycle(db, cycle_id).started_at
+    interval = timedelta(minutes=loop_cfg.schedule.interval_minutes)
+    assert not sched.missed_run(started + interval / 2)
+    assert sched.missed_run(started + interval + timedelta(minutes=1))
