@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -157,31 +155,10 @@ def parse_messages(data: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
 
 # ---- routes ----------------------------------------------------------------------------------
 
-class StreamIds:
-    """Provisional ids of streamed completions -> (user, turn id), so a client that rates the
-    id it saw on the chunks rates the right turn (kept in memory, newest 100,000)."""
-
-    def __init__(self) -> None:
-        self._ids: OrderedDict[str, tuple[str, str]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, stream_id: str, user_id: str, turn_id: str) -> None:
-        with self._lock:
-            self._ids[stream_id] = (user_id, turn_id)
-            while len(self._ids) > 100_000:
-                self._ids.popitem(last=False)
-
-    def resolve(self, an_id: str, user_id: str) -> str:
-        with self._lock:
-            entry = self._ids.get(an_id)
-        return entry[1] if entry and entry[0] == user_id else an_id
-
-
 def api_router(services: Services) -> APIRouter:
     """The OpenAI-compatible routes under /v1."""
     router = APIRouter(prefix="/v1")
     chat, cfg, metrics = services.chat, services.cfg, services.metrics
-    stream_ids = StreamIds()
 
     def user_of(request: Request) -> str:
         user = services.identity.api_user(request.headers.get("authorization"))
@@ -260,9 +237,8 @@ def api_router(services: Services) -> APIRouter:
                 "usage": {"prompt_tokens": result.prompt_tokens,
                           "completion_tokens": result.completion_tokens,
                           "total_tokens": result.prompt_tokens + result.completion_tokens}})
-        stream_id = f"chatcmpl-{uuid.uuid4()}"
         return StreamingResponse(
-            sse(services, stream_ids, handle, stream_id, user_id, model, created,
+            sse(services, handle, model, created,
                 extras(handle), bool(options.get("include_usage"))),
             media_type="text/event-stream", headers={"Cache-Control": "no-cache",
                                                      "X-Accel-Buffering": "no"})
@@ -293,15 +269,14 @@ def api_router(services: Services) -> APIRouter:
     async def feedback(request: Request) -> Response:
         user_id = user_of(request)
         data = await read_json(request)
-        an_id = data.get("id")
-        if not isinstance(an_id, str) or not an_id:
+        turn_id = data.get("id")
+        if not isinstance(turn_id, str) or not turn_id:
             raise ApiError(400, "'id' must be the completion id (a string) to rate")
         rating = data.get("rating")
         if rating not in ("up", "down", None):
             raise ApiError(400, "'rating' must be 'up', 'down' or null (withdraw the vote)")
         comment = _opt(data, "comment", str, "a string")
         correction = _opt(data, "correction", str, "a string")
-        turn_id = stream_ids.resolve(an_id, user_id)
         vote = await run_in_threadpool(services.rate, user_id, turn_id, rating, comment,
                                        correction)
         return JSONResponse({"id": turn_id, "rating": vote.rating if vote else None,
@@ -349,11 +324,11 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
 
-async def sse(services: Services, stream_ids: StreamIds, handle: TurnHandle, stream_id: str,
-              user_id: str, model: str, created: int, extra: dict[str, Any],
-              include_usage: bool) -> AsyncIterator[bytes]:
-    """The answer as OpenAI `chat.completion.chunk` events, ending with `data: [DONE]`."""
-    base = {"id": stream_id, "object": "chat.completion.chunk", "created": created,
+async def sse(services: Services, handle: TurnHandle, model: str, created: int,
+              extra: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+    """The answer as OpenAI `chat.completion.chunk` events, ending with `data: [DONE]`. Every
+    chunk carries the turn id, which `/v1/feedback` rates."""
+    base = {"id": handle.id, "object": "chat.completion.chunk", "created": created,
             "model": model}
     pieces = iter(handle)
     done = object()
@@ -368,7 +343,6 @@ async def sse(services: Services, stream_ids: StreamIds, handle: TurnHandle, str
             yield _sse({**base, "choices": [{"index": 0, "delta": {"content": piece},
                                              "finish_reason": None}]})
         turn_id = await run_in_threadpool(services.finish_turn, handle, "api")
-        stream_ids.put(stream_id, user_id, turn_id)
         finished = True
         result = handle.result
         assert result is not None
@@ -387,10 +361,8 @@ async def sse(services: Services, stream_ids: StreamIds, handle: TurnHandle, str
         if not finished:  # the client went away: stop generating, still log what was said
             handle.cancel()
 
-            def clean_up() -> None:
-                stream_ids.put(stream_id, user_id, services.finish_turn(handle, "api"))
-
-            threading.Thread(target=clean_up, name="turn-clean-up", daemon=True).start()
+            threading.Thread(target=services.finish_turn, args=(handle, "api"),
+                             name="turn-clean-up", daemon=True).start()
 
 
 # ---- ops -------------------------------------------------------------------------------------

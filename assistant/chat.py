@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -64,6 +65,8 @@ class TurnHandle:
     dropped_turns: int
     _stream: TokenStream
     _log: Callable[[StreamResult], str]
+    id: str = ""
+    """The turn's id, known from the start (the API shows it on every streamed chunk)."""
     turn_id: str | None = None
     result: StreamResult | None = None
     _started: float = field(default_factory=time.perf_counter)
@@ -157,6 +160,8 @@ class ChatService:
         stream = self.generator.stream(prompt.input_ids, adapter_name(version),
                                        sampling_params(self.cfg, **sampling))
 
+        turn_id = str(uuid.uuid4())
+
         def write_log(result: StreamResult) -> str:
             return logs.log_turn(
                 self.db, conversation_id=conversation_id, user_id=user_id, question=question,
@@ -165,13 +170,13 @@ class ChatService:
                 completion_tokens=result.completion_tokens, latency_ms=result.total_s * 1000,
                 ttft_ms=result.ttft_s * 1000 if result.ttft_s is not None else None,
                 finish_reason=result.finish_reason, error=result.error, retrieval_note=note,
-                rollout_id=rollout_id)
+                rollout_id=rollout_id, turn_id=turn_id)
 
         # Both arms' turns carry the running rollout's id, so the rule compares the canary
         # with production over the same period; pinned 'base' turns belong to neither arm.
         rollout_id = state.rollout_id if arm != "base" else None
         return TurnHandle(conversation_id, arm, version, passages, note, prompt.dropped_turns,
-                          stream, write_log)
+                          stream, write_log, id=turn_id)
 
     def _route(self, user_id: str, conversation_id: str | None, model: str,
                state: ServingState, question: str) -> tuple[str, Arm, int]:
@@ -188,14 +193,15 @@ class ChatService:
         else:
             arm, version = "production", state.production_version
         if conversation_id is None:
+            conversation_id = str(uuid.uuid4())
             if model == "assistant" and canary_live and route(
-                    _new_id_seed(user_id, question), RolloutRoute(state.rollout_id or "",
-                                                                  state.canary_weight)
+                    conversation_id, RolloutRoute(state.rollout_id or "", state.canary_weight)
             ) == "canary":
                 arm, version = "canary", state.canary_version
-            conversation_id = logs.create_conversation(
+            logs.create_conversation(
                 self.db, user_id, title=_title(question), arm=arm, adapter_version=version,
-                rollout_id=state.rollout_id if arm == "canary" else None)
+                rollout_id=state.rollout_id if arm == "canary" else None,
+                conversation_id=conversation_id)
             return conversation_id, arm, int(version or 0)
         conv = logs.get_conversation(self.db, conversation_id, user_id)
         # Sticky: a canary conversation stays on the canary while that rollout runs.
@@ -227,10 +233,3 @@ class ChatService:
 def _title(question: str) -> str:
     words = " ".join(question.split())
     return words if len(words) <= 60 else words[:57] + "..."
-
-
-def _new_id_seed(user_id: str, question: str) -> str:
-    """Routing key of a conversation that has no id yet: unique per new conversation."""
-    import uuid
-
-    return f"{user_id}:{uuid.uuid4()}"

@@ -148,12 +148,14 @@ def log_turn(db: Database, *, conversation_id: str, user_id: str, question: str,
              messages: list[dict[str, str]], passages: list[ServedPassage], adapter_version: int,
              arm: str, prompt_tokens: int, completion_tokens: int, latency_ms: float,
              ttft_ms: float | None, finish_reason: str, error: str | None,
-             retrieval_note: str | None = None, rollout_id: str | None = None) -> str:
+             retrieval_note: str | None = None, rollout_id: str | None = None,
+             turn_id: str | None = None) -> str:
     """Log one served answer in the user's conversation and return the turn id once committed.
 
     `messages` are the exact chat messages given to the model; passages keep chunk id, source,
     text and score. The turn inherits the conversation's rollout id unless `rollout_id` is
-    given. Texts over MAX_TEXT_CHARS are refused (InputError), never truncated.
+    given. Texts over MAX_TEXT_CHARS are refused (InputError), never truncated. `turn_id` lets
+    the caller name the turn before it is logged (a streamed answer shows its id up front).
     """
     question = check_text("question", question, MAX_TEXT_CHARS) or ""
     answer = check_text("answer", answer, MAX_TEXT_CHARS) or ""
@@ -164,7 +166,8 @@ def log_turn(db: Database, *, conversation_id: str, user_id: str, question: str,
     check_int("prompt_tokens", prompt_tokens)
     check_int("completion_tokens", completion_tokens)
     params = [
-        str(uuid.uuid4()), question, answer, messages_json, passages_json, adapter_version, arm,
+        check_id("turn_id", turn_id or str(uuid.uuid4())), question, answer, messages_json,
+        passages_json, adapter_version, arm,
         check_text("rollout_id", rollout_id, MAX_ID_CHARS, optional=True), prompt_tokens,
         completion_tokens, check_number("latency_ms", latency_ms),
         check_number("ttft_ms", ttft_ms, optional=True),

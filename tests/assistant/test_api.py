@@ -45,7 +45,7 @@ def test_openai_client_completion_stream_and_rating(live, services, alice):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-    assert len({c.id for c in chunks}) == 1  # one id for the whole stream
+    assert {c.id for c in chunks} == {chunks[-1].model_extra["turn_id"]}  # the turn id, up front
     turn_id = chunks[-1].model_extra["turn_id"]
 
     # Both completions are logged as turns of one conversation, the stream continuing it.
