@@ -49,3 +49,64 @@ def cmd_forget(cfg: Config, args: argparse.Namespace) -> int:
         print("kept (already trained on; use --include-trained to scrub them too): "
               + ", ".join(r.trained_datasets_kept))
     return 0
+
+
+def _ingest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", type=Path,
+                   help="files and folders of .md, .txt, .html and .pdf documents")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--list", action="store_true", help="list the ingested documents")
+    action.add_argument("--delete", metavar="SOURCE",
+                        help="remove one document (as --list names it) from the index")
+    action.add_argument("--reindex", action="store_true",
+                        help="re-embed every stored chunk (after changing retrieval.embedder)")
+    action.add_argument("--sample", action="store_true",
+                        help="(re)ingest the bundled user guide")
+
+
+@command("ingest", "add documents to the index the answers are grounded in; --list, --delete, "
+         "--reindex", _ingest_args)
+def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from assistant import retrieval
+    from errors import InputError
+
+    given = sum(bool(x) for x in (args.paths, args.list, args.delete, args.reindex,
+                                  args.sample))
+    if given != 1:
+        raise InputError("give files or folders to ingest, or one of --list, --delete SOURCE, "
+                         "--reindex, --sample (see `main.py ingest --help`)")
+    with retrieval.open_retriever(cfg, for_reindex=args.reindex) as retriever:
+        if args.list:
+            sources = retrieval.list_sources(retriever)
+            for s in sources:
+                print(f"{s.chunks:6d} chunks  {s.ingested_at:%Y-%m-%d %H:%M} UTC  {s.source}")
+            print(f"{len(sources)} document(s), {retriever.store.count()} chunks, embedder "
+                  f"{retriever.embedder.name}")
+            return 0
+        if args.delete:
+            removed = retrieval.delete_source(retriever, args.delete)
+            if not removed:
+                raise InputError(f"no document {args.delete!r} in the index; "
+                                 "`main.py ingest --list` shows their names")
+            print(f"deleted {args.delete}: {removed} chunks")
+            return 0
+        bar = tqdm(desc="ingest", unit="file", file=sys.stderr, dynamic_ncols=True)
+
+        def progress(done: int, total: int, source: str) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+            bar.set_postfix_str(Path(source).name[-40:], refresh=False)
+
+        if args.reindex:
+            report = retrieval.reindex(retriever, progress)
+        elif args.sample:
+            report = retrieval.ensure_sample_docs(retriever, progress)
+        else:
+            report = retrieval.ingest_paths(retriever, args.paths, progress)
+        bar.close()
+    print(report.summary())
+    return 1 if report.failed else 0
