@@ -54,17 +54,47 @@ def test_each_browser_gets_a_signed_httponly_identity_it_cannot_choose(live):
         assert new != bad and new.rsplit(".", 1)[0] != bad.rsplit(".", 1)[0]
 
 
-def test_healthz_reports_a_broken_dependency_with_503(live, services):
+def test_without_milvus_answers_go_on_ungrounded_and_say_so(live, services):
     saved = services.cfg
-    services.cfg = with_overrides(saved, retrieval={"top_k": 4})  # retrieval on, no Milvus
+    # Retrieval on, but Milvus could not be opened at start (no retriever).
+    services.cfg = services.chat.cfg = with_overrides(saved, retrieval={"top_k": 4})
+    try:
+        r = httpx.get(live.url + "/healthz")
+        with live.client(headers={"Authorization": f"Bearer {API_KEYS[0]}"}) as http:
+            done = http.post("/v1/chat/completions", json={
+                "model": "assistant", "messages": [{"role": "user", "content": "any docs?"}]})
+    finally:
+        services.cfg = services.chat.cfg = saved
+    # Still serving (200) but degraded, with the failing check named.
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["retrieval"]["ok"] is False and body["checks"]["model"]["ok"]
+    # The answer comes, says it is not grounded, and the turn records why.
+    assert done.status_code == 200, done.text
+    answer = done.json()
+    assert answer["choices"][0]["message"]["content"]
+    assert any("Document search is unavailable" in n for n in answer["notes"])
+    with services.db.reader() as cur:
+        note = cur.execute("SELECT retrieval_note FROM turns WHERE id = ?",
+                           [answer["id"]]).fetchone()
+    assert note and "Document search is unavailable" in note[0]
+
+
+def test_healthz_is_503_when_the_model_worker_is_dead(live, services):
+    class DeadThread:
+        def is_alive(self) -> bool:
+            return False
+
+    generator = services.generator
+    saved = generator._thread
+    generator._thread = DeadThread()
     try:
         r = httpx.get(live.url + "/healthz")
     finally:
-        services.cfg = saved
-    assert r.status_code == 503
-    body = r.json()
-    assert body["status"] == "unavailable"
-    assert body["checks"]["retrieval"]["ok"] is False and body["checks"]["model"]["ok"]
+        generator._thread = saved
+    assert r.status_code == 503 and r.json()["status"] == "unavailable"
+    assert r.json()["checks"]["model"]["ok"] is False
 
 
 def test_metrics_count_turns_latency_tokens_ratings_and_errors(live):
