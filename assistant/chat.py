@@ -129,14 +129,15 @@ class ChatService:
 
     def ask(self, user_id: str, message: object, conversation_id: str | None = None,
             model: str = "assistant", history: Sequence[tuple[str, str]] | None = None,
-            **sampling: Any) -> TurnHandle:
+            retry_of: str | None = None, **sampling: Any) -> TurnHandle:
         """Start answering `message` in the user's conversation (a new one when None).
 
         `model` is 'assistant' (routed: production or, for a canary share of new
         conversations, the canary), or pins 'production', 'canary' or 'base'. `history`
         ((question, answer) pairs, oldest first) is the earlier exchange of a NEW conversation
         supplied by the caller (the OpenAI API's earlier messages); a stored conversation
-        always uses its own logged turns.
+        always uses its own logged turns. `retry_of` names a turn of the conversation that
+        this one answers again: it stays in the log but leaves the prompt's history.
         """
         question = self.check_message(message)
         if model not in MODEL_NAMES:
@@ -151,7 +152,7 @@ class ChatService:
         conversation_id, arm, version = self._route(user_id, conversation_id, model, state,
                                                     question)
         if history is None:
-            history = self._history(conversation_id, user_id)
+            history = self._history(conversation_id, user_id, retry_of)
         passages, note = self._retrieve(question)
         messages = build_messages(question, history, passages)
         prompt = encode_prompt(self.generator.tokenizer, messages,
@@ -211,12 +212,14 @@ class ChatService:
             arm, version = "canary", state.canary_version
         return conversation_id, arm, int(version or 0)
 
-    def _history(self, conversation_id: str, user_id: str) -> list[tuple[str, str]]:
+    def _history(self, conversation_id: str, user_id: str, retry_of: str | None = None
+                 ) -> list[tuple[str, str]]:
         keep = self.cfg.server.max_history_turns
         if not keep:
             return []
         turns = logs.conversation_turns(self.db, conversation_id, user_id)
-        return [(t.question, t.answer) for t in turns if not t.error and t.answer][-keep:]
+        return [(t.question, t.answer) for t in turns
+                if not t.error and t.answer and t.id != retry_of][-keep:]
 
     def _retrieve(self, question: str) -> tuple[list[ServedPassage], str | None]:
         if self.cfg.retrieval.top_k == 0:

@@ -155,16 +155,18 @@ class ChatPage:
         if not state["turns"]:
             raise gr.Error("There is no answer to retry yet.")
         last = max(state["turns"])
-        question = state["turns"].pop(last)["question"]
+        replaced = state["turns"].pop(last)
         state["messages"] = state["messages"][:last - 1]
         state["feedback"] = state["feedback"][:-1]
-        yield from self._answer(question, state, request)
+        # The new answer replaces the old one on the page and in the prompt's history; the old
+        # one stays in the log (with any vote it got).
+        yield from self._answer(replaced["question"], state, request, replaced["turn_id"])
 
-    def _answer(self, message: str, state: dict[str, Any], request: gr.Request
-                ) -> Iterator[Any]:
+    def _answer(self, message: str, state: dict[str, Any], request: gr.Request,
+                retry_of: str | None = None) -> Iterator[Any]:
         user = _user(request)
         try:
-            handle = self.services.chat.ask(user, message, state["id"])
+            handle = self.services.chat.ask(user, message, state["id"], retry_of=retry_of)
         except AssistantError as exc:
             self.services.metrics.error("ui", type(exc).__name__)
             raise _error(exc) from None

@@ -122,3 +122,23 @@ def test_stop_ends_the_answer_and_it_is_still_logged(services):
     (turn,) = logs.conversation_turns(services.db, state["id"], "anon-stopper")
     assert turn.finish_reason == "cancelled" and turn.completion_tokens < 1000
     assert state["turns"][1]["turn_id"] == turn.id
+
+
+def test_retry_answers_again_without_the_old_answer_in_the_prompt(services):
+    from types import SimpleNamespace
+
+    from assistant.ui import ChatPage, new_state
+
+    page = ChatPage(services)
+    request = SimpleNamespace(username="anon-retrier", session_hash="s-retry")
+    *_, (_, state, _, _) = list(page.send("Name a colour.", new_state(), request))
+    *_, (chat, state, _, _) = list(page.send("And another one?", state, request))
+    *_, (chat, state, _, _) = list(page.retry(state, request))
+    first, second, again = logs.conversation_turns(services.db, state["id"], "anon-retrier")
+    assert again.question == second.question == "And another one?"
+    # The retried answer is gone from the page and from the new prompt; the first stays.
+    assert len(chat["value"]) == 4
+    assert second.answer.strip()
+    prompt = [m["content"] for m in again.messages]
+    assert first.answer in prompt and second.answer not in prompt
+    assert state["turns"][3]["turn_id"] == again.id
