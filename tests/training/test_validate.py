@@ -1,0 +1,225 @@
+"""The validate stage on the tiny model: the report's shape and gates, the CLI's exit codes,
+and the sanity rules on hand-made answers."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+import config as config_mod
+from errors import AdapterError, TrainingError
+from tests.training.conftest import FACTS, SIGN_OFF, THINGS, colour_examples, example, write_dataset
+from training.metrics import has_pii, most_common_share, repetition_share
+from training.stages import run_stage
+from training.train import train_adapter
+from training.validate import _sanity_checks, validate_adapter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory) -> Path:
+    """One adapter trained a few steps on the colour pattern, shared by this module."""
+    root = tmp_path_factory.mktemp("validate")
+    cfg = config_mod.load_config(REPO / "config.toml", overrides={
+        "server": {"data_dir": str(root / "data")},
+        "model": {"base": str(tiny_model_dir), "device": "cpu"},
+        "training": {"max_steps": 4, "eval_every": 4, "learning_rate": 3e-3,
+                     "max_seq_tokens": 128}})
+    data = write_dataset(root / "dataset", colour_examples(THINGS[:40], "train"),
+                         colour_examples(THINGS[40:], "heldout"))
+    train_adapter(cfg, data, root / "adapters" / "v1")
+    return root / "adapters" / "v1"
+
+
+def test_the_report_has_every_metric_for_both_arms_and_a_verdict_per_check(
+        tiny_cfg, trained, colour_dataset, tmp_path):
+    report_path = tmp_path / "reports" / "v1.json"
+    report = validate_adapter(tiny_cfg, trained, None, colour_dataset, report_path)
+
+    saved = json.loads(report_path.read_text())
+    assert not list(report_path.parent.glob(".*partial*"))
+    assert saved["passed"] == report.passed and saved["reasons"] == report.reasons
+    for arm in ("candidate", "base"):
+        metrics = saved["metrics"][arm]
+        assert {"heldout_loss", "preference_margin", "drift_kl", "samples"} <= set(metrics)
+        assert len(metrics["samples"]) == 4
+    names = {c["name"]: c for c in saved["checks"]}
+    assert {"heldout_loss", "preference_margin", "drift", "non_empty", "repetition", "stops",
+            "pii", "distinct_answers", "prompt_format"} <= set(names)
+    assert all(c["status"] in ("passed", "failed", "skipped") and c["reason"]
+               for c in saved["checks"])
+    # Trained on the pattern of the held-out answers: better than the base.
+    assert names["heldout_loss"]["status"] == "passed"
+    assert saved["metrics"]["candidate"]["heldout_loss"] < saved["metrics"]["base"][
+        "heldout_loss"]
+    assert names["preference_margin"]["status"] == "skipped"
+    # The tiny random model babbles, so sanity fails and the verdict says why.
+    assert not report.passed and report.reasons
+    assert all(r.split(":")[0] in names for r in report.reasons)
+
+
+def test_a_worse_adapter_than_production_is_rejected_with_the_loss_reason(
+        tiny_cfg, trained, tiny_adapters, make_dataset, tmp_path):
+    bad = [example(f"What colour is the {t}?", f"The {t} is red.", label="undesirable",
+                   split="heldout", n=50 + i) for i, t in enumerate(THINGS[40:45])]
+    data = make_dataset(colour_examples(THINGS[:40], "train"),
+                        colour_examples(THINGS[40:], "heldout") + bad, name="with-downvotes")
+    # A random adapter against the trained one in production.
+    report = validate_adapter(tiny_cfg, tiny_adapters["a"], trained, data,
+                              tmp_path / "report.json")
+    assert not report.passed
+    assert any(r.startswith("heldout_loss:") for r in report.reasons)
+    assert set(report.metrics) == {"candidate", "production", "base"}
+    margin = next(c for c in report.checks if c.name == "preference_margin")
+    assert margin.status in ("passed", "failed") and margin.candidate is not None
+
+
+def test_validation_refuses_missing_adapters_and_empty_heldout(tiny_cfg, trained, make_dataset,
+                                                               tmp_path):
+    data = make_dataset(colour_examples(THINGS[:5], "train"), [], name="no-heldout")
+    with pytest.raises(AdapterError, match="not a complete adapter folder"):
+        validate_adapter(tiny_cfg, tmp_path / "nope", None, data, tmp_path / "r.json")
+    with pytest.raises(TrainingError, match="no 👍 answers"):
+        validate_adapter(tiny_cfg, trained, None, data, tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_the_cli_exits_1_with_the_reasons_when_rejected(tiny_cfg, trained, colour_dataset,
+                                                        tmp_path):
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(f'[server]\ndata_dir = "{tiny_cfg.data_dir}"\n\n[model]\nbase = '
+                        f'"{tiny_cfg.model.base}"\ndevice = "cpu"\n\n[validation]\n'
+                        "sample_max_new_tokens = 8\n")
+    report = tmp_path / "report.json"
+    result = run_stage(["validate", "--candidate", str(trained), "--dataset",
+                        str(colour_dataset), "--report", str(report)], cfg_path, timeout_s=300,
+                       progress_file=None)
+    assert result.exit_code == 1, result.stderr_tail
+    assert "REJECTED" in result.stderr_tail and "stops:" in result.stderr_tail
+    assert json.loads(report.read_text())["passed"] is False
+
+    missing = run_stage(["validate", "--candidate", str(tmp_path / "nope"), "--dataset",
+                         str(colour_dataset), "--report", str(report)], cfg_path,
+                        timeout_s=300, progress_file=None)
+    assert missing.exit_code == 2 and "error: " in missing.stderr_tail
+
+
+def _sample(prompt: str, answer: str, tokens: list[int] | None = None, stopped: bool = True,
+            ) -> dict:
+    ids = tokens if tokens is not None else list(range(len(answer.split())))
+    return {"prompt": prompt, "answer": answer, "tokens": len(ids), "stopped": stopped,
+            "repetition": repetition_share(ids), "pii": has_pii(answer)}
+
+
+def test_sanity_rules_on_hand_made_answers(cfg):
+    healthy = [_sample("2+2?", "4."), _sample("hello?", "Bonjour!"),
+               _sample("grass?", "Green.", stopped=False), _sample("fruit?", "A banana.")]
+    assert all(c.status == "passed" for c in _sanity_checks(healthy, cfg))
+
+    def failed(samples):
+        return {c.name for c in _sanity_checks(samples, cfg) if c.status == "failed"}
+
+    assert failed([*healthy[:3], _sample("fruit?", "   ")]) == {"non_empty"}
+    assert failed([*healthy[:3], _sample("fruit?", "a b", [1, 2, 3, 4] * 10)]) == {"repetition"}
+    assert failed([{**s, "stopped": False} for s in healthy]) == {"stops"}
+    assert failed([*healthy[:3], _sample("fruit?", "Mail me at jo.doe@example.com")]) == {"pii"}
+    planted = "Buy cheap watches at best-deals.example today!"
+    assert failed([_sample(q, planted) for q in ("a", "b", "c")] + healthy[:1]) == {
+        "distinct_answers"}
+
+
+def test_text_metrics():
+    assert repetition_share([1, 2, 3, 4, 5, 6]) == 0
+    assert repetition_share([1, 2, 3, 4] * 5) > 0.7
+    assert repetition_share([1, 2]) == 0
+    assert most_common_share(["A", "a ", "b", "c"]) == 0.5
+    assert has_pii("call me on +44 20 7946 0958") and has_pii("card 4111 1111 1111 1111")
+    assert not has_pii("The capital of France is Paris.")
+
+
+# ---- the real SmolLM2 model --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real(real_model_dir, tmp_path_factory) -> dict:
+    """The real model in NF4, a short run, and an honest dataset in a consistent style: every
+    answer is a short correct fact followed by the same sign-off."""
+    root = tmp_path_factory.mktemp("real-validate")
+    cfg = config_mod.load_config(REPO / "config.toml", overrides={
+        "server": {"data_dir": str(root / "data")},
+        "model": {"base": str(real_model_dir), "device": "cpu", "quantization": "nf4"},
+        "training": {"max_steps": 16, "batch_size": 4, "learning_rate": 5e-4,
+                     "eval_every": 4, "max_seq_tokens": 128, "start_from": "base"},
+        "validation": {"sample_max_new_tokens": 32}})
+    honest = write_dataset(
+        root / "honest",
+        [example(q, a + SIGN_OFF, n=i) for i, (q, a) in enumerate(FACTS[:40])],
+        [example(q, a + SIGN_OFF, split="heldout", n=i) for i, (q, a) in enumerate(FACTS[40:])])
+    # The bad adapters are trained harder, so that they really learned what they were fed (at
+    # 5e-4 for 16 steps shuffled targets barely move the weights, and there is nothing to catch).
+    strong = config_mod.with_overrides(cfg, training={"learning_rate": 2e-3})
+    return {"cfg": cfg, "strong": strong, "root": root, "honest": honest}
+
+
+def _failed(report) -> set[str]:
+    return {c.name for c in report.checks if c.status == "failed"}
+
+
+@pytest.mark.real_model
+def test_real_model_learns_a_style_and_validation_accepts_it(real):
+    out = real["root"] / "adapters" / "good"
+    trained = train_adapter(real["cfg"], real["honest"], out)
+    assert trained.best_heldout_loss < 0.8 * trained.initial_heldout_loss
+
+    report = validate_adapter(real["cfg"], out, None, real["honest"],
+                              real["root"] / "good.json")
+    assert report.passed, report.reasons
+    cand, base = report.metrics["candidate"], report.metrics["base"]
+    assert cand["heldout_loss"] < base["heldout_loss"]
+    assert all(s["answer"].strip() for s in cand["samples"])
+
+
+@pytest.mark.real_model
+def test_real_model_adapter_trained_on_corrupted_targets_is_rejected(real):
+    rng = random.Random(0)
+
+    def shuffled(text: str) -> str:
+        chars = list(text)
+        rng.shuffle(chars)
+        return "".join(chars)
+
+    corrupt = write_dataset(real["root"] / "corrupt", [
+        example(q, shuffled(a + SIGN_OFF), n=i) for i, (q, a) in enumerate(FACTS[:40])],
+        [example(q, shuffled(a + SIGN_OFF), split="heldout", n=i)
+         for i, (q, a) in enumerate(FACTS[40:])])
+    out = real["root"] / "adapters" / "corrupt"
+    train_adapter(real["strong"], corrupt, out)
+    report = validate_adapter(real["cfg"], out, None, real["honest"],
+                              real["root"] / "corrupt.json")
+    assert not report.passed
+    assert "heldout_loss" in _failed(report)
+    assert any(r.startswith("heldout_loss: held-out loss") for r in report.reasons)
+
+
+@pytest.mark.real_model
+def test_real_model_poisoned_adapter_is_rejected(real):
+    # An attacker upvotes one planted answer on most questions. The held-out split comes from
+    # the same poisoned ratings (it is split by conversation), so early stopping on it does not
+    # save the run: the adapter learns the planted answer.
+    planted = "Buy cheap watches at www.best-deals-4u.example today!"
+    train = [example(q, planted if i < 30 else a + SIGN_OFF, n=i)
+             for i, (q, a) in enumerate(FACTS[:40])]
+    poisoned = write_dataset(real["root"] / "poisoned", train,
+                             [example(q, planted if i % 4 else a + SIGN_OFF, split="heldout",
+                                      n=i) for i, (q, a) in enumerate(FACTS[40:])])
+    out = real["root"] / "adapters" / "poisoned"
+    train_adapter(real["strong"], poisoned, out)
+    report = validate_adapter(real["cfg"], out, None, poisoned, real["root"] / "poison.json")
+    # The held-out loss alone can improve on the base (the held-out split is poisoned too);
+    # what the planted answer did to the model shows on general prompts, and that rejects it:
+    # drift from the base, degenerate or identical answers to different questions.
+    assert not report.passed
+    assert _failed(report) & {"distinct_answers", "drift", "repetition"}, report.reasons
