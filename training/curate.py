@@ -364,19 +364,26 @@ class _Curator:
         return changed
 
 
-def _split(conversation_ids: Iterable[str], fraction: float, seed: int) -> dict[str, Split]:
+def _split(kept: Iterable[tuple[str, bool]], fraction: float, seed: int) -> dict[str, Split]:
     """Held-out conversations by a seeded hash: stable across runs and datasets (a conversation
-    keeps its split as it grows), never one conversation in two splits. With two or more
-    conversations and a fraction above 0, neither split is left empty."""
-    ids = sorted(set(conversation_ids))
+    keeps its split as it grows), never one conversation in two splits. `kept` holds
+    (conversation id, has a 👍 target) per example. With a fraction above 0, neither split is
+    left empty, and where two or more conversations have 👍 targets each split gets one
+    (validation measures the held-out loss on them; training learns from them)."""
+    kept = list(kept)
+    ids = sorted({c for c, _ in kept})
+    good = sorted({c for c, desirable in kept if desirable})
     score = {c: int.from_bytes(hashlib.sha256(f"{seed}\0{c}".encode()).digest()[:8], "big")
              / 2**64 for c in ids}
     held = {c for c in ids if score[c] < fraction}
-    if fraction > 0 and len(ids) >= 2:
-        if not held:
-            held = {min(ids, key=lambda c: (score[c], c))}
-        if len(held) == len(ids):
-            held.discard(max(ids, key=lambda c: (score[c], c)))
+    if fraction > 0:
+        for group in (ids, good):
+            if len(group) < 2:
+                continue
+            if not held.intersection(group):
+                held.add(min(group, key=lambda c: (score[c], c)))
+            if held.issuperset(group):
+                held.discard(max(group, key=lambda c: (score[c], c)))
     return {c: ("heldout" if c in held else "train") for c in ids}
 
 
@@ -403,7 +410,8 @@ def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = No
         seen.add(turn.turn_id)
         curator.visit(order, turn)
     curator.enforce_shares()
-    splits = _split((c.turn.conversation_id for c in curator.kept), cfg.holdout_fraction, seed)
+    splits = _split(((c.turn.conversation_id, c.label == "desirable") for c in curator.kept),
+                    cfg.holdout_fraction, seed)
     examples = [Example(c.turn.turn_id, c.turn.conversation_id, c.messages, c.target, c.label,
                         splits[c.turn.conversation_id], len(c.deciders)) for c in curator.kept]
     examples.sort(key=lambda e: e.split != "train")  # stable: train first, each oldest first

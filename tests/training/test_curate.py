@@ -255,6 +255,17 @@ def test_two_conversations_give_a_non_empty_heldout(cfg: config_mod.Config) -> N
     assert curate(turns, with_(cfg, holdout_fraction=0.0)).heldout == []
 
 
+def test_both_splits_get_a_liked_answer_when_two_conversations_have_one(
+        cfg: config_mod.Config) -> None:
+    # Few ratings, mostly 👎: validation needs a 👍 answer held out, training needs one too.
+    turns = [turn(f"d{i}", [vote(f"u{i}", "down")], conv=f"down{i}") for i in range(6)]
+    turns += [turn("g1", [vote("v1")], conv="good1"), turn("g2", [vote("v2")], conv="good2")]
+    for seed in range(30):
+        result = curate(turns, with_(cfg, holdout_fraction=0.2), seed=seed)
+        for split in (result.train, result.heldout):
+            assert any(e.label == "desirable" for e in split), seed
+
+
 # --- the dataset folder --------------------------------------------------------------------------
 
 SECRETS = ["ann.smith@example.com", "+44 20 7946 0958", "555-123-4567", "4111 1111 1111 1111",
