@@ -155,9 +155,11 @@ class TrainingConfig:
 class ValidationConfig:
     max_loss_increase: float = setting(0.0, "Candidate held-out loss may exceed production's "
                                        "by at most this much (nats/token).", min=0.0, max=100.0)
-    min_preference_margin: float = setting(0.0, "Candidate's margin (👍 minus 👎 answer "
+    min_preference_margin: float = setting(0.05, "Candidate's margin (👍 minus 👎 answer "
                                            "log-likelihood) must be at least production's "
-                                           "minus this.", min=0.0, max=100.0)
+                                           "minus this; a little slack, as held-out 👎 "
+                                           "answers are few and their margin is noisy.",
+                                           min=0.0, max=100.0)
     max_drift: float = setting(1.0, "Largest mean KL divergence from the base on general "
                                "prompts (nats/token). Measured on SmolLM2: a learnt sign-off "
                                "0.6, a planted answer 1.6, corrupted targets 6.", min=0.0,

@@ -1,0 +1,132 @@
+"""The whole product on the real model: chats and votes through the API, an improvement cycle,
+a validated candidate, a canary that receives its share of new conversations, votes that favour
+it, promotion by the decision rule, and the new production adapter answering afterwards."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import config as config_mod
+from tests.assistant.conftest import run_server
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.real_model
+
+TOKEN_ENV = "TEST_LIFECYCLE_ADMIN_TOKEN"
+TOKEN = "lifecycle-operator-token-0123456789"
+KEYS = [f"lifecycle-user-key-{i:02d}-abcdefgh" for i in range(6)]
+QUESTIONS = ["What is {}?", "Give me one fact about {}.", "Describe {} briefly."]
+TOPICS = ["the sun", "rain", "coffee", "owls", "trains", "maps", "honey", "snow", "tea",
+          "bread", "the moon", "rivers", "paper", "bees", "glass", "salt", "wind", "clocks",
+          "forests", "music", "bridges", "islands", "stars", "volcanoes"]
+
+
+def ask(url: str, key: str, question: str) -> dict:
+    r = httpx.post(f"{url}/v1/chat/completions", timeout=300,
+                   headers={"Authorization": f"Bearer {key}"},
+                   json={"model": "assistant", "messages": [{"role": "user",
+                                                             "content": question}]})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def rate(url: str, key: str, completion_id: str, rating: str) -> None:
+    r = httpx.post(f"{url}/v1/feedback", timeout=60, headers={"Authorization": f"Bearer {key}"},
+                   json={"id": completion_id, "rating": rating})
+    assert r.status_code == 200, r.text
+
+
+def admin(url: str, method: str, path: str) -> dict:
+    r = httpx.request(method, f"{url}/admin{path}", timeout=60,
+                      headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_for(predicate, timeout_s: float, what: str):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path: Path):
+    from assistant.identity import Identity, load_secret
+    from assistant.server import build_services
+    from training.operations import attach_learning_loop
+
+    os.environ[TOKEN_ENV] = TOKEN
+    cfg = config_mod.load_config(REPO / "config.toml", overrides={
+        "server": {"data_dir": str(tmp_path / "data"), "admin_token_env": TOKEN_ENV,
+                   "rate_limit_per_minute": 1000},
+        "model": {"base": str(real_model_dir), "max_new_tokens": 24, "temperature": 0.7},
+        "retrieval": {"top_k": 0},
+        "curation": {"max_share_per_user": 1.0},
+        "training": {"max_steps": 8, "batch_size": 2, "max_seq_tokens": 160, "eval_every": 4,
+                     "learning_rate": 1e-3, "start_from": "base"},
+        "schedule": {"enabled": False},
+        "rollout": {"steps": [0.5], "min_ratings_per_arm": 6, "max_ratings_per_step": 200,
+                    "tick_seconds": 1, "guardrail_min_turns": 200}})
+    services = build_services(cfg)
+    services.identity = Identity(load_secret(cfg.data_dir), api_keys=KEYS)
+    attach_learning_loop(services)
+    server = run_server(services)
+    url = server.url
+    try:
+        # 1. Users chat and rate through the API; the bare base model serves.
+        for i, topic in enumerate(TOPICS[:18]):
+            key = KEYS[i % len(KEYS)]
+            reply = ask(url, key, QUESTIONS[i % 3].format(topic))
+            assert reply["arm"] == "production" and reply["adapter_version"] == 0
+            rate(url, key, reply["id"], "up" if i % 5 else "down")
+
+        # 2. An operator runs a cycle: curate -> train -> validate -> canary.
+        assert "cycle started" in admin(url, "POST", "/actions/cycle")["result"]
+        overview = wait_for(lambda: (o := admin(url, "GET", "/overview"))["cycles"]
+                            and o["cycles"][0]["status"] != "running" and o, 600, "the cycle")
+        cycle = overview["cycles"][0]
+        assert cycle["status"] == "succeeded", cycle["reason"]
+        active = overview["active_rollout"]
+        assert active, f"no canary started: {cycle['reason']}"
+        canary = active["rollout"]["adapter_version"]
+        assert canary >= 1
+
+        # 3. New conversations split between the arms; users like the canary's answers more.
+        #    The rule may promote as soon as each arm has min_ratings_per_arm (6) ratings.
+        arms = {"canary": 0, "production": 0}
+        for i, topic in enumerate(TOPICS * 3):
+            key = KEYS[i % len(KEYS)]
+            reply = ask(url, key, f"Tell me about {topic}, part {i}.")
+            if reply["arm"] == "canary":
+                assert reply["adapter_version"] == canary
+            elif reply["adapter_version"] != 0:
+                break  # promoted meanwhile: production now serves the canary's adapter
+            arms[reply["arm"]] += 1
+            rate(url, key, reply["id"], "up" if reply["arm"] == "canary" else "down")
+            if min(arms.values()) >= 8:
+                break
+        assert min(arms.values()) >= 6, arms  # both arms received their share
+
+        # 4. The decision rule promotes the canary on its users' ratings (ticks every second).
+        overview = wait_for(lambda: (o := admin(url, "GET", "/overview"))[
+            "production_version"] == canary and o, 120, "promotion")
+        assert overview["rollouts"][0]["status"] == "promoted"
+        assert overview["active_rollout"] is None
+
+        # 5. The promoted adapter answers new conversations.
+        reply = ask(url, KEYS[0], "What is a lighthouse?")
+        assert reply["arm"] == "production" and reply["adapter_version"] == canary
+        assert reply["choices"][0]["message"]["content"].strip()
+        assert f"v{canary}" in services.generator.adapter_names()
+    finally:
+        server.stop()
+        services.close()
+        os.environ.pop(TOKEN_ENV, None)
