@@ -5,9 +5,9 @@ from __future__ import annotations
 from store import datasets, queries
 from store.db import open_database
 from store.forget import forget_user
+from tests.training.test_cycle import seed_ratings
 from training.curate import curate
 from training.dataset import load_dataset, write_dataset
-from tests.training.test_cycle import seed_ratings
 
 
 def test_forget_keeps_an_untrained_dataset_loadable_without_the_user(cfg):
