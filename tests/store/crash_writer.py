@@ -36,6 +36,7 @@ def writer(db, worker: int) -> None:  # type: ignore[no-untyped-def]
         set_feedback(db, turn_id=turn, user_id=user, rating=rating)
         say(f"V {turn} {user} {rating}")
         if n % 3 == 0:  # a changed vote: the last acknowledged rating must win
+            say(f"W {turn} {user} up")  # intent: it may commit without being acknowledged
             set_feedback(db, turn_id=turn, user_id=user, rating="up")
             say(f"V {turn} {user} up")
 
