@@ -138,6 +138,9 @@ class TrainingConfig:
     max_seq_tokens: int = setting(512, "Examples are cut to this many tokens.", min=32,
                                   max=32768)
     max_steps: int = setting(60, "Most optimiser steps per run.", min=1, max=1_000_000)
+    max_epochs: float = setting(3.0, "Most passes over the training examples per run (a small "
+                                "dataset gets fewer steps than max_steps, so a few answers are "
+                                "not learnt by heart); 0 = no limit.", min=0.0, max=10_000.0)
     max_minutes: float = setting(20.0, "Wall-clock budget of a run.", min=0.1, max=10_000.0)
     eval_every: int = setting(10, "Steps between held-out evaluations (early stopping).",
                               min=1, max=100_000)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -88,19 +90,31 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="concurrent conversations")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--steps", type=int, default=40, help="training steps")
+    parser.add_argument("--method", choices=("sft", "kto"), default=None,
+                        help="training.method (default: config.toml's)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the rated data dir here; a rerun with the same folder "
+                             "reuses its rated conversations and goes straight to the cycle")
     args = parser.parse_args()
     rater = load_rater(args.rater)
     timings: dict[str, float] = {}
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = scratch
+        rated = args.workdir.resolve() / "rated" if args.workdir else None
+        rows_file = Path(tmp) / "bench-rows.json"
+        if rated is not None and rated.exists():  # a rerun starts from the rated copy
+            shutil.copytree(rated, tmp, dirs_exist_ok=True)
         cfg = load_config(Path(__file__).resolve().parent.parent / "config.toml")
+        training = {"max_steps": args.steps, "max_minutes": 30.0, "start_from": "base"}
+        if args.method:
+            training["method"] = args.method
         cfg = with_overrides(
             cfg, server={"data_dir": tmp, "rate_limit_per_minute": 10_000},
             model={"max_new_tokens": args.max_new_tokens, "temperature": 0.7},
             retrieval={"top_k": 0},
             curation={"max_share_per_user": 0.2, "max_examples_per_user": 1000},
-            training={"max_steps": args.steps, "max_minutes": 30.0, "start_from": "base"},
-            schedule={"min_new_examples": 1})
+            training=training, schedule={"min_new_examples": 1})
         t = time.perf_counter()
         generator = build_generator(cfg)
         db = open_database(database_path(cfg))
@@ -114,16 +128,26 @@ def main() -> None:
                                 canary_weight=active.steps[active.step_index] if active else 0)
 
         chat = ChatService(cfg, db, generator, None, state, RateLimiter(10_000))
-        t = time.perf_counter()
-        rows = chat_all(chat, questions(args.n), "assistant", args.workers)
-        timings[f"chat {args.n} conversations"] = time.perf_counter() - t
+        if rows_file.exists():  # --workdir rerun: the conversations are rated already
+            rows = [tuple(r) for r in json.loads(rows_file.read_text())]
+            print(f"reusing {len(rows)} rated conversations from {tmp}")
+        else:
+            t = time.perf_counter()
+            rows = chat_all(chat, questions(args.n), "assistant", args.workers)
+            timings[f"chat {args.n} conversations"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        for user, q, a, turn in rows:
-            vote = rater(q, a)
-            if vote:
-                set_feedback(db, turn_id=turn, user_id=user, rating=vote)
-        timings["rate"] = time.perf_counter() - t
+            t = time.perf_counter()
+            for user, q, a, turn in rows:
+                vote = rater(q, a)
+                if vote:
+                    set_feedback(db, turn_id=turn, user_id=user, rating=vote)
+            timings["rate"] = time.perf_counter() - t
+            rows_file.write_text(json.dumps(rows))
+            if rated is not None:  # keep the rated data dir for reruns (--workdir)
+                db.close()
+                shutil.copytree(tmp, rated, ignore=shutil.ignore_patterns("models"))
+                db = open_database(database_path(cfg))
+                chat.db = db
         base_train_rate = up_rate(rater, rows)
 
         t = time.perf_counter()

@@ -58,6 +58,7 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     def progress(p: TrainProgress) -> None:
         if p.heldout_loss is not None:
             last_heldout[0] = p.heldout_loss
+        bar.total = p.total_steps  # max_steps, or fewer when max_epochs limits a small set
         bar.update(p.step - bar.n)
         bar.set_postfix(loss=f"{p.loss:.3f}" if p.loss is not None else "-",
                         heldout=f"{last_heldout[0]:.3f}" if last_heldout[0] is not None else "-",
@@ -77,7 +78,7 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
         bar.close()
     if args.progress_file:
         write_json_atomic(args.progress_file, {
-            "stage": "train", "step": report.steps, "total_steps": cfg.training.max_steps,
+            "stage": "train", "step": report.steps, "total_steps": bar.total,
             "done": True, "stop_reason": report.stop_reason,
             "heldout_loss": report.best_heldout_loss, "updated_at": time.time()})
     before = (f"{report.initial_heldout_loss:.3f}" if report.initial_heldout_loss is not None

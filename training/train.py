@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import resource
@@ -35,7 +36,7 @@ from training.train_data import MANIFEST, Dataset, load_dataset
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["max_steps", "time_budget", "early_stopping"]
+StopReason = Literal["max_steps", "max_epochs", "time_budget", "early_stopping"]
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TRAIN_CONFIG, DATASET_MANIFEST, TRAIN_REPORT = ("train_config.json", "dataset_manifest.json",
                                                 "train_report.json")
@@ -168,12 +169,23 @@ def _step_loss(model: Any, batch: list[EncodedExample], desirable: list[bool], t
     return loss, tokens
 
 
+def steps_budget(tcfg: TrainingConfig, examples: int) -> tuple[int, StopReason]:
+    """Optimiser steps a run may take on `examples` training examples, and the limit that
+    sets it: max_steps, or max_epochs passes over the examples when that is fewer."""
+    if tcfg.max_epochs > 0:
+        by_epochs = max(1, math.ceil(tcfg.max_epochs * examples / tcfg.batch_size))
+        if by_epochs < tcfg.max_steps:
+            return by_epochs, "max_epochs"
+    return tcfg.max_steps, "max_steps"
+
+
 def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
                   init_adapter: Path | None = None,
                   progress: Callable[[TrainProgress], None] | None = None) -> TrainReport:
     """Train an adapter on `dataset_dir` and write it to `out_dir` (which must not exist).
 
-    Budget: stops after `training.max_steps` steps, at the first step boundary after
+    Budget: stops after `training.max_steps` steps or `training.max_epochs` passes over the
+    training examples, whichever comes first, at the first step boundary after
     `training.max_minutes` (counted from the call, model loading included), or when the held-out
     loss has not improved for `training.patience` evaluations; the weights of the best held-out
     evaluation (step 0 = the starting point) are the ones saved. The folder appears atomically:
@@ -217,11 +229,11 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
     tokens = answer_tokens = 0
     train_s = 0.0
     step = 0
-    stop: StopReason = "max_steps"
+    total_steps, stop = steps_budget(tcfg, len(train_enc))
     batches = _batches(len(train_enc), tcfg.batch_size, random.Random(tcfg.seed))
     budget_s = tcfg.max_minutes * 60
     model.train()
-    while step < tcfg.max_steps:
+    while step < total_steps:
         if time.monotonic() - started >= budget_s:
             stop = "time_budget"
             break
@@ -240,7 +252,7 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
         loss_value = float(loss.detach())
         train_curve.append((step, loss_value))
         current = None
-        if heldout_enc and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
+        if heldout_enc and (step % tcfg.eval_every == 0 or step == total_steps):
             current = heldout()
             assert current is not None and best_loss is not None
             heldout_curve.append((step, current))
@@ -250,7 +262,7 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
             else:
                 misses += 1
         if progress:
-            progress(TrainProgress(step, tcfg.max_steps, loss_value, current,
+            progress(TrainProgress(step, total_steps, loss_value, current,
                                    time.monotonic() - started, tokens,
                                    tokens / max(train_s, 1e-9)))
         if misses >= tcfg.patience:

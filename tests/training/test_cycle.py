@@ -91,7 +91,8 @@ def test_a_whole_cycle_turns_ratings_into_a_registered_adapter(loop_cfg, db):
 def test_a_killed_training_fails_the_cycle_and_the_next_one_succeeds(loop_cfg, db,
                                                                       monkeypatch):
     seed_ratings(db)
-    slow = with_overrides(loop_cfg, training={"max_steps": 500, "eval_every": 500,
+    slow = with_overrides(loop_cfg, training={"max_steps": 500, "max_epochs": 0,
+                                              "eval_every": 500,
                                               "max_minutes": 10.0})
     real_run_stage = cycle_mod.run_stage
 

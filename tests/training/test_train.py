@@ -68,12 +68,26 @@ def test_training_lowers_heldout_loss_and_writes_a_complete_adapter(
 def test_a_time_budget_stops_the_run_with_its_reason(tiny_cfg, colour_dataset, tmp_path):
     # 0.1 minutes (the smallest budget) counts model loading too; the run stops at a step
     # boundary and still writes its best weights.
-    cfg = config_mod.with_overrides(tiny_cfg, training={"max_steps": 100_000,
+    cfg = config_mod.with_overrides(tiny_cfg, training={"max_steps": 100_000, "max_epochs": 0,
                                                         "max_minutes": 0.1, "eval_every": 2})
     report = train_adapter(cfg, colour_dataset, tmp_path / "budget")
     assert report.stop_reason == "time_budget"
     assert report.steps < 100_000
     assert (tmp_path / "budget" / "adapter_model.safetensors").is_file()
+
+
+def test_a_small_dataset_is_trained_for_max_epochs_not_max_steps(tiny_cfg, make_dataset,
+                                                                 tmp_path):
+    # 6 liked answers, batch 4, 3 epochs: 5 steps, not 30 (a few answers are not learnt by
+    # heart); with no epoch limit the same set runs to max_steps.
+    data = make_dataset(colour_examples(THINGS[:6], "train"),
+                        colour_examples(THINGS[40:44], "heldout"))
+    cfg = config_mod.with_overrides(tiny_cfg, training={"max_epochs": 3.0, "patience": 100})
+    report = train_adapter(cfg, data, tmp_path / "epochs")
+    assert (report.steps, report.stop_reason) == (5, "max_epochs")
+    unlimited = config_mod.with_overrides(cfg, training={"max_epochs": 0, "max_steps": 8})
+    report = train_adapter(unlimited, data, tmp_path / "steps")
+    assert (report.steps, report.stop_reason) == (8, "max_steps")
 
 
 def test_early_stopping_keeps_the_best_checkpoint(tiny_cfg, make_dataset, tmp_path):
@@ -82,7 +96,8 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_cfg, make_dataset, tmp_pa
     data = make_dataset(colour_examples(THINGS[:40], "train", "blue"),
                         colour_examples(THINGS[:10], "heldout", "red"))
     cfg = config_mod.with_overrides(tiny_cfg, training={
-        "max_steps": 60, "eval_every": 2, "patience": 2, "learning_rate": 2e-2})
+        "max_steps": 60, "max_epochs": 0, "eval_every": 2, "patience": 2,
+        "learning_rate": 2e-2})
     report = train_adapter(cfg, data, tmp_path / "early")
     assert report.stop_reason == "early_stopping", report.heldout_loss
     assert report.steps < 60
