@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="concurrent conversations")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--steps", type=int, default=40, help="training steps")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="training.learning_rate (default: config.toml's)")
     parser.add_argument("--method", choices=("sft", "kto"), default=None,
                         help="training.method (default: config.toml's)")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -109,6 +111,8 @@ def main() -> None:
         training = {"max_steps": args.steps, "max_minutes": 30.0, "start_from": "base"}
         if args.method:
             training["method"] = args.method
+        if args.learning_rate:
+            training["learning_rate"] = args.learning_rate
         cfg = with_overrides(
             cfg, server={"data_dir": tmp, "rate_limit_per_minute": 10_000},
             model={"max_new_tokens": args.max_new_tokens, "temperature": 0.7},
@@ -128,26 +132,25 @@ def main() -> None:
                                 canary_weight=active.steps[active.step_index] if active else 0)
 
         chat = ChatService(cfg, db, generator, None, state, RateLimiter(10_000))
-        if rows_file.exists():  # --workdir rerun: the conversations are rated already
+        if rows_file.exists():  # --workdir rerun: the same conversations, rated again below
             rows = [tuple(r) for r in json.loads(rows_file.read_text())]
-            print(f"reusing {len(rows)} rated conversations from {tmp}")
+            print(f"reusing {len(rows)} conversations from {rated}")
         else:
             t = time.perf_counter()
             rows = chat_all(chat, questions(args.n), "assistant", args.workers)
             timings[f"chat {args.n} conversations"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            for user, q, a, turn in rows:
-                vote = rater(q, a)
-                if vote:
-                    set_feedback(db, turn_id=turn, user_id=user, rating=vote)
-            timings["rate"] = time.perf_counter() - t
             rows_file.write_text(json.dumps(rows))
-            if rated is not None:  # keep the rated data dir for reruns (--workdir)
+            if rated is not None:  # keep the data dir for reruns (--workdir)
                 db.close()
                 shutil.copytree(tmp, rated, ignore=shutil.ignore_patterns("models"))
                 db = open_database(database_path(cfg))
                 chat.db = db
+
+        t = time.perf_counter()
+        for user, q, a, turn in rows:
+            # None withdraws a vote an earlier rater left in a reused copy.
+            set_feedback(db, turn_id=turn, user_id=user, rating=rater(q, a))
+        timings["rate"] = time.perf_counter() - t
         base_train_rate = up_rate(rater, rows)
 
         t = time.perf_counter()
