@@ -27,10 +27,13 @@ TOPICS = ["the sun", "rain", "coffee", "owls", "trains", "maps", "honey", "snow"
 
 
 def ask(url: str, key: str, question: str) -> dict:
+    # A seed per question: sampled answers, and so the dataset and the adapter trained on it,
+    # are the same on every run (routing still depends on the random conversation ids).
+    seed = sum(question.encode()) * 7919 % 2**31
     r = httpx.post(f"{url}/v1/chat/completions", timeout=300,
                    headers={"Authorization": f"Bearer {key}"},
-                   json={"model": "assistant", "messages": [{"role": "user",
-                                                             "content": question}]})
+                   json={"model": "assistant", "seed": seed,
+                         "messages": [{"role": "user", "content": question}]})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -70,8 +73,8 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
         "model": {"base": str(real_model_dir), "max_new_tokens": 24, "temperature": 0.7},
         "retrieval": {"top_k": 0},
         "curation": {"max_share_per_user": 1.0},
-        "training": {"max_steps": 8, "batch_size": 2, "max_seq_tokens": 160, "eval_every": 4,
-                     "learning_rate": 1e-3, "start_from": "base"},
+        "training": {"max_steps": 10, "batch_size": 2, "max_seq_tokens": 160, "eval_every": 5,
+                     "learning_rate": 5e-4, "start_from": "base"},
         "schedule": {"enabled": False},
         "rollout": {"steps": [0.5], "min_ratings_per_arm": 6, "max_ratings_per_step": 200,
                     "tick_seconds": 1, "guardrail_min_turns": 200}})
