@@ -156,8 +156,11 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    max_loss_increase: float = setting(0.0, "Candidate held-out loss may exceed production's "
-                                       "by at most this much (nats/token).", min=0.0, max=100.0)
+    min_loss_improvement: float = setting(0.01, "Candidate held-out loss must be below "
+                                          "production's by at least this much (nats/token): "
+                                          "an adapter that learnt nothing is not rolled out. "
+                                          "Negative allows a worse loss.", min=-100.0,
+                                          max=100.0)
     min_preference_margin: float = setting(0.05, "Candidate's margin (👍 minus 👎 answer "
                                            "log-likelihood) must be at least production's "
                                            "minus this; a little slack, as held-out 👎 "

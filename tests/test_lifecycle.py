@@ -21,6 +21,24 @@ TOKEN_ENV = "TEST_LIFECYCLE_ADMIN_TOKEN"
 TOKEN = "lifecycle-operator-token-0123456789"
 KEYS = [f"lifecycle-user-key-{i:02d}-abcdefgh" for i in range(6)]
 QUESTIONS = ["What is {}?", "Give me one fact about {}.", "Describe {} briefly."]
+FACTS = {"the sun": "It is a star at the centre of our solar system.",
+         "rain": "It is water that falls from clouds as drops.",
+         "coffee": "It is a drink brewed from roasted coffee beans.",
+         "owls": "They are birds that mostly hunt at night.",
+         "trains": "They run on rails and carry people or goods.",
+         "maps": "They are drawings of places that help you find your way.",
+         "honey": "Bees make it from the nectar of flowers.",
+         "snow": "It is frozen water that falls as flakes in winter.",
+         "tea": "It is made by pouring hot water over dried leaves.",
+         "bread": "It is baked from flour, water and yeast.",
+         "the moon": "It orbits the Earth about once a month.",
+         "rivers": "They carry fresh water from hills down to the sea.",
+         "paper": "It is usually made from wood pulp.",
+         "bees": "They pollinate flowers and live in hives.",
+         "glass": "It is made by melting sand at a high temperature.",
+         "salt": "It is a mineral used to season and preserve food.",
+         "wind": "It is air moving from high to low pressure.",
+         "clocks": "They measure and show the time of day."}
 TOPICS = ["the sun", "rain", "coffee", "owls", "trains", "maps", "honey", "snow", "tea",
           "bread", "the moon", "rivers", "paper", "bees", "glass", "salt", "wind", "clocks",
           "forests", "music", "bridges", "islands", "stars", "volcanoes"]
@@ -38,9 +56,10 @@ def ask(url: str, key: str, question: str) -> dict:
     return r.json()
 
 
-def rate(url: str, key: str, completion_id: str, rating: str) -> None:
+def rate(url: str, key: str, completion_id: str, rating: str,
+         correction: str | None = None) -> None:
     r = httpx.post(f"{url}/v1/feedback", timeout=60, headers={"Authorization": f"Bearer {key}"},
-                   json={"id": completion_id, "rating": rating})
+                   json={"id": completion_id, "rating": rating, "correction": correction})
     assert r.status_code == 200, r.text
 
 
@@ -73,7 +92,7 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
         "model": {"base": str(real_model_dir), "max_new_tokens": 24, "temperature": 0.7},
         "retrieval": {"top_k": 0},
         "curation": {"max_share_per_user": 1.0},
-        "training": {"max_steps": 10, "batch_size": 2, "max_seq_tokens": 160, "eval_every": 5,
+        "training": {"max_steps": 16, "batch_size": 2, "max_seq_tokens": 160, "eval_every": 4,
                      "learning_rate": 5e-4, "start_from": "base"},
         "schedule": {"enabled": False},
         "rollout": {"steps": [0.5], "min_ratings_per_arm": 6, "max_ratings_per_step": 200,
@@ -84,12 +103,17 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
     server = run_server(services)
     url = server.url
     try:
-        # 1. Users chat and rate through the API; the bare base model serves.
+        # 1. Users chat and rate through the API; the bare base model serves. They like some
+        #    answers and correct the others, always in the same short style: something an
+        #    adapter can learn, so validation sees a real held-out improvement.
         for i, topic in enumerate(TOPICS[:18]):
             key = KEYS[i % len(KEYS)]
             reply = ask(url, key, QUESTIONS[i % 3].format(topic))
             assert reply["arm"] == "production" and reply["adapter_version"] == 0
-            rate(url, key, reply["id"], "up" if i % 5 else "down")
+            if i % 4 == 0:
+                rate(url, key, reply["id"], "up")
+            else:
+                rate(url, key, reply["id"], "down", correction=f"{FACTS[topic]} Hope this helps!")
 
         # 2. An operator runs a cycle: curate -> train -> validate -> canary.
         assert "cycle started" in admin(url, "POST", "/actions/cycle")["result"]

@@ -1,8 +1,9 @@
 """Validate stage: the offline gate a candidate adapter must pass before any user sees it.
 
 Against production (another adapter, or the bare base) on the dataset's held-out split:
-  - held-out loss: mean NLL per token of the 👍 answers; the candidate may be worse than
-    production by at most `validation.max_loss_increase`;
+  - held-out loss: mean NLL per token of the 👍 answers; the candidate's must be below
+    production's by at least `validation.min_loss_improvement` (an adapter that learnt nothing,
+    e.g. early-stopped at its starting point, is not worth a canary);
   - preference margin: mean log-likelihood per token of 👍 answers minus that of 👎 answers;
     the candidate's may be below production's by at most `validation.min_preference_margin`
     (skipped when the held-out split has no 👎 answers);
@@ -187,9 +188,9 @@ def _comparisons(cfg: Config, cand: dict[str, Any], prod: dict[str, Any]) -> lis
     vcfg = cfg.validation
     c_loss, p_loss = cand["heldout_loss"], prod["heldout_loss"]
     checks = [Check(
-        "heldout_loss", "failed" if c_loss > p_loss + vcfg.max_loss_increase else "passed",
-        f"held-out loss {c_loss:.3f} vs production {p_loss:.3f} nats/token (allowed increase "
-        f"{vcfg.max_loss_increase})", c_loss, p_loss, vcfg.max_loss_increase)]
+        "heldout_loss", "failed" if c_loss > p_loss - vcfg.min_loss_improvement else "passed",
+        f"held-out loss {c_loss:.3f} vs production {p_loss:.3f} nats/token (must improve by "
+        f"{vcfg.min_loss_improvement})", c_loss, p_loss, vcfg.min_loss_improvement)]
     c_m, p_m = cand["preference_margin"], prod["preference_margin"]
     if c_m is None or p_m is None:
         checks.append(Check("preference_margin", "skipped",
