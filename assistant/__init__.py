@@ -1,1 +1,3 @@
-"""Serving path: request -> retrieve -> prompt -> route -> generate -> log."""
+"""Serving pipeline, one subpackage per step of a turn:
+http (edge: routes, identity, limits) -> turns (route, ask, finish, rate) -> retrieval (documents)
+-> generation (the model worker) -> store (log); pages are the browser and terminal views."""

@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assistant.generation import Generator, SamplingParams  # noqa: E402
-from assistant.model_files import load_model, packaged_gguf, resolve_base_model  # noqa: E402
-from assistant.prompts import build_messages, encode_prompt  # noqa: E402
+from assistant.generation.worker import Generator, SamplingParams  # noqa: E402
+from core.base_model import load_model, packaged_gguf, resolve_base_model  # noqa: E402
+from core.prompts import build_messages, encode_prompt  # noqa: E402
 
 QUESTIONS = ["Explain in a few sentences how photosynthesis works.",
              "Write a short paragraph about the history of Paris.",

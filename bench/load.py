@@ -65,7 +65,7 @@ def toml_value(value: object) -> str:
 def write_config(path: Path, data_dir: Path, port: int, args: argparse.Namespace) -> None:
     """The repository config with the bench's overrides (limits out of the way, data in tmp,
     the model converted once into the repository's data dir as `main.py serve` would)."""
-    from assistant.model_files import resolve_base_model
+    from core.base_model import resolve_base_model
 
     data = tomllib.loads((REPO / args.config).read_text())
     data["model"]["base"] = resolve_base_model(data["model"].get("base", "smollm2-135m-instruct"),
@@ -194,9 +194,9 @@ def run_stack(args: argparse.Namespace) -> list[Level]:
 # ---- the bare generator -----------------------------------------------------------------------
 
 def run_generator(args: argparse.Namespace) -> list[Level]:
-    from assistant.prompts import build_messages, encode_prompt
-    from assistant.runtime import build_generator, sampling_params
+    from assistant.generation.loader import build_generator, sampling_params
     from config import load_config
+    from core.prompts import build_messages, encode_prompt
 
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
         config = Path(tmp) / "config.toml"

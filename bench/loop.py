@@ -25,14 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assistant.chat import ChatService, ServingState, adapter_name  # noqa: E402
-from assistant.limits import RateLimiter  # noqa: E402
-from assistant.runtime import build_generator  # noqa: E402
+from assistant.generation.loader import build_generator  # noqa: E402
+from assistant.http.limits import RateLimiter  # noqa: E402
+from assistant.turns.chat import ChatService, ServingState, adapter_name  # noqa: E402
 from config import load_config, with_overrides  # noqa: E402
 from store import registry, rollouts  # noqa: E402
 from store.db import database_path, open_database  # noqa: E402
 from store.logs import set_feedback  # noqa: E402
-from training.cycle import run_cycle  # noqa: E402
+from training.loop.cycle import run_cycle  # noqa: E402
 
 Rater = Callable[[str, str], "str | None"]
 

@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import config as config_mod  # noqa: E402
-from assistant.embedder import load_embedder  # noqa: E402
-from assistant.retrieval import ingest_paths, open_retriever  # noqa: E402
-from assistant.vectorstore import ChunkRow, MilvusStore  # noqa: E402
+from assistant.retrieval.embedder import load_embedder  # noqa: E402
+from assistant.retrieval.ingest import ingest_paths  # noqa: E402
+from assistant.retrieval.retriever import open_retriever  # noqa: E402
+from assistant.retrieval.vectorstore import ChunkRow, MilvusStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MODULES = ("os", "re", "json", "collections", "asyncio", "email", "http.client", "argparse",

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import config as config_mod  # noqa: E402
 from config import RolloutConfig  # noqa: E402
-from store.records import ArmStats  # noqa: E402
-from training.rollout_rule import RolloutState, decide  # noqa: E402
+from core.domain import ArmStats  # noqa: E402
+from training.rollout.rule import RolloutState, decide  # noqa: E402
 
 WAIT, ADVANCE, ROLLBACK, INCONCLUSIVE = 0, 1, 2, 3
 T0 = datetime(2025, 3, 1, tzinfo=UTC)

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
 
+from core.domain import ServedPassage  # noqa: E402
 from store.db import Database, open_database  # noqa: E402
 from store.logs import create_conversation, log_turn, set_feedback  # noqa: E402
 from store.queries import rated_turns_since  # noqa: E402
-from store.records import ServedPassage  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "Answer from the passages."},
             {"role": "user", "content": "How do I reset my password?"}]

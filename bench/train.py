@@ -1,4 +1,4 @@
-"""Training throughput: our QLoRA loop (training.train.train_adapter) against a plain
+"""Training throughput: our QLoRA loop (training.train.qlora.train_adapter) against a plain
 transformers `Trainer` + peft on the same examples, model, quantization, LoRA setup, batch size
 and number of steps, measured in the same run.
 
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see training.stages.stage_env
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see training.loop.stages.stage_env
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ TOPICS = ["rivers", "volcanoes", "bread", "bicycles", "batteries", "glaciers", "
 
 def _examples(n: int) -> list[dict[str, object]]:
     """Rated examples with answers of a few dozen tokens, in curation's line format."""
-    from assistant.prompts import build_messages
+    from core.prompts import build_messages
 
     rows = []
     for i in range(n):
@@ -71,7 +71,7 @@ def _rss_mb() -> float:
 
 
 def run_ours(model_dir: str, work: Path, steps: int, batch: int, seq: int) -> dict[str, object]:
-    from training.train import train_adapter
+    from training.train.qlora import train_adapter
 
     cfg = _cfg(model_dir, work / "data", steps, batch, seq)
     marks: list[tuple[float, int]] = []
@@ -86,8 +86,8 @@ def run_trainer(model_dir: str, work: Path, steps: int, batch: int, seq: int
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
-    from assistant.model_files import load_model
-    from assistant.prompts import encode_example
+    from core.base_model import load_model
+    from core.prompts import encode_example
 
     cfg = _cfg(model_dir, work / "data", steps, batch, seq)
     tcfg = cfg.training
@@ -150,7 +150,7 @@ def main() -> None:
 
             model_dir = str(build_tiny_model(Path(tmp) / "tiny"))
         else:
-            from assistant.model_files import resolve_base_model
+            from core.base_model import resolve_base_model
 
             model_dir = resolve_base_model("smollm2-135m-instruct", REPO / "data")
         print(f"model {args.model} ({model_dir}), NF4 on the CPU, LoRA r=8 on all linear "

@@ -71,7 +71,8 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from assistant import retrieval
+    from assistant.retrieval import ingest
+    from assistant.retrieval import retriever as retrieval
     from errors import InputError
 
     given = sum(bool(x) for x in (args.paths, args.list, args.delete, args.reindex,
@@ -81,14 +82,14 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
                          "--reindex, --sample (see `main.py ingest --help`)")
     with retrieval.open_retriever(cfg, for_reindex=args.reindex) as retriever:
         if args.list:
-            sources = retrieval.list_sources(retriever)
+            sources = ingest.list_sources(retriever)
             for s in sources:
                 print(f"{s.chunks:6d} chunks  {s.ingested_at:%Y-%m-%d %H:%M} UTC  {s.source}")
             print(f"{len(sources)} document(s), {retriever.store.count()} chunks, embedder "
                   f"{retriever.embedder.name}")
             return 0
         if args.delete:
-            removed = retrieval.delete_source(retriever, args.delete)
+            removed = ingest.delete_source(retriever, args.delete)
             if not removed:
                 raise InputError(f"no document {args.delete!r} in the index; "
                                  "`main.py ingest --list` shows their names")
@@ -102,11 +103,11 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
             bar.set_postfix_str(Path(source).name[-40:], refresh=False)
 
         if args.reindex:
-            report = retrieval.reindex(retriever, progress)
+            report = ingest.reindex(retriever, progress)
         elif args.sample:
-            report = retrieval.ensure_sample_docs(retriever, progress)
+            report = ingest.ensure_sample_docs(retriever, progress)
         else:
-            report = retrieval.ingest_paths(retriever, args.paths, progress)
+            report = ingest.ingest_paths(retriever, args.paths, progress)
         bar.close()
     print(report.summary())
     return 1 if report.failed else 0

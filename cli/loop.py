@@ -62,8 +62,8 @@ def _curate_args(p: argparse.ArgumentParser) -> None:
          _curate_args)
 def cmd_curate(cfg: Config, args: argparse.Namespace) -> int:
     from store import datasets, queries
-    from training.curate import curate, summary_lines
-    from training.dataset import write_dataset
+    from training.dataset.curate import curate, summary_lines
+    from training.dataset.schema import write_dataset
 
     with _open(cfg) as db:
         since = datasets.last_dataset_time(db)
@@ -95,7 +95,7 @@ def _cycle_args(p: argparse.ArgumentParser) -> None:
 @command("cycle", "run one improvement cycle now: curate, train, validate, start a canary",
          _cycle_args)
 def cmd_cycle(cfg: Config, args: argparse.Namespace) -> int:
-    from training.cycle import run_cycle
+    from training.loop.cycle import run_cycle
 
     try:
         db = _open(cfg)
@@ -146,8 +146,8 @@ def cmd_rollout(cfg: Config, args: argparse.Namespace) -> int:
         else:
             print(_admin(cfg, "POST", f"/actions/{action}", {"reason": args.reason})["result"])
         return 0
-    from training.operations import LoopOperator
-    from training.schedule import LoopScheduler
+    from training.loop.operator import LoopOperator
+    from training.loop.schedule import LoopScheduler
 
     with db:
         operator = LoopOperator(cfg, db, LoopScheduler(cfg, db))

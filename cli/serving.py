@@ -15,8 +15,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 @command("serve", "serve the chat, the operator console and the API", _serve_args)
 def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
-    from assistant.server import serve
-    from training.operations import attach_learning_loop
+    from assistant.http.app import serve
+    from training.loop.operator import attach_learning_loop
 
     serve(cfg, host=args.host, port=args.port, extend=attach_learning_loop)
     return 0
@@ -30,13 +30,13 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
 @command("chat", "chat with the model in the terminal (a quick check of the real model)",
          _chat_args)
 def cmd_chat(cfg: Config, args: argparse.Namespace) -> int:
-    from assistant.terminal import terminal_chat
+    from assistant.pages.terminal import terminal_chat
 
     return terminal_chat(cfg, adapter_dir=args.adapter, message=args.message)
 
 
 @command("status", "show the model, adapters, documents and the learning loop")
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
-    from assistant.status import print_status
+    from assistant.pages.status import print_status
 
     return print_status(cfg)

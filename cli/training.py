@@ -46,7 +46,7 @@ def _stop_on_sigterm() -> None:
 def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from training.train import TrainProgress, train_adapter
+    from training.train.qlora import TrainProgress, train_adapter
 
     _stop_on_sigterm()
     bar = tqdm(total=cfg.training.max_steps, desc="train", unit="step", file=sys.stderr,
@@ -103,7 +103,7 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 @command("validate", "compare a candidate adapter with production; exit 1 when rejected",
          _validate_args)
 def cmd_validate(cfg: Config, args: argparse.Namespace) -> int:
-    from training.validate import validate_adapter
+    from training.validate.gate import validate_adapter
 
     _stop_on_sigterm()
     report = validate_adapter(cfg, args.candidate, args.production, args.dataset, args.report)

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, get_args
 
+from core.domain import Cycle, CycleStatus
 from errors import NotFoundError, TransitionError
 from store.db import Cursor, Database
 from store.events import insert_event
-from store.records import Cycle, CycleStatus
 from store.values import (
     MAX_ID_CHARS,
     MAX_NOTE_CHARS,

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from core.domain import DatasetInfo
 from errors import InputError, NotFoundError, StoreError
 from store.db import Cursor, Database
 from store.events import insert_event
-from store.records import DatasetInfo
 from store.values import (
     MAX_NOTE_CHARS,
     aware,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.domain import Event
 from store.db import Cursor, Database
-from store.records import Event
 from store.values import (
     MAX_ID_CHARS,
     aware,

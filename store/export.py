@@ -10,9 +10,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from core.domain import ExportReport
 from errors import StoreError
 from store.db import Database
-from store.records import ExportReport
 
 PARQUET_NAME = "conversations.parquet"
 JSONL_NAME = "conversations.jsonl"

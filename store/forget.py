@@ -12,11 +12,11 @@ import logging
 import os
 from pathlib import Path
 
+from core.domain import ForgetReport
 from errors import StoreError
 from store.datasets import SPLITS, trained_dataset_ids
 from store.db import Cursor, Database
 from store.events import insert_event
-from store.records import ForgetReport
 from store.values import check_id
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, get_args
 
+from core.domain import Arm, Conversation, Rating, ServedPassage, Turn, Vote
 from errors import InputError, NotFoundError
 from store.db import Cursor, Database
-from store.records import Arm, Conversation, Rating, ServedPassage, Turn, Vote
 from store.values import (
     MAX_COMMENT_CHARS,
     MAX_ID_CHARS,

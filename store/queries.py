@@ -6,11 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from errors import NotFoundError
-from store.datasets import get_dataset
-from store.db import Database
-from store.logs import passages_from_json, vote_from_row
-from store.records import (
+from core.domain import (
     ArmStats,
     DatasetInfo,
     Lineage,
@@ -20,6 +16,10 @@ from store.records import (
     RatingCount,
     Vote,
 )
+from errors import NotFoundError
+from store.datasets import get_dataset
+from store.db import Database
+from store.logs import passages_from_json, vote_from_row
 from store.registry import get_adapter
 from store.values import aware, check_choice, from_db, from_json, to_db
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, get_args
 
+from core.domain import Adapter, AdapterStatus
 from errors import InputError, NotFoundError, TransitionError
 from store.db import Cursor, Database
 from store.events import insert_event, list_events, record_event
-from store.records import Adapter, AdapterStatus
 from store.values import (
     MAX_ID_CHARS,
     MAX_NOTE_CHARS,

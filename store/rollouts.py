@@ -11,10 +11,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, get_args
 
+from core.domain import Rollout, RolloutDecision, RolloutStatus
 from errors import InputError, NotFoundError, TransitionError
 from store.db import Cursor, Database
 from store.events import insert_event
-from store.records import Rollout, RolloutDecision, RolloutStatus
 from store.values import (
     MAX_NOTE_CHARS,
     aware,

@@ -45,6 +45,6 @@ def tiny_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="session")
 def real_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The packaged SmolLM2 model converted to safetensors once per test session."""
-    from assistant.model_files import resolve_base_model
+    from core.base_model import resolve_base_model
 
     return Path(resolve_base_model("smollm2-135m-instruct", tmp_path_factory.mktemp("real")))

@@ -81,9 +81,9 @@ def wait_for(predicate, timeout_s: float, what: str):  # noqa: ANN001, ANN201
 
 
 def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path: Path):
-    from assistant.identity import Identity, load_secret
-    from assistant.server import build_services
-    from training.operations import attach_learning_loop
+    from assistant.http.identity import Identity, load_secret
+    from assistant.turns.service import build_services
+    from training.loop.operator import attach_learning_loop
 
     os.environ[TOKEN_ENV] = TOKEN
     cfg = config_mod.load_config(REPO / "config.toml", overrides={

@@ -14,7 +14,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from assistant.model_files import packaged_gguf
+    from core.base_model import packaged_gguf
 
     gguf = packaged_gguf("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -54,7 +54,7 @@ def run_server(services: object) -> RunningServer:
     """Serve `services` with uvicorn on a free loopback port until `stop()`."""
     import uvicorn
 
-    from assistant.server import create_app
+    from assistant.http.app import create_app
 
     app = create_app(services)  # type: ignore[arg-type]
     port = free_port()
@@ -74,8 +74,8 @@ def run_server(services: object) -> RunningServer:
 def live(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[RunningServer]:
     """The whole server on the tiny model, with two API keys (alice's and bob's)."""
-    from assistant.identity import Identity, load_secret
-    from assistant.server import build_services
+    from assistant.http.identity import Identity, load_secret
+    from assistant.turns.service import build_services
 
     cfg = server_config(tmp_path_factory.mktemp("server") / "data", tiny_model_dir)
     services = build_services(cfg)

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from assistant.limits import RateLimiter
+from assistant.http.limits import RateLimiter
 from store import logs
 from tests.assistant.conftest import API_KEYS
 

@@ -161,8 +161,8 @@ def test_two_people_see_only_their_own_conversations(browser, live, services):
 @pytest.fixture(scope="module")
 def grounded(live, tmp_path_factory, tiny_model_dir):  # noqa: ANN201
     """A second server (same model) with the real retriever and the bundled sample documents."""
-    pytest.importorskip("assistant.retrieval", reason="document search is not built yet")
-    from assistant.server import build_services
+    pytest.importorskip("assistant.retrieval.retriever", reason="document search is not built yet")
+    from assistant.turns.service import build_services
     from config import with_overrides
     from tests.assistant.conftest import run_server, server_config
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from assistant.generation import Generator, SamplingParams
-from assistant.model_files import load_model
-from assistant.prompts import build_messages, encode_prompt
+from assistant.generation.worker import Generator, SamplingParams
+from core.base_model import load_model
+from core.prompts import build_messages, encode_prompt
 from errors import AdapterError, BusyError, InputError
 
 GREEDY = SamplingParams(max_new_tokens=24, temperature=0.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.prompts import build_messages, encode_example, encode_prompt
+from core.domain import ServedPassage
+from core.prompts import build_messages, encode_example, encode_prompt
 from errors import InputError
-from store.records import ServedPassage
 
 PASSAGES = [ServedPassage("c1", "guide/rating.md", "Click 👍 or 👎 under an answer.", 0.8),
             ServedPassage("c2", "guide/console.md", "Operators  log in\nwith a token.", 0.6)]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant import model_files
-from assistant.generation import Generator, SamplingParams
-from assistant.model_files import convert_gguf, load_model, packaged_gguf, resolve_base_model
-from assistant.prompts import build_messages, encode_prompt
+from assistant.generation.worker import Generator, SamplingParams
+from core import base_model as model_files
+from core.base_model import convert_gguf, load_model, packaged_gguf, resolve_base_model
+from core.prompts import build_messages, encode_prompt
 from errors import ModelError
 
 pytestmark = pytest.mark.real_model

@@ -15,16 +15,15 @@ import numpy as np
 import pytest
 
 import config as config_mod
-from assistant.embedder import Embedder, load_embedder
-from assistant.retrieval import (
-    Retriever,
+from assistant.retrieval.embedder import Embedder, load_embedder
+from assistant.retrieval.ingest import (
     delete_source,
     ensure_sample_docs,
     ingest_paths,
     list_sources,
-    open_retriever,
     reindex,
 )
+from assistant.retrieval.retriever import Retriever, open_retriever
 from errors import RetrievalError
 from tests.milvus_server import MilvusServer, start_milvus_server
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant.chunking import chunk_blocks
-from assistant.documents import Block, read_document
-from assistant.embedder import Embedder
-from assistant.retrieval import ingest_paths, open_retriever
+from assistant.retrieval.chunking import chunk_blocks
+from assistant.retrieval.documents import Block, read_document
+from assistant.retrieval.embedder import Embedder
+from assistant.retrieval.ingest import ingest_paths
+from assistant.retrieval.retriever import open_retriever
 from errors import InputError
 from tests.assistant.test_retrieval import make_cfg, shared_embedder
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.retrieval import Retriever, ensure_sample_docs, open_retriever
+from assistant.retrieval.ingest import ensure_sample_docs
+from assistant.retrieval.retriever import Retriever, open_retriever
 from tests.assistant.test_retrieval import make_cfg, shared_embedder
 
 QUESTIONS = Path(__file__).with_name("retrieval_set.jsonl")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from assistant.routing import RolloutRoute, bucket, route
+from assistant.turns.routing import RolloutRoute, bucket, route
 from errors import InputError
 
 N = 100_000

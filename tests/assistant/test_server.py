@@ -7,7 +7,7 @@ import shutil
 import httpx
 import pytest
 
-from assistant.identity import COOKIE, Identity, load_secret
+from assistant.http.identity import COOKIE, Identity, load_secret
 from config import with_overrides
 from store import registry
 from tests.assistant.conftest import API_KEYS, run_server, server_config
@@ -115,7 +115,7 @@ def test_metrics_count_turns_latency_tokens_ratings_and_errors(live):
 
 def test_a_registered_production_adapter_is_loaded_and_served(services, tiny_adapters,
                                                              tmp_path):
-    from assistant.server import ServingStateReader
+    from assistant.turns.service import ServingStateReader
     from store.db import open_database
 
     folder = services.cfg.data_dir / "adapters" / "test-v1"
@@ -139,7 +139,7 @@ def test_a_registered_production_adapter_is_loaded_and_served(services, tiny_ada
 @pytest.fixture(scope="module")
 def login_server(live, tmp_path_factory, tiny_model_dir):
     """A second server (own database, the same model) where logins are configured."""
-    from assistant.server import build_services
+    from assistant.turns.service import build_services
 
     cfg = server_config(tmp_path_factory.mktemp("login") / "data", tiny_model_dir,
                         login_attempts_per_minute=3)
@@ -182,7 +182,7 @@ def test_with_logins_the_chat_needs_a_login_and_failed_logins_are_limited(login_
 
 
 def test_status_reads_the_database_or_points_at_the_server(cfg, capsys):
-    from assistant.status import print_status
+    from assistant.pages.status import print_status
     from store.db import database_path, open_database
 
     cfg = with_overrides(cfg, retrieval={"top_k": 0})

@@ -6,10 +6,10 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from assistant.identity import COOKIE
-from assistant.ui import answer_footer, md_text, shown_question
+from assistant.http.identity import COOKIE
+from assistant.pages.chat_page import answer_footer, md_text, shown_question
+from core.domain import ServedPassage
 from store import logs
-from store.records import ServedPassage
 
 
 def browser_identity(url: str) -> tuple[str, str]:
@@ -104,7 +104,7 @@ def test_display_helpers_escape_html_and_markdown():
 def test_stop_ends_the_answer_and_it_is_still_logged(services):
     from types import SimpleNamespace
 
-    from assistant.ui import ChatPage, new_state
+    from assistant.pages.chat_page import ChatPage, new_state
     from config import with_overrides
 
     page = ChatPage(services)
@@ -127,7 +127,7 @@ def test_stop_ends_the_answer_and_it_is_still_logged(services):
 def test_retry_answers_again_without_the_old_answer_in_the_prompt(services):
     from types import SimpleNamespace
 
-    from assistant.ui import ChatPage, new_state
+    from assistant.pages.chat_page import ChatPage, new_state
 
     page = ChatPage(services)
     request = SimpleNamespace(username="anon-retrier", session_hash="s-retry")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from core.domain import ServedPassage
 from store.db import Database, open_database
 from store.logs import create_conversation, log_turn
-from store.records import ServedPassage
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.domain import ServedPassage
 from errors import InputError, NotFoundError
 from store.db import Database
 from store.logs import (
@@ -16,7 +17,6 @@ from store.logs import (
     rename_conversation,
     set_feedback,
 )
-from store.records import ServedPassage
 from store.values import MAX_COMMENT_CHARS, MAX_TEXT_CHARS
 from tests.store.conftest import add_turn
 

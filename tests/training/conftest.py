@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 import config as config_mod
-from assistant.prompts import build_messages
+from core.prompts import build_messages
 
 # Before torch starts its OpenMP threads: busy-waiting threads make every op crawl when the
-# cores are shared (see training.stages.stage_env).
+# cores are shared (see training.loop.stages.stage_env).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 THINGS = ["sky", "sea", "ball", "car", "door", "lamp", "cup", "kite", "boat", "hat", "pen",

@@ -15,7 +15,7 @@ from store import registry
 from tests.assistant.conftest import RunningServer, run_server, server_config
 from tests.assistant.test_browser import ARGS, ARTIFACTS, TIMEOUT
 from tests.tiny import build_adapter
-from training.rollout import abort, start_canary
+from training.rollout.canary import abort, start_canary
 
 TOKEN_ENV = "TEST_CONSOLE_ADMIN_TOKEN"
 TOKEN = "operator-token-for-tests-0123456789"
@@ -24,8 +24,8 @@ TOKEN = "operator-token-for-tests-0123456789"
 @pytest.fixture(scope="module")
 def ops(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[RunningServer]:
-    from assistant.server import build_services
-    from training.operations import attach_learning_loop
+    from assistant.turns.service import build_services
+    from training.loop.operator import attach_learning_loop
 
     os.environ[TOKEN_ENV] = TOKEN
     data = tmp_path_factory.mktemp("ops") / "data"

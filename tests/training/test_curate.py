@@ -11,11 +11,11 @@ import pytest
 
 import config as config_mod
 from config import CurationConfig
+from core.domain import RatedTurn, Vote
 from errors import TrainingError
-from store.records import RatedTurn, Vote
-from training import dataset as dataset_mod
-from training.curate import CurationResult, curate, summary_lines
-from training.dataset import load_dataset, write_dataset
+from training.dataset import schema as dataset_mod
+from training.dataset.curate import CurationResult, curate, summary_lines
+from training.dataset.schema import load_dataset, write_dataset
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "

@@ -16,10 +16,10 @@ from config import with_overrides
 from store import cycles, datasets, registry, rollouts
 from store.db import open_database
 from store.logs import create_conversation, log_turn, set_feedback
-from training import cycle as cycle_mod
-from training.cycle import run_cycle
-from training.rollout import start_canary
-from training.schedule import LoopScheduler
+from training.loop import cycle as cycle_mod
+from training.loop.cycle import run_cycle
+from training.loop.schedule import LoopScheduler
+from training.rollout.canary import start_canary
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink",
            "brown", "grey", "cyan"]
@@ -163,7 +163,7 @@ def test_cycles_never_overlap(loop_cfg, db, monkeypatch):
         release.wait(30)
         return cycle_mod.CycleResult("x", "succeeded", "done")
 
-    monkeypatch.setattr("training.schedule.run_cycle", slow_cycle)
+    monkeypatch.setattr("training.loop.schedule.run_cycle", slow_cycle)
     sched = LoopScheduler(loop_cfg, db)
     first = sched.run_now("alice")
     assert started.wait(10)

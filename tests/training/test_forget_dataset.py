@@ -6,8 +6,8 @@ from store import datasets, queries
 from store.db import open_database
 from store.forget import forget_user
 from tests.training.test_cycle import seed_ratings
-from training.curate import curate
-from training.dataset import load_dataset, write_dataset
+from training.dataset.curate import curate
+from training.dataset.schema import load_dataset, write_dataset
 
 
 def test_forget_keeps_an_untrained_dataset_loadable_without_the_user(cfg):

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from training.pii import KINDS, card_valid, contains_pii, iban_valid, luhn_valid, placeholder, scrub
+from training.dataset.pii import (
+    KINDS,
+    card_valid,
+    contains_pii,
+    iban_valid,
+    luhn_valid,
+    placeholder,
+    scrub,
+)
 
 # (text, the sensitive part that must disappear, kind)
 POSITIVE = [

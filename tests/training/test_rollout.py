@@ -12,7 +12,7 @@ from errors import TransitionError
 from store import registry, rollouts
 from store.db import open_database
 from store.logs import create_conversation, log_turn, set_feedback
-from training import rollout
+from training.rollout import canary as rollout
 
 
 class RecordingHooks(rollout.ServingHooks):

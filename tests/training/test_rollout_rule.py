@@ -18,9 +18,9 @@ import pytest
 
 import config as config_mod
 from config import RolloutConfig
+from core.domain import ArmStats
 from errors import InputError
-from store.records import ArmStats
-from training.rollout_rule import Decision, RolloutState, decide
+from training.rollout.rule import Decision, RolloutState, decide
 
 BASE = 0.70  # production's true 👍 rate
 PER_TICK = 20  # ratings per tick: at a 10% share about two canary ratings between looks

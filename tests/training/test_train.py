@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 import config as config_mod
-from assistant.generation import Generator, SamplingParams
-from assistant.model_files import load_model
-from assistant.prompts import PROMPT_FORMAT_VERSION, build_messages, encode_prompt
+from assistant.generation.worker import Generator, SamplingParams
+from core.base_model import load_model
+from core.prompts import PROMPT_FORMAT_VERSION, build_messages, encode_prompt
 from errors import TrainingError
 from tests.training.conftest import THINGS, colour_examples, example
-from training import train as train_mod
-from training.stages import run_stage
-from training.train import train_adapter
+from training.loop.stages import run_stage
+from training.train import qlora as train_mod
+from training.train.qlora import train_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,8 +106,8 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_cfg, make_dataset, tmp_pa
     assert report.best_heldout_loss == min(losses.values()) == losses[report.best_step]
 
     # The saved weights are the best evaluation's, not the last step's.
-    from training.scoring import encode_examples, mean_nll, score_answers
-    from training.train_data import load_dataset
+    from training.dataset.reader import load_dataset
+    from training.train.scoring import encode_examples, mean_nll, score_answers
 
     loaded = load_model(str(cfg.model.base), "nf4", "cpu")
     from peft import PeftModel
@@ -191,8 +191,8 @@ def test_training_continues_from_an_initial_adapter(tiny_cfg, colour_dataset, ti
 def test_kto_pushes_down_the_undesirable_answers(tiny_cfg, make_dataset, tmp_path):
     from peft import PeftModel
 
-    from training.scoring import encode_examples, mean_nll, score_answers
-    from training.train_data import load_dataset
+    from training.dataset.reader import load_dataset
+    from training.train.scoring import encode_examples, mean_nll, score_answers
 
     bad = [example(f"What colour is the {t}?", f"The {t} is red.", label="undesirable", n=100 + i)
            for i, t in enumerate(THINGS[:20])]

@@ -12,10 +12,10 @@ import pytest
 import config as config_mod
 from errors import AdapterError, TrainingError
 from tests.training.conftest import FACTS, SIGN_OFF, THINGS, colour_examples, example, write_dataset
-from training.metrics import has_pii, most_common_share, repetition_share
-from training.stages import run_stage
-from training.train import train_adapter
-from training.validate import _sanity_checks, validate_adapter
+from training.loop.stages import run_stage
+from training.train.qlora import train_adapter
+from training.validate.checks import has_pii, most_common_share, repetition_share
+from training.validate.gate import _sanity_checks, validate_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,142 @@
+"""The one server process: the app around the services (assistant.turns.service).
+
+`create_app` puts FastAPI in front of the services: the chat page (Gradio, mounted at `/`), the
+OpenAI-compatible `/v1` API, `/healthz`, `/metrics`, `/login`, and the operator console and
+admin API, and the scheduler, plugged in through `Services`.
+Every path Gradio would serve that the product does not need is closed by `GradioGate`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from assistant.http.identity import (
+    ASGIApp,
+    IdentityMiddleware,
+    Receive,
+    Scope,
+    Send,
+    _respond,
+    scope_user,
+)
+from assistant.turns.service import Services, build_services
+from config import Config
+
+log = logging.getLogger(__name__)
+
+
+# ---- the app --------------------------------------------------------------------------------
+
+class GradioGate:
+    """Lets through only the Gradio routes the chat page and gradio_client need.
+
+    Gradio also serves files (`/file=`, `/gradio_api/file=`), uploads, a monitoring page, run
+    history, an MCP server, direct `/run`/`/call` endpoints and more; none is part of the
+    product, so anything not listed here answers 404 before Gradio sees it."""
+
+    EXACT = frozenset({
+        "/", "/config", "/config/", "/theme.css", "/favicon.ico", "/manifest.json",
+        "/robots.txt", "/gradio_api/info", "/gradio_api/info/", "/gradio_api/queue/join",
+        "/gradio_api/queue/data", "/gradio_api/cancel", "/gradio_api/startup-events",
+        "/gradio_api/app_id", "/gradio_api/app_id/", "/gradio_api/reset",
+        "/gradio_api/reset/"})
+    PREFIXES = ("/assets/", "/static/", "/svelte/", "/gradio_api/heartbeat/", "/pwa_icon")
+
+    def __init__(self, app: ASGIApp, passthrough: Callable[[], list[str]]) -> None:
+        self.app = app
+        self.passthrough = passthrough
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
+        if (scope["type"] not in ("http", "websocket") or path in self.EXACT
+                or path.startswith(self.PREFIXES)
+                or any(path == p.rstrip("/") or path.startswith(p) for p in self.passthrough())):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await _respond(send, 404, b'{"detail": "Not Found"}',
+                       [(b"content-type", b"application/json")])
+
+
+OWN_PATHS = ["/v1/", "/healthz", "/metrics", "/login", "/logout", "/admin/"]
+
+
+def create_app(services: Services) -> Any:
+    """The FastAPI app of the server process (chat page at `/`)."""
+    import anyio.to_thread
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from assistant.http import api
+    from assistant.pages import chat_page as ui
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        # Streams are read from worker threads: allow one per queued request plus headroom.
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens,
+                                   2 * services.cfg.model.max_queued_requests + 40)
+        for hook in services.on_startup:
+            hook()
+        yield
+
+    app = FastAPI(title="Assistant", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.include_router(api.ops_router(services))
+    app.include_router(api.api_router(services))
+    app.include_router(api.login_router(services))
+    for router in services.routers:
+        app.include_router(router)
+    for path, sub_app in services.mounts:
+        app.mount(path, sub_app)
+    for hook in services.app_hooks:  # e.g. the operator console: before the chat takes `/`
+        hook(app)
+    blocks = ui.build_chat(services)
+    root = str(Path(services.cfg.root).resolve())
+    gr.mount_gradio_app(
+        app, blocks, path="/", footer_links=[], run_history=False, show_error=False,
+        allowed_paths=[], blocked_paths=[root, str(Path.cwd().resolve())], max_file_size=0,
+        ssr_mode=False, enable_monitoring=False, mcp_server=False, pwa=False,
+        auth_dependency=lambda request: scope_user(request.scope),
+        css=ui.CSS)
+
+    def passthrough() -> list[str]:
+        return OWN_PATHS + services.open_paths + [p.rstrip("/") + "/" for p, _ in
+                                                   services.mounts]
+
+    app.add_middleware(GradioGate, passthrough=passthrough)
+    app.add_middleware(IdentityMiddleware, identity=services.identity,
+                       open_paths=lambda: tuple(OWN_PATHS + services.open_paths))
+    app.add_middleware(api.RequestMetricsMiddleware, metrics=services.metrics)
+    return app
+
+
+def serve(cfg: Config, host: str | None = None, port: int | None = None,
+          extend: Callable[[Services], object] | None = None) -> None:
+    """Run the server until interrupted (`main.py serve`); `extend` plugs more into the
+    services first (the learning loop: scheduler, console, admin API)."""
+    import uvicorn
+
+    host = host or cfg.server.host
+    port = port or cfg.server.port
+    services = build_services(cfg)
+    try:
+        if extend is not None:
+            extend(services)
+        app = create_app(services)
+
+        def announce() -> None:
+            shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+            print(f"Assistant serving on http://{shown}:{port}/  (chat at /, OpenAI-compatible "
+                  f"API at /v1, health at /healthz, metrics at /metrics)", flush=True)
+
+        services.on_startup.append(announce)
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    finally:
+        services.close()

@@ -1,0 +1,287 @@
+"""The operator console: a Gradio page at /console behind its own login.
+
+Operators sign in at /operator/login with the admin token (attempts limited per address); the
+session is a random id in an HttpOnly, SameSite=Strict cookie. Every request under /console,
+the page and its Gradio API alike, needs that session (Gradio's `auth_dependency`), and every
+action goes through `Operator.act`, which records it in the audit log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import secrets
+import threading
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from assistant.http.limits import RateLimiter
+from assistant.turns.operator import Operator
+from errors import AssistantError, BusyError
+
+COOKIE = "operator_session"
+SESSION_SECONDS = 12 * 3600
+ACTOR = "operator:console"
+
+
+class OperatorSessions:
+    """Logged-in operator sessions and the login-attempt limit."""
+
+    def __init__(self, token: str | None, attempts_per_minute: int) -> None:
+        self.token = token
+        self.limiter = RateLimiter(attempts_per_minute, what="login attempts")
+        self._sessions: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def login(self, address: str, token: str) -> str:
+        """A new session id, or BusyError (too many attempts) / PermissionError (wrong)."""
+        if self.limiter.blocked(address):
+            self.limiter.check(address)  # raises with the wait time
+        if not self.token:
+            raise PermissionError("operator features are disabled on this server: set the "
+                                  "admin token environment variable and restart")
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            self.limiter.check(address)  # only failures count against the address
+            raise PermissionError("wrong operator token")
+        session = secrets.token_urlsafe(32)
+        with self._lock:
+            self._sessions[session] = time.monotonic() + SESSION_SECONDS
+        return session
+
+    def valid(self, session: str | None) -> bool:
+        if not session:
+            return False
+        with self._lock:
+            expiry = self._sessions.get(session)
+            if expiry is None or expiry < time.monotonic():
+                self._sessions.pop(session, None)
+                return False
+            return True
+
+    def logout(self, session: str | None) -> None:
+        with self._lock:
+            self._sessions.pop(session or "", None)
+
+    def user(self, request: Request) -> str | None:
+        """Gradio's auth_dependency: the operator's name, or None (401)."""
+        return "operator" if self.valid(request.cookies.get(COOKIE)) else None
+
+
+_LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Operator sign-in</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:26rem;margin:4rem auto}}
+input,button{{font-size:1rem;padding:.5rem;width:100%;margin:.3rem 0}}
+.err{{color:#b00020}}</style></head><body><h1>Operator console</h1>
+<p>Sign in with the operator token (the value of the server's admin token variable).</p>
+<form method="post" action="/operator/login"><label>Token
+<input type="password" name="token" autocomplete="current-password" autofocus></label>
+<button type="submit" id="sign-in">Sign in</button></form><p class="err">{error}</p>
+</body></html>"""
+
+
+def login_router(sessions: OperatorSessions) -> APIRouter:
+    router = APIRouter(prefix="/operator")
+
+    @router.get("/login", response_class=HTMLResponse)
+    def login_form() -> str:
+        return _LOGIN_PAGE.format(error="")
+
+    @router.post("/login")
+    def login(request: Request, token: str = Form("")) -> Response:
+        address = request.client.host if request.client else "unknown"
+        try:
+            session = sessions.login(address, token)
+        except BusyError as exc:
+            return HTMLResponse(_LOGIN_PAGE.format(error=html.escape(str(exc))), 429)
+        except PermissionError as exc:
+            return HTMLResponse(_LOGIN_PAGE.format(error=html.escape(str(exc))), 401)
+        response = RedirectResponse("/console/", status_code=303)
+        response.set_cookie(COOKIE, session, max_age=SESSION_SECONDS, httponly=True,
+                            samesite="strict", path="/")
+        return response
+
+    @router.post("/logout")
+    def logout(request: Request) -> Response:
+        sessions.logout(request.cookies.get(COOKIE))
+        response = RedirectResponse("/operator/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    return router
+
+
+# ---- rendering the overview ------------------------------------------------------------------
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * float(x):.1f}%"
+
+
+def _wilson(up: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    if n == 0:
+        return None
+    p = up / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    spread = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - spread), min(1.0, centre + spread)
+
+
+def rollout_markdown(overview: dict[str, Any]) -> str:
+    """The live rollout: step, weights, per-arm 👍 rate with an interval, the rule's reading."""
+    prod = overview["production_version"]
+    lines = [f"**Production:** v{prod}{' (bare base model)' if not prod else ''}"]
+    active = overview.get("active_rollout")
+    if not active:
+        lines.append("\nNo canary rollout is running.")
+        return "\n".join(lines)
+    r, d = active["rollout"], active["decision"]
+    s = d["statistics"]
+    steps = " → ".join(f"{'**' if i == r['step_index'] else ''}{100 * w:g}%"
+                       f"{'**' if i == r['step_index'] else ''}" for i, w in enumerate(r["steps"]))
+    lines.append(f"\n**Canary v{r['adapter_version']}** is *{r['status']}*, step "
+                 f"{r['step_index'] + 1} of {len(r['steps'])}: {steps} of new conversations.")
+    lines.append("\n| arm | 👍 | 👎 | 👍 rate | 95% interval | turns | errors |\n"
+                 "|---|---|---|---|---|---|---|")
+    for arm in ("canary", "production"):
+        a = active[arm]
+        n = a["up"] + a["down"]
+        interval = _wilson(a["up"], n)
+        shown = f"{_pct(interval[0])} – {_pct(interval[1])}" if interval else "n/a"
+        lines.append(f"| {arm} | {a['up']} | {a['down']} | {_pct(a['up'] / n if n else None)} "
+                     f"| {shown} | {a['turns']} | {a['errors']} |")
+    if "p_non_inferior" in s:
+        lines.append(f"\n**Decision rule:** P(canary not worse by more than "
+                     f"{100 * s['margin']:g} points) = {s['p_non_inferior']:.3f}, "
+                     f"P(worse) = {s['p_worse']:.3f} (threshold {s['confidence']:g}).")
+    lines.append(f"\n**Reading now:** `{d['action']}` — {html.escape(d['reason'])}")
+    return "\n".join(lines)
+
+
+def adapters_rows(overview: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for a in overview["adapters"]:
+        validation = (a.get("metrics") or {}).get("validation") or {}
+        train = (a.get("metrics") or {}).get("train") or {}
+        verdict = ("passed" if validation.get("passed") else
+                   "; ".join(validation.get("reasons", []))[:200] if validation else "")
+        rows.append([f"v{a['version']}", "" if a["parent"] is None else f"v{a['parent']}",
+                     a["status"], a.get("dataset_id") or "", train.get("best_heldout_loss",
+                                                                       train.get("heldout_loss",
+                                                                                 "")),
+                     verdict, a["created_at"][:19]])
+    return rows
+
+
+def cycles_rows(overview: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for c in overview["cycles"]:
+        progress = (f"{c['step']}/{c['total']}" if c.get("total") else "") + (
+            f" loss {c['loss']:.3f}" if c.get("loss") is not None else "")
+        timings = ", ".join(f"{k} {v:.0f}s" for k, v in (c.get("stage_timings") or {}).items())
+        rows.append([c["started_at"][:19], c["trigger"], c["status"], c.get("stage") or "",
+                     progress.strip(), timings, (c.get("reason") or "")[:300]])
+    return rows
+
+
+def ratings_frame(overview: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    points = [{"time": pd.Timestamp(p["bucket"]), "version": f"v{p['adapter_version']}",
+               "👍 rate": p["up"] / (p["up"] + p["down"])}
+              for p in overview["ratings"] if p["up"] + p["down"]]
+    return pd.DataFrame(points, columns=["time", "version", "👍 rate"])
+
+
+def documents_markdown(overview: dict[str, Any]) -> str:
+    docs = overview.get("documents") or {}
+    if not docs:
+        return "Document search is not configured."
+    if "error" in docs:
+        return f"Document search is unavailable: {html.escape(str(docs['error']))}"
+    return " · ".join(f"**{html.escape(str(k))}:** {html.escape(str(v))}"
+                      for k, v in docs.items() if not isinstance(v, (list, dict)))
+
+
+def schedule_markdown(overview: dict[str, Any]) -> str:
+    s = overview["schedule"]
+    state = "running a cycle now" if s["cycle_running"] else (
+        f"waiting: {s['blocked_because']}" if s["blocked_because"] else "ready for a cycle")
+    return (f"**Scheduler:** {'on' if s['enabled'] else 'off'}; {html.escape(state)}"
+            + (f"; cooldown {s['cooldown_minutes_left']} min left"
+               if s["cooldown_minutes_left"] else ""))
+
+
+def build_console(operator: Operator, refresh_seconds: float = 10.0) -> Any:
+    """The console page: live rollout, controls, lineage, plot, cycles, documents, audit log."""
+    import gradio as gr
+
+    def refresh() -> tuple[Any, ...]:
+        o = operator.overview()
+        events = [[e["at"][:19], e["actor"], e["action"], e["subject"]] for e in o["events"]]
+        return (rollout_markdown(o), schedule_markdown(o), adapters_rows(o), ratings_frame(o),
+                cycles_rows(o), documents_markdown(o), events)
+
+    def act(action: str, reason: str) -> tuple[Any, ...]:
+        try:
+            message = operator.act(action, actor=ACTOR,  # type: ignore[arg-type]
+                                   reason=reason.strip() or None)
+        except AssistantError as exc:
+            raise gr.Error(str(exc)) from None
+        gr.Info(message)
+        return (f"✅ {html.escape(message)}", *refresh())
+
+    with gr.Blocks(title="Operator console") as console:
+        gr.Markdown("# Operator console")
+        with gr.Row():
+            rollout_md = gr.Markdown(elem_id="rollout")
+        schedule_md = gr.Markdown(elem_id="schedule")
+        with gr.Row():
+            reason = gr.Textbox(label="Reason (recorded in the audit log)", scale=3)
+            buttons = {name: gr.Button(label, elem_id=f"btn-{name}", variant=variant)
+                       for name, label, variant in [
+                           ("cycle", "Run a cycle", "secondary"),
+                           ("pause", "Pause", "secondary"),
+                           ("resume", "Resume", "secondary"),
+                           ("promote", "Promote", "primary"),
+                           ("rollback", "Roll back", "stop")]}
+        result = gr.Markdown(elem_id="action-result")
+        gr.Markdown("## 👍 rate per version over time")
+        plot = gr.LinePlot(x="time", y="👍 rate", color="version", y_lim=[0, 1], height=280)
+        gr.Markdown("## Adapters")
+        adapters = gr.Dataframe(headers=["version", "parent", "status", "dataset",
+                                         "held-out loss", "validation", "created"],
+                                interactive=False, elem_id="adapters")
+        gr.Markdown("## Training cycles")
+        cycles = gr.Dataframe(headers=["started", "trigger", "status", "stage", "progress",
+                                       "durations", "reason"], interactive=False)
+        gr.Markdown("## Documents")
+        documents = gr.Markdown()
+        gr.Markdown("## Audit log")
+        events = gr.Dataframe(headers=["at", "who", "action", "subject"], interactive=False)
+        outputs = [rollout_md, schedule_md, adapters, plot, cycles, documents, events]
+        for name, button in buttons.items():
+            button.click(lambda r, name=name: act(name, r), inputs=[reason],
+                         outputs=[result, *outputs], api_visibility="private")
+        console.load(refresh, outputs=outputs, api_visibility="private")
+        gr.Timer(refresh_seconds).tick(refresh, outputs=outputs, api_visibility="private")
+    return console
+
+
+def mount_console(app: FastAPI, operator: Operator, sessions: OperatorSessions) -> None:
+    """Add the login routes and the console (at /console) to the server app."""
+    import gradio as gr
+
+    app.include_router(login_router(sessions))
+
+    @app.middleware("http")
+    async def console_login_redirect(request: Request, call_next: Any) -> Response:
+        path = request.url.path
+        if (path in ("/console", "/console/") and request.method == "GET"
+                and not sessions.valid(request.cookies.get(COOKIE))):
+            return RedirectResponse("/operator/login", status_code=303)
+        return await call_next(request)
+
+    gr.mount_gradio_app(app, build_console(operator), path="/console",
+                        auth_dependency=sessions.user, footer_links=[], run_history=False,
+                        enable_monitoring=False, ssr_mode=False, mcp_server=False)

@@ -1,0 +1,1 @@
+"""Documents: reading, chunking, embedding, the Milvus vector store, ingestion and search."""

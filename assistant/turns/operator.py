@@ -1,0 +1,21 @@
+"""What operators can see and do, as a Protocol: the console and the admin API (serving side)
+call it; `training.loop.operator.LoopOperator` implements it (imports flow assistant <- training)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, get_args
+
+Action = Literal["pause", "resume", "promote", "rollback", "cycle"]
+ACTIONS: tuple[str, ...] = get_args(Action)
+
+
+class Operator(Protocol):
+    def overview(self) -> dict[str, Any]:
+        """Adapters, the live rollout and its reading, cycles, 👍 rate per version over time,
+        documents: everything the console shows, JSON-serialisable."""
+        ...
+
+    def act(self, action: Action, *, actor: str, reason: str | None = None) -> str:
+        """Do `action` now, record it in the audit log with `actor`, and say what happened.
+        Raises TransitionError when the action does not apply (e.g. promote with no canary)."""
+        ...

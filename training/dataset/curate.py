@@ -1,0 +1,452 @@
+"""Curation, step 1 of the learning loop: rated turns in, a clean, scrubbed, split list of
+training examples out, with the reason every other turn was left behind.
+
+The order of the stages is the design:
+1. Turns are visited oldest first. Each user's latest vote per turn counts, but only while that
+   user has decided fewer than `max_examples_per_user` examples: the majority is taken over the
+   votes that still count, so a voter past the cap simply stops counting.
+2. The winning side gives the examples: 👍 -> the answer (desirable); 👎 -> the most common
+   correction (desirable) and, with `use_downvotes`, the answer (undesirable).
+3. Every text that will be written is PII-scrubbed; then length bounds, then exact and
+   near-duplicate removal against what was already kept (so a duplicate never costs its voters).
+4. Shares: no voter may decide, and no answer (same or near-duplicate target) may make up, more
+   than its configured share of the final dataset. A voter over the share stops counting on
+   their latest examples; an example whose remaining deciders no longer outnumber the opposing
+   votes is dropped. Repeated to a fixed point, since dropping examples shrinks the dataset.
+5. Split by conversation, by a seeded hash of the conversation id.
+
+Poisoning: a few accounts voting up (or correcting to) a planted answer on many turns are
+bounded by (1) and (4); the same planted text across many turns is bounded by the answer share
+however many accounts push it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from config import CurationConfig
+from core.domain import RatedTurn, Vote
+from errors import InputError
+from training.dataset.pii import ScrubResult, scrub
+from training.dataset.schema import Example, Label, Split
+
+DropReason = Literal["repeated turn", "no votes", "tie", "downvote without correction",
+                     "user cap", "too short", "too long", "duplicate", "near duplicate",
+                     "answer cap"]
+
+# Word-bigram Jaccard above which two targets count as the same answer for
+# max_share_per_answer: 0.5 still joins a 15-word answer with a few words swapped, appended or
+# dropped, while answers that merely share phrasing stay apart.
+ANSWER_SIMILARITY = 0.5
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A turn, or one example of it (`label` set), left out of the dataset, and why."""
+
+    turn_id: str
+    conversation_id: str
+    reason: DropReason
+    label: Label | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CurationResult:
+    """Kept examples (train first, then held-out, oldest first), dropped ones with reasons, and
+    the counts the manifest and the CLI report."""
+
+    examples: list[Example]
+    dropped: list[Dropped]
+    drop_counts: dict[str, int]
+    scrub_counts: dict[str, int]
+    config: CurationConfig
+    seed: int
+    turns_in: int
+
+    @property
+    def train(self) -> list[Example]:
+        return [e for e in self.examples if e.split == "train"]
+
+    @property
+    def heldout(self) -> list[Example]:
+        return [e for e in self.examples if e.split == "heldout"]
+
+    @property
+    def turn_splits(self) -> list[tuple[str, Split]]:
+        """Each kept turn once, with its split: what the store records as dataset_examples (a
+        👎 turn with a correction gives two examples but is one turn)."""
+        return list(dict.fromkeys((e.turn_id, e.split) for e in self.examples))
+
+
+@dataclass(eq=False)
+class _Candidate:
+    """An example on its way through the stages; `deciders` shrinks in the share stage."""
+
+    order: int
+    turn: RatedTurn
+    label: Label
+    messages: list[dict[str, str]]
+    target: str
+    deciders: set[str]
+    opposing: int
+    target_key: tuple[str, ...]
+    target_shingles: frozenset[str]
+    scrubbed: Counter[str]
+    dropped: DropReason | None = None
+    detail: str = ""
+
+
+# --- text similarity -----------------------------------------------------------------------------
+
+def _words(text: str) -> tuple[str, ...]:
+    """Normalised words: Unicode-folded, case-folded, punctuation and spacing ignored."""
+    return tuple(re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold()))
+
+
+def _shingles(words: tuple[str, ...], prefix: str = "") -> frozenset[str]:
+    """Word bigrams (a single word for one-word texts): one edited word in a 30-word answer
+    still leaves a Jaccard of ~0.87, while reordered bags of words do not match."""
+    if len(words) < 2:
+        return frozenset(prefix + w for w in words)
+    return frozenset(f"{prefix}{a} {b}" for a, b in zip(words, words[1:], strict=False))
+
+
+class _SimilarIndex:
+    """Finds an indexed set whose Jaccard similarity with a query is above a threshold, exactly.
+
+    Prefix filtering (Chaudhuri et al. 2006; Bayardo et al. 2007): with every set's tokens in one
+    global order (rarest first), two sets above the threshold must share a token among their
+    first |S| - floor(t|S|) tokens, so only those are indexed and probed. Exact, deterministic,
+    and near-linear for the 0.8-0.95 thresholds dedup uses.
+    """
+
+    def __init__(self, threshold: float, frequency: Counter[str]) -> None:
+        self._t = threshold
+        self._freq = frequency
+        self._sets: list[frozenset[str]] = []
+        self._keys: list[int] = []
+        self._postings: dict[str, list[int]] = defaultdict(list)
+
+    def _prefix(self, tokens: frozenset[str]) -> list[str]:
+        length = len(tokens) - math.floor(self._t * len(tokens) - 1e-9)
+        return sorted(tokens, key=lambda s: (self._freq[s], s))[:length]
+
+    def find(self, tokens: frozenset[str]) -> int | None:
+        """The key of an indexed set more similar than the threshold, or None."""
+        seen: set[int] = set()
+        for token in self._prefix(tokens) if tokens else ():
+            for i in self._postings.get(token, ()):
+                if i in seen:
+                    continue
+                seen.add(i)
+                overlap = len(tokens & self._sets[i])
+                if overlap / (len(tokens) + len(self._sets[i]) - overlap) > self._t:
+                    return self._keys[i]
+        return None
+
+    def add(self, key: int, tokens: frozenset[str]) -> None:
+        i = len(self._sets)
+        self._sets.append(tokens)
+        self._keys.append(key)
+        for token in self._prefix(tokens) if tokens else ():
+            self._postings[token].append(i)
+
+
+# --- votes -------------------------------------------------------------------------------------
+
+def _current_votes(votes: Iterable[Vote]) -> list[Vote]:
+    """Each user's latest vote (the store keeps one per user per turn; this does not trust it)."""
+    latest: dict[str, Vote] = {}
+    for vote in votes:
+        if vote.user_id not in latest or _ts(vote.at) >= _ts(latest[vote.user_id].at):
+            latest[vote.user_id] = vote
+    return sorted(latest.values(), key=lambda v: (_ts(v.at), v.user_id))
+
+
+def _ts(at: datetime) -> float:
+    return at.timestamp()
+
+
+def _chosen_correction(down_votes: list[Vote], answer: str) -> str | None:
+    """The correction most down-voters gave (earliest on a tie), ignoring empty ones and ones
+    that only repeat the answer."""
+    answer_key = _words(answer)
+    groups: dict[tuple[str, ...], list[Vote]] = defaultdict(list)
+    for vote in down_votes:  # already oldest first
+        text = (vote.correction or "").strip()
+        if text and _words(text) != answer_key:
+            groups[_words(text) or (text,)].append(vote)
+    if not groups:
+        return None
+    best = max(groups.values(), key=len)  # max keeps the first (earliest) on ties
+    return (best[0].correction or "").strip()
+
+
+# --- the stages --------------------------------------------------------------------------------
+
+class _Curator:
+    """One curation run: the budgets, indexes and scrub cache shared by the stages."""
+
+    def __init__(self, cfg: CurationConfig, turns: list[RatedTurn]) -> None:
+        self.cfg = cfg
+        self.used: Counter[str] = Counter()
+        self.kept: list[_Candidate] = []
+        self.dropped: list[Dropped] = []
+        self.exact: set[tuple[Label, tuple[str, ...], tuple[str, ...]]] = set()
+        frequency: Counter[str] = Counter()
+        for turn in turns:  # rarest-first token order for prefix filtering
+            frequency.update(_shingles(_words(turn.question), "q:"))
+            frequency.update(_shingles(_words(turn.answer), "a:"))
+        self.near = {label: _SimilarIndex(cfg.near_duplicate_threshold, frequency)
+                     for label in ("desirable", "undesirable")}
+        self.frequency = frequency
+        self._scrubbed: dict[str, ScrubResult] = {}
+
+    def scrub(self, text: str) -> ScrubResult:
+        if text not in self._scrubbed:
+            self._scrubbed[text] = scrub(text)
+        return self._scrubbed[text]
+
+    def drop(self, turn: RatedTurn, reason: DropReason, detail: str = "",
+             label: Label | None = None) -> None:
+        self.dropped.append(Dropped(turn.turn_id, turn.conversation_id, reason, label, detail))
+
+    def visit(self, order: int, turn: RatedTurn) -> None:
+        """Stages 1-3 for one turn."""
+        cap = self.cfg.max_examples_per_user
+        votes = _current_votes(turn.votes)
+        if not votes:
+            return self.drop(turn, "no votes")
+        counted = [v for v in votes if self.used[v.user_id] < cap]
+        if not counted:
+            return self.drop(turn, "user cap", f"all {len(votes)} voters already decided "
+                             f"max_examples_per_user={cap} examples")
+        up = [v for v in counted if v.rating == "up"]
+        down = [v for v in counted if v.rating == "down"]
+        if len(up) == len(down):
+            return self.drop(turn, "tie", f"{len(up)} up, {len(down)} down")
+        drafts: list[tuple[Label, str]] = []
+        if len(up) > len(down):
+            winners, opposing = up, len(down)
+            drafts.append(("desirable", turn.answer))
+        else:
+            winners, opposing = down, len(up)
+            correction = _chosen_correction(down, turn.answer)
+            if correction is not None:
+                drafts.append(("desirable", correction))
+            if self.cfg.use_downvotes:
+                drafts.append(("undesirable", turn.answer))
+            if not drafts:
+                return self.drop(turn, "downvote without correction",
+                                 "use_downvotes is off")
+        source = turn.messages or [{"role": "user", "content": turn.question}]
+        scrubbed_messages = [self.scrub(str(m.get("content", ""))) for m in source]
+        messages = [{"role": str(m.get("role", "")), "content": r.text}
+                    for m, r in zip(source, scrubbed_messages, strict=True)]
+        message_counts: Counter[str] = Counter()
+        for r in scrubbed_messages:
+            message_counts.update(r.counts)
+        question = _words(self.scrub(turn.question).text)
+        for label, raw in drafts:
+            deciders = {v.user_id for v in winners if self.used[v.user_id] < cap}
+            if len(deciders) <= opposing:
+                self.drop(turn, "user cap", "its voters reached max_examples_per_user", label)
+                continue
+            scrubbed = self.scrub(raw.strip())
+            target = scrubbed.text
+            if len(target) < self.cfg.min_chars:
+                self.drop(turn, "too short", f"{len(target)} < min_chars={self.cfg.min_chars}",
+                          label)
+                continue
+            if len(target) > self.cfg.max_chars:
+                self.drop(turn, "too long", f"{len(target)} > max_chars={self.cfg.max_chars}",
+                          label)
+                continue
+            target_key = _words(target) or (target,)
+            if (label, question, target_key) in self.exact:
+                self.drop(turn, "duplicate", "same question and target as a kept example", label)
+                continue
+            pair = _shingles(question, "q:") | _shingles(target_key, "a:")
+            twin = self.near[label].find(pair)
+            if twin is not None:
+                self.drop(turn, "near duplicate",
+                          f"similar to turn {self.kept[twin].turn.turn_id}", label)
+                continue
+            self.exact.add((label, question, target_key))
+            self.near[label].add(len(self.kept), pair)
+            self.kept.append(_Candidate(order, turn, label, [dict(m) for m in messages], target, deciders, opposing,
+                                        target_key, _shingles(target_key, "a:"),
+                                        message_counts + Counter(scrubbed.counts)))
+            for user in deciders:
+                self.used[user] += 1
+        return None
+
+    def enforce_shares(self) -> None:
+        """Stage 4: apply the voter and answer shares to the dataset they produce, until no
+        change (each round drops examples or un-counts votes, so it terminates)."""
+        clusters = self._answer_clusters()
+        changed = True
+        while changed:
+            changed = self._cap_voters() | self._cap_answers(clusters)
+            for c in self.kept:
+                if c.dropped is not None:
+                    self.drop(c.turn, c.dropped, c.detail, c.label)
+            self.kept = [c for c in self.kept if c.dropped is None]
+
+    def _limit(self, share: float) -> int:
+        live = sum(c.dropped is None for c in self.kept)
+        return max(1, math.floor(share * live + 1e-9))
+
+    def _cap_voters(self) -> bool:
+        limit = self._limit(self.cfg.max_share_per_user)
+        by_user: dict[str, list[_Candidate]] = defaultdict(list)
+        for c in self.kept:
+            for user in c.deciders:
+                by_user[user].append(c)
+        changed = False
+        for user in sorted(by_user, key=lambda u: (-len(by_user[u]), u)):
+            mine = [c for c in by_user[user] if c.dropped is None and user in c.deciders]
+            excess = len(mine) - limit
+            if excess <= 0:
+                continue
+            changed = True
+            # Stop counting the voter first where the example stands without them, then on
+            # their latest examples: a capped voter costs the dataset as little as possible.
+            mine.sort(key=lambda c: (len(c.deciders) - 1 > c.opposing, c.order,
+                                     c.label == "undesirable"), reverse=True)
+            for c in mine[:excess]:
+                c.deciders.discard(user)
+                if len(c.deciders) <= c.opposing:
+                    c.dropped, c.detail = "user cap", (
+                        f"a voter exceeded max_share_per_user={self.cfg.max_share_per_user}")
+        return changed
+
+    def _answer_clusters(self) -> list[list[_Candidate]]:
+        """Kept examples grouped by label and similar target (leader clustering in visit
+        order). Looser than dedup: a planted answer with a few words changed per copy must
+        still count as one answer."""
+        threshold = min(self.cfg.near_duplicate_threshold, ANSWER_SIMILARITY)
+        clusters: list[list[_Candidate]] = []
+        exact: dict[tuple[Label, tuple[str, ...]], int] = {}
+        near = {label: _SimilarIndex(threshold, self.frequency)
+                for label in ("desirable", "undesirable")}
+        for c in self.kept:
+            i = exact.get((c.label, c.target_key))
+            if i is None:
+                i = near[c.label].find(c.target_shingles)
+            if i is None:
+                i = len(clusters)
+                clusters.append([])
+                exact[(c.label, c.target_key)] = i
+                near[c.label].add(i, c.target_shingles)
+            clusters[i].append(c)
+        return clusters
+
+    def _cap_answers(self, clusters: list[list[_Candidate]]) -> bool:
+        limit = self._limit(self.cfg.max_share_per_answer)
+        changed = False
+        for cluster in clusters:
+            live = [c for c in cluster if c.dropped is None]
+            for c in live[limit:]:  # keep the earliest
+                c.dropped, c.detail = "answer cap", (
+                    f"the same answer exceeded max_share_per_answer="
+                    f"{self.cfg.max_share_per_answer}")
+                changed = True
+        return changed
+
+
+def _split(kept: Iterable[tuple[str, bool]], fraction: float, seed: int) -> dict[str, Split]:
+    """Held-out conversations by a seeded hash: stable across runs and datasets (a conversation
+    keeps its split as it grows), never one conversation in two splits. `kept` holds
+    (conversation id, has a 👍 target) per example. With a fraction above 0, neither split is
+    left empty, and where two or more conversations have 👍 targets each split gets one
+    (validation measures the held-out loss on them; training learns from them)."""
+    kept = list(kept)
+    ids = sorted({c for c, _ in kept})
+    good = sorted({c for c, desirable in kept if desirable})
+    score = {c: int.from_bytes(hashlib.sha256(f"{seed}\0{c}".encode()).digest()[:8], "big")
+             / 2**64 for c in ids}
+    held = {c for c in ids if score[c] < fraction}
+    if fraction > 0:
+        for group in (ids, good):
+            if len(group) < 2:
+                continue
+            if not held.intersection(group):
+                held.add(min(group, key=lambda c: (score[c], c)))
+            if held.issuperset(group):
+                held.discard(max(group, key=lambda c: (score[c], c)))
+    return {c: ("heldout" if c in held else "train") for c in ids}
+
+
+def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = None
+           ) -> CurationResult:
+    """Turn rated turns into kept examples (scrubbed, deduplicated, capped, split) and dropped
+    ones with a reason each. Pure: no database, no files. `seed` overrides `cfg.seed`."""
+    seed = cfg.seed if seed is None else seed
+    if not isinstance(seed, int) or seed < 0:
+        raise InputError(f"seed = {seed!r}: must be a non-negative integer")
+    if cfg.min_chars > cfg.max_chars:
+        raise InputError(f"curation.min_chars = {cfg.min_chars} is above curation.max_chars = "
+                         f"{cfg.max_chars}: lower min_chars or raise max_chars")
+    try:
+        ordered = sorted(turns, key=lambda t: (_ts(t.created_at), t.turn_id))
+    except (TypeError, AttributeError, ValueError, OverflowError) as exc:
+        raise InputError(f"curate needs RatedTurn records with datetimes: {exc}") from None
+    curator = _Curator(cfg, ordered)
+    seen: set[str] = set()
+    for order, turn in enumerate(ordered):
+        if turn.turn_id in seen:
+            curator.drop(turn, "repeated turn", "the same turn_id appeared twice in the input")
+            continue
+        seen.add(turn.turn_id)
+        curator.visit(order, turn)
+    curator.enforce_shares()
+    splits = _split(((c.turn.conversation_id, c.label == "desirable") for c in curator.kept),
+                    cfg.holdout_fraction, seed)
+    examples = [Example(c.turn.turn_id, c.turn.conversation_id, c.messages, c.target, c.label,
+                        splits[c.turn.conversation_id], len(c.deciders)) for c in curator.kept]
+    examples.sort(key=lambda e: e.split != "train")  # stable: train first, each oldest first
+    scrub_counts: Counter[str] = Counter()
+    for c in curator.kept:
+        scrub_counts.update(c.scrubbed)
+    drop_counts = Counter(d.reason for d in curator.dropped)
+    return CurationResult(examples, curator.dropped, dict(sorted(drop_counts.items())),
+                          dict(sorted(scrub_counts.items())), cfg, seed, len(turns))
+
+
+def summary_lines(result: CurationResult) -> list[str]:
+    """What curation kept and why it left the rest out, for the CLI and the cycle log."""
+    lines = [f"{result.turns_in} rated turns -> {len(result.examples)} examples "
+             f"(seed {result.seed})"]
+    for split, examples in (("train", result.train), ("heldout", result.heldout)):
+        labels = Counter(e.label for e in examples)
+        conversations = len({e.conversation_id for e in examples})
+        lines.append(f"  {split}: {len(examples)} examples from {conversations} conversations "
+                     f"({labels['desirable']} desirable, {labels['undesirable']} undesirable)")
+    if result.drop_counts:
+        reasons = sorted(result.drop_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines.append(f"  left out {sum(result.drop_counts.values())}: "
+                     + ", ".join(f"{reason} {n}" for reason, n in reasons))
+        if "user cap" in result.drop_counts:
+            cfg = result.config
+            lines.append(f"  (user cap: one voter decides at most {cfg.max_examples_per_user} "
+                         f"examples and {cfg.max_share_per_user:.0%} of the dataset; with fewer "
+                         f"than {math.ceil(1 / max(cfg.max_share_per_user, 1e-9))} active voters "
+                         "raise curation.max_share_per_user)")
+    else:
+        lines.append("  left out nothing")
+    if result.scrub_counts:
+        lines.append("  personal data replaced: "
+                     + ", ".join(f"{kind} {n}" for kind, n in result.scrub_counts.items()))
+    else:
+        lines.append("  personal data replaced: none found")
+    return lines

@@ -1,0 +1,251 @@
+"""The curated dataset as a self-describing folder: `train.jsonl`, `heldout.jsonl` and a
+`manifest.json` that records what is inside, how it was made and the sha256 of every file.
+
+A dataset folder is written once, atomically (a hidden temp folder renamed into place), so a
+crash never leaves half a dataset where training would pick it up; `load_dataset` refuses a
+folder whose files no longer match their manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
+
+from errors import TrainingError
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+SPLIT_FILES: dict[str, str] = {"train": "train.jsonl", "heldout": "heldout.jsonl"}
+
+Label = Literal["desirable", "undesirable"]
+Split = Literal["train", "heldout"]
+LABELS: tuple[str, ...] = get_args(Label)
+SPLITS: tuple[str, ...] = get_args(Split)
+_LINE_KEYS = ("turn_id", "conversation_id", "messages", "target", "label", "split", "voters")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: the chat messages as served (scrubbed) and the assistant reply to
+    learn (`desirable`) or to push away from (`undesirable`). A 👎 turn with a correction gives
+    two examples with the same turn_id: the correction and the original answer, a natural
+    preference pair."""
+
+    turn_id: str
+    conversation_id: str
+    messages: list[dict[str, str]]
+    target: str
+    label: Label
+    split: Split
+    voters: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of one dataset line."""
+        return {key: getattr(self, key) for key in _LINE_KEYS}
+
+    @classmethod
+    def from_json(cls, data: object, where: str) -> Example:
+        """Parse one dataset line, naming `where` (file:line) in the error."""
+        if not isinstance(data, dict) or set(data) != set(_LINE_KEYS):
+            raise TrainingError(f"{where}: a dataset line must be an object with exactly the keys "
+                                f"{', '.join(_LINE_KEYS)}; rebuild the dataset with curate")
+        messages = data["messages"]
+        ok = (all(isinstance(data[k], str) for k in ("turn_id", "conversation_id", "target"))
+              and data["label"] in LABELS and data["split"] in SPLITS
+              and isinstance(data["voters"], int) and isinstance(messages, list)
+              and all(isinstance(m, dict) and all(isinstance(v, str) for v in m.values())
+                      for m in messages))
+        if not ok:
+            raise TrainingError(f"{where}: a field has the wrong type or value; rebuild the "
+                                "dataset with curate")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class DatasetManifest:
+    """What `manifest.json` says about a dataset folder (`path` is where it was found).
+
+    `counts` is split -> label -> examples, `dropped` reason -> count, `scrubbed` PII kind ->
+    placeholders written, `curation` the settings and seed used, `sha256` file name -> hex
+    digest of its bytes (a tool that rewrites a split file, e.g. to forget a user, must update
+    `sha256` and `counts`)."""
+
+    dataset_id: str
+    created_at: str
+    format_version: int
+    counts: dict[str, dict[str, int]]
+    dropped: dict[str, int]
+    scrubbed: dict[str, int]
+    curation: dict[str, Any]
+    source: dict[str, Any]
+    sha256: dict[str, str]
+    path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as written to `manifest.json` (everything but the path)."""
+        data = dataclasses.asdict(self)
+        del data["path"]
+        return data
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """A dataset folder read back and verified against its manifest."""
+
+    manifest: DatasetManifest
+    train: list[Example]
+    heldout: list[Example]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_lines(path: Path, examples: list[Example]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for example in examples:
+            fh.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _counts(examples: list[Example]) -> dict[str, dict[str, int]]:
+    counts = {split: dict.fromkeys(LABELS, 0) for split in SPLITS}
+    for example in examples:
+        counts[example.split][example.label] += 1
+    return counts
+
+
+class Curated(Protocol):
+    """What the writer needs of a curation result (training.dataset.curate.CurationResult)."""
+
+    @property
+    def examples(self) -> list[Example]: ...
+    @property
+    def drop_counts(self) -> dict[str, int]: ...
+    @property
+    def scrub_counts(self) -> dict[str, int]: ...
+    @property
+    def config(self) -> Any: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def turns_in(self) -> int: ...
+
+
+def write_dataset(result: Curated, out_dir: Path, *, dataset_id: str,
+                  source_description: dict[str, Any]) -> DatasetManifest:
+    """Write a curation result as the dataset folder `out_dir` (which must not exist yet).
+
+    `source_description` (JSON-serialisable: e.g. the time window and turn count the store query
+    covered) is recorded verbatim in the manifest. The folder appears complete or not at all.
+    """
+    out_dir = Path(out_dir)
+    if not dataset_id or not isinstance(dataset_id, str):
+        raise TrainingError("write_dataset needs a non-empty dataset_id")
+    if not result.examples:
+        raise TrainingError("no examples survived curation (see the drop reasons); collect more "
+                            "rated turns before building a dataset")
+    if out_dir.exists():
+        raise TrainingError(f"dataset folder {out_dir} already exists: datasets are never "
+                            "overwritten; write to a new folder or remove the old one")
+    try:
+        json.dumps(source_description)
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"source_description must be JSON-serialisable: {exc}") from None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        files = {}
+        for split, name in SPLIT_FILES.items():
+            _write_lines(tmp / name, [e for e in result.examples if e.split == split])
+            files[name] = _sha256(tmp / name)
+        manifest = DatasetManifest(
+            dataset_id=dataset_id, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            format_version=FORMAT_VERSION, counts=_counts(result.examples),
+            dropped=dict(result.drop_counts), scrubbed=dict(result.scrub_counts),
+            curation={**dataclasses.asdict(result.config), "seed": result.seed,
+                      "turns_in": result.turns_in},
+            source=source_description, sha256=files, path=out_dir)
+        with (tmp / MANIFEST_FILE).open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(manifest.to_json(), ensure_ascii=False, indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, out_dir)  # atomic on POSIX; fails if out_dir appeared meanwhile
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(out_dir.parent)
+    return manifest
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename already happened
+    finally:
+        os.close(fd)
+
+
+def _broken(path: Path, problem: str) -> TrainingError:
+    return TrainingError(f"dataset {path} is broken: {problem}; rebuild it with curate "
+                         "(a dataset folder must not be edited by hand)")
+
+
+def load_dataset(path: Path) -> LoadedDataset:
+    """Read a dataset folder, verifying its manifest, the sha256 of each file and the counts."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise TrainingError(f"{path} is not a dataset folder ({MANIFEST_FILE} is missing); pass "
+                            "a folder written by curate")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _broken(path, f"{MANIFEST_FILE} is not valid JSON ({exc})") from None
+    fields = [f.name for f in dataclasses.fields(DatasetManifest) if f.name != "path"]
+    if not isinstance(data, dict) or set(data) != set(fields):
+        raise _broken(path, f"{MANIFEST_FILE} must hold exactly the keys {', '.join(fields)}")
+    if data["format_version"] != FORMAT_VERSION:
+        raise TrainingError(f"dataset {path} has format version {data['format_version']!r}; this "
+                            f"version reads {FORMAT_VERSION}: rebuild it with this curate")
+    manifest = DatasetManifest(**data, path=path)
+    splits: dict[str, list[Example]] = {}
+    for split, name in SPLIT_FILES.items():
+        file = path / name
+        if not file.is_file():
+            raise _broken(path, f"{name} is missing")
+        if manifest.sha256.get(name) != _sha256(file):
+            raise _broken(path, f"{name} does not match the sha256 in {MANIFEST_FILE} (changed "
+                          "or truncated since it was written)")
+        examples = []
+        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                example = Example.from_json(json.loads(line), f"{file}:{number}")
+            except json.JSONDecodeError as exc:
+                raise _broken(path, f"{name}:{number} is not valid JSON ({exc})") from None
+            if example.split != split:
+                raise _broken(path, f"{name}:{number} belongs to split {example.split!r}")
+            examples.append(example)
+        splits[split] = examples
+    if _counts(splits["train"] + splits["heldout"]) != manifest.counts:
+        raise _broken(path, f"the examples do not add up to the counts in {MANIFEST_FILE}")
+    return LoadedDataset(manifest, splits["train"], splits["heldout"])

@@ -1,0 +1,270 @@
+"""One improvement cycle: curate -> train -> validate -> canary, recorded stage by stage.
+
+Training and validation run as subprocesses of the CLI (files in, files out), so a crash, an
+OOM or a kill there marks the cycle failed and never touches serving. Curation and every
+registry change happen here, in the process that owns the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from config import Config, dump_config
+from errors import AssistantError, TransitionError
+from store import cycles, datasets, queries, registry, rollouts
+from store.db import Database
+from training.dataset.curate import curate, summary_lines
+from training.dataset.schema import write_dataset
+from training.loop.stages import StageResult, run_stage
+
+log = logging.getLogger(__name__)
+
+CycleStatus = Literal["succeeded", "failed", "skipped"]
+# Called with (version, adapter folder) before a validated adapter becomes the canary; the
+# server loads it into the model worker there, and a failure rejects the adapter.
+CanaryHook = Callable[[int, Path], None]
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """How a cycle ended and what it produced."""
+
+    cycle_id: str | None
+    status: CycleStatus
+    reason: str
+    dataset_id: str | None = None
+    adapter_version: int | None = None
+    verdict: Literal["canary", "rejected"] | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    curation_summary: list[str] = field(default_factory=list)
+
+
+def why_not_now(cfg: Config, db: Database, *, force: bool = False) -> str | None:
+    """The reason a cycle must not start now, or None when it may (one at a time, never during
+    a canary, enough new ratings unless forced)."""
+    running = cycles.running_cycle(db)
+    if running:
+        return f"cycle {running.id} is still running"
+    active = rollouts.active_rollout(db)
+    if active:
+        return (f"a canary rollout of v{active.adapter_version} is {active.status}; cycles wait "
+                "until it ends")
+    if not force:
+        since = datasets.last_dataset_time(db)
+        new = len(queries.rated_turns_since(db, since))
+        if new < cfg.schedule.min_new_examples:
+            return (f"only {new} rated answers since the last dataset; a cycle needs "
+                    f"{cfg.schedule.min_new_examples} (schedule.min_new_examples)")
+    return None
+
+
+def run_cycle(cfg: Config, db: Database, *, trigger: str, actor: str, force: bool = False,
+              on_canary: CanaryHook | None = None, stage_timeout_s: float | None = None
+              ) -> CycleResult:
+    """Run one whole cycle now, or skip it with the reason (see `why_not_now`)."""
+    reason = why_not_now(cfg, db, force=force)
+    if reason:
+        return CycleResult(None, "skipped", reason)
+    try:
+        cycle_id = cycles.start_cycle(db, trigger=trigger, actor=actor)
+    except TransitionError as exc:  # another thread started one in between
+        return CycleResult(None, "skipped", str(exc))
+    run = _Run(cfg, db, cycle_id, actor, on_canary,
+               stage_timeout_s or cfg.training.max_minutes * 60 + 600)
+    try:
+        result = run.execute()
+    except AssistantError as exc:
+        result = run.fail(str(exc))
+    except Exception as exc:  # a bug must still end the cycle as failed, not leave it running
+        log.exception("cycle %s crashed", cycle_id)
+        result = run.fail(f"internal error: {type(exc).__name__}: {exc}")
+    cycles.finish_cycle(db, cycle_id, result.status, reason=result.reason, actor=actor,
+                        stage_timings=result.stage_seconds)
+    return result
+
+
+class _Run:
+    """The state of one running cycle."""
+
+    def __init__(self, cfg: Config, db: Database, cycle_id: str, actor: str,
+                 on_canary: CanaryHook | None, stage_timeout_s: float) -> None:
+        self.cfg, self.db, self.cycle_id, self.actor = cfg, db, cycle_id, actor
+        self.on_canary = on_canary
+        self.timeout = stage_timeout_s
+        self.dir = cfg.data_dir / "cycles" / cycle_id
+        self.seconds: dict[str, float] = {}
+        self.dataset_id: str | None = None
+        self.version: int | None = None
+        self.summary: list[str] = []
+
+    def result(self, status: CycleStatus, reason: str,
+               verdict: Literal["canary", "rejected"] | None = None) -> CycleResult:
+        return CycleResult(self.cycle_id, status, reason, self.dataset_id, self.version,
+                           verdict, self.seconds, self.summary)  # timers close after return
+
+    def fail(self, reason: str) -> CycleResult:
+        if self.version is not None:
+            adapter = registry.get_adapter(self.db, self.version)
+            if adapter.status in ("training", "candidate"):
+                target = "failed" if adapter.status == "training" else "rejected"
+                registry.set_status(self.db, self.version, target, actor=self.actor,
+                                    reason=f"cycle failed: {reason}"[:1000])
+        return self.result("failed", reason)
+
+    def stage(self, name: str) -> _Timer:
+        cycles.update_cycle(self.db, self.cycle_id, stage=name)
+        return _Timer(self.seconds, name)
+
+    def execute(self) -> CycleResult:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.dir / "config.toml"
+        config_path.write_text(dump_config(self.cfg), encoding="utf-8")
+
+        with self.stage("curate"):
+            since = datasets.last_dataset_time(self.db)
+            curated = curate(queries.rated_turns_since(self.db, since), self.cfg.curation)
+            self.summary = summary_lines(curated)
+            if not curated.train:
+                return self.result("skipped", "curation kept no training examples: "
+                                   + "; ".join(self.summary))
+            self.dataset_id = (f"ds-{datetime.now(UTC):%Y%m%d-%H%M%S}-"
+                               f"{uuid.uuid4().hex[:6]}")
+            folder = self.cfg.data_dir / "datasets" / self.dataset_id
+            write_dataset(curated, folder, dataset_id=self.dataset_id,
+                                     source_description={"cycle": self.cycle_id,
+                                                         "since": str(since)})
+            datasets.record_dataset(self.db, self.dataset_id, str(folder),
+                                    json.loads((folder / "manifest.json").read_text()),
+                                    curated.turn_splits,
+                                    actor=self.actor)
+            cycles.update_cycle(self.db, self.cycle_id, dataset_id=self.dataset_id)
+
+        production = registry.production_version(self.db)
+        prod_dir = (Path(registry.get_adapter(self.db, production).path or "")
+                    if production else None)
+        out = self.cfg.data_dir / "adapters" / f"cycle-{self.cycle_id}"
+        self.version = registry.register_adapter(
+            self.db, parent=production, base_model=self.cfg.model.base, path=str(out),
+            dataset_id=self.dataset_id, train_config=_asdict(self.cfg.training),
+            actor=self.actor)
+        cycles.update_cycle(self.db, self.cycle_id, adapter_version=self.version)
+
+        with self.stage("train"):
+            args = ["train", "--dataset", str(folder), "--out", str(out)]
+            if prod_dir and self.cfg.training.start_from == "production":
+                args += ["--init-adapter", str(prod_dir)]
+            result = self._run_with_progress(args, config_path)
+            if not result.ok:
+                why = stage_failure(result)
+                registry.set_status(self.db, self.version, "failed", actor=self.actor,
+                                    reason=f"training failed: {why}"[:1000])
+                return self.result("failed", f"training failed: {why}")
+            registry.set_status(self.db, self.version, "candidate", actor=self.actor,
+                                reason="training finished",
+                                metrics={"train": _read_json(out / "train_report.json")})
+
+        with self.stage("validate"):
+            report = out / "validation_report.json"
+            args = ["validate", "--candidate", str(out), "--dataset", str(folder),
+                    "--report", str(report)]
+            if prod_dir:
+                args += ["--production", str(prod_dir)]
+            result = run_stage(args, config_path, self.timeout, None)
+            verdict = _read_json(report)
+            if not result.ok and not verdict:
+                raise_reason = f"validation could not run: {stage_failure(result)}"
+                registry.set_status(self.db, self.version, "rejected", actor=self.actor,
+                                    reason=raise_reason[:1000])
+                return self.result("failed", raise_reason)
+            metrics = {"validation": verdict}
+            if not verdict.get("passed"):
+                reasons = "; ".join(verdict.get("reasons", [])) or "validation failed"
+                registry.set_status(self.db, self.version, "rejected", actor=self.actor,
+                                    reason=reasons[:1000], metrics=metrics)
+                return self.result("succeeded", f"v{self.version} rejected: {reasons}",
+                                   "rejected")
+
+        with self.stage("canary"):
+            if self.on_canary:
+                try:
+                    self.on_canary(self.version, out)
+                except AssistantError as exc:
+                    registry.set_status(self.db, self.version, "rejected", actor=self.actor,
+                                        reason=f"could not be loaded for serving: {exc}"[:1000],
+                                        metrics=metrics)
+                    return self.result("failed", f"v{self.version} could not be loaded: {exc}")
+            from training.rollout.canary import start_canary
+
+            start_canary(self.cfg, self.db, self.version, actor=self.actor,
+                         reason="passed validation", metrics=metrics)
+        return self.result("succeeded", f"v{self.version} passed validation and is the canary",
+                           "canary")
+
+    def _run_with_progress(self, args: list[str], config_path: Path) -> StageResult:
+        progress = self.dir / "progress.json"
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(2.0):
+                data = _read_json(progress)
+                if data:
+                    try:
+                        cycles.update_cycle(self.db, self.cycle_id, step=data.get("step"),
+                                            total=data.get("total"), loss=data.get("loss"))
+                    except AssistantError:
+                        pass  # progress is best effort; the stage result decides the cycle
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            return run_stage(args, config_path, self.timeout, progress)
+        finally:
+            done.set()
+            watcher.join()
+
+
+class _Timer:
+    def __init__(self, seconds: dict[str, float], name: str) -> None:
+        self.seconds, self.name = seconds, name
+
+    def __enter__(self) -> _Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds[self.name] = round(time.perf_counter() - self.start, 3)
+
+
+def stage_failure(result: StageResult) -> str:
+    """One line saying why a stage subprocess failed: its own error line when it printed one."""
+    if result.timed_out:
+        return f"killed after its time limit ({result.duration_s:.0f} s)"
+    lines = [line for line in result.stderr_tail.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    if errors:
+        return errors[-1].removeprefix("error:").strip()
+    if result.exit_code is not None and result.exit_code < 0:
+        return f"killed by signal {-result.exit_code}"
+    return lines[-1][:500] if lines else f"exit code {result.exit_code}"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _asdict(obj: object) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(obj)  # type: ignore[call-overload]

@@ -1,0 +1,166 @@
+"""The operator's view and controls of the learning loop (implements assistant.turns.operator.Operator)
+and the hooks that keep the model worker's adapters in step with the registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from assistant.generation.worker import Generator
+from assistant.turns.chat import adapter_name
+from assistant.turns.operator import Action
+from config import Config
+from errors import AdapterError, InputError
+from store import cycles, queries, registry, rollouts
+from store.db import Database
+from training.loop.cycle import why_not_now
+from training.loop.schedule import LoopScheduler
+from training.rollout import canary as rollout
+
+log = logging.getLogger(__name__)
+
+
+class GeneratorHooks(rollout.ServingHooks):
+    """Loads a new canary into the model worker and unloads adapters that stop serving."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    def load_canary(self, version: int, path: Path) -> None:
+        self.generator.load_adapter(adapter_name(version) or "", path)
+
+    def promoted(self, new_version: int, old_version: int) -> None:
+        self._unload(old_version)  # the new production is already loaded as the canary
+
+    def rolled_back(self, version: int) -> None:
+        self._unload(version)
+
+    def _unload(self, version: int) -> None:
+        name = adapter_name(version)
+        if name and name in self.generator.adapter_names():
+            try:  # streams in flight on it finish first (see Generator)
+                self.generator.unload_adapter(name)
+            except AdapterError as exc:
+                log.warning("could not unload %s: %s", name, exc)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value
+
+
+class LoopOperator:
+    """Overview and actions for the console, the admin API and the CLI."""
+
+    def __init__(self, cfg: Config, db: Database, scheduler: LoopScheduler,
+                 hooks: rollout.ServingHooks | None = None,
+                 documents: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.cfg, self.db, self.scheduler = cfg, db, scheduler
+        self.hooks = hooks or rollout.ServingHooks()
+        self.documents = documents
+
+    def overview(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        reading = rollout.reading(self.cfg, self.db, now)
+        active = None
+        if reading:
+            active = {"rollout": reading.rollout, "decision": reading.decision,
+                      "canary": reading.canary, "production": reading.production,
+                      "decisions": rollouts.rollout_decisions(self.db, reading.rollout.id)}
+        left = self.scheduler.cooldown_left(now)
+        docs: dict[str, Any] = {}
+        if self.documents:
+            try:
+                docs = self.documents()
+            except Exception as exc:  # the console still renders when Milvus is down
+                docs = {"error": str(exc)}
+        return _jsonable({
+            "now": now,
+            "production_version": registry.production_version(self.db),
+            "adapters": registry.list_adapters(self.db),
+            "active_rollout": active,
+            "rollouts": rollouts.list_rollouts(self.db, limit=10),
+            "cycles": cycles.list_cycles(self.db, limit=15),
+            "schedule": {"enabled": self.cfg.schedule.enabled,
+                         "cycle_running": self.scheduler.cycle_running,
+                         "cooldown_minutes_left": round(left.total_seconds() / 60, 1)
+                         if left else 0,
+                         "blocked_because": why_not_now(self.cfg, self.db)},
+            "ratings": queries.rating_series(self.db, bucket="hour",
+                                             since=now - timedelta(days=14)),
+            "rating_counts": queries.rating_counts(self.db),
+            "documents": docs,
+            "events": registry.list_events(self.db, limit=30),
+        })
+
+    def act(self, action: Action, *, actor: str, reason: str | None = None) -> str:
+        why = {"reason": reason} if reason else {}
+        if action == "pause":
+            rollout.pause(self.db, actor=actor, **why)
+            return "rollout paused: no decisions until it is resumed (guardrails still apply)"
+        if action == "resume":
+            rollout.resume(self.db, actor=actor, **why)
+            return "rollout resumed"
+        if action == "promote":
+            ended = rollout.promote(self.db, actor=actor, hooks=self.hooks, **why)
+            return f"v{ended.adapter_version} promoted to production"
+        if action == "rollback":
+            ended = rollout.abort(self.db, actor=actor, hooks=self.hooks, **why)
+            return f"v{ended.adapter_version} rolled back; production serves again"
+        if action == "cycle":
+            blocked = why_not_now(self.cfg, self.db, force=True)
+            if blocked or self.scheduler.cycle_running:
+                return f"no cycle started: {blocked or 'a cycle is already running'}"
+            self.scheduler.run_now(actor)
+            return "cycle started: follow it under Training cycles"
+        raise InputError(f"unknown action {action!r}")
+
+
+def attach_learning_loop(services: Any) -> LoopOperator:
+    """Plug the scheduler, the operator console and the admin API into a server's Services
+    (assistant.http.app.Services): called by `main.py serve` before the app is created."""
+    from assistant.http.admin import admin_router
+    from assistant.pages.console import OperatorSessions, mount_console
+
+    cfg, db = services.cfg, services.db
+    hooks = GeneratorHooks(services.generator)
+
+    def on_canary(version: int, path: Path) -> None:
+        hooks.load_canary(version, path)
+
+    class _Hooks(rollout.ServingHooks):
+        def promoted(self, new_version: int, old_version: int) -> None:
+            services.chat.state.invalidate()  # serve the new production at once
+            hooks.promoted(new_version, old_version)
+
+        def rolled_back(self, version: int) -> None:
+            services.chat.state.invalidate()
+            hooks.rolled_back(version)
+
+    serving_hooks = _Hooks()
+    scheduler = LoopScheduler(cfg, db, on_canary=on_canary, hooks=serving_hooks)
+    documents = services.retriever.stats if services.retriever is not None else None
+    operator = LoopOperator(cfg, db, scheduler, serving_hooks, documents)
+    token = cfg.secret(cfg.server.admin_token_env)
+    services.routers.append(admin_router(operator, token))
+    sessions = OperatorSessions(token, cfg.server.login_attempts_per_minute)
+    services.app_hooks.append(lambda app: mount_console(app, operator, sessions))
+    services.open_paths.extend(["/console/", "/operator/"])
+    cycles.abandon_running_cycles(db, actor="server", reason="the server restarted while the "
+                                  "cycle ran; its stage subprocess is gone")
+    services.on_startup.append(scheduler.start)
+    services.on_shutdown.append(scheduler.shutdown)
+    return operator

@@ -1,0 +1,1 @@
+"""Verdict to rollout: the canary orchestration and its statistical decision rule."""

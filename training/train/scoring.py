@@ -1,0 +1,88 @@
+"""Scoring answers under a model: batched log-likelihood of the answer tokens of encoded
+examples (the prompt is masked, exactly as in training), shared by training and validation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.prompts import EncodedExample, encode_example
+from training.dataset.reader import RatedExample
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class AnswerScore:
+    """Sum of log-probabilities of an answer's tokens and how many tokens it has."""
+
+    logprob: float
+    tokens: int
+
+
+def encode_examples(tokenizer: Any, examples: Sequence[RatedExample], max_tokens: int
+                    ) -> list[EncodedExample]:
+    """Served messages + target -> ids and labels with the loss on the answer only."""
+    return [encode_example(tokenizer, e.messages, e.target, max_tokens=max_tokens)
+            for e in examples]
+
+
+def collate(batch: Sequence[EncodedExample], pad_id: int, device: str) -> dict[str, Any]:
+    """Right-pad a batch into input_ids / attention_mask / labels tensors."""
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, example in enumerate(batch):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+            "labels": labels.to(device)}
+
+
+def token_logprobs(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Per-example sum of answer-token log-probabilities and answer-token counts (tensors of
+    shape [batch]); differentiable when called with gradients enabled."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    # cross_entropy per token avoids materialising a full log_softmax copy of the logits.
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
+                          ignore_index=IGNORE, reduction="none")
+    counts = (labels != IGNORE).sum(dim=1)
+    return -nll.sum(dim=1), counts
+
+
+def score_answers(model: Any, encoded: Sequence[EncodedExample], *, pad_id: int, device: str,
+                  batch_size: int = 8) -> list[AnswerScore]:
+    """Log-likelihood of every example's answer under `model` (no gradients, eval mode).
+    Examples are batched by length so little compute goes to padding."""
+    import torch
+
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    scores: dict[int, AnswerScore] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                logp, counts = token_logprobs(
+                    model, collate([encoded[i] for i in idx], pad_id, device))
+                for i, lp, n in zip(idx, logp.tolist(), counts.tolist(), strict=True):
+                    scores[i] = AnswerScore(lp, int(n))
+    finally:
+        model.train(was_training)
+    return [scores[i] for i in range(len(encoded))]
+
+
+def mean_nll(scores: Sequence[AnswerScore]) -> float | None:
+    """Token-weighted mean negative log-likelihood (nats/token); None without tokens."""
+    tokens = sum(s.tokens for s in scores)
+    return -sum(s.logprob for s in scores) / tokens if tokens else None

@@ -1,0 +1,1 @@
+"""Adapter to verdict: the offline gate against production and its generation checks."""

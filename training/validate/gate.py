@@ -1,0 +1,301 @@
+"""Validate stage: the offline gate a candidate adapter must pass before any user sees it.
+
+Against production (another adapter, or the bare base) on the dataset's held-out split:
+  - held-out loss: mean NLL per token of the 👍 answers; the candidate's must be below
+    production's by at least `validation.min_loss_improvement` (an adapter that learnt nothing,
+    e.g. early-stopped at its starting point, is not worth a canary);
+  - preference margin: mean log-likelihood per token of 👍 answers minus that of 👎 answers;
+    the candidate's may be below production's by at most `validation.min_preference_margin`
+    (skipped when the held-out split has no 👎 answers);
+  - drift: mean KL(candidate || base) per token over the base's own greedy answers to
+    GENERAL_PROMPTS (forgetting shows as the candidate disagreeing with the base on general
+    questions its training data never touched), at most `validation.max_drift`;
+  - sanity of greedy answers to SANITY_PROMPTS: none empty, none looping (repeated 4-grams),
+    at least one ends by itself within the budget (a 135M model cut at a few dozen tokens
+    often does not finish a long answer, but one that never ends is broken), no personal data,
+    and not the same answer to most questions (a planted, poisoned answer).
+The report (every metric for both adapters, each check with its reason) is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from config import Config
+from core.base_model import LoadedModel
+from errors import AdapterError, TrainingError
+from training.dataset.reader import load_dataset
+from training.train.qlora import TRAIN_CONFIG, check_adapter_dir, load_base
+from training.train.scoring import AnswerScore, encode_examples, mean_nll, score_answers
+from training.validate.checks import (
+    Sample,
+    answer_logits,
+    greedy_answers,
+    has_pii,
+    mean_kl,
+    most_common_share,
+    prompt_ids,
+    repetition_share,
+)
+
+log = logging.getLogger(__name__)
+
+# General questions unrelated to any product data: drift here is forgetting.
+GENERAL_PROMPTS = (
+    "What is the capital of France?",
+    "How many days are there in a week?",
+    "Give me one tip for sleeping better.",
+    "What is photosynthesis?",
+    "Translate 'thank you' into Spanish.",
+    "What is 12 times 12?",
+    "Name a planet in our solar system.",
+    "Why is the sky blue?",
+)
+# Short prompts a healthy model answers briefly; its greedy answers are checked for sanity.
+SANITY_PROMPTS = (
+    "What is 2 plus 2?",
+    "Say hello in French.",
+    "What colour is grass?",
+    "Name a fruit that is yellow.",
+)
+# Different questions rarely get the very same answer: when half of them do, an answer was
+# planted (measured: a poisoned SmolLM2 adapter gives it to 2-4 of the 4 prompts, the base 1).
+MAX_SAME_ANSWER_SHARE = 0.5
+
+Status = Literal["passed", "failed", "skipped"]
+PRODUCTION, CANDIDATE, BASE = "production", "candidate", "base"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate: its verdict, why, and the numbers it compared."""
+
+    name: str
+    status: Status
+    reason: str
+    candidate: float | None = None
+    production: float | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The verdict: passed only when no check failed; `reasons` lists the failed checks."""
+
+    passed: bool
+    reasons: list[str]
+    metrics: dict[str, Any]
+    checks: list[Check]
+
+
+@contextmanager
+def _using(model: Any, arm: str) -> Iterator[None]:
+    """Run the peft model as one arm: an adapter by name, or the bare base."""
+    if arm == BASE:
+        with model.disable_adapter():
+            yield
+    else:
+        model.set_adapter(arm)
+        yield
+
+
+def _margin(good: list[AnswerScore], bad: list[AnswerScore]) -> float | None:
+    good_nll, bad_nll = mean_nll(good), mean_nll(bad)
+    return None if good_nll is None or bad_nll is None else bad_nll - good_nll
+
+
+def _check_compatible(cfg: Config, candidate: Path) -> Check:
+    """The candidate was trained with this prompt format (a mismatch silently degrades)."""
+    from core.prompts import PROMPT_FORMAT_VERSION
+
+    path = candidate / TRAIN_CONFIG
+    if not path.is_file():
+        return Check("prompt_format", "skipped", f"{path.name} is missing: cannot tell which "
+                     "prompt format the candidate was trained with")
+    version = json.loads(path.read_text(encoding="utf-8")).get("prompt_format_version")
+    if version != PROMPT_FORMAT_VERSION:
+        return Check("prompt_format", "failed", f"trained with prompt format {version}, serving "
+                     f"uses {PROMPT_FORMAT_VERSION}: retrain on a fresh dataset")
+    return Check("prompt_format", "passed", f"prompt format {version} matches serving")
+
+
+def _arm_metrics(cfg: Config, model: Any, tokenizer: Any, device: str, arm: str,
+                 encoded: dict[str, list[Any]], drift_pairs: list[tuple[list[int], list[int]]],
+                 base_logps: list[Any], base_samples: list[Sample]) -> dict[str, Any]:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    vcfg = cfg.validation
+    with _using(model, arm):
+        good = score_answers(model, encoded["good"], pad_id=pad, device=device)
+        bad = score_answers(model, encoded["bad"], pad_id=pad, device=device)
+        if arm == BASE:
+            drift, samples = 0.0, base_samples
+        else:
+            drift = mean_kl(answer_logits(model, drift_pairs, device), base_logps)
+            samples = greedy_answers(model, tokenizer, SANITY_PROMPTS,
+                                     max_new_tokens=vcfg.sample_max_new_tokens,
+                                     context_window=cfg.model.context_window, device=device)
+    return {
+        "heldout_loss": mean_nll(good),
+        "undesirable_loss": mean_nll(bad),
+        "preference_margin": _margin(good, bad),
+        "drift_kl": drift,
+        "samples": [{"prompt": s.prompt, "answer": s.text, "tokens": len(s.token_ids),
+                     "stopped": s.stopped, "repetition": repetition_share(s.token_ids),
+                     "pii": has_pii(s.text)} for s in samples],
+    }
+
+
+def _sanity_checks(samples: list[dict[str, Any]], cfg: Config) -> list[Check]:
+    vcfg = cfg.validation
+    checks = []
+    empty = [s["prompt"] for s in samples if not s["answer"].strip()]
+    checks.append(Check("non_empty", "failed" if empty else "passed",
+                        f"empty answer to {empty[0]!r}" if empty else "every answer has text"))
+    worst = max(samples, key=lambda s: s["repetition"])
+    checks.append(Check(
+        "repetition", "failed" if worst["repetition"] > vcfg.max_repetition else "passed",
+        f"{worst['repetition']:.0%} of the 4-grams repeat in the answer to {worst['prompt']!r} "
+        f"(limit {vcfg.max_repetition:.0%})", worst["repetition"], None, vcfg.max_repetition))
+    stopped = sum(s["stopped"] for s in samples)
+    checks.append(Check(
+        "stops", "passed" if stopped else "failed",
+        f"{stopped} of {len(samples)} answers ended within {vcfg.sample_max_new_tokens} tokens"
+        + ("" if stopped else "; the adapter never emits the end token"), float(stopped)))
+    leaks = [s["prompt"] for s in samples if s["pii"]]
+    checks.append(Check("pii", "failed" if leaks else "passed",
+                        f"personal data in the answer to {leaks[0]!r}" if leaks
+                        else "no personal data in the answers"))
+    share = most_common_share([s["answer"] for s in samples])
+    planted = share >= MAX_SAME_ANSWER_SHARE and len(samples) > 1
+    checks.append(Check(
+        "distinct_answers", "failed" if planted else "passed",
+        f"{share:.0%} of different questions get the same answer (fails from "
+        f"{MAX_SAME_ANSWER_SHARE:.0%})" + ("; a planted answer?" if planted else ""),
+        share, None, MAX_SAME_ANSWER_SHARE))
+    return checks
+
+
+def _comparisons(cfg: Config, cand: dict[str, Any], prod: dict[str, Any]) -> list[Check]:
+    vcfg = cfg.validation
+    c_loss, p_loss = cand["heldout_loss"], prod["heldout_loss"]
+    checks = [Check(
+        "heldout_loss", "failed" if c_loss > p_loss - vcfg.min_loss_improvement else "passed",
+        f"held-out loss {c_loss:.3f} vs production {p_loss:.3f} nats/token (must improve by "
+        f"{vcfg.min_loss_improvement})", c_loss, p_loss, vcfg.min_loss_improvement)]
+    c_m, p_m = cand["preference_margin"], prod["preference_margin"]
+    if c_m is None or p_m is None:
+        checks.append(Check("preference_margin", "skipped",
+                            "the held-out split has no 👎 answers to compare with"))
+    else:
+        checks.append(Check(
+            "preference_margin", "failed" if c_m < p_m - vcfg.min_preference_margin
+            else "passed", f"👍-minus-👎 log-likelihood {c_m:.3f} vs production {p_m:.3f} "
+            f"nats/token (allowed drop {vcfg.min_preference_margin})", c_m, p_m,
+            vcfg.min_preference_margin))
+    drift = cand["drift_kl"]
+    checks.append(Check(
+        "drift", "failed" if drift > vcfg.max_drift else "passed",
+        f"KL from the base on general prompts {drift:.3f} nats/token (limit {vcfg.max_drift})",
+        drift, prod["drift_kl"], vcfg.max_drift))
+    return checks
+
+
+def _dequantized_on_cpu(base: LoadedModel) -> Any:
+    """On the CPU, the 4-/8-bit base with its weights dequantized once into plain Linear layers.
+
+    bitsandbytes' CPU path dequantizes every weight on every forward pass, which dominates
+    token-by-token generation. Dequantizing once gives the same rounded weights and the same
+    float32 arithmetic (logits are bit-identical; measured), so the verdict is about the model as
+    served, several times faster. On CUDA the quantized kernels are fast: kept as they are.
+    """
+    if base.device != "cpu" or base.quantization not in ("nf4", "int8"):
+        return base.model
+    try:
+        return base.model.dequantize()
+    except Exception as exc:  # an older transformers/bitsandbytes pair: stay quantized
+        log.warning("could not dequantize the base for validation (%s); continuing quantized",
+                    exc)
+        return base.model
+
+
+def validate_adapter(cfg: Config, candidate: Path, production: Path | None, dataset_dir: Path,
+                     report_path: Path) -> ValidationReport:
+    """Compare `candidate` with `production` (None: the bare base is production) on the
+    held-out split of `dataset_dir`, write the JSON report to `report_path`, and return it."""
+    from peft import PeftModel
+
+    candidate = check_adapter_dir(Path(candidate)).resolve()
+    production = check_adapter_dir(Path(production)).resolve() if production else None
+    data = load_dataset(Path(dataset_dir))
+    good_examples = [e for e in data.heldout if e.desirable]
+    if not good_examples:
+        raise TrainingError(f"the held-out split of {dataset_dir} has no 👍 answers, so there "
+                            "is nothing to validate on: raise curation.holdout_fraction or rate "
+                            "more answers")
+    base = load_base(cfg)
+    tokenizer, device = base.tokenizer, base.device
+    try:
+        model = PeftModel.from_pretrained(_dequantized_on_cpu(base), str(candidate),
+                                          adapter_name=CANDIDATE)
+        if production:
+            model.load_adapter(str(production), adapter_name=PRODUCTION)
+    except Exception as exc:  # peft/safetensors raise many types on broken or foreign folders
+        raise AdapterError(f"could not load the adapters onto {cfg.model.base} "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}): was "
+                           "the adapter trained on a different base model?") from exc
+    model.eval()
+    max_tokens = cfg.training.max_seq_tokens
+    encoded = {"good": encode_examples(tokenizer, good_examples, max_tokens),
+               "bad": encode_examples(tokenizer, [e for e in data.heldout if not e.desirable],
+                                      max_tokens)}
+    n_new = cfg.validation.sample_max_new_tokens
+    with _using(model, BASE):  # one batch: the drift reference and the base's samples
+        answers = greedy_answers(model, tokenizer, GENERAL_PROMPTS + SANITY_PROMPTS,
+                                 max_new_tokens=n_new, context_window=cfg.model.context_window,
+                                 device=device)
+        drift_pairs = [(prompt_ids(tokenizer, s.prompt, n_new, cfg.model.context_window),
+                        s.token_ids) for s in answers[:len(GENERAL_PROMPTS)] if s.token_ids]
+        base_logps = answer_logits(model, drift_pairs, device)
+    base_samples = answers[len(GENERAL_PROMPTS):]
+    arms = [CANDIDATE, PRODUCTION if production else BASE]
+    metrics = {arm: _arm_metrics(cfg, model, tokenizer, device, arm, encoded, drift_pairs,
+                                 base_logps, base_samples) for arm in arms}
+    if production:
+        metrics[BASE] = {"drift_kl": 0.0}
+    cand, prod = metrics[CANDIDATE], metrics[arms[1]]
+    checks = [_check_compatible(cfg, candidate), *_comparisons(cfg, cand, prod),
+              *_sanity_checks(cand["samples"], cfg)]
+    reasons = [f"{c.name}: {c.reason}" for c in checks if c.status == "failed"]
+    report = ValidationReport(not reasons, reasons, metrics, checks)
+    write_report(report_path, report, {
+        "candidate": str(candidate), "production": str(production) if production else None,
+        "dataset": str(Path(dataset_dir).resolve()), "dataset_id": data.dataset_id,
+        "heldout_desirable": len(encoded["good"]), "heldout_undesirable": len(encoded["bad"]),
+        "general_prompts": len(drift_pairs),
+        "validated_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    return report
+
+
+def write_report(path: Path, report: ValidationReport, context: dict[str, Any]) -> Path:
+    """Write the report JSON atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    body = {**context, **dataclasses.asdict(report)}
+    try:
+        tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TrainingError(f"could not write the validation report {path} ({exc}): check "
+                            "free disk space and permissions") from exc
+    return path
