@@ -3,8 +3,6 @@ them, and configs pointing at the tiny or the real model."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 
 import config as config_mod
 from core.prompts import build_messages
+from training.dataset.schema import Example, write_examples
 
 # Before torch starts its OpenMP threads: busy-waiting threads make every op crawl when the
 # cores are shared (see training.loop.stages.stage_env).
@@ -42,16 +41,10 @@ def colour_examples(things: Sequence[str], split: str, colour: str = "blue"
 
 def write_dataset(folder: Path, train: Sequence[dict[str, Any]],
                   heldout: Sequence[dict[str, Any]], dataset_id: str = "ds-test") -> Path:
-    """Write train.jsonl, heldout.jsonl and manifest.json like `training/curate.py` does."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, rows in (("train.jsonl", train), ("heldout.jsonl", heldout)):
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        (folder / name).write_text(text, encoding="utf-8")
-        files[name] = hashlib.sha256(text.encode()).hexdigest()
-    (folder / "manifest.json").write_text(json.dumps({
-        "dataset_id": dataset_id, "counts": {"train": len(train), "heldout": len(heldout)},
-        "sha256": files}))
+    """Write the dataset folder through the one schema writer curation uses."""
+    rows = [*train, *heldout]
+    write_examples([Example(**{"voters": 1, **row}) for row in rows], folder,
+                   dataset_id=dataset_id, source={"test": True})
     return folder
 
 

@@ -106,7 +106,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_cfg, make_dataset, tmp_pa
     assert report.best_heldout_loss == min(losses.values()) == losses[report.best_step]
 
     # The saved weights are the best evaluation's, not the last step's.
-    from training.dataset.reader import load_dataset
+    from training.dataset.schema import load_dataset
     from training.train.scoring import encode_examples, mean_nll, score_answers
 
     loaded = load_model(str(cfg.model.base), "nf4", "cpu")
@@ -191,7 +191,7 @@ def test_training_continues_from_an_initial_adapter(tiny_cfg, colour_dataset, ti
 def test_kto_pushes_down_the_undesirable_answers(tiny_cfg, make_dataset, tmp_path):
     from peft import PeftModel
 
-    from training.dataset.reader import load_dataset
+    from training.dataset.schema import load_dataset
     from training.train.scoring import encode_examples, mean_nll, score_answers
 
     bad = [example(f"What colour is the {t}?", f"The {t} is red.", label="undesirable", n=100 + i)

@@ -1,5 +1,9 @@
-"""The curated dataset as a self-describing folder: `train.jsonl`, `heldout.jsonl` and a
-`manifest.json` that records what is inside, how it was made and the sha256 of every file.
+"""The ONE dataset schema: examples, labels, splits, file names and the manifest, with the one
+writer (`write_dataset` / `write_examples`) and the one verifying reader (`load_dataset`) that
+curation, training, validation and the test fixtures all use.
+
+A dataset is a self-describing folder: `train.jsonl`, `heldout.jsonl` and a `manifest.json`
+that records what is inside, how it was made and the sha256 of every file.
 
 A dataset folder is written once, atomically (a hidden temp folder renamed into place), so a
 crash never leaves half a dataset where training would pick it up; `load_dataset` refuses a
@@ -14,6 +18,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,25 +52,45 @@ class Example:
     split: Split
     voters: int
 
+    @property
+    def desirable(self) -> bool:
+        """True for a reply to learn, False for one to push away from."""
+        return self.label == "desirable"
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object of one dataset line."""
         return {key: getattr(self, key) for key in _LINE_KEYS}
 
     @classmethod
     def from_json(cls, data: object, where: str) -> Example:
-        """Parse one dataset line, naming `where` (file:line) in the error."""
-        if not isinstance(data, dict) or set(data) != set(_LINE_KEYS):
-            raise TrainingError(f"{where}: a dataset line must be an object with exactly the keys "
-                                f"{', '.join(_LINE_KEYS)}; rebuild the dataset with curate")
+        """Parse one dataset line; the error starts with `where` (e.g. "train.jsonl line 4")."""
+        fix = "rebuild the dataset with `main.py curate`"
+        if not isinstance(data, dict):
+            raise TrainingError(f"{where} is not a JSON object: {fix}")
+        missing = [k for k in _LINE_KEYS if k not in data]
+        if missing:
+            raise TrainingError(f"{where} lacks the key(s) {', '.join(missing)}: {fix}")
+        extra = sorted(set(data) - set(_LINE_KEYS))
+        if extra:
+            raise TrainingError(f"{where} has unknown key(s) {', '.join(extra)}: {fix}")
+        if data["label"] not in LABELS:
+            raise TrainingError(f"{where} has label {data['label']!r} (must be 'desirable' or "
+                                f"'undesirable'): {fix}")
+        if data["split"] not in SPLITS:
+            raise TrainingError(f"{where} has split {data['split']!r} (must be 'train' or "
+                                f"'heldout'): {fix}")
+        if not all(isinstance(data[k], str) for k in ("turn_id", "conversation_id", "target")) \
+                or not isinstance(data["voters"], int) or isinstance(data["voters"], bool):
+            raise TrainingError(f"{where} has a field of the wrong type: {fix}")
         messages = data["messages"]
-        ok = (all(isinstance(data[k], str) for k in ("turn_id", "conversation_id", "target"))
-              and data["label"] in LABELS and data["split"] in SPLITS
-              and isinstance(data["voters"], int) and isinstance(messages, list)
-              and all(isinstance(m, dict) and all(isinstance(v, str) for v in m.values())
-                      for m in messages))
-        if not ok:
-            raise TrainingError(f"{where}: a field has the wrong type or value; rebuild the "
-                                "dataset with curate")
+        if (not isinstance(messages, list) or not messages
+                or not all(isinstance(m, dict) and set(m) == {"role", "content"}
+                           and all(isinstance(v, str) for v in m.values()) for m in messages)
+                or messages[-1]["role"] != "user"):
+            raise TrainingError(f"{where} has 'messages' that is not a non-empty list of "
+                                f"{{role, content}} objects ending with the user's question: {fix}")
+        if not data["target"].strip():
+            raise TrainingError(f"{where} has an empty target answer: {fix}")
         return cls(**data)
 
 
@@ -103,6 +128,14 @@ class LoadedDataset:
     manifest: DatasetManifest
     train: list[Example]
     heldout: list[Example]
+
+    @property
+    def folder(self) -> Path:
+        return self.manifest.path
+
+    @property
+    def dataset_id(self) -> str:
+        return self.manifest.dataset_id
 
 
 def _sha256(path: Path) -> str:
@@ -152,17 +185,30 @@ def write_dataset(result: Curated, out_dir: Path, *, dataset_id: str,
     `source_description` (JSON-serialisable: e.g. the time window and turn count the store query
     covered) is recorded verbatim in the manifest. The folder appears complete or not at all.
     """
-    out_dir = Path(out_dir)
-    if not dataset_id or not isinstance(dataset_id, str):
-        raise TrainingError("write_dataset needs a non-empty dataset_id")
     if not result.examples:
         raise TrainingError("no examples survived curation (see the drop reasons); collect more "
                             "rated turns before building a dataset")
+    return write_examples(
+        result.examples, out_dir, dataset_id=dataset_id, source=source_description,
+        dropped=dict(result.drop_counts), scrubbed=dict(result.scrub_counts),
+        curation={**dataclasses.asdict(result.config), "seed": result.seed,
+                  "turns_in": result.turns_in})
+
+
+def write_examples(examples: Sequence[Example], out_dir: Path, *, dataset_id: str,
+                   source: dict[str, Any], dropped: dict[str, int] | None = None,
+                   scrubbed: dict[str, int] | None = None,
+                   curation: dict[str, Any] | None = None) -> DatasetManifest:
+    """Write examples (each carrying its split) as the dataset folder `out_dir`, atomically."""
+    out_dir = Path(out_dir)
+    examples = list(examples)
+    if not dataset_id or not isinstance(dataset_id, str):
+        raise TrainingError("write_dataset needs a non-empty dataset_id")
     if out_dir.exists():
         raise TrainingError(f"dataset folder {out_dir} already exists: datasets are never "
                             "overwritten; write to a new folder or remove the old one")
     try:
-        json.dumps(source_description)
+        json.dumps(source)
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"source_description must be JSON-serialisable: {exc}") from None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -171,15 +217,13 @@ def write_dataset(result: Curated, out_dir: Path, *, dataset_id: str,
     try:
         files = {}
         for split, name in SPLIT_FILES.items():
-            _write_lines(tmp / name, [e for e in result.examples if e.split == split])
+            _write_lines(tmp / name, [e for e in examples if e.split == split])
             files[name] = _sha256(tmp / name)
         manifest = DatasetManifest(
             dataset_id=dataset_id, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            format_version=FORMAT_VERSION, counts=_counts(result.examples),
-            dropped=dict(result.drop_counts), scrubbed=dict(result.scrub_counts),
-            curation={**dataclasses.asdict(result.config), "seed": result.seed,
-                      "turns_in": result.turns_in},
-            source=source_description, sha256=files, path=out_dir)
+            format_version=FORMAT_VERSION, counts=_counts(examples),
+            dropped=dict(dropped or {}), scrubbed=dict(scrubbed or {}),
+            curation=dict(curation or {}), source=source, sha256=files, path=out_dir)
         with (tmp / MANIFEST_FILE).open("w", encoding="utf-8") as fh:
             fh.write(json.dumps(manifest.to_json(), ensure_ascii=False, indent=2) + "\n")
             fh.flush()
@@ -210,9 +254,14 @@ def _broken(path: Path, problem: str) -> TrainingError:
                          "(a dataset folder must not be edited by hand)")
 
 
-def load_dataset(path: Path) -> LoadedDataset:
-    """Read a dataset folder, verifying its manifest, the sha256 of each file and the counts."""
+def load_dataset(path: Path, *, trainable: bool = False) -> LoadedDataset:
+    """Read a dataset folder, verifying its manifest, the sha256 of each file and the counts.
+    `trainable` also requires a desirable example in the train split (what train and validate
+    need)."""
     path = Path(path)
+    if not path.is_dir():
+        raise TrainingError(f"dataset folder {path} does not exist: run `main.py curate` first "
+                            "or pass the folder it wrote")
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         raise TrainingError(f"{path} is not a dataset folder ({MANIFEST_FILE} is missing); pass "
@@ -232,20 +281,27 @@ def load_dataset(path: Path) -> LoadedDataset:
     for split, name in SPLIT_FILES.items():
         file = path / name
         if not file.is_file():
-            raise _broken(path, f"{name} is missing")
-        if manifest.sha256.get(name) != _sha256(file):
-            raise _broken(path, f"{name} does not match the sha256 in {MANIFEST_FILE} (changed "
-                          "or truncated since it was written)")
+            raise TrainingError(f"{file} does not exist: the dataset folder is incomplete; "
+                                "rebuild it with `main.py curate`")
         examples = []
         for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+            where = f"{file} line {number}"
             try:
-                example = Example.from_json(json.loads(line), f"{file}:{number}")
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise _broken(path, f"{name}:{number} is not valid JSON ({exc})") from None
+                raise _broken(path, f"{where} is not valid JSON ({exc.msg})") from None
+            example = Example.from_json(record, where)
             if example.split != split:
-                raise _broken(path, f"{name}:{number} belongs to split {example.split!r}")
+                raise _broken(path, f"{where} belongs to split {example.split!r}")
             examples.append(example)
         splits[split] = examples
+    if trainable and not any(e.desirable for e in splits["train"]):
+        raise TrainingError(f"{path / SPLIT_FILES['train']} has no desirable examples: rate "
+                            "more answers 👍 (or correct 👎 ones) before training")
+    for name in SPLIT_FILES.values():  # after the lines, so a bad line is named first
+        if manifest.sha256.get(name) != _sha256(path / name):
+            raise _broken(path, f"{name} does not match the sha256 in {MANIFEST_FILE} (changed "
+                          "or truncated since it was written)")
     if _counts(splits["train"] + splits["heldout"]) != manifest.counts:
         raise _broken(path, f"the examples do not add up to the counts in {MANIFEST_FILE}")
     return LoadedDataset(manifest, splits["train"], splits["heldout"])

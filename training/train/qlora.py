@@ -31,7 +31,7 @@ from config import Config, TrainingConfig
 from core.base_model import LoadedModel, load_model, resolve_base_model
 from core.prompts import PROMPT_FORMAT_VERSION, EncodedExample
 from errors import AdapterError, TrainingError
-from training.dataset.reader import MANIFEST, Dataset, load_dataset
+from training.dataset.schema import MANIFEST_FILE, LoadedDataset, load_dataset
 from training.train.scoring import collate, encode_examples, mean_nll, score_answers, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
     if out_dir.exists():
         raise TrainingError(f"{out_dir} already exists: adapters are never overwritten; choose "
                             "a new --out folder")
-    data = load_dataset(Path(dataset_dir))
+    data = load_dataset(Path(dataset_dir), trainable=True)
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
     base = load_base(cfg)
@@ -321,7 +321,7 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_adapter(model: Any, out_dir: Path, data: Dataset, train_config: dict[str, Any],
+def write_adapter(model: Any, out_dir: Path, data: LoadedDataset, train_config: dict[str, Any],
                   report: TrainReport) -> Path:
     """Write the adapter folder atomically: everything goes into a hidden sibling folder that is
     renamed to `out_dir` only when complete; on any failure the partial folder is removed."""
@@ -332,7 +332,7 @@ def write_adapter(model: Any, out_dir: Path, data: Dataset, train_config: dict[s
     try:
         model.save_pretrained(str(tmp))
         _write_json(tmp / TRAIN_CONFIG, train_config)
-        shutil.copyfile(data.folder / MANIFEST, tmp / DATASET_MANIFEST)
+        shutil.copyfile(data.folder / MANIFEST_FILE, tmp / DATASET_MANIFEST)
         _write_json(tmp / TRAIN_REPORT, dataclasses.asdict(report))
         for name in ADAPTER_FILES:
             if not (tmp / name).is_file():

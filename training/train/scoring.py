@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.prompts import EncodedExample, encode_example
-from training.dataset.reader import RatedExample
+from training.dataset.schema import Example
 
 IGNORE = -100
 
@@ -21,7 +21,7 @@ class AnswerScore:
     tokens: int
 
 
-def encode_examples(tokenizer: Any, examples: Sequence[RatedExample], max_tokens: int
+def encode_examples(tokenizer: Any, examples: Sequence[Example], max_tokens: int
                     ) -> list[EncodedExample]:
     """Served messages + target -> ids and labels with the loss on the answer only."""
     return [encode_example(tokenizer, e.messages, e.target, max_tokens=max_tokens)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from config import Config
 from core.base_model import LoadedModel
 from errors import AdapterError, TrainingError
-from training.dataset.reader import load_dataset
+from training.dataset.schema import load_dataset
 from training.train.qlora import TRAIN_CONFIG, check_adapter_dir, load_base
 from training.train.scoring import AnswerScore, encode_examples, mean_nll, score_answers
 from training.validate.checks import (
@@ -235,7 +235,7 @@ def validate_adapter(cfg: Config, candidate: Path, production: Path | None, data
 
     candidate = check_adapter_dir(Path(candidate)).resolve()
     production = check_adapter_dir(Path(production)).resolve() if production else None
-    data = load_dataset(Path(dataset_dir))
+    data = load_dataset(Path(dataset_dir), trainable=True)
     good_examples = [e for e in data.heldout if e.desirable]
     if not good_examples:
         raise TrainingError(f"the held-out split of {dataset_dir} has no 👍 answers, so there "
