@@ -4,13 +4,10 @@ subprocesses of the server's cycle: files in, files out, never the database)."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from cli import command
 from config import Config
@@ -27,13 +24,6 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="keep a JSON file with the latest step, losses and ETA up to date")
 
 
-def write_json_atomic(path: Path, value: dict[str, Any]) -> None:
-    """Replace a small JSON file so a reader never sees half of it."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(value), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _stop_on_sigterm() -> None:
     """Turn SIGTERM (the cycle's timeout) into an exception, so partial folders are removed."""
     def handler(signum: int, frame: object) -> None:
@@ -46,6 +36,7 @@ def _stop_on_sigterm() -> None:
 def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from training.stage_files import StageProgress
     from training.train.qlora import TrainProgress, train_adapter
 
     _stop_on_sigterm()
@@ -65,11 +56,10 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
                         tok_s=f"{p.tokens_per_s:.0f}")
         if args.progress_file:
             eta = p.elapsed_s / p.step * (p.total_steps - p.step) if p.step else None
-            write_json_atomic(args.progress_file, {
-                "stage": "train", "pid": os.getpid(), "step": p.step,
-                "total_steps": p.total_steps,
-                "loss": p.loss, "heldout_loss": last_heldout[0], "elapsed_s": p.elapsed_s,
-                "eta_s": eta, "tokens_per_s": p.tokens_per_s, "updated_at": time.time()})
+            StageProgress(stage="train", step=p.step, total_steps=p.total_steps, loss=p.loss,
+                          heldout_loss=last_heldout[0], elapsed_s=p.elapsed_s, eta_s=eta,
+                          tokens_per_s=p.tokens_per_s,
+                          updated_at=time.time()).write(args.progress_file)
 
     try:
         report = train_adapter(cfg, args.dataset, args.out, init_adapter=args.init_adapter,
@@ -77,10 +67,10 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.progress_file:
-        write_json_atomic(args.progress_file, {
-            "stage": "train", "step": report.steps, "total_steps": bar.total,
-            "done": True, "stop_reason": report.stop_reason,
-            "heldout_loss": report.best_heldout_loss, "updated_at": time.time()})
+        StageProgress(stage="train", step=report.steps, total_steps=int(bar.total or 0),
+                      heldout_loss=report.best_heldout_loss, elapsed_s=report.duration_s,
+                      eta_s=0.0, done=True, stop_reason=report.stop_reason,
+                      updated_at=time.time()).write(args.progress_file)
     before = (f"{report.initial_heldout_loss:.3f}" if report.initial_heldout_loss is not None
               else "n/a")
     after = (f"{report.best_heldout_loss:.3f}" if report.best_heldout_loss is not None

@@ -199,6 +199,7 @@ class Cycle:
     started_at: datetime
     updated_at: datetime
     ended_at: datetime | None
+    eta_s: float | None = None
 
 
 # ---- query results ---------------------------------------------------------------------------

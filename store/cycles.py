@@ -30,14 +30,14 @@ CYCLE_STATUSES: tuple[str, ...] = get_args(CycleStatus)
 FINAL = ("succeeded", "failed", "skipped")
 
 _SELECT = ("SELECT id, status, trigger, stage, step, total, loss, stage_timings, reason, "
-           "dataset_id, adapter_version, started_at, updated_at, ended_at FROM cycles")
+           "dataset_id, adapter_version, started_at, updated_at, ended_at, eta_s FROM cycles")
 
 
 def _cycle(r: Sequence[Any]) -> Cycle:
     return Cycle(id=r[0], status=r[1], trigger=r[2], stage=r[3], step=r[4], total=r[5],
                  loss=r[6], stage_timings=from_json(r[7], {}), reason=r[8], dataset_id=r[9],
                  adapter_version=r[10], started_at=aware(r[11]), updated_at=aware(r[12]),
-                 ended_at=from_db(r[13]))
+                 ended_at=from_db(r[13]), eta_s=r[14])
 
 
 def _get(cur: Cursor, cycle_id: str) -> Cycle:
@@ -59,7 +59,7 @@ def start_cycle(db: Database, *, trigger: str, actor: str) -> str:
                                   "failed with abandon_running_cycles if its process died")
         at = to_db(now())
         cur.execute("INSERT INTO cycles VALUES (?, 'running', ?, NULL, NULL, NULL, NULL, '{}', "
-                    "NULL, NULL, NULL, ?, ?, NULL)", [cycle_id, trigger, at, at])
+                    "NULL, NULL, NULL, ?, ?, NULL, NULL)", [cycle_id, trigger, at, at])
         insert_event(cur, check_id("actor", actor), "cycle.start", f"cycle:{cycle_id}",
                      {"trigger": trigger})
         return cycle_id
@@ -69,7 +69,8 @@ def start_cycle(db: Database, *, trigger: str, actor: str) -> str:
 
 def update_cycle(db: Database, cycle_id: str, *, stage: str | None = None,
                  step: int | None = None, total: int | None = None, loss: float | None = None,
-                 dataset_id: str | None = None, adapter_version: int | None = None) -> None:
+                 dataset_id: str | None = None, adapter_version: int | None = None,
+                 eta_s: float | None = None) -> None:
     """Update a running cycle's progress (only the fields given); cheap enough per train step."""
     check_text("stage", stage, MAX_ID_CHARS, optional=True)
     check_int("step", step, optional=True)
@@ -77,7 +78,8 @@ def update_cycle(db: Database, cycle_id: str, *, stage: str | None = None,
     check_text("dataset_id", dataset_id, MAX_ID_CHARS, optional=True)
     check_int("adapter_version", adapter_version, optional=True)
     params = [stage, step, total, None if loss is None else float(loss), dataset_id,
-              adapter_version, to_db(now()), cycle_id]
+              adapter_version, None if eta_s is None else max(0.0, float(eta_s)), to_db(now()),
+              cycle_id]
 
     def run(cur: Cursor) -> None:
         if _get(cur, cycle_id).status != "running":
@@ -85,7 +87,8 @@ def update_cycle(db: Database, cycle_id: str, *, stage: str | None = None,
         cur.execute("UPDATE cycles SET stage = coalesce(?, stage), step = coalesce(?, step), "
                     "total = coalesce(?, total), loss = coalesce(?, loss), "
                     "dataset_id = coalesce(?, dataset_id), "
-                    "adapter_version = coalesce(?, adapter_version), updated_at = ? "
+                    "adapter_version = coalesce(?, adapter_version), "
+                    "eta_s = coalesce(?, eta_s), updated_at = ? "
                     "WHERE id = ?", params)
 
     db.write(run)

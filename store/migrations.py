@@ -95,9 +95,15 @@ def m002_training(cur: duckdb.DuckDBPyConnection) -> None:
             updated_at TIMESTAMP NOT NULL, ended_at TIMESTAMP)""")
 
 
+def m007_cycle_eta(cur: duckdb.DuckDBPyConnection) -> None:
+    """A running cycle's estimated seconds left, for the console's progress column."""
+    cur.execute("ALTER TABLE cycles ADD COLUMN eta_s DOUBLE")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_logs_and_registry,
     m002_training,
+    m007_cycle_eta,
 ]
 
 

@@ -176,8 +176,10 @@ def adapters_rows(overview: dict[str, Any]) -> list[list[Any]]:
 def cycles_rows(overview: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for c in overview["cycles"]:
-        progress = (f"{c['step']}/{c['total']}" if c.get("total") else "") + (
-            f" loss {c['loss']:.3f}" if c.get("loss") is not None else "")
+        progress = (f"step {c['step']}/{c['total']}" if c.get("total") else "") + (
+            f" loss {c['loss']:.3f}" if c.get("loss") is not None else "") + (
+            f" ETA {c['eta_s']:.0f}s" if c.get("eta_s") is not None
+            and c.get("status") == "running" else "")
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in (c.get("stage_timings") or {}).items())
         rows.append([c["started_at"][:19], c["trigger"], c["status"], c.get("stage") or "",
                      progress.strip(), timings, (c.get("reason") or "")[:300]])

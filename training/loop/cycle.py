@@ -25,6 +25,7 @@ from store.db import Database
 from training.dataset.curate import curate, summary_lines
 from training.dataset.schema import write_dataset
 from training.loop.stages import StageResult, run_stage
+from training.stage_files import PROGRESS_FILE, StageProgress
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ CycleStatus = Literal["succeeded", "failed", "skipped"]
 # Called with (version, adapter folder) before a validated adapter becomes the canary; the
 # server loads it into the model worker there, and a failure rejects the adapter.
 CanaryHook = Callable[[int, Path], None]
+PROGRESS_POLL_S = 2.0
+"""How often a running train stage's progress file is copied into the cycle's row."""
 
 
 @dataclass(frozen=True)
@@ -210,16 +213,17 @@ class _Run:
                            "canary")
 
     def _run_with_progress(self, args: list[str], config_path: Path) -> StageResult:
-        progress = self.dir / "progress.json"
+        progress = self.dir / PROGRESS_FILE
         done = threading.Event()
 
         def poll() -> None:
-            while not done.wait(2.0):
-                data = _read_json(progress)
-                if data:
+            while not done.wait(PROGRESS_POLL_S):
+                p = StageProgress.read(progress)
+                if p is not None:
+                    loss = p.heldout_loss if p.heldout_loss is not None else p.loss
                     try:
-                        cycles.update_cycle(self.db, self.cycle_id, step=data.get("step"),
-                                            total=data.get("total"), loss=data.get("loss"))
+                        cycles.update_cycle(self.db, self.cycle_id, step=p.step,
+                                            total=p.total_steps, loss=loss, eta_s=p.eta_s)
                     except AssistantError:
                         pass  # progress is best effort; the stage result decides the cycle
 
