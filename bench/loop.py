@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assistant.generation.loader import build_generator  # noqa: E402
+from assistant.generation.reconciler import ServingState, adapter_name  # noqa: E402
 from assistant.http.limits import RateLimiter  # noqa: E402
-from assistant.turns.chat import ChatService, ServingState, adapter_name  # noqa: E402
+from assistant.turns.chat import ChatService  # noqa: E402
 from config import load_config, with_overrides  # noqa: E402
 from store import registry, rollouts  # noqa: E402
 from store.db import database_path, open_database  # noqa: E402

@@ -23,7 +23,8 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _chat_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--adapter", help="adapter folder to chat with (default: the bare base)")
+    p.add_argument("--adapter", help="adapter folder under data/adapters to chat with "
+                   "(default: the bare base model)")
     p.add_argument("--message", "-m", help="ask one question, print the answer and exit")
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from config import Config
 from errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -155,3 +156,14 @@ def load_model(location: str, quantization: Quantization, device: str = "auto") 
                          "instruction-tuned model")
     model.eval()
     return LoadedModel(model, tokenizer, dev, quantization, location)
+
+
+def load_base(cfg: Config) -> LoadedModel:
+    """The configured base model (converted on first use), quantized as `model.quantization`,
+    on `model.device`: what serving, training and validation all start from."""
+    import torch
+
+    if cfg.model.threads:
+        torch.set_num_threads(cfg.model.threads)
+    location = resolve_base_model(cfg.model.base, cfg.data_dir)
+    return load_model(location, cfg.model.quantization, cfg.model.device)

@@ -8,6 +8,9 @@ from typing import Literal
 
 Rating = Literal["up", "down"]
 Arm = Literal["production", "canary", "base"]
+"""Which adapter answered a turn: production, the canary, or the bare base (pinned by API)."""
+RoutedArm = Literal["production", "canary"]
+"""The arms the canary split routes conversations to."""
 
 
 @dataclass(frozen=True)

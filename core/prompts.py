@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from errors import InputError
 
@@ -139,3 +139,16 @@ def encode_example(tokenizer: ChatTokenizer, messages: list[Message], target: st
     except InputError:
         prompt = prompt[-(max_tokens - len(answer)):]
     return EncodedExample(prompt + answer, [-100] * len(prompt) + answer, len(prompt))
+
+
+END_OF_TURN = "<|im_end|>"
+"""The chat template's end-of-turn token (ChatML, as SmolLM2 uses)."""
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> set[int]:
+    """The tokens that end an answer: EOS, the end-of-turn token and the model's own
+    generation-config EOS ids. Serving stops on them; validation samples with them."""
+    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+    return {t for t in ids if isinstance(t, int) and t >= 0}

@@ -35,7 +35,7 @@ from store.values import (
 
 __all__ = ["TRANSITIONS", "FORCED_TRANSITIONS", "STATUSES", "register_adapter", "set_status",
            "get_adapter", "list_adapters", "production_version", "canary_version",
-           "update_metrics", "record_event", "list_events", "allowed_transitions"]
+           "record_event", "list_events", "allowed_transitions"]
 
 STATUSES: tuple[str, ...] = get_args(AdapterStatus)
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -157,21 +157,6 @@ def set_status(db: Database, version: int, status: str, *, actor: str, reason: s
         insert_event(cur, actor, f"adapter.{status}", f"adapter:{version}",
                      {"from": current.status, "to": status, "reason": reason,
                       "force": force, "metrics": metrics or {}})
-        return _get(cur, version)
-
-    return db.write(run)
-
-
-def update_metrics(db: Database, version: int, metrics: dict[str, Any], *, actor: str) -> Adapter:
-    """Merge `metrics` (e.g. a validation report's figures) into an adapter's stored metrics."""
-    check_int("version", version)
-    metrics_json = to_json("metrics", metrics)
-
-    def run(cur: Cursor) -> Adapter:
-        _get(cur, version)
-        cur.execute("UPDATE adapters SET metrics = json_merge_patch(metrics, ?::JSON), "
-                    "updated_at = ? WHERE version = ?", [metrics_json, to_db(now()), version])
-        insert_event(cur, actor, "adapter.metrics", f"adapter:{version}", {"metrics": metrics})
         return _get(cur, version)
 
     return db.write(run)

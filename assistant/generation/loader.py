@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from assistant.generation.worker import Generator, SamplingParams
 from config import Config
-from core.base_model import LoadedModel, load_model, resolve_base_model
+from core.adapters import adapters_dir
+from core.base_model import LoadedModel, load_base
 
 log = logging.getLogger(__name__)
-
-
-def adapters_dir(cfg: Config) -> Path:
-    """Where trained adapters live; the only folder adapters are loaded from."""
-    return cfg.data_dir / "adapters"
-
-
-def load_base(cfg: Config) -> LoadedModel:
-    """The configured base model, converted on first use, quantized as configured."""
-    import torch
-
-    if cfg.model.threads:
-        torch.set_num_threads(cfg.model.threads)
-    location = resolve_base_model(cfg.model.base, cfg.data_dir)
-    return load_model(location, cfg.model.quantization, cfg.model.device)
 
 
 def build_generator(cfg: Config, loaded: LoadedModel | None = None) -> Generator:

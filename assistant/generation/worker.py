@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from core.adapters import check_adapter_dir
+from core.prompts import stop_token_ids
 from errors import AdapterError, BusyError, InputError
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
@@ -144,10 +146,7 @@ class Generator:
         self._pending = 0
         self._lock = threading.Lock()
         self._closed = False
-        stop = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        stop |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-        self._stop_ids = {t for t in stop if isinstance(t, int) and t >= 0}
+        self._stop_ids = stop_token_ids(tokenizer, model)
         self._thread = threading.Thread(target=self._run, name="generator", daemon=True)
         self._thread.start()
 
@@ -209,18 +208,7 @@ class Generator:
         return fut.result()
 
     def _check_adapter_dir(self, path: Path) -> Path:
-        path = path.expanduser().resolve()
-        if self._adapter_root and not path.is_relative_to(self._adapter_root):
-            raise AdapterError(f"refusing to load an adapter from {path}: adapters load only "
-                               f"from {self._adapter_root}")
-        if not (path / "adapter_config.json").is_file():
-            raise AdapterError(f"{path} is not an adapter folder (no adapter_config.json): "
-                               "point at a folder written by training")
-        if not any((path / f).is_file() for f in ("adapter_model.safetensors",
-                                                  "adapter_model.bin")):
-            raise AdapterError(f"{path} has no adapter weights (adapter_model.safetensors): "
-                               "the folder is incomplete; train it again")
-        return path
+        return check_adapter_dir(path, root=self._adapter_root)
 
     def _do_load(self, name: str, path: Path) -> None:
         from peft import PeftModel

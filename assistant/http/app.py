@@ -67,8 +67,9 @@ class GradioGate:
 OWN_PATHS = ["/v1/", "/healthz", "/metrics", "/login", "/logout", "/admin/"]
 
 
-def create_app(services: Services) -> Any:
-    """The FastAPI app of the server process (chat page at `/`)."""
+def create_app(services: Services, on_started: Callable[[], None] | None = None) -> Any:
+    """The FastAPI app of the server process (chat page at `/`), with every extension of
+    `services` installed; `on_started` runs once the server is up."""
     import anyio.to_thread
     import gradio as gr
     from fastapi import FastAPI
@@ -82,8 +83,10 @@ def create_app(services: Services) -> Any:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens,
                                    2 * services.cfg.model.max_queued_requests + 40)
-        for hook in services.on_startup:
-            hook()
+        for extension in services.extensions:
+            extension.start()
+        if on_started is not None:
+            on_started()
         yield
 
     app = FastAPI(title="Assistant", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -91,12 +94,9 @@ def create_app(services: Services) -> Any:
     app.include_router(api.ops_router(services))
     app.include_router(api.api_router(services))
     app.include_router(api.login_router(services))
-    for router in services.routers:
-        app.include_router(router)
-    for path, sub_app in services.mounts:
-        app.mount(path, sub_app)
-    for hook in services.app_hooks:  # e.g. the operator console: before the chat takes `/`
-        hook(app)
+    for extension in services.extensions:  # e.g. the operator console: before the chat's `/`
+        extension.install(app)
+    open_paths = OWN_PATHS + [p for e in services.extensions for p in e.open_paths]
     blocks = ui.build_chat(services)
     root = str(Path(services.cfg.root).resolve())
     gr.mount_gradio_app(
@@ -106,20 +106,16 @@ def create_app(services: Services) -> Any:
         auth_dependency=lambda request: scope_user(request.scope),
         css=ui.CSS)
 
-    def passthrough() -> list[str]:
-        return OWN_PATHS + services.open_paths + [p.rstrip("/") + "/" for p, _ in
-                                                   services.mounts]
-
-    app.add_middleware(GradioGate, passthrough=passthrough)
+    app.add_middleware(GradioGate, passthrough=lambda: open_paths)
     app.add_middleware(IdentityMiddleware, identity=services.identity,
-                       open_paths=lambda: tuple(OWN_PATHS + services.open_paths))
+                       open_paths=lambda: tuple(open_paths))
     app.add_middleware(api.RequestMetricsMiddleware, metrics=services.metrics)
     return app
 
 
 def serve(cfg: Config, host: str | None = None, port: int | None = None,
           extend: Callable[[Services], object] | None = None) -> None:
-    """Run the server until interrupted (`main.py serve`); `extend` plugs more into the
+    """Run the server until interrupted (`main.py serve`); `extend` adds extensions to the
     services first (the learning loop: scheduler, console, admin API)."""
     import uvicorn
 
@@ -129,14 +125,12 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None,
     try:
         if extend is not None:
             extend(services)
-        app = create_app(services)
-
         def announce() -> None:
             shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
             print(f"Assistant serving on http://{shown}:{port}/  (chat at /, OpenAI-compatible "
                   f"API at /v1, health at /healthz, metrics at /metrics)", flush=True)
 
-        services.on_startup.append(announce)
+        app = create_app(services, on_started=announce)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
     finally:
         services.close()

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from assistant.http.limits import RateLimiter
 from assistant.turns.operator import Operator
+from core.stats import wilson_interval
 from errors import AssistantError, BusyError
 
 COOKIE = "operator_session"
@@ -118,15 +119,6 @@ def _pct(x: Any) -> str:
     return "n/a" if x is None else f"{100 * float(x):.1f}%"
 
 
-def _wilson(up: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    if n == 0:
-        return None
-    p = up / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    spread = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, centre - spread), min(1.0, centre + spread)
-
-
 def rollout_markdown(overview: dict[str, Any]) -> str:
     """The live rollout: step, weights, per-arm 👍 rate with an interval, the rule's reading."""
     prod = overview["production_version"]
@@ -146,7 +138,7 @@ def rollout_markdown(overview: dict[str, Any]) -> str:
     for arm in ("canary", "production"):
         a = active[arm]
         n = a["up"] + a["down"]
-        interval = _wilson(a["up"], n)
+        interval = wilson_interval(a["up"], n)
         shown = f"{_pct(interval[0])} – {_pct(interval[1])}" if interval else "n/a"
         lines.append(f"| {arm} | {a['up']} | {a['down']} | {_pct(a['up'] / n if n else None)} "
                      f"| {shown} | {a['turns']} | {a['errors']} |")

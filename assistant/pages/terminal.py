@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from assistant.generation.loader import sampling_params
+from assistant.generation.loader import build_generator, sampling_params
 from assistant.generation.worker import Generator
 from config import Config
-from core.base_model import load_model, resolve_base_model
+from core.base_model import load_base
 from core.prompts import build_messages, encode_prompt
 from errors import AssistantError
 
@@ -37,10 +37,8 @@ def _answer(
 def terminal_chat(cfg: Config, adapter_dir: str | None = None, message: str | None = None) -> int:
     """Chat with the base model (or one adapter folder) without the server; ask one question
     with `message`, or read questions from stdin until EOF or 'exit'."""
-    loaded = load_model(
-        resolve_base_model(cfg.model.base, cfg.data_dir), cfg.model.quantization, cfg.model.device
-    )
-    gen = Generator(loaded.model, loaded.tokenizer, context_window=cfg.model.context_window)
+    loaded = load_base(cfg)
+    gen = build_generator(cfg, loaded)  # adapters load only from the adapter root, as served
     adapter = None
     try:
         if adapter_dir:

@@ -12,14 +12,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from assistant.generation.loader import sampling_params
+from assistant.generation.reconciler import ServingState, adapter_name
 from assistant.generation.worker import StreamResult, TextGenerator, TokenStream
 from assistant.http.limits import RateLimiter
 from assistant.turns.routing import RolloutRoute, route
 from config import Config
-from core.domain import ServedPassage
+from core.domain import Arm, ServedPassage
 from core.prompts import build_messages, encode_prompt
 from errors import InputError, NotFoundError, RetrievalError
 from store import logs
@@ -27,7 +28,6 @@ from store.db import Database
 
 log = logging.getLogger(__name__)
 
-Arm = Literal["production", "canary", "base"]
 MODEL_NAMES = ("assistant", "production", "canary", "base")
 NO_RETRIEVAL_NOTE = ("Document search is unavailable right now, so this answer is not grounded "
                      "in your documents.")
@@ -35,22 +35,6 @@ NO_RETRIEVAL_NOTE = ("Document search is unavailable right now, so this answer i
 
 class Searcher(Protocol):
     def search(self, query: str, top_k: int | None = None) -> list[ServedPassage]: ...
-
-
-@dataclass(frozen=True)
-class ServingState:
-    """Which adapter versions serve now; version 0 is the bare base model."""
-
-    production_version: int = 0
-    canary_version: int | None = None
-    rollout_id: str | None = None
-    canary_weight: float = 0.0
-    paused: bool = False
-
-
-def adapter_name(version: int | None) -> str | None:
-    """The generator's name for an adapter version (None: the bare base)."""
-    return f"v{version}" if version else None
 
 
 @dataclass

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
 
+from core.domain import RoutedArm
 from errors import InputError
-
-RoutedArm = Literal["production", "canary"]
 
 
 @dataclass(frozen=True)

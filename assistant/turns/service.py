@@ -5,38 +5,34 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from assistant.generation.loader import build_generator
+from assistant.generation.reconciler import AdapterReconciler
 from assistant.generation.worker import Generator
-from assistant.http.identity import ASGIApp, Identity
+from assistant.http.extension import Extension
+from assistant.http.identity import Identity
 from assistant.http.limits import RateLimiter
 from assistant.http.prometheus import Metrics
-from assistant.turns.chat import ChatService, ServingState, TurnHandle, adapter_name
+from assistant.turns.chat import ChatService, TurnHandle
 from config import Config
 from core.domain import Vote
-from errors import AdapterError, AssistantError, InputError
-from store import logs, registry, rollouts
+from errors import AssistantError, InputError
+from store import logs
 from store.db import Database, database_path, open_database
 
 log = logging.getLogger(__name__)
 
 RATINGS_PER_MESSAGE = 3
 """Ratings a user may send per message allowed (a vote, its comment, a change of mind)."""
-STATE_CACHE_S = 1.0
-"""How long the serving state read from the registry is reused (one DB read a second at most)."""
 
 
 @dataclass
 class Services:
-    """Everything the server process owns. `routers`, `mounts` (path, ASGI app: mounted before
-    the chat at `/`), `open_paths` (prefixes served without the browser identity) and the
-    startup/shutdown hooks are where the console and the scheduler plug in."""
+    """Everything the server process owns. `reconciler` keeps the model worker's adapters in
+    step with the registry; `extensions` are the features plugged in (the learning loop)."""
 
     cfg: Config
     db: Database
@@ -46,12 +42,8 @@ class Services:
     identity: Identity
     metrics: Metrics
     ratings: RateLimiter
-    routers: list[Any] = field(default_factory=list)
-    mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)
-    open_paths: list[str] = field(default_factory=list)
-    on_startup: list[Callable[[], None]] = field(default_factory=list)
-    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
-    app_hooks: list[Callable[[Any], None]] = field(default_factory=list)
+    reconciler: AdapterReconciler
+    extensions: list[Extension] = field(default_factory=list)
     _turns: OrderedDict[str, tuple[str, int]] = field(default_factory=OrderedDict)
     _turn_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -111,11 +103,11 @@ class Services:
         return all(c["ok"] for c in checks.values()), checks
 
     def close(self) -> None:
-        for hook in self.on_shutdown:
+        for extension in self.extensions:
             try:
-                hook()
+                extension.stop()
             except Exception:
-                log.exception("a shutdown hook failed")
+                log.exception("an extension failed to stop")
         self.generator.close()
         close = getattr(self.retriever, "close", None)
         if callable(close):
@@ -124,63 +116,6 @@ class Services:
 
 
 # ---- building ------------------------------------------------------------------------------
-
-class ServingStateReader:
-    """Reads which adapters serve from the registry and the rollout table (cached briefly) and
-    makes sure the generator has them loaded; a canary that cannot load is left out, a
-    production adapter that cannot load falls back to the base model, both logged."""
-
-    def __init__(self, cfg: Config, db: Database, generator: Generator) -> None:
-        self.cfg, self.db, self.generator = cfg, db, generator
-        self._lock = threading.Lock()
-        self._cached: tuple[float, ServingState] | None = None
-        self._failed: set[int] = set()
-
-    def __call__(self) -> ServingState:
-        with self._lock:
-            if self._cached and time.monotonic() - self._cached[0] < STATE_CACHE_S:
-                return self._cached[1]
-            state = self._read()
-            self._cached = (time.monotonic(), state)
-            return state
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._cached = None
-
-    def _read(self) -> ServingState:
-        production = registry.production_version(self.db)
-        if production and not self._ensure_loaded(production):
-            production = 0
-        canary = registry.canary_version(self.db)
-        active = rollouts.active_rollout(self.db)
-        if canary is None or active is None or active.adapter_version != canary \
-                or not self._ensure_loaded(canary):
-            return ServingState(production_version=production)
-        return ServingState(production_version=production, canary_version=canary,
-                            rollout_id=active.id, canary_weight=active.share,
-                            paused=active.status == "paused")
-
-    def _ensure_loaded(self, version: int) -> bool:
-        name = adapter_name(version)
-        if name is None or name in self.generator.adapter_names():
-            return True
-        if version in self._failed:
-            return False
-        try:
-            path = registry.get_adapter(self.db, version).path
-            if not path:
-                raise AdapterError(f"adapter {version} has no folder in the registry")
-            folder = Path(path) if Path(path).is_absolute() else self.cfg.data_dir / path
-            self.generator.load_adapter(name, folder)
-            log.info("loaded adapter %s from %s", name, folder)
-            return True
-        except AssistantError as exc:
-            self._failed.add(version)
-            log.error("adapter %s cannot serve (%s); %s", version, exc,
-                      "its canary share goes to production" if version else "")
-            return False
-
 
 def open_retriever_or_none(cfg: Config) -> Any | None:
     """The retriever, or None (logged) when retrieval is off, not installed or Milvus fails."""
@@ -211,14 +146,15 @@ def build_services(cfg: Config, generator: Generator | None = None) -> Services:
     db = open_database(database_path(cfg))
     try:
         generator = generator or build_generator(cfg)
-        state = ServingStateReader(cfg, db, generator)
-        state()  # load production and canary adapters now, not on the first question
+        reconciler = AdapterReconciler(cfg, db, generator)
+        reconciler()  # load production and canary adapters now, not on the first question
         retriever = open_retriever_or_none(cfg)
-        chat = ChatService(cfg, db, generator, retriever, state)
+        chat = ChatService(cfg, db, generator, retriever, reconciler)
         return Services(cfg=cfg, db=db, generator=generator, retriever=retriever, chat=chat,
                         identity=Identity.from_config(cfg), metrics=Metrics(),
                         ratings=RateLimiter(cfg.server.rate_limit_per_minute
-                                            * RATINGS_PER_MESSAGE, what="ratings"))
+                                            * RATINGS_PER_MESSAGE, what="ratings"),
+                        reconciler=reconciler)
     except BaseException:
         db.close()
         raise

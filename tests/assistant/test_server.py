@@ -115,7 +115,7 @@ def test_metrics_count_turns_latency_tokens_ratings_and_errors(live):
 
 def test_a_registered_production_adapter_is_loaded_and_served(services, tiny_adapters,
                                                              tmp_path):
-    from assistant.turns.service import ServingStateReader
+    from assistant.generation.reconciler import AdapterReconciler
     from store.db import open_database
 
     folder = services.cfg.data_dir / "adapters" / "test-v1"
@@ -127,7 +127,7 @@ def test_a_registered_production_adapter_is_loaded_and_served(services, tiny_ada
         registry.set_status(db, version, "candidate", actor="test", reason="test")
         registry.set_status(db, version, "production", actor="test", reason="test",
                             force=True)
-        state = ServingStateReader(services.cfg, db, services.generator)()
+        state = AdapterReconciler(services.cfg, db, services.generator)()
         assert state.production_version == version
         assert f"v{version}" in services.generator.adapter_names()
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from config import Config, dump_config
+from core.adapters import adapters_dir
 from errors import AssistantError, TransitionError
 from store import cycles, datasets, queries, registry, rollouts
 from store.db import Database
@@ -154,7 +155,7 @@ class _Run:
         production = registry.production_version(self.db)
         prod_dir = (Path(registry.get_adapter(self.db, production).path or "")
                     if production else None)
-        out = self.cfg.data_dir / "adapters" / f"cycle-{self.cycle_id}"
+        out = adapters_dir(self.cfg) / f"cycle-{self.cycle_id}"
         self.version = registry.register_adapter(
             self.db, parent=production, base_model=self.cfg.model.base, path=str(out),
             dataset_id=self.dataset_id, train_config=_asdict(self.cfg.training),

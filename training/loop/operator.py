@@ -1,51 +1,33 @@
-"""The operator's view and controls of the learning loop (implements assistant.turns.operator.Operator)
-and the hooks that keep the model worker's adapters in step with the registry."""
+"""The operator's view and controls of the learning loop (implements
+assistant.turns.operator.Operator), and the learning loop as the server's extension: scheduler,
+operator console and admin API."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from assistant.generation.worker import Generator
-from assistant.turns.chat import adapter_name
+from assistant.generation.reconciler import AdapterReconciler
+from assistant.http.admin import admin_router
+from assistant.pages.console import OperatorSessions, mount_console
 from assistant.turns.operator import Action
+from assistant.turns.service import Services
 from config import Config
-from errors import AdapterError, InputError
+from errors import InputError
 from store import cycles, queries, registry, rollouts
 from store.db import Database
 from training.loop.cycle import why_not_now
 from training.loop.schedule import LoopScheduler
 from training.rollout import canary as rollout
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 log = logging.getLogger(__name__)
-
-
-class GeneratorHooks(rollout.ServingHooks):
-    """Loads a new canary into the model worker and unloads adapters that stop serving."""
-
-    def __init__(self, generator: Generator) -> None:
-        self.generator = generator
-
-    def load_canary(self, version: int, path: Path) -> None:
-        self.generator.load_adapter(adapter_name(version) or "", path)
-
-    def promoted(self, new_version: int, old_version: int) -> None:
-        self._unload(old_version)  # the new production is already loaded as the canary
-
-    def rolled_back(self, version: int) -> None:
-        self._unload(version)
-
-    def _unload(self, version: int) -> None:
-        name = adapter_name(version)
-        if name and name in self.generator.adapter_names():
-            try:  # streams in flight on it finish first (see Generator)
-                self.generator.unload_adapter(name)
-            except AdapterError as exc:
-                log.warning("could not unload %s: %s", name, exc)
 
 
 def _jsonable(value: Any) -> Any:
@@ -129,38 +111,52 @@ class LoopOperator:
         raise InputError(f"unknown action {action!r}")
 
 
-def attach_learning_loop(services: Any) -> LoopOperator:
-    """Plug the scheduler, the operator console and the admin API into a server's Services
-    (assistant.http.app.Services): called by `main.py serve` before the app is created."""
-    from assistant.http.admin import admin_router
-    from assistant.pages.console import OperatorSessions, mount_console
+class _ReconcileOnChange(rollout.ServingHooks):
+    """After a promotion or a rollback the serving state is read again at once, so the new
+    production serves from the next question and adapters that stop serving are unloaded."""
 
+    def __init__(self, reconciler: AdapterReconciler) -> None:
+        self.reconciler = reconciler
+
+    def promoted(self, new_version: int, old_version: int) -> None:
+        self.reconciler.invalidate()
+
+    def rolled_back(self, version: int) -> None:
+        self.reconciler.invalidate()
+
+
+@dataclass
+class LearningLoop:
+    """The learning loop plugged into a server (an assistant.http.extension.Extension)."""
+
+    operator: LoopOperator
+    scheduler: LoopScheduler
+    sessions: OperatorSessions
+    token: str | None
+    open_paths: tuple[str, ...] = ("/console/", "/operator/")
+
+    def install(self, app: FastAPI) -> None:
+        app.include_router(admin_router(self.operator, self.token))
+        mount_console(app, self.operator, self.sessions)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.shutdown()
+
+
+def attach_learning_loop(services: Services) -> LoopOperator:
+    """Plug the scheduler, the operator console and the admin API into a server's services:
+    called by `main.py serve` before the app is created."""
     cfg, db = services.cfg, services.db
-    hooks = GeneratorHooks(services.generator)
-
-    def on_canary(version: int, path: Path) -> None:
-        hooks.load_canary(version, path)
-
-    class _Hooks(rollout.ServingHooks):
-        def promoted(self, new_version: int, old_version: int) -> None:
-            services.chat.state.invalidate()  # serve the new production at once
-            hooks.promoted(new_version, old_version)
-
-        def rolled_back(self, version: int) -> None:
-            services.chat.state.invalidate()
-            hooks.rolled_back(version)
-
-    serving_hooks = _Hooks()
-    scheduler = LoopScheduler(cfg, db, on_canary=on_canary, hooks=serving_hooks)
+    hooks = _ReconcileOnChange(services.reconciler)
+    scheduler = LoopScheduler(cfg, db, on_canary=services.reconciler.preload, hooks=hooks)
     documents = services.retriever.stats if services.retriever is not None else None
-    operator = LoopOperator(cfg, db, scheduler, serving_hooks, documents)
+    operator = LoopOperator(cfg, db, scheduler, hooks, documents)
     token = cfg.secret(cfg.server.admin_token_env)
-    services.routers.append(admin_router(operator, token))
     sessions = OperatorSessions(token, cfg.server.login_attempts_per_minute)
-    services.app_hooks.append(lambda app: mount_console(app, operator, sessions))
-    services.open_paths.extend(["/console/", "/operator/"])
     cycles.abandon_running_cycles(db, actor="server", reason="the server restarted while the "
                                   "cycle ran; its stage subprocess is gone")
-    services.on_startup.append(scheduler.start)
-    services.on_shutdown.append(scheduler.shutdown)
+    services.extensions.append(LearningLoop(operator, scheduler, sessions, token))
     return operator

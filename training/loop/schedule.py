@@ -50,7 +50,6 @@ class LoopScheduler:
         self.clock = clock
         self._cycle_lock = threading.Lock()  # one cycle at a time in this process
         self._scheduler = None
-        self.last_result: CycleResult | None = None
 
     # ---- rules ------------------------------------------------------------------------------
 
@@ -99,7 +98,6 @@ class LoopScheduler:
             else:
                 result = run_cycle(self.cfg, self.db, trigger=trigger, actor=actor, force=force,
                                    on_canary=self.on_canary)
-            self.last_result = result
             log.info("cycle %s: %s", result.status, result.reason)
             return result
         finally:

@@ -80,6 +80,7 @@ from typing import Literal
 
 from config import RolloutConfig
 from core.domain import ArmStats
+from core.stats import wilson_interval
 from errors import InputError
 
 Action = Literal["wait", "advance", "promote", "rollback", "inconclusive"]
@@ -212,22 +213,11 @@ def compare(canary_up: int, canary_down: int, production_up: int, production_dow
                       p_better=_normal_cdf(d / sd))
 
 
-def _wilson_lower(count: int, n: int, z: float) -> float:
-    """One-sided Wilson lower bound of a share: small n gives a low bound, so no early trip."""
-    if n <= 0:
-        return 0.0
-    p = count / n
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, (centre - spread) / (1 + z2 / n))
-
-
 def _share_guardrail(name: str, canary_count: int, production_count: int, canary: ArmStats,
                      production: ArmStats, limit: float, min_turns: int) -> Guardrail:
     c_rate = canary_count / canary.turns if canary.turns else None
     p_rate = production_count / production.turns if production.turns else None
-    bound = _wilson_lower(canary_count, canary.turns, _GUARDRAIL_Z)
+    bound = (wilson_interval(canary_count, canary.turns, _GUARDRAIL_Z) or (0.0, 1.0))[0]
     breached = canary.turns >= min_turns and bound > max(limit, p_rate or 0.0)
     return Guardrail(name, c_rate, p_rate, limit, bound, breached)
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from config import Config, TrainingConfig
-from core.base_model import LoadedModel, load_model, resolve_base_model
+from core.adapters import ADAPTER_FILES, check_adapter_dir
+from core.base_model import load_base
 from core.prompts import PROMPT_FORMAT_VERSION, EncodedExample
 from errors import AdapterError, TrainingError
 from training.dataset.schema import MANIFEST_FILE, LoadedDataset, load_dataset
@@ -37,7 +38,6 @@ from training.train.scoring import collate, encode_examples, mean_nll, score_ans
 log = logging.getLogger(__name__)
 
 StopReason = Literal["max_steps", "max_epochs", "time_budget", "early_stopping"]
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TRAIN_CONFIG, DATASET_MANIFEST, TRAIN_REPORT = ("train_config.json", "dataset_manifest.json",
                                                 "train_report.json")
 MAX_GRAD_NORM = 1.0  # the usual LoRA clip: keeps one odd batch from wrecking a short run
@@ -79,26 +79,6 @@ class TrainReport:
     peak_accelerator_mb: float | None
     train_loss: list[tuple[int, float]]
     heldout_loss: list[tuple[int, float]]
-
-
-def load_base(cfg: Config) -> LoadedModel:
-    """The configured base model, quantized as `model.quantization` (converted on first use)."""
-    import torch
-
-    if cfg.model.threads:
-        torch.set_num_threads(cfg.model.threads)
-    location = resolve_base_model(cfg.model.base, cfg.data_dir)
-    return load_model(location, cfg.model.quantization, cfg.model.device)
-
-
-def check_adapter_dir(path: Path) -> Path:
-    """An existing adapter folder with peft files, or an AdapterError naming what is missing."""
-    path = Path(path)
-    for name in ADAPTER_FILES:
-        if not (path / name).is_file():
-            raise AdapterError(f"{path} is not a complete adapter folder (no {name}): point at "
-                               "a folder written by `main.py train`")
-    return path
 
 
 def attach_lora(model: Any, tcfg: TrainingConfig, init_adapter: Path | None) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.prompts import build_messages, encode_prompt
+from core.prompts import build_messages, encode_prompt, stop_token_ids
 
 # Leaks worth refusing an adapter for; hallucinated street names or IPs are not user data.
 PII_KINDS = ("email", "phone", "card", "iban", "ssn")
@@ -31,14 +31,6 @@ class Sample:
     stopped: bool
 
 
-def stop_ids(tokenizer: Any, model: Any) -> set[int]:
-    """The tokens that end an answer (as the serving generator stops on them)."""
-    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-    return {t for t in ids if isinstance(t, int) and t >= 0}
-
-
 def prompt_ids(tokenizer: Any, question: str, max_new_tokens: int, context_window: int
                ) -> list[int]:
     """The served prompt for a bare question (system prompt, no passages)."""
@@ -53,7 +45,7 @@ def greedy_answers(model: Any, tokenizer: Any, questions: Sequence[str], *,
     import torch
 
     prompts = [prompt_ids(tokenizer, q, max_new_tokens, context_window) for q in questions]
-    stops = stop_ids(tokenizer, model)
+    stops = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)

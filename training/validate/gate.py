@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from config import Config
-from core.base_model import LoadedModel
+from core.adapters import check_adapter_dir
+from core.base_model import LoadedModel, load_base
 from errors import AdapterError, TrainingError
 from training.dataset.schema import load_dataset
-from training.train.qlora import TRAIN_CONFIG, check_adapter_dir, load_base
+from training.train.qlora import TRAIN_CONFIG
 from training.train.scoring import AnswerScore, encode_examples, mean_nll, score_answers
 from training.validate.checks import (
     Sample,
