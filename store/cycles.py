@@ -9,7 +9,7 @@ from typing import Any, get_args
 
 from core.domain import Cycle, CycleStatus
 from errors import NotFoundError, TransitionError
-from store.db import Cursor, Database
+from store.db import Cursor, Database, one_row
 from store.events import insert_event
 from store.values import (
     MAX_ID_CHARS,
@@ -156,5 +156,5 @@ def running_cycle(db: Database) -> Cycle | None:
 def last_cycle_end(db: Database) -> datetime | None:
     """When the last cycle ended (the scheduler's cooldown reads it)."""
     with db.reader() as cur:
-        (at,) = cur.execute("SELECT max(ended_at) FROM cycles").fetchone()
+        (at,) = one_row(cur.execute("SELECT max(ended_at) FROM cycles"))
     return from_db(at)

@@ -8,7 +8,7 @@ from typing import Any
 
 from core.domain import DatasetInfo
 from errors import InputError, NotFoundError, StoreError
-from store.db import Cursor, Database
+from store.db import Cursor, Database, one_row
 from store.events import insert_event
 from store.values import (
     MAX_NOTE_CHARS,
@@ -105,7 +105,7 @@ def dataset_examples(db: Database, dataset_id: str) -> list[tuple[str, str]]:
 def last_dataset_time(db: Database) -> datetime | None:
     """When the newest dataset was recorded (None before the first): curation's 'since'."""
     with db.reader() as cur:
-        (at,) = cur.execute("SELECT max(created_at) FROM datasets").fetchone()
+        (at,) = one_row(cur.execute("SELECT max(created_at) FROM datasets"))
     return from_db(at)
 
 

@@ -38,6 +38,15 @@ MAX_BATCH = 256
 """Most waiting writes committed together in one transaction."""
 
 
+def one_row(cur: Cursor) -> tuple[Any, ...]:
+    """The row a statement that always yields one (an aggregate, INSERT ... RETURNING count)
+    returned."""
+    row = cur.fetchone()
+    if row is None:
+        raise StoreError("the database returned no row where one was expected")
+    return row
+
+
 def database_path(cfg: Config) -> Path:
     """Where the server's database lives: `<data_dir>/assistant.duckdb`."""
     return cfg.data_dir / DB_FILENAME

@@ -15,7 +15,7 @@ from pathlib import Path
 from core.domain import ForgetReport
 from errors import StoreError
 from store.datasets import SPLITS, trained_dataset_ids
-from store.db import Cursor, Database
+from store.db import Cursor, Database, one_row
 from store.events import insert_event
 from store.values import check_id
 
@@ -149,7 +149,7 @@ def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: 
             ("turns", "DELETE FROM turns WHERE id IN (SELECT id FROM forget_turns)", []),
             ("conversations", "DELETE FROM conversations WHERE user_id = ?", [user_id]),
         ):
-            counts[name] = cur.execute(sql, params).fetchone()[0]
+            counts[name] = one_row(cur.execute(sql, params))[0]
         cur.execute("DROP TABLE forget_turns")
         insert_event(cur, actor, "user.forget", f"user:{digest}",
                      {**counts, "dataset_files_rewritten": rewritten,

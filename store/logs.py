@@ -13,7 +13,7 @@ from typing import Any, get_args
 
 from core.domain import Arm, Conversation, Rating, ServedPassage, Turn, Vote
 from errors import InputError, NotFoundError
-from store.db import Cursor, Database
+from store.db import Cursor, Database, one_row
 from store.values import (
     MAX_COMMENT_CHARS,
     MAX_ID_CHARS,
@@ -178,10 +178,10 @@ def log_turn(db: Database, *, conversation_id: str, user_id: str, question: str,
 
     def run(cur: Cursor) -> str:
         # Insert through the owner check so a turn can only land in the user's own conversation.
-        (inserted,) = cur.execute(
+        (inserted,) = one_row(cur.execute(
             "INSERT INTO turns SELECT ?1, c.id, c.user_id, ?2, ?3, ?4, ?5, ?6, ?7, "
             "coalesce(?8, c.rollout_id), ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 "
-            "FROM conversations c WHERE c.id = ?17 AND c.user_id = ?18", params).fetchone()
+            "FROM conversations c WHERE c.id = ?17 AND c.user_id = ?18", params))
         if not inserted:
             raise _conversation_missing(conversation_id)
         return str(params[0])
@@ -250,21 +250,21 @@ def set_feedback(db: Database, *, turn_id: str, user_id: str, rating: str | None
             if cur.execute("SELECT 1 FROM turns WHERE id = ? AND user_id = ?",
                            [turn_id, user_id]).fetchone() is None:
                 raise _turn_missing(turn_id)
-            (deleted,) = cur.execute("DELETE FROM feedback WHERE turn_id = ? AND user_id = ?",
-                                     [turn_id, user_id]).fetchone()
+            (deleted,) = one_row(cur.execute("DELETE FROM feedback WHERE turn_id = ? AND user_id = ?",
+                                     [turn_id, user_id]))
             if deleted:
                 cur.execute("INSERT INTO feedback_history (turn_id, user_id, rating, comment, "
                             "correction, changed_at) VALUES (?, ?, NULL, NULL, NULL, ?)",
                             [turn_id, user_id, at])
             return None
         # The owner check is the upsert's own WHERE: DuckDB statements cost ~0.5 ms each here.
-        (written,) = cur.execute(
+        (written,) = one_row(cur.execute(
             "INSERT INTO feedback SELECT id, user_id, ?, ?, ?, ?, ? FROM turns "
             "WHERE id = ? AND user_id = ? "
             "ON CONFLICT (turn_id, user_id) DO UPDATE SET rating = excluded.rating, "
             "comment = excluded.comment, correction = excluded.correction, "
             "updated_at = excluded.updated_at",
-            [rating, comment, correction, at, at, turn_id, user_id]).fetchone()
+            [rating, comment, correction, at, at, turn_id, user_id]))
         if not written:
             raise _turn_missing(turn_id)
         cur.execute("INSERT INTO feedback_history (turn_id, user_id, rating, comment, "

@@ -17,7 +17,7 @@ from typing import Any, get_args
 
 from core.domain import Adapter, AdapterStatus
 from errors import InputError, NotFoundError, TransitionError
-from store.db import Cursor, Database
+from store.db import Cursor, Database, one_row
 from store.events import insert_event, list_events, record_event
 from store.values import (
     MAX_ID_CHARS,
@@ -95,7 +95,7 @@ def register_adapter(db: Database, *, parent: int | None, base_model: str, path:
     def run(cur: Cursor) -> int:
         if parent is not None:
             _get(cur, parent)
-        (version,) = cur.execute("SELECT max(version) + 1 FROM adapters").fetchone()
+        (version,) = one_row(cur.execute("SELECT max(version) + 1 FROM adapters"))
         at = to_db(now())
         cur.execute("INSERT INTO adapters VALUES (?, ?, ?, 'training', ?, ?, ?, '{}', ?, ?)",
                     [version, parent, base_model, path, dataset_id, config_json, at, at])

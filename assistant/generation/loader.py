@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from assistant.generation.worker import Generator, SamplingParams
 from config import Config
@@ -24,7 +25,7 @@ def build_generator(cfg: Config, loaded: LoadedModel | None = None) -> Generator
 
 def sampling_params(cfg: Config, **overrides: object) -> SamplingParams:
     """Sampling settings from config, with per-request overrides (None values ignored)."""
-    values = {"max_new_tokens": cfg.model.max_new_tokens, "temperature": cfg.model.temperature,
+    values: dict[str, Any] = {"max_new_tokens": cfg.model.max_new_tokens, "temperature": cfg.model.temperature,
               "top_p": cfg.model.top_p, "repetition_penalty": cfg.model.repetition_penalty}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return SamplingParams(**values)  # type: ignore[arg-type]
+    return SamplingParams(**values)

@@ -48,7 +48,7 @@ class SentenceTransformerEmbedder:
                                  "retrieval.embedder at a sentence-transformers model folder "
                                  f"(one with modules.json) or use {DEFAULT_EMBEDDER!r}") from exc
         self.name = name
-        self.dim = int(self._model.get_embedding_dimension())
+        self.dim = int(self._model.get_embedding_dimension() or 0)
         self.max_tokens = int(self._model.max_seq_length or 256)
         self.batch_size = batch_size
         self._tokenizer = self._model.tokenizer

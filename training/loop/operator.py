@@ -69,7 +69,7 @@ class LoopOperator:
                 docs = self.documents()
             except Exception as exc:  # the console still renders when Milvus is down
                 docs = {"error": str(exc)}
-        return _jsonable({
+        overview: dict[str, Any] = _jsonable({
             "now": now,
             "production_version": registry.production_version(self.db),
             "adapters": registry.list_adapters(self.db),
@@ -87,6 +87,7 @@ class LoopOperator:
             "documents": docs,
             "events": registry.list_events(self.db, limit=30),
         })
+        return overview
 
     def act(self, action: Action, *, actor: str, reason: str | None = None) -> str:
         why = {"reason": reason} if reason else {}

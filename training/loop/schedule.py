@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from config import Config
 from errors import ConfigError
@@ -26,7 +27,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _trigger(cfg: Config):  # -> apscheduler trigger
+def _trigger(cfg: Config) -> Any:  # an apscheduler trigger
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 

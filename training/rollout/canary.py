@@ -57,7 +57,8 @@ def _state(db: Database, rollout: Rollout) -> RolloutState:
     for d in rollouts.rollout_decisions(db, rollout.id):
         if d.action == "advance":
             step_started = d.at
-            at_start = int(d.statistics.get("canary_ratings", 0) or 0)
+            ratings = d.statistics.get("canary_ratings", 0)
+            at_start = int(ratings) if isinstance(ratings, (int, float)) else 0
     return RolloutState(step=rollout.step_index, steps=tuple(rollout.steps),
                         started_at=rollout.started_at, step_started_at=step_started,
                         paused=rollout.status == "paused", canary_ratings_at_step_start=at_start)
