@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup setup-dev run test test-fast lint bench clean
+.PHONY: setup setup-dev run test test-fast check lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,13 @@ test: setup-dev
 test-fast: setup-dev
 	$(BIN)/python -m pytest -m "not real_model and not milvus_server and not browser"
 
-lint: setup-dev
+# Lint, format and types: what CI runs before the tests (and the pre-commit hooks run).
+check: setup-dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+lint: check
 
 clean:
 	rm -rf $(VENV) .pytest_cache

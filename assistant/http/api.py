@@ -7,7 +7,7 @@ the request's earlier user/assistant pairs; the response carries its `conversati
 with. System messages in a request are ignored: the product's system prompt is the one it is
 trained with. The completion `id` is the turn id (what `/v1/feedback` rates); a stream's chunks
 share a provisional id that `/v1/feedback` also accepts, and the last chunk carries `turn_id`.
-Identity: see assistant/identity.py (API keys, or one shared anonymous API identity).
+Identity: see assistant/http/identity.py (API keys, or one shared anonymous API identity).
 """
 
 from __future__ import annotations
