@@ -77,6 +77,24 @@ class ModelConfig:
     max_queued_requests: int = setting(64, "Requests that may wait for the model at once; more "
                                        "are refused as busy.", min=1, max=10_000)
     threads: int = setting(0, "CPU threads for torch; 0 keeps torch's default.", min=0, max=256)
+    backend: Literal["local", "openai"] = setting(
+        "local", "Where answers are generated: local (the in-process model worker) or openai (an "
+        "external OpenAI-compatible multi-LoRA server at backend_url: vLLM with --enable-lora "
+        "and runtime LoRA updating, or llama.cpp's server started with --lora files).",
+        choices=("local", "openai"))
+    backend_url: str = setting("", "Base URL of the external server for backend = 'openai', "
+                               "e.g. http://gpu-host:8000 (the /v1 routes are added).")
+    backend_kind: Literal["vllm", "llamacpp"] = setting(
+        "vllm", "Which server backend_url is: vllm (adapters loaded and unloaded at run time "
+        "through /v1/load_lora_adapter; the adapter folders must be readable by the server at "
+        "the same path) or llamacpp (adapters converted to GGUF and given to the server at its "
+        "start; it cannot load new ones at run time).", choices=("vllm", "llamacpp"))
+    backend_model: str = setting("", "The base model's name on the external server (vLLM's "
+                                 "--served-model-name); empty: the first model it lists.")
+    backend_api_key_env: str = setting("ASSISTANT_BACKEND_API_KEY", "Environment variable "
+                                       "with the external server's API key (optional).")
+    backend_timeout_s: float = setting(60.0, "Longest wait for the external server to start "
+                                       "an answer or change an adapter.", min=1.0, max=3600.0)
 
 
 @dataclass(frozen=True)
@@ -290,6 +308,10 @@ def _cross_checks(cfg: Config) -> list[str]:
     problems = []
     if cfg.retrieval.chunk_overlap >= cfg.retrieval.chunk_tokens:
         problems.append("retrieval.chunk_overlap must be smaller than retrieval.chunk_tokens")
+    if cfg.model.backend == "openai" and not cfg.model.backend_url.startswith(
+            ("http://", "https://")):
+        problems.append("model.backend = 'openai' needs model.backend_url, the http(s) URL of "
+                        "the OpenAI-compatible server")
     if cfg.model.max_new_tokens >= cfg.model.context_window:
         problems.append("model.max_new_tokens must be smaller than model.context_window")
     if cfg.rollout.min_ratings_per_arm > cfg.rollout.max_ratings_per_step:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+from assistant.generation.interface import ModelWorker
 from assistant.generation.worker import Generator, SamplingParams
 from config import Config
 from core.adapters import adapters_dir
@@ -13,8 +15,32 @@ from core.base_model import LoadedModel, load_base
 log = logging.getLogger(__name__)
 
 
+def build_worker(cfg: Config) -> ModelWorker:
+    """The configured model worker: in process, or on the external server of
+    `model.backend = "openai"` (only the tokenizer is loaded here then)."""
+    if cfg.model.backend == "local":
+        return build_generator(cfg)
+    import json
+
+    from transformers import AutoTokenizer
+
+    from assistant.generation.remote import RemoteGenerator
+    from core.base_model import resolve_base_model
+
+    location = resolve_base_model(cfg.model.base, cfg.data_dir)
+    model_config = json.loads((Path(location) / "config.json").read_text(encoding="utf-8")) \
+        if (Path(location) / "config.json").is_file() else {}
+    root = adapters_dir(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    return RemoteGenerator(
+        cfg.model.backend_url, AutoTokenizer.from_pretrained(location), kind=cfg.model.backend_kind,
+        context_window=cfg.model.context_window, model_config=model_config, adapter_root=root,
+        served_model=cfg.model.backend_model, api_key=cfg.secret(cfg.model.backend_api_key_env),
+        max_queued=cfg.model.max_queued_requests, timeout_s=cfg.model.backend_timeout_s)
+
+
 def build_generator(cfg: Config, loaded: LoadedModel | None = None) -> Generator:
-    """A running model worker for the configured base model."""
+    """A running in-process model worker for the configured base model."""
     loaded = loaded or load_base(cfg)
     root = adapters_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)

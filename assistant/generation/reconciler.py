@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.generation.worker import Generator
+from assistant.generation.interface import ModelWorker
 from config import Config
 from errors import AdapterError, AssistantError
 from store import registry, rollouts
@@ -49,7 +49,7 @@ def adapter_name(version: int | None) -> str | None:
 class AdapterReconciler:
     """Calling it returns the serving state after making the worker match it."""
 
-    def __init__(self, cfg: Config, db: Database, generator: Generator) -> None:
+    def __init__(self, cfg: Config, db: Database, generator: ModelWorker) -> None:
         self.cfg, self.db, self.generator = cfg, db, generator
         self._lock = threading.Lock()
         self._cached: tuple[float, ServingState] | None = None

@@ -88,6 +88,16 @@ class TokenStream:
         """Consume the stream and return the whole answer."""
         return "".join(self)
 
+    def push(self, piece: str) -> None:
+        """Producer side: hand the next text piece to the reader."""
+        self._queue.put(piece)
+
+    def finish(self, result: StreamResult) -> None:
+        """Producer side: record how the stream ended and end the iteration."""
+        self.result = result
+        self.done.set()
+        self._queue.put(_END)
+
     def wait(self, timeout: float | None = None) -> StreamResult:
         """Block until the stream has finished and return its result."""
         if not self.done.wait(timeout):
@@ -193,6 +203,10 @@ class Generator:
         self._commands.put((self._admit, (stream, list(prompt_ids), adapter, params, rng,
                                           time.perf_counter()), Future()))
         return stream
+
+    def alive(self) -> bool:
+        """Whether the worker thread runs (a dead worker answers nothing: /healthz says so)."""
+        return self._thread.is_alive()
 
     def close(self) -> None:
         """Stop the worker; running streams end as cancelled."""

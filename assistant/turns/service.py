@@ -9,9 +9,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant.generation.loader import build_generator
+from assistant.generation.interface import ModelWorker
+from assistant.generation.loader import build_worker
 from assistant.generation.reconciler import AdapterReconciler
-from assistant.generation.worker import Generator
 from assistant.http.extension import Extension
 from assistant.http.identity import Identity
 from assistant.http.limits import RateLimiter
@@ -36,7 +36,7 @@ class Services:
 
     cfg: Config
     db: Database
-    generator: Generator
+    generator: ModelWorker
     retriever: Any | None
     chat: ChatService
     identity: Identity
@@ -82,8 +82,7 @@ class Services:
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, details): model worker alive, database answering, Milvus reachable."""
         checks: dict[str, Any] = {}
-        thread = getattr(self.generator, "_thread", None)
-        checks["model"] = {"ok": bool(thread is None or thread.is_alive()),
+        checks["model"] = {"ok": self.generator.alive(),
                            "adapters": self.generator.adapter_names()}
         try:
             with self.db.reader() as cur:
@@ -141,11 +140,11 @@ def open_retriever_or_none(cfg: Config) -> Any | None:
     return retriever
 
 
-def build_services(cfg: Config, generator: Generator | None = None) -> Services:
+def build_services(cfg: Config, generator: ModelWorker | None = None) -> Services:
     """Open the database, load the model (and the adapters that serve), open the retriever."""
     db = open_database(database_path(cfg))
     try:
-        generator = generator or build_generator(cfg)
+        generator = generator or build_worker(cfg)
         reconciler = AdapterReconciler(cfg, db, generator)
         reconciler()  # load production and canary adapters now, not on the first question
         retriever = open_retriever_or_none(cfg)
