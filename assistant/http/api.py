@@ -7,12 +7,15 @@ the request's earlier user/assistant pairs; the response carries its `conversati
 with. System messages in a request are ignored: the product's system prompt is the one it is
 trained with. The completion `id` is the turn id (what `/v1/feedback` rates); a stream's chunks
 share a provisional id that `/v1/feedback` also accepts, and the last chunk carries `turn_id`.
-Identity: see assistant/identity.py (API keys, or one shared anonymous API identity).
+Identity: see assistant/http/identity.py (API keys, or per-caller anonymous keys issued in the
+`X-API-Key` response header). Every field has a type and a range checked here, at the edge, with
+a 400 naming the field; bodies are limited before they are read (assistant/http/bodylimit.py).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +31,8 @@ from fastapi.responses import (
     StreamingResponse,
 )
 
-from assistant.http.identity import COOKIE, login_page, parse_form, safe_next
+from assistant.generation.worker import MAX_SEED
+from assistant.http.identity import API_KEY_HEADER, COOKIE, login_page, parse_form, safe_next
 from assistant.http.prometheus import CONTENT_TYPE
 from assistant.turns.chat import MODEL_NAMES, TurnHandle
 from errors import (
@@ -47,7 +51,13 @@ if TYPE_CHECKING:
     from assistant.http.prometheus import Metrics
     from assistant.turns.service import Services
 
-MAX_BODY_BYTES = 2_000_000
+MAX_API_MESSAGES = 1000
+"""Most messages one chat request may carry (the prompt keeps only the latest turns anyway)."""
+MAX_STOP_SEQUENCES = 4
+MAX_FIELD_CHARS = 256
+"""Longest short text field (model name, ids, stop sequences) looked at."""
+IGNORED_NUMBERS = {"presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0)}
+"""OpenAI sampling fields accepted for compatibility (range-checked, no effect here)."""
 
 
 class ApiError(Exception):
@@ -83,18 +93,38 @@ def translate(exc: AssistantError) -> ApiError:
 # ---- request parsing -------------------------------------------------------------------------
 
 async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object of valid text (its size is limited by the
+    BodyLimitMiddleware before it is read)."""
     body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"the request body is {len(body):,} bytes; the limit is "
-                            f"{MAX_BODY_BYTES:,}")
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON ({exc}): send a JSON object "
-                            "with Content-Type: application/json") from None
+        raise ApiError(400, f"the request body is not valid JSON ({str(exc)[:200]}): send a "
+                            "JSON object with Content-Type: application/json") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON: it is nested too deeply") \
+            from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    _check_strings(data, "body")
     return data
+
+
+def _check_strings(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse lone surrogates (JSON escapes like \\ud800 that are not text) anywhere."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, f"{where[:120]} is not valid text (it holds a lone surrogate "
+                                "character): fix its encoding") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_strings(k, f"{where} key")
+            _check_strings(v, f"{where}.{k}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_strings(v, f"{where}[{i}]", depth + 1)
 
 
 def _opt(data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -108,9 +138,50 @@ def _opt(data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: s
 
 def _number(data: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
     value = _opt(data, name, (int, float), "a number")
-    if value is not None and not lo <= value <= hi:
-        raise ApiError(400, f"'{name}' = {value} is out of range: use {lo}..{hi}")
+    if value is not None and (isinstance(value, float) and not math.isfinite(value)
+                              or not lo <= value <= hi):
+        raise ApiError(400, f"'{name}' = {json.dumps(value)[:40]} is out of range: use "
+                            f"{lo}..{hi}")
     return value
+
+
+def _int(data: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
+    value = _opt(data, name, int, "an integer")
+    if value is not None and not lo <= value <= hi:
+        raise ApiError(400, f"'{name}' = {str(value)[:40]} is out of range: use an integer in "
+                            f"{lo}..{hi}")
+    return value
+
+
+def _short(value: Any) -> str:
+    """A caller's value quoted in an error message, cut short."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return repr(text[:MAX_FIELD_CHARS]) + ("..." if len(text) > MAX_FIELD_CHARS else "")
+
+
+def check_ignored_fields(data: dict[str, Any]) -> None:
+    """The OpenAI fields accepted without effect still get their types and ranges checked."""
+    for name, (lo, hi) in IGNORED_NUMBERS.items():
+        _number(data, name, lo, hi)
+    if _opt(data, "logprobs", bool, "true or false"):
+        raise ApiError(400, "'logprobs' is not supported: leave it out or set it to false")
+    if _int(data, "top_logprobs", 0, 20):
+        raise ApiError(400, "'top_logprobs' is not supported: leave it out")
+    bias = _opt(data, "logit_bias", dict, "an object of token id -> bias") or {}
+    if len(bias) > 300 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                  and -100 <= v <= 100 for v in bias.values()):
+        raise ApiError(400, "'logit_bias' must map at most 300 token ids to numbers in "
+                            "-100..100")
+    stop = data.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else None
+    if stop is not None and (stops is None or len(stops) > MAX_STOP_SEQUENCES or not all(
+            isinstance(x, str) and len(x) <= MAX_FIELD_CHARS for x in stops)):
+        raise ApiError(400, f"'stop' must be a string or a list of at most "
+                            f"{MAX_STOP_SEQUENCES} strings of up to {MAX_FIELD_CHARS} "
+                            "characters")
+    options = _opt(data, "stream_options", dict, "an object") or {}
+    if not isinstance(options.get("include_usage", False), bool):
+        raise ApiError(400, "'stream_options.include_usage' must be true or false")
 
 
 def _text(content: Any, where: str) -> str:
@@ -133,24 +204,27 @@ def parse_messages(data: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects")
+    if len(messages) > MAX_API_MESSAGES:
+        raise ApiError(400, f"'messages' has {len(messages):,} messages; the limit is "
+                            f"{MAX_API_MESSAGES:,}: send only the recent ones")
     turns: list[tuple[str, str]] = []
-    pending: str | None = None
+    pending: list[str] | None = None
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ApiError(400, f"messages[{i}] must be an object with a string 'role'")
         role, text = m["role"], _text(m.get("content"), f"messages[{i}]")
-        if role == "user":
-            pending = text if pending is None else pending + "\n\n" + text
+        if role == "user":  # consecutive user messages are one question (joined once)
+            pending = [text] if pending is None else pending + [text]
         elif role == "assistant":
             if pending is not None:
-                turns.append((pending, text))
+                turns.append(("\n\n".join(pending), text))
                 pending = None
         elif role not in ("system", "developer", "tool"):
-            raise ApiError(400, f"messages[{i}].role {role!r} is unknown: use 'system', "
+            raise ApiError(400, f"messages[{i}].role {_short(role)} is unknown: use 'system', "
                                 "'user' or 'assistant'")
     if pending is None:
         raise ApiError(400, "the last message must come from the user: it is the question")
-    return pending, turns
+    return "\n\n".join(pending), turns
 
 
 # ---- routes ----------------------------------------------------------------------------------
@@ -165,42 +239,49 @@ def api_router(services: Services) -> APIRouter:
         if user is None:
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                            code="invalid_api_key")
+        if user.issued_key:  # a new anonymous caller: guarded() hands it its key
+            request.state.issued_key = user.issued_key
         return user.user_id
 
-    async def guarded(fn: Any, *args: Any) -> Response:
+    async def guarded(fn: Any, request: Request, *args: Any) -> Response:
         try:
-            return await fn(*args)
+            response = await fn(request, *args)
         except ApiError as exc:
             metrics.error("api", str(exc.status))
-            return exc.response()
+            response = exc.response()
         except AssistantError as exc:
             err = translate(exc)
             metrics.error("api", type(exc).__name__)
-            return err.response()
+            response = err.response()
+        issued = getattr(request.state, "issued_key", None)
+        if issued:
+            response.headers[API_KEY_HEADER] = issued
+        return response
 
     def completion_args(data: dict[str, Any]) -> dict[str, Any]:
         model = data.get("model", "assistant")
         if not isinstance(model, str):
             raise ApiError(400, "'model' must be a string")
         if model not in MODEL_NAMES:
-            raise ApiError(404, f"the model {model!r} does not exist: use one of "
+            raise ApiError(404, f"the model {_short(model)} does not exist: use one of "
                                 f"{', '.join(MODEL_NAMES)} (see GET /v1/models)",
                            code="model_not_found")
-        if (_opt(data, "n", int, "an integer") or 1) != 1:
-            raise ApiError(400, "'n' must be 1: one answer per request")
-        max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
-        if max_tokens is not None and (not isinstance(max_tokens, int)
-                                       or isinstance(max_tokens, bool)
-                                       or not 1 <= max_tokens <= cfg.model.max_new_tokens):
-            raise ApiError(400, f"'max_tokens' must be an integer in 1..{cfg.model.max_new_tokens}")
+        _int(data, "n", 1, 1)  # one answer per request
+        longest = cfg.model.max_new_tokens
+        max_tokens = _int(data, "max_tokens", 1, longest)
+        max_tokens = _int(data, "max_completion_tokens", 1, longest) or max_tokens
         conversation_id = _opt(data, "conversation_id", str, "a string")
+        if conversation_id is not None and len(conversation_id) > MAX_FIELD_CHARS:
+            raise ApiError(400, f"'conversation_id' is longer than {MAX_FIELD_CHARS} "
+                                "characters: use an id a response gave you")
         _opt(data, "user", str, "a string")  # accepted for compatibility, never an identity
+        check_ignored_fields(data)
         question, history = parse_messages(data)
         return {"message": question, "conversation_id": conversation_id, "model": model,
                 "history": None if conversation_id else history,
                 "temperature": _number(data, "temperature", 0.0, 2.0),
                 "top_p": _number(data, "top_p", 0.01, 1.0),
-                "seed": _opt(data, "seed", int, "an integer"), "max_new_tokens": max_tokens}
+                "seed": _int(data, "seed", 0, MAX_SEED), "max_new_tokens": max_tokens}
 
     def extras(handle: TurnHandle) -> dict[str, Any]:
         notes = [handle.retrieval_note] if handle.retrieval_note else []
@@ -270,7 +351,7 @@ def api_router(services: Services) -> APIRouter:
         user_id = user_of(request)
         data = await read_json(request)
         turn_id = data.get("id")
-        if not isinstance(turn_id, str) or not turn_id:
+        if not isinstance(turn_id, str) or not turn_id or len(turn_id) > MAX_FIELD_CHARS:
             raise ApiError(400, "'id' must be the completion id (a string) to rate")
         rating = data.get("rating")
         if rating not in ("up", "down", None):

@@ -8,12 +8,16 @@ Every path Gradio would serve that the product does not need is closed by `Gradi
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+
+from assistant.http.bodylimit import BodyLimitMiddleware
 from assistant.http.identity import (
     ASGIApp,
     IdentityMiddleware,
@@ -67,6 +71,18 @@ class GradioGate:
 OWN_PATHS = ["/v1/", "/healthz", "/metrics", "/login", "/logout", "/admin/"]
 
 
+async def invalid_request(request: Any, exc: Exception) -> Any:
+    """FastAPI's 422 for a body or parameter that does not validate, without echoing the input
+    (which may not even be encodable text: a lone surrogate made the default handler fail)."""
+    from fastapi.responses import Response
+
+    errors = getattr(exc, "errors", lambda: [])()
+    detail = [{"loc": [str(p)[:100] for p in e.get("loc", ())], "msg": str(e.get("msg"))[:300],
+               "type": str(e.get("type"))[:100]} for e in errors[:20]]
+    body = json.dumps({"detail": detail}, ensure_ascii=True)  # escapes, never fails
+    return Response(body, status_code=422, media_type="application/json")
+
+
 def create_app(services: Services) -> Any:
     """The FastAPI app of the server process (chat page at `/`)."""
     import anyio.to_thread
@@ -88,6 +104,7 @@ def create_app(services: Services) -> Any:
 
     app = FastAPI(title="Assistant", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(api.ops_router(services))
     app.include_router(api.api_router(services))
     app.include_router(api.login_router(services))
@@ -114,6 +131,8 @@ def create_app(services: Services) -> Any:
     app.add_middleware(IdentityMiddleware, identity=services.identity,
                        open_paths=lambda: tuple(OWN_PATHS + services.open_paths))
     app.add_middleware(api.RequestMetricsMiddleware, metrics=services.metrics)
+    # Outermost: no route, page or Gradio queue ever reads more than the body limit.
+    app.add_middleware(BodyLimitMiddleware, limit=services.cfg.server.max_body_bytes)
     return app
 
 
@@ -137,6 +156,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None,
                   f"API at /v1, health at /healthz, metrics at /metrics)", flush=True)
 
         services.on_startup.append(announce)
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
+                    ws_max_size=cfg.server.max_body_bytes)
     finally:
         services.close()

@@ -172,7 +172,7 @@ def test_with_logins_the_chat_needs_a_login_and_failed_logins_are_limited(login_
     assert [r.status_code for r in wrong] == [401, 401, 401]
     refused = httpx.post(url + "/login", data={"username": "alice", "password": "wonderland"})
     assert refused.status_code == 429
-    assert "too many failed logins" in refused.text and COOKIE not in refused.cookies
+    assert "too many login attempts" in refused.text and COOKIE not in refused.cookies
 
     out = httpx.get(url + "/logout", cookies={COOKIE: cookie})
     assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]

@@ -155,7 +155,8 @@ def attach_learning_loop(services: Any) -> LoopOperator:
     documents = services.retriever.stats if services.retriever is not None else None
     operator = LoopOperator(cfg, db, scheduler, serving_hooks, documents)
     token = cfg.secret(cfg.server.admin_token_env)
-    services.routers.append(admin_router(operator, token))
+    services.routers.append(admin_router(operator, token, cfg.server.login_attempts_per_minute,
+                                         cfg.server.admin_token_env))
     sessions = OperatorSessions(token, cfg.server.login_attempts_per_minute)
     services.app_hooks.append(lambda app: mount_console(app, operator, sessions))
     services.open_paths.extend(["/console/", "/operator/"])
