@@ -33,6 +33,7 @@ from fastapi.responses import (
 
 from assistant.generation.worker import MAX_SEED
 from assistant.http.identity import API_KEY_HEADER, COOKIE, login_page, parse_form, safe_next
+from assistant.http.openapi import ChatCompletionRequest, FeedbackRequest, body_doc
 from assistant.http.prometheus import CONTENT_TYPE
 from assistant.turns.chat import MODEL_NAMES, TurnHandle
 from errors import (
@@ -324,7 +325,7 @@ def api_router(services: Services) -> APIRouter:
             media_type="text/event-stream", headers={"Cache-Control": "no-cache",
                                                      "X-Accel-Buffering": "no"})
 
-    @router.post("/chat/completions")
+    @router.post("/chat/completions", openapi_extra=body_doc(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Response:
         return await guarded(completions, request)
 
@@ -364,7 +365,7 @@ def api_router(services: Services) -> APIRouter:
                              "comment": vote.comment if vote else None,
                              "correction": vote.correction if vote else None})
 
-    @router.post("/feedback")
+    @router.post("/feedback", openapi_extra=body_doc(FeedbackRequest))
     async def post_feedback(request: Request) -> Response:
         return await guarded(feedback, request)
 

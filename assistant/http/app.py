@@ -27,6 +27,7 @@ from assistant.http.identity import (
     _respond,
     scope_user,
 )
+from assistant.http.openapi import openapi_document
 from assistant.turns.service import Services, build_services
 from config import Config
 
@@ -68,7 +69,54 @@ class GradioGate:
                        [(b"content-type", b"application/json")])
 
 
-OWN_PATHS = ["/v1/", "/healthz", "/metrics", "/login", "/logout", "/admin/"]
+class JsonBodyGuard:
+    """Gradio's JSON routes (queue/join, cancel, ...) get only bodies that are JSON text: any
+    other body is answered 422 here, because Gradio's own error handler fails (500) when it
+    tries to echo undecodable bytes back. The body is read (already bounded by the body
+    limit) and replayed to Gradio unchanged."""
+
+    SUFFIXES = ("/gradio_api/queue/join", "/gradio_api/cancel", "/gradio_api/reset",
+                "/gradio_api/reset/", "/gradio_api/heartbeat/")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("method") != "POST" \
+                or not any(path.endswith(s) or s.endswith("/") and s in path
+                           for s in self.SUFFIXES):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            if body:  # re-encoding finds lone surrogates (\\ud800 escapes) anywhere
+                json.dumps(json.loads(body.decode("utf-8")), ensure_ascii=False).encode()
+        except (UnicodeError, ValueError, RecursionError):
+            await _respond(send, 422, json.dumps({"detail": "the request body must be JSON "
+                                                  "in UTF-8"}).encode(),
+                           [(b"content-type", b"application/json")])
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+OWN_PATHS = ["/v1/", "/healthz", "/metrics", "/login", "/logout", "/admin/", "/openapi.json"]
 
 
 async def invalid_request(request: Any, exc: Exception) -> Any:
@@ -114,6 +162,15 @@ def create_app(services: Services) -> Any:
         app.mount(path, sub_app)
     for hook in services.app_hooks:  # e.g. the operator console: before the chat takes `/`
         hook(app)
+    published: dict[str, Any] = {}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_json() -> dict[str, Any]:
+        """The OpenAPI document of /v1 and /admin (as OpenAI-compatible servers publish)."""
+        if not published:
+            published.update(openapi_document(app))
+        return published
+
     blocks = ui.build_chat(services)
     root = str(Path(services.cfg.root).resolve())
     gr.mount_gradio_app(
@@ -127,6 +184,7 @@ def create_app(services: Services) -> Any:
         return OWN_PATHS + services.open_paths + [p.rstrip("/") + "/" for p, _ in
                                                    services.mounts]
 
+    app.add_middleware(JsonBodyGuard)
     app.add_middleware(GradioGate, passthrough=passthrough)
     app.add_middleware(IdentityMiddleware, identity=services.identity,
                        open_paths=lambda: tuple(OWN_PATHS + services.open_paths))

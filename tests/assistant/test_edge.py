@@ -458,3 +458,28 @@ def test_limiter_state_forgets_idle_identities():
         streams.acquire(f"u{i}")
         streams.release(f"u{i}")
     assert len(streams) == 0
+
+
+# ---- beyond the list: Gradio's JSON routes echo undecodable input in their errors -----------------
+
+@pytest.mark.parametrize("path", ["/gradio_api/queue/join", "/gradio_api/cancel",
+                                  "/console/gradio_api/queue/join"])
+@pytest.mark.parametrize("content", [b"\x80", b'{"data": ["\xe9"], "fn_index": 0}',
+                                     b'{"data": ["\\ud800"], "fn_index": 0}', b"[" * 5000])
+def test_gradio_json_routes_answer_undecodable_bodies_with_a_4xx(anon, path, content):
+    for content_type in ("application/json", "text/plain", "x"):
+        r = httpx.post(anon.url + path, content=content, headers={"Content-Type": content_type})
+        assert 400 <= r.status_code < 500, (content_type, r.status_code, r.text[:200])
+
+
+def test_deeply_nested_json_is_a_400(live):
+    r = httpx.post(live.url + "/v1/chat/completions", content=b"[" * 100_000,
+                   headers={**auth(ALICE), "Content-Type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+
+
+def test_many_user_messages_are_joined_without_quadratic_cost(live):
+    many = [{"role": "user", "content": "x"}] * 1001
+    r = httpx.post(live.url + "/v1/chat/completions", headers=auth(ALICE), timeout=60,
+                   json={"model": "base", "messages": many})
+    assert r.status_code == 400 and "'messages'" in r.json()["error"]["message"]

@@ -17,7 +17,7 @@ CLOSED = ["/monitoring", "/monitoring/summary", "/gradio_api/file=config.toml",
           "/gradio_api/upload", "/gradio_api/runs", "/gradio_api/openapi.json",
           "/gradio_api/mcp/sse", "/gradio_api/mcp/schema", "/gradio_api/proxy=http://x",
           "/gradio_api/dev/reload", "/gradio_api/vibe-code", "/gradio_api/upload_progress",
-          "/docs", "/openapi.json", "/redoc", "/config.toml", "/gradio_api/user",
+          "/docs", "/redoc", "/config.toml", "/gradio_api/user",
           "/gradio_api/token", "/gradio_api/login_check", "/gradio_api/deep_link"]
 
 
