@@ -32,6 +32,7 @@ from fastapi.responses import (
 
 from assistant.generation.worker import MAX_SEED
 from assistant.http.identity import API_KEY_HEADER, COOKIE, login_page, parse_form, safe_next
+from assistant.http.limits import RateLimiter
 from assistant.http.openapi import ChatCompletionRequest, FeedbackRequest, body_doc
 from assistant.http.prometheus import CONTENT_TYPE
 from assistant.http.requests import (
@@ -65,12 +66,19 @@ def api_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/v1")
     chat, cfg, metrics = services.chat, services.cfg, services.metrics
 
+    # Anonymous identities cost nothing to make, so their making is limited per address:
+    # keyless calls from one address share one user's message rate.
+    minted = RateLimiter(cfg.server.rate_limit_per_minute,
+                         what="new anonymous API callers from this address (send the key from "
+                              "the X-API-Key header of your first answer)")
+
     def user_of(request: Request) -> str:
         user = services.identity.api_user(request.headers.get("authorization"))
         if user is None:
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                            code="invalid_api_key")
         if user.issued_key:  # a new anonymous caller: guarded() hands it its key
+            minted.check(request.client.host if request.client else "unknown")
             request.state.issued_key = user.issued_key
         return user.user_id
 

@@ -483,3 +483,19 @@ def test_many_user_messages_are_joined_without_quadratic_cost(live):
     r = httpx.post(live.url + "/v1/chat/completions", headers=auth(ALICE), timeout=60,
                    json={"model": "base", "messages": many})
     assert r.status_code == 400 and "'messages'" in r.json()["error"]["message"]
+
+
+def test_new_anonymous_api_callers_are_limited_per_address(live, tmp_path):
+    """Fresh identities are free, so minting them is limited per address: keyless calls from
+    one address share the per-user message rate, and a caller with its key is unaffected."""
+    running, services = _server(live, tmp_path, rate_limit_per_minute=3)
+    try:
+        with running.client() as c:
+            first = c.get("/v1/models")
+            key = first.headers["x-api-key"]
+            codes = [c.get("/v1/models").status_code for _ in range(4)]
+            assert codes[:2] == [200, 200] and codes[-1] == 429, codes
+            assert "new anonymous API callers" in c.get("/v1/models").json()["error"]["message"]
+            assert c.get("/v1/models", headers=auth(key)).status_code == 200
+    finally:
+        _stop(running, services)
