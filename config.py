@@ -41,9 +41,15 @@ class ServerConfig:
                                      min=0, max=100)
     rate_limit_per_minute: int = setting(20, "Messages one user may send per minute.", min=1,
                                          max=10_000)
-    login_attempts_per_minute: int = setting(5, "Failed logins allowed per client address per "
-                                             "minute before further attempts are refused.",
-                                             min=1, max=1000)
+    login_attempts_per_minute: int = setting(5, "Failed login attempts (chat logins, operator "
+                                             "sign-in, admin API tokens) allowed per client "
+                                             "address, and per account name, per minute; "
+                                             "further attempts are refused.", min=1, max=1000)
+    max_body_bytes: int = setting(2_000_000, "Largest request body accepted on any route, in "
+                                  "bytes; a larger one is refused (413) before it is read.",
+                                  min=1024, max=1_000_000_000)
+    max_streams_per_user: int = setting(4, "Answers one user may have in progress at once; more "
+                                        "are refused until one ends.", min=1, max=1000)
     users_env: str = setting("ASSISTANT_USERS", "Environment variable with optional chat logins "
                              "as 'name:password,name2:password2'. Unset: anonymous per-browser "
                              "identities.")

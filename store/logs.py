@@ -189,6 +189,105 @@ def log_turn(db: Database, *, conversation_id: str, user_id: str, question: str,
     return db.write(run)
 
 
+PENDING = "pending"
+"""finish_reason of a turn whose question is logged and whose answer is still being written."""
+UNFINISHED_ERROR = ("the server stopped before the answer was finished; the question was kept: "
+                    "ask again")
+
+
+def begin_turn(db: Database, *, conversation_id: str, user_id: str, question: str,
+               messages: list[dict[str, str]], passages: list[ServedPassage],
+               adapter_version: int, arm: str, rollout_id: str | None = None,
+               retrieval_note: str | None = None, turn_id: str | None = None,
+               new_conversation: dict[str, Any] | None = None) -> str:
+    """Log the question of a turn as it arrives (finish_reason 'pending', empty answer) and
+    return its id; `complete_turn` writes the answer. With `new_conversation`
+    (create_conversation's keyword arguments) the conversation is created in the same
+    transaction, so a turn that cannot be logged leaves no empty conversation behind."""
+    question = check_text("question", question, MAX_TEXT_CHARS) or ""
+    messages_json = to_json("messages", _check_messages(messages))
+    passages_json = to_json("passages", _check_passages(passages))
+    check_int("adapter_version", adapter_version)
+    check_choice("arm", arm, ARMS)
+    conversation_id = check_id("conversation_id", conversation_id)
+    user_id = check_id("user_id", user_id)
+    turn_id = check_id("turn_id", turn_id or str(uuid.uuid4()))
+    at = to_db(now())
+    create: list[Any] | None = None
+    if new_conversation is not None:
+        spec = dict(new_conversation)
+        conv_arm = spec.get("arm")
+        if conv_arm is not None:
+            check_choice("arm", conv_arm, ARMS)
+        check_int("adapter_version", spec.get("adapter_version"), optional=True)
+        create = [conversation_id, user_id,
+                  check_text("title", spec.get("title"), MAX_TITLE_CHARS, optional=True),
+                  conv_arm, spec.get("adapter_version"),
+                  check_text("rollout_id", spec.get("rollout_id"), MAX_ID_CHARS, optional=True),
+                  at]
+    params = [turn_id, question, messages_json, passages_json, adapter_version, arm,
+              check_text("rollout_id", rollout_id, MAX_ID_CHARS, optional=True), PENDING,
+              check_text("retrieval_note", retrieval_note, MAX_NOTE_CHARS, optional=True),
+              at, conversation_id, user_id]
+
+    def run(cur: Cursor) -> str:
+        if create is not None:
+            cur.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?)", create)
+        (inserted,) = cur.execute(
+            "INSERT INTO turns SELECT ?1, c.id, c.user_id, ?2, '', ?3, ?4, ?5, ?6, "
+            "coalesce(?7, c.rollout_id), 0, 0, 0, NULL, ?8, NULL, ?9, ?10 "
+            "FROM conversations c WHERE c.id = ?11 AND c.user_id = ?12", params).fetchone()
+        if not inserted:
+            raise _conversation_missing(conversation_id)
+        return turn_id
+
+    return db.write(run)
+
+
+def complete_turn(db: Database, *, turn_id: str, user_id: str, answer: str,
+                  prompt_tokens: int, completion_tokens: int, latency_ms: float,
+                  ttft_ms: float | None, finish_reason: str, error: str | None) -> str:
+    """Write the answer of a turn `begin_turn` logged (once: a finished turn is not changed)."""
+    params = [check_text("answer", answer, MAX_TEXT_CHARS) or "",
+              check_int("prompt_tokens", prompt_tokens),
+              check_int("completion_tokens", completion_tokens),
+              check_number("latency_ms", latency_ms),
+              check_number("ttft_ms", ttft_ms, optional=True),
+              check_text("finish_reason", finish_reason, MAX_ID_CHARS),
+              check_text("error", error, MAX_NOTE_CHARS, optional=True), turn_id, user_id,
+              PENDING]
+
+    def run(cur: Cursor) -> str:
+        (updated,) = cur.execute(
+            "UPDATE turns SET answer = ?, prompt_tokens = ?, completion_tokens = ?, "
+            "latency_ms = ?, ttft_ms = ?, finish_reason = ?, error = ? "
+            "WHERE id = ? AND user_id = ? AND finish_reason = ?", params).fetchone()
+        if not updated:
+            raise _turn_missing(turn_id)
+        return turn_id
+
+    return db.write(run)
+
+
+def close_unfinished_turns(db: Database, error: str = UNFINISHED_ERROR) -> int:
+    """Mark every turn still pending (its process stopped mid-answer) as failed, keeping its
+    question and whatever is known; returns how many. Run at start, before serving."""
+    def run(cur: Cursor) -> int:
+        (n,) = cur.execute("UPDATE turns SET finish_reason = 'error', error = ? "
+                           "WHERE finish_reason = ?", [error, PENDING]).fetchone()
+        return int(n)
+
+    return db.write(run)
+
+
+def is_pending(db: Database, turn_id: str, user_id: str) -> bool:
+    """Whether the user's turn is still being answered."""
+    with db.reader() as cur:
+        row = cur.execute("SELECT finish_reason = ? FROM turns WHERE id = ? AND user_id = ?",
+                          [PENDING, turn_id, user_id]).fetchone()
+    return bool(row and row[0])
+
+
 def passages_from_json(text: str) -> list[ServedPassage]:
     """Stored passages JSON back to records."""
     return [ServedPassage(**p) for p in from_json(text, [])]

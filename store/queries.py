@@ -95,6 +95,7 @@ def arm_stats(db: Database, *, rollout_id: str | None = None, since: datetime | 
             WHERE (?::VARCHAR IS NULL OR t.rollout_id = ?)
               AND (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
               AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
+              AND t.finish_reason <> 'pending'  -- still being answered: not an empty answer
             GROUP BY t.arm ORDER BY t.arm""",
                            [rollout_id, rollout_id, to_db(since), to_db(since), to_db(until),
                             to_db(until)]).fetchall()

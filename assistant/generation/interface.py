@@ -4,7 +4,7 @@ of an external OpenAI-compatible server (`model.backend`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from assistant.generation.worker import TextGenerator
 
@@ -16,6 +16,8 @@ class ModelWorker(TextGenerator, Protocol):
 
     def unload_adapter(self, name: str) -> None: ...
 
-    def alive(self) -> bool: ...
+    def admission(self) -> dict[str, Any]:
+        """{"admitting", "queued", "max_queued", "worker_alive"}: can new work start now."""
+        ...
 
     def close(self) -> None: ...

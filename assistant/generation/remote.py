@@ -204,12 +204,17 @@ class RemoteGenerator:
         """Close the connection pool (the external server keeps running)."""
         self._http.close()
 
-    def alive(self) -> bool:
-        """Whether the external server answers its health check."""
+    def admission(self) -> dict[str, Any]:
+        """Whether new requests are admitted now: the external server answers its health check
+        and this client has a free place for one more stream."""
         try:
-            return self._http.get("/health", timeout=5).status_code == 200
+            alive = self._http.get("/health", timeout=5).status_code == 200
         except Exception:
-            return False
+            alive = False
+        with self._lock:
+            queued = self._pending
+        return {"admitting": alive and queued < self._max_queued, "queued": queued,
+                "max_queued": self._max_queued, "worker_alive": alive}
 
     # ---- HTTP helpers ----------------------------------------------------------------------
 

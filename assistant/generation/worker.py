@@ -32,6 +32,8 @@ from errors import AdapterError, BusyError, InputError
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 _END = object()
+MAX_SEED = 2**63 - 1
+"""Largest sampling seed (a signed 64-bit integer, as OpenAI-compatible servers take)."""
 
 
 @dataclass(frozen=True)
@@ -193,20 +195,31 @@ class Generator:
         if adapter is not None and adapter not in self.adapter_names():
             raise AdapterError(f"no adapter named {adapter!r} is loaded (loaded: "
                                f"{', '.join(self.adapter_names()) or 'none'})")
+        if params.seed is not None and not 0 <= params.seed <= MAX_SEED:
+            raise InputError(f"seed = {params.seed} is out of range: use 0..{MAX_SEED}")
         with self._lock:
             if self._pending >= self._max_queued:
                 raise BusyError("the model is busy with other requests: try again in a moment")
             self._pending += 1
-        stream = TokenStream(len(prompt_ids))
-        rng = self._torch.Generator().manual_seed(
-            params.seed if params.seed is not None else int(time.time_ns() % 2**62))
-        self._commands.put((self._admit, (stream, list(prompt_ids), adapter, params, rng,
-                                          time.perf_counter()), Future()))
+        try:  # a request that fails to start gives its slot back (issue 14)
+            stream = TokenStream(len(prompt_ids))
+            rng = self._torch.Generator().manual_seed(
+                params.seed if params.seed is not None else int(time.time_ns() % 2**62))
+            self._commands.put((self._admit, (stream, list(prompt_ids), adapter, params, rng,
+                                              time.perf_counter()), Future()))
+        except BaseException:
+            with self._lock:
+                self._pending -= 1
+            raise
         return stream
 
-    def alive(self) -> bool:
-        """Whether the worker thread runs (a dead worker answers nothing: /healthz says so)."""
-        return self._thread.is_alive()
+    def admission(self) -> dict[str, Any]:
+        """Whether new requests are admitted now: worker alive and a free queue slot."""
+        with self._lock:
+            queued = self._pending
+        alive = self._thread.is_alive() and not self._closed
+        return {"admitting": alive and queued < self._max_queued, "queued": queued,
+                "max_queued": self._max_queued, "worker_alive": alive}
 
     def close(self) -> None:
         """Stop the worker; running streams end as cancelled."""

@@ -7,7 +7,9 @@ the request's earlier user/assistant pairs; the response carries its `conversati
 with. System messages in a request are ignored: the product's system prompt is the one it is
 trained with. The completion `id` is the turn id (what `/v1/feedback` rates); a stream's chunks
 share a provisional id that `/v1/feedback` also accepts, and the last chunk carries `turn_id`.
-Identity: see assistant/http/identity.py (API keys, or one shared anonymous API identity).
+Identity: see assistant/http/identity.py (API keys, or per-caller anonymous keys issued in the
+`X-API-Key` response header). Every field has a type and a range checked here, at the edge, with
+a 400 naming the field; bodies are limited before they are read (assistant/http/bodylimit.py).
 """
 
 from __future__ import annotations
@@ -28,17 +30,27 @@ from fastapi.responses import (
     StreamingResponse,
 )
 
-from assistant.http.identity import COOKIE, login_page, parse_form, safe_next
+from assistant.generation.worker import MAX_SEED
+from assistant.http.identity import API_KEY_HEADER, COOKIE, login_page, parse_form, safe_next
+from assistant.http.limits import RateLimiter
+from assistant.http.openapi import ChatCompletionRequest, FeedbackRequest, body_doc
 from assistant.http.prometheus import CONTENT_TYPE
+from assistant.http.requests import (
+    MAX_FIELD_CHARS,
+    ApiError,
+    check_ignored_fields,
+    int_field,
+    number_field,
+    opt_field,
+    parse_messages,
+    quoted,
+    read_json,
+    translate,
+)
 from assistant.turns.chat import MODEL_NAMES, TurnHandle
 from errors import (
-    AdapterError,
     AssistantError,
     BusyError,
-    InputError,
-    ModelError,
-    NotFoundError,
-    StoreError,
 )
 from store import logs
 
@@ -47,112 +59,6 @@ if TYPE_CHECKING:
     from assistant.http.prometheus import Metrics
     from assistant.turns.service import Services
 
-MAX_BODY_BYTES = 2_000_000
-
-
-class ApiError(Exception):
-    """An OpenAI-style error response."""
-
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
-
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse({"error": {"message": self.message, "type": self.type,
-                                       "code": self.code, "param": None}},
-                            status_code=self.status, headers=headers)
-
-
-def translate(exc: AssistantError) -> ApiError:
-    """A domain error as the API reports it."""
-    if isinstance(exc, InputError):
-        return ApiError(400, str(exc))
-    if isinstance(exc, NotFoundError):
-        return ApiError(404, str(exc), "not_found_error", "not_found")
-    if isinstance(exc, BusyError):
-        return ApiError(429, str(exc), "rate_limit_error", "rate_limit_exceeded")
-    if isinstance(exc, AdapterError):
-        return ApiError(404, str(exc), "invalid_request_error", "model_not_found")
-    if isinstance(exc, (StoreError, ModelError)):
-        return ApiError(503, str(exc), "server_error", "unavailable")
-    return ApiError(400, str(exc))
-
-
-# ---- request parsing -------------------------------------------------------------------------
-
-async def read_json(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"the request body is {len(body):,} bytes; the limit is "
-                            f"{MAX_BODY_BYTES:,}")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON ({exc}): send a JSON object "
-                            "with Content-Type: application/json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return data
-
-
-def _opt(data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ApiError(400, f"'{name}' must be {what}, not {json.dumps(value)[:80]}")
-    return value
-
-
-def _number(data: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
-    value = _opt(data, name, (int, float), "a number")
-    if value is not None and not lo <= value <= hi:
-        raise ApiError(400, f"'{name}' = {value} is out of range: use {lo}..{hi}")
-    return value
-
-
-def _text(content: Any, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" \
-                    or not isinstance(part.get("text"), str):
-                raise ApiError(400, f"{where}: only text content parts are supported "
-                                    "({'type': 'text', 'text': '...'})")
-            parts.append(part["text"])
-        return "".join(parts)
-    raise ApiError(400, f"{where}.content must be a string or a list of text parts")
-
-
-def parse_messages(data: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
-    """(the last user message, earlier (question, answer) pairs) of a chat request."""
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects")
-    turns: list[tuple[str, str]] = []
-    pending: str | None = None
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise ApiError(400, f"messages[{i}] must be an object with a string 'role'")
-        role, text = m["role"], _text(m.get("content"), f"messages[{i}]")
-        if role == "user":
-            pending = text if pending is None else pending + "\n\n" + text
-        elif role == "assistant":
-            if pending is not None:
-                turns.append((pending, text))
-                pending = None
-        elif role not in ("system", "developer", "tool"):
-            raise ApiError(400, f"messages[{i}].role {role!r} is unknown: use 'system', "
-                                "'user' or 'assistant'")
-    if pending is None:
-        raise ApiError(400, "the last message must come from the user: it is the question")
-    return pending, turns
-
-
 # ---- routes ----------------------------------------------------------------------------------
 
 def api_router(services: Services) -> APIRouter:
@@ -160,47 +66,61 @@ def api_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/v1")
     chat, cfg, metrics = services.chat, services.cfg, services.metrics
 
+    # Anonymous identities cost nothing to make, so their making is limited per address:
+    # keyless calls from one address share one user's message rate.
+    minted = RateLimiter(cfg.server.rate_limit_per_minute,
+                         what="new anonymous API callers from this address (send the key from "
+                              "the X-API-Key header of your first answer)")
+
     def user_of(request: Request) -> str:
         user = services.identity.api_user(request.headers.get("authorization"))
         if user is None:
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                            code="invalid_api_key")
+        if user.issued_key:  # a new anonymous caller: guarded() hands it its key
+            minted.check(request.client.host if request.client else "unknown")
+            request.state.issued_key = user.issued_key
         return user.user_id
 
-    async def guarded(fn: Any, *args: Any) -> Response:
+    async def guarded(fn: Any, request: Request, *args: Any) -> Response:
         try:
-            return await fn(*args)
+            response = await fn(request, *args)
         except ApiError as exc:
             metrics.error("api", str(exc.status))
-            return exc.response()
+            response = exc.response()
         except AssistantError as exc:
             err = translate(exc)
             metrics.error("api", type(exc).__name__)
-            return err.response()
+            response = err.response()
+        issued = getattr(request.state, "issued_key", None)
+        if issued:
+            response.headers[API_KEY_HEADER] = issued
+        return response
 
     def completion_args(data: dict[str, Any]) -> dict[str, Any]:
         model = data.get("model", "assistant")
         if not isinstance(model, str):
             raise ApiError(400, "'model' must be a string")
         if model not in MODEL_NAMES:
-            raise ApiError(404, f"the model {model!r} does not exist: use one of "
+            raise ApiError(404, f"the model {quoted(model)} does not exist: use one of "
                                 f"{', '.join(MODEL_NAMES)} (see GET /v1/models)",
                            code="model_not_found")
-        if (_opt(data, "n", int, "an integer") or 1) != 1:
-            raise ApiError(400, "'n' must be 1: one answer per request")
-        max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
-        if max_tokens is not None and (not isinstance(max_tokens, int)
-                                       or isinstance(max_tokens, bool)
-                                       or not 1 <= max_tokens <= cfg.model.max_new_tokens):
-            raise ApiError(400, f"'max_tokens' must be an integer in 1..{cfg.model.max_new_tokens}")
-        conversation_id = _opt(data, "conversation_id", str, "a string")
-        _opt(data, "user", str, "a string")  # accepted for compatibility, never an identity
+        int_field(data, "n", 1, 1)  # one answer per request
+        longest = cfg.model.max_new_tokens
+        max_tokens = int_field(data, "max_tokens", 1, longest)
+        max_tokens = int_field(data, "max_completion_tokens", 1, longest) or max_tokens
+        conversation_id = opt_field(data, "conversation_id", str, "a string")
+        if conversation_id is not None and len(conversation_id) > MAX_FIELD_CHARS:
+            raise ApiError(400, f"'conversation_id' is longer than {MAX_FIELD_CHARS} "
+                                "characters: use an id a response gave you")
+        opt_field(data, "user", str, "a string")  # accepted for compatibility, never an identity
+        check_ignored_fields(data)
         question, history = parse_messages(data)
         return {"message": question, "conversation_id": conversation_id, "model": model,
                 "history": None if conversation_id else history,
-                "temperature": _number(data, "temperature", 0.0, 2.0),
-                "top_p": _number(data, "top_p", 0.01, 1.0),
-                "seed": _opt(data, "seed", int, "an integer"), "max_new_tokens": max_tokens}
+                "temperature": number_field(data, "temperature", 0.0, 2.0),
+                "top_p": number_field(data, "top_p", 0.01, 1.0),
+                "seed": int_field(data, "seed", 0, MAX_SEED), "max_new_tokens": max_tokens}
 
     def extras(handle: TurnHandle) -> dict[str, Any]:
         notes = [handle.retrieval_note] if handle.retrieval_note else []
@@ -216,8 +136,8 @@ def api_router(services: Services) -> APIRouter:
         user_id = user_of(request)
         data = await read_json(request)
         args = completion_args(data)
-        stream = _opt(data, "stream", bool, "true or false") or False
-        options = _opt(data, "stream_options", dict, "an object") or {}
+        stream = opt_field(data, "stream", bool, "true or false") or False
+        options = opt_field(data, "stream_options", dict, "an object") or {}
         model = args["model"]
         handle: TurnHandle = await run_in_threadpool(lambda: chat.ask(user_id, **args))
         created = int(time.time())
@@ -243,7 +163,7 @@ def api_router(services: Services) -> APIRouter:
             media_type="text/event-stream", headers={"Cache-Control": "no-cache",
                                                      "X-Accel-Buffering": "no"})
 
-    @router.post("/chat/completions")
+    @router.post("/chat/completions", openapi_extra=body_doc(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Response:
         return await guarded(completions, request)
 
@@ -270,20 +190,20 @@ def api_router(services: Services) -> APIRouter:
         user_id = user_of(request)
         data = await read_json(request)
         turn_id = data.get("id")
-        if not isinstance(turn_id, str) or not turn_id:
+        if not isinstance(turn_id, str) or not turn_id or len(turn_id) > MAX_FIELD_CHARS:
             raise ApiError(400, "'id' must be the completion id (a string) to rate")
         rating = data.get("rating")
         if rating not in ("up", "down", None):
             raise ApiError(400, "'rating' must be 'up', 'down' or null (withdraw the vote)")
-        comment = _opt(data, "comment", str, "a string")
-        correction = _opt(data, "correction", str, "a string")
+        comment = opt_field(data, "comment", str, "a string")
+        correction = opt_field(data, "correction", str, "a string")
         vote = await run_in_threadpool(services.rate, user_id, turn_id, rating, comment,
                                        correction)
         return JSONResponse({"id": turn_id, "rating": vote.rating if vote else None,
                              "comment": vote.comment if vote else None,
                              "correction": vote.correction if vote else None})
 
-    @router.post("/feedback")
+    @router.post("/feedback", openapi_extra=body_doc(FeedbackRequest))
     async def post_feedback(request: Request) -> Response:
         return await guarded(feedback, request)
 

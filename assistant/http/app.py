@@ -8,12 +8,16 @@ Every path Gradio would serve that the product does not need is closed by `Gradi
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+
+from assistant.http.bodylimit import BodyLimitMiddleware
 from assistant.http.identity import (
     ASGIApp,
     IdentityMiddleware,
@@ -23,6 +27,7 @@ from assistant.http.identity import (
     _respond,
     scope_user,
 )
+from assistant.http.openapi import openapi_document
 from assistant.turns.service import Services, build_services
 from config import Config
 
@@ -64,7 +69,66 @@ class GradioGate:
                        [(b"content-type", b"application/json")])
 
 
-OWN_PATHS = ["/v1/", "/healthz", "/metrics", "/login", "/logout", "/admin/"]
+class JsonBodyGuard:
+    """Gradio's JSON routes (queue/join, cancel, ...) get only bodies that are JSON text: any
+    other body is answered 422 here, because Gradio's own error handler fails (500) when it
+    tries to echo undecodable bytes back. The body is read (already bounded by the body
+    limit) and replayed to Gradio unchanged."""
+
+    SUFFIXES = ("/gradio_api/queue/join", "/gradio_api/cancel", "/gradio_api/reset",
+                "/gradio_api/reset/", "/gradio_api/heartbeat/")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("method") != "POST" \
+                or not any(path.endswith(s) or s.endswith("/") and s in path
+                           for s in self.SUFFIXES):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            if body:  # re-encoding finds lone surrogates (\\ud800 escapes) anywhere
+                json.dumps(json.loads(body.decode("utf-8")), ensure_ascii=False).encode()
+        except (UnicodeError, ValueError, RecursionError):
+            await _respond(send, 422, json.dumps({"detail": "the request body must be JSON "
+                                                  "in UTF-8"}).encode(),
+                           [(b"content-type", b"application/json")])
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+OWN_PATHS = ["/v1/", "/healthz", "/metrics", "/login", "/logout", "/admin/", "/openapi.json"]
+
+
+async def invalid_request(request: Any, exc: Exception) -> Any:
+    """FastAPI's 422 for a body or parameter that does not validate, without echoing the input
+    (which may not even be encodable text: a lone surrogate made the default handler fail)."""
+    from fastapi.responses import Response
+
+    errors = getattr(exc, "errors", lambda: [])()
+    detail = [{"loc": [str(p)[:100] for p in e.get("loc", ())], "msg": str(e.get("msg"))[:300],
+               "type": str(e.get("type"))[:100]} for e in errors[:20]]
+    body = json.dumps({"detail": detail}, ensure_ascii=True)  # escapes, never fails
+    return Response(body, status_code=422, media_type="application/json")
 
 
 def create_app(services: Services, on_started: Callable[[], None] | None = None) -> Any:
@@ -91,12 +155,22 @@ def create_app(services: Services, on_started: Callable[[], None] | None = None)
 
     app = FastAPI(title="Assistant", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(api.ops_router(services))
     app.include_router(api.api_router(services))
     app.include_router(api.login_router(services))
     for extension in services.extensions:  # e.g. the operator console: before the chat's `/`
         extension.install(app)
     open_paths = OWN_PATHS + [p for e in services.extensions for p in e.open_paths]
+    published: dict[str, Any] = {}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_json() -> dict[str, Any]:
+        """The OpenAPI document of /v1 and /admin (as OpenAI-compatible servers publish)."""
+        if not published:
+            published.update(openapi_document(app))
+        return published
+
     blocks = ui.build_chat(services)
     root = str(Path(services.cfg.root).resolve())
     gr.mount_gradio_app(
@@ -106,10 +180,13 @@ def create_app(services: Services, on_started: Callable[[], None] | None = None)
         auth_dependency=lambda request: scope_user(request.scope),
         css=ui.CSS)
 
+    app.add_middleware(JsonBodyGuard)
     app.add_middleware(GradioGate, passthrough=lambda: open_paths)
     app.add_middleware(IdentityMiddleware, identity=services.identity,
                        open_paths=lambda: tuple(open_paths))
     app.add_middleware(api.RequestMetricsMiddleware, metrics=services.metrics)
+    # Outermost: no route, page or Gradio queue ever reads more than the body limit.
+    app.add_middleware(BodyLimitMiddleware, limit=services.cfg.server.max_body_bytes)
     return app
 
 
@@ -131,6 +208,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None,
                   f"API at /v1, health at /healthz, metrics at /metrics)", flush=True)
 
         app = create_app(services, on_started=announce)
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
+                    ws_max_size=cfg.server.max_body_bytes)
     finally:
         services.close()

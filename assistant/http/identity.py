@@ -4,12 +4,15 @@ Browser: every visitor gets a random anonymous id in a signed, HttpOnly cookie, 
 `IdentityMiddleware` on the first request; a cookie whose signature does not verify is replaced,
 so a client can never choose its user id. When `server.users_env` names logins, the chat needs
 a login instead (`/login`): passwords are kept only as salted scrypt hashes in memory, compared in
-constant time, and failed attempts are limited per client address.
+constant time, and attempts are limited per client address and per account name, each attempt
+counted before its password is hashed. A cookie that is malformed in any way (not ASCII, no
+signature, forged) is no identity at all.
 
 API: when `server.api_keys_env` holds keys, `Authorization: Bearer <key>` is required and the user
-is `api:<sha256 of the key, 16 hex>`. Without keys the API is anonymous and every call shares the
-`api:anonymous` identity (the request's `user` field is never trusted as identity): configure keys
-when several API users must not see or rate each other's answers.
+is `api:<sha256 of the key, 16 hex>`. Without keys the API is anonymous but never shared: a call
+without a key the server issued gets a new anonymous identity and its key in the `X-API-Key`
+response header (a signed `ak-...` value, like the browser cookie); sending that key as the
+bearer token continues as the same caller. The request's `user` field is never an identity.
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ from urllib.parse import parse_qs, quote
 
 from assistant.http.limits import RateLimiter
 from config import Config
-from errors import BusyError, ConfigError
+from errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 COOKIE = "assistant_id"
 COOKIE_MAX_AGE = 365 * 24 * 3600
-ANONYMOUS_API_USER = "api:anonymous"
+API_KEY_HEADER = "X-API-Key"
+ISSUED_KEY_PREFIX = "ak-"
+MAX_CREDENTIAL_CHARS = 512
+"""Longest cookie value or bearer token looked at; anything longer is no identity."""
 SECRET_FILE = "session.key"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
@@ -92,6 +98,8 @@ class ApiUser:
     """The identity of one API call."""
 
     user_id: str
+    issued_key: str | None = None
+    """A key issued with this call (a new anonymous caller): the client sends it from now on."""
 
 
 class Identity:
@@ -104,7 +112,10 @@ class Identity:
                        for salt in [secrets.token_bytes(16)]}
         self._dummy = (secrets.token_bytes(16), secrets.token_bytes(32))
         self._api_keys = {hashlib.sha256(k.encode()).digest() for k in (api_keys or []) if k}
-        self.login_limiter = RateLimiter(login_attempts_per_minute, what="failed logins")
+        self.login_limiter = RateLimiter(login_attempts_per_minute,
+                                         what="login attempts from this address")
+        self.account_limiter = RateLimiter(login_attempts_per_minute,
+                                           what="login attempts for this account")
 
     @classmethod
     def from_config(cls, cfg: Config) -> Identity:
@@ -122,18 +133,25 @@ class Identity:
 
     # ---- signed cookie values ------------------------------------------------------------
 
-    def _sign(self, user_id: str) -> str:
-        mac = hmac.new(self._secret, user_id.encode(), hashlib.sha256).digest()[:18]
+    def _sign(self, user_id: str, domain: str = "") -> str:
+        mac = hmac.new(self._secret, (domain + user_id).encode(), hashlib.sha256).digest()[:18]
         return f"{user_id}.{base64.urlsafe_b64encode(mac).decode()}"
 
-    def verify(self, value: str | None) -> str | None:
-        """The user id in a cookie value, or None when it is missing or forged."""
-        if not value or "." not in value:
+    def _signed(self, value: str | None, domain: str = "") -> str | None:
+        """The signed id in `value`, or None when it is missing, malformed or forged."""
+        if not value or len(value) > MAX_CREDENTIAL_CHARS or not value.isascii() \
+                or "." not in value:
             return None
         user_id = value.rsplit(".", 1)[0]
-        if hmac.compare_digest(self._sign(user_id), value) and self._allowed(user_id):
-            return user_id
-        return None
+        if not user_id or not hmac.compare_digest(self._sign(user_id, domain).encode(),
+                                                  value.encode()):
+            return None
+        return user_id
+
+    def verify(self, value: str | None) -> str | None:
+        """The user id in a cookie value, or None when it is missing, malformed or forged."""
+        user_id = self._signed(value)
+        return user_id if user_id is not None and self._allowed(user_id) else None
 
     def _allowed(self, user_id: str) -> bool:
         if user_id.startswith("user:"):
@@ -152,31 +170,44 @@ class Identity:
     # ---- logins -----------------------------------------------------------------------------
 
     def login(self, name: str, password: str, client: str) -> str:
-        """The user id for a correct login; BusyError when this address failed too often,
-        ValueError for a wrong name or password (counted as a failed attempt)."""
-        if self.login_limiter.blocked(client):
-            raise BusyError(f"too many failed logins from this address: the limit is "
-                            f"{self.login_limiter.per_minute} per minute; wait a minute")
+        """The user id for a correct login; BusyError when this address or this account name
+        had too many attempts, ValueError for a wrong name or password.
+
+        The attempt is counted (per address and per name) BEFORE the password is hashed, so
+        parallel guesses cannot all pass the check; a correct login gives its count back."""
+        name = name[:MAX_CREDENTIAL_CHARS]
+        self.login_limiter.check(client)
+        self.account_limiter.check(name)
         salt, expected = self._users.get(name, self._dummy)  # same work for unknown names
         ok = hmac.compare_digest(_hash_password(password, salt), expected) and name in self._users
         if not ok:
-            self.login_limiter.check(client)
             raise ValueError("wrong user name or password")
+        self.login_limiter.refund(client)
+        self.account_limiter.refund(name)
         return f"user:{name}"
 
     # ---- API ----------------------------------------------------------------------------------
 
     def api_user(self, authorization: str | None) -> ApiUser | None:
-        """The API identity of a request, or None when a key is required and missing/wrong."""
-        if not self._api_keys:
-            return ApiUser(ANONYMOUS_API_USER)
+        """The API identity of a request, or None when a key is required and missing/wrong.
+
+        Without configured keys, a key this server issued names its caller; any other call
+        (no key, or a key the server never issued) is a new anonymous caller with a new key."""
         scheme, _, key = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        key = key.strip() if scheme.lower() == "bearer" else ""
+        if not self._api_keys:
+            anonymous = self._signed(key, domain="api-key:")
+            if anonymous is not None and anonymous.startswith(ISSUED_KEY_PREFIX):
+                return ApiUser("api:anon-" + anonymous[len(ISSUED_KEY_PREFIX):])
+            new = secrets.token_urlsafe(16)
+            return ApiUser("api:anon-" + new,
+                           issued_key=self._sign(ISSUED_KEY_PREFIX + new, domain="api-key:"))
+        if not key or len(key) > MAX_CREDENTIAL_CHARS:
             return None
-        digest = hashlib.sha256(key.strip().encode()).digest()
+        digest = hashlib.sha256(key.encode("utf-8", "replace")).digest()
         if not any(hmac.compare_digest(digest, k) for k in self._api_keys):
             return None
-        return ApiUser("api:" + hashlib.sha256(key.strip().encode()).hexdigest()[:16])
+        return ApiUser("api:" + hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def _cookies(scope: Scope) -> dict[str, str]:

@@ -39,14 +39,13 @@ class OperatorSessions:
 
     def login(self, address: str, token: str) -> str:
         """A new session id, or BusyError (too many attempts) / PermissionError (wrong)."""
-        if self.limiter.blocked(address):
-            self.limiter.check(address)  # raises with the wait time
+        self.limiter.check(address)  # counted before the compare: parallel guesses cannot race
         if not self.token:
             raise PermissionError("operator features are disabled on this server: set the "
                                   "admin token environment variable and restart")
-        if not hmac.compare_digest(token.encode(), self.token.encode()):
-            self.limiter.check(address)  # only failures count against the address
+        if not hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode()):
             raise PermissionError("wrong operator token")
+        self.limiter.refund(address)  # only failures count against the address
         session = secrets.token_urlsafe(32)
         with self._lock:
             self._sessions[session] = time.monotonic() + SESSION_SECONDS

@@ -1,7 +1,10 @@
 """One chat turn, end to end: check -> route -> retrieve -> prompt -> generate -> log.
 
 The browser, the OpenAI-compatible API and the benchmarks all go through `ChatService.ask`, so
-every answer is routed, grounded, logged and rateable the same way wherever it came from.
+every answer is routed, grounded, logged and rateable the same way wherever it came from. The
+question is logged (a pending turn) once the model has admitted it, and the answer completes that
+turn when it ends: a refused request writes nothing, and a crash mid-answer keeps the question.
+Each user may have `server.max_streams_per_user` answers in progress at once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Protocol
 from assistant.generation.loader import sampling_params
 from assistant.generation.reconciler import ServingState, adapter_name
 from assistant.generation.worker import StreamResult, TextGenerator, TokenStream
-from assistant.http.limits import RateLimiter
+from assistant.http.limits import ConcurrencyLimiter, RateLimiter
 from assistant.turns.routing import RolloutRoute, route
 from config import Config
 from core.domain import Arm, ServedPassage
@@ -55,6 +58,8 @@ class TurnHandle:
     result: StreamResult | None = None
     _started: float = field(default_factory=time.perf_counter)
     _finish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _release: Callable[[], None] = field(default=lambda: None, repr=False)
+    """Gives back what the turn holds (the user's stream slot), once, when it is logged."""
 
     def __iter__(self) -> Iterator[str]:
         try:
@@ -73,10 +78,14 @@ class TurnHandle:
         the turn is logged exactly once."""
         with self._finish_lock:
             if self.turn_id is None:
-                if not self._stream.done.is_set():
-                    self._stream.cancel()
-                self.result = self._stream.wait()
-                self.turn_id = self._log(self.result)
+                try:
+                    if not self._stream.done.is_set():
+                        self._stream.cancel()
+                    self.result = self._stream.wait()
+                    self.turn_id = self._log(self.result)
+                finally:
+                    release, self._release = self._release, lambda: None
+                    release()
             return self.turn_id
 
 
@@ -92,6 +101,7 @@ class ChatService:
         self.retriever = retriever
         self.state = state
         self.limiter = limiter or RateLimiter(cfg.server.rate_limit_per_minute)
+        self.streams = ConcurrencyLimiter(cfg.server.max_streams_per_user)
 
     def check_message(self, message: object) -> str:
         """The message stripped, or an InputError saying what is wrong with it."""
@@ -125,18 +135,30 @@ class ChatService:
         """
         question = self.check_message(message)
         if model not in MODEL_NAMES:
-            raise InputError(f"unknown model {model!r}: use one of {', '.join(MODEL_NAMES)}")
+            raise InputError(f"unknown model {str(model)[:80]!r}: use one of "
+                             f"{', '.join(MODEL_NAMES)}")
         self.limiter.check(user_id)
+        self.streams.acquire(user_id)
+        try:
+            return self._start(user_id, question, conversation_id, model, history, retry_of,
+                               sampling)
+        except BaseException:
+            self.streams.release(user_id)
+            raise
+
+    def _start(self, user_id: str, question: str, conversation_id: str | None, model: str,
+               history: Sequence[tuple[str, str]] | None, retry_of: str | None,
+               sampling: dict[str, Any]) -> TurnHandle:
         state = self.state()
         if history is not None and conversation_id is None:
             history = list(history)[-self.cfg.server.max_history_turns:] \
                 if self.cfg.server.max_history_turns else []
         else:
             history = None
-        conversation_id, arm, version = self._route(user_id, conversation_id, model, state,
-                                                    question)
+        conversation_id, arm, version, new = self._route(user_id, conversation_id, model,
+                                                         state, question)
         if history is None:
-            history = self._history(conversation_id, user_id, retry_of)
+            history = [] if new else self._history(conversation_id, user_id, retry_of)
         passages, note = self._retrieve(question)
         messages = build_messages(question, history, passages)
         prompt = encode_prompt(self.generator.tokenizer, messages,
@@ -145,26 +167,34 @@ class ChatService:
         stream = self.generator.stream(prompt.input_ids, adapter_name(version),
                                        sampling_params(self.cfg, **sampling))
 
-        turn_id = str(uuid.uuid4())
-
-        def write_log(result: StreamResult) -> str:
-            return logs.log_turn(
-                self.db, conversation_id=conversation_id, user_id=user_id, question=question,
-                answer=result.text, messages=prompt.messages, passages=passages,
-                adapter_version=version, arm=arm, prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens, latency_ms=result.total_s * 1000,
-                ttft_ms=result.ttft_s * 1000 if result.ttft_s is not None else None,
-                finish_reason=result.finish_reason, error=result.error, retrieval_note=note,
-                rollout_id=rollout_id, turn_id=turn_id)
-
         # Both arms' turns carry the running rollout's id, so the rule compares the canary
         # with production over the same period; pinned 'base' turns belong to neither arm.
         rollout_id = state.rollout_id if arm != "base" else None
+        try:  # admitted by the model: now the question is logged (with its conversation)
+            turn_id = logs.begin_turn(
+                self.db, conversation_id=conversation_id, user_id=user_id, question=question,
+                messages=prompt.messages, passages=passages, adapter_version=version, arm=arm,
+                rollout_id=rollout_id, retrieval_note=note, new_conversation=new)
+        except BaseException:
+            stream.cancel()
+            raise
+
+        def write_log(result: StreamResult) -> str:
+            return logs.complete_turn(
+                self.db, turn_id=turn_id, user_id=user_id, answer=result.text,
+                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                latency_ms=result.total_s * 1000,
+                ttft_ms=result.ttft_s * 1000 if result.ttft_s is not None else None,
+                finish_reason=result.finish_reason, error=result.error)
+
         return TurnHandle(conversation_id, arm, version, passages, note, prompt.dropped_turns,
-                          stream, write_log, id=turn_id)
+                          stream, write_log, id=turn_id,
+                          _release=lambda: self.streams.release(user_id))
 
     def _route(self, user_id: str, conversation_id: str | None, model: str,
-               state: ServingState, question: str) -> tuple[str, Arm, int]:
+               state: ServingState, question: str
+               ) -> tuple[str, Arm, int, dict[str, Any] | None]:
+        """(conversation id, arm, adapter version, the new conversation to create or None)."""
         canary_live = state.canary_version is not None and state.rollout_id is not None
         if model == "base":
             arm, version = "base", 0
@@ -183,18 +213,16 @@ class ChatService:
                     conversation_id, RolloutRoute(state.rollout_id or "", state.canary_weight)
             ) == "canary":
                 arm, version = "canary", state.canary_version
-            logs.create_conversation(
-                self.db, user_id, title=_title(question), arm=arm, adapter_version=version,
-                rollout_id=state.rollout_id if arm == "canary" else None,
-                conversation_id=conversation_id)
-            return conversation_id, arm, int(version or 0)
+            new = {"title": _title(question), "arm": arm, "adapter_version": version,
+                   "rollout_id": state.rollout_id if arm == "canary" else None}
+            return conversation_id, arm, int(version or 0), new
         conv = logs.get_conversation(self.db, conversation_id, user_id)
         # Sticky: a canary conversation stays on the canary while that rollout runs.
         if (model == "assistant" and conv.arm == "canary" and canary_live
                 and conv.rollout_id == state.rollout_id
                 and conv.adapter_version == state.canary_version):
             arm, version = "canary", state.canary_version
-        return conversation_id, arm, int(version or 0)
+        return conversation_id, arm, int(version or 0), None
 
     def _history(self, conversation_id: str, user_id: str, retry_of: str | None = None
                  ) -> list[tuple[str, str]]:

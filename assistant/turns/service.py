@@ -68,6 +68,8 @@ class Services:
         self.ratings.check(user_id)
         if not isinstance(turn_id, str) or not turn_id:
             raise InputError("the answer id must be a non-empty string")
+        if logs.is_pending(self.db, turn_id, user_id):
+            raise InputError("this answer is still being written: rate it once it is complete")
         vote = logs.set_feedback(self.db, turn_id=turn_id, user_id=user_id,
                                  rating=rating,  # type: ignore[arg-type]
                                  comment=comment or None,  # type: ignore[arg-type]
@@ -82,8 +84,18 @@ class Services:
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, details): model worker alive, database answering, Milvus reachable."""
         checks: dict[str, Any] = {}
-        checks["model"] = {"ok": self.generator.alive(),
+        state = self.generator.admission()
+        alive = bool(state["worker_alive"])
+        checks["model"] = {"ok": alive and bool(state["admitting"]),
+                           "admitting": alive and bool(state["admitting"]),
+                           "queued": state.get("queued"), "max_queued": state.get("max_queued"),
                            "adapters": self.generator.adapter_names()}
+        if not alive:
+            checks["model"]["error"] = "the model worker thread has stopped"
+        elif not state["admitting"]:
+            checks["model"]["error"] = (f"the model worker cannot admit work: "
+                                        f"{state.get('queued')} of {state.get('max_queued')} "
+                                        "queue slots are taken")
         try:
             with self.db.reader() as cur:
                 cur.execute("SELECT 1").fetchone()
@@ -144,6 +156,10 @@ def build_services(cfg: Config, generator: ModelWorker | None = None) -> Service
     """Open the database, load the model (and the adapters that serve), open the retriever."""
     db = open_database(database_path(cfg))
     try:
+        closed = logs.close_unfinished_turns(db)  # answers a stopped process left unfinished
+        if closed:
+            log.warning("%d answer(s) were left unfinished when the server last stopped; their "
+                        "questions are kept, marked as failed", closed)
         generator = generator or build_worker(cfg)
         reconciler = AdapterReconciler(cfg, db, generator)
         reconciler()  # load production and canary adapters now, not on the first question

@@ -137,7 +137,10 @@ class LearningLoop:
     open_paths: tuple[str, ...] = ("/console/", "/operator/")
 
     def install(self, app: FastAPI) -> None:
-        app.include_router(admin_router(self.operator, self.token))
+        cfg = self.operator.cfg
+        app.include_router(admin_router(self.operator, self.token,
+                                        cfg.server.login_attempts_per_minute,
+                                        cfg.server.admin_token_env))
         mount_console(app, self.operator, self.sessions)
 
     def start(self) -> None:
