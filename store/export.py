@@ -22,7 +22,7 @@ _EXPORT_SQL = """
     WITH v AS (
         SELECT turn_id, list(struct_pack(user_id := user_id, rating := rating,
                                          comment := comment, correction := correction,
-                                         created_at := created_at, updated_at := updated_at)
+                                         reasons := reasons::VARCHAR, created_at := created_at, updated_at := updated_at)
                              ORDER BY updated_at) AS feedback
         FROM feedback GROUP BY turn_id),
     tt AS (
@@ -58,6 +58,8 @@ def _jsonl_row(row: dict[str, Any]) -> dict[str, Any]:
         turn["messages"] = json.loads(turn["messages"])
         turn["passages"] = json.loads(turn["passages"])
         turn["feedback"] = turn.get("feedback") or []
+        for vote in turn["feedback"]:
+            vote["reasons"] = json.loads(vote["reasons"] or "[]")
     row["turns"] = turns
     return row
 
@@ -91,3 +93,25 @@ def export_conversations(db: Database, out_dir: Path, user_id: str | None = None
         raise StoreError(f"cannot write the export to {out_dir}: {exc}") from None
     return ExportReport(files=[str(parquet_path), str(jsonl_path)], conversations=len(rows),
                         turns=turns, votes=votes)
+
+
+def export_user(db: Database, user_id: str) -> dict[str, Any]:
+    """Everything stored about one user as one JSON-ready document: their conversations with
+    turns and votes (through `export_conversations`, as `main.py export --user` writes them)
+    and their preferences between answers and retries. Nothing is left on disk."""
+    import dataclasses
+    import tempfile
+
+    from store.preferences import user_preferences
+
+    with tempfile.TemporaryDirectory(prefix="assistant-export-") as tmp:
+        report = export_conversations(db, Path(tmp), user_id)
+        with (Path(tmp) / JSONL_NAME).open(encoding="utf-8") as f:
+            conversations = [json.loads(line) for line in f if line.strip()]
+    preferences = [{k: (_json_default(v) if isinstance(v, datetime) else v)
+                    for k, v in dataclasses.asdict(p).items() if k != "messages"}
+                   for p in user_preferences(db, user_id)]
+    return {"user_id": user_id, "exported_at": _json_default(datetime.now(UTC)),
+            "conversations": conversations, "preferences": preferences,
+            "counts": {"conversations": report.conversations, "turns": report.turns,
+                       "votes": report.votes, "preferences": len(preferences)}}

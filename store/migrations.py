@@ -95,9 +95,24 @@ def m002_training(cur: duckdb.DuckDBPyConnection) -> None:
             updated_at TIMESTAMP NOT NULL, ended_at TIMESTAMP)""")
 
 
+def m005_feedback_reasons_and_preferences(cur: duckdb.DuckDBPyConnection) -> None:
+    """Reason chips on votes (JSON list of FeedbackReason), and users' preferences between an
+    answer and its retry (one row per retry turn, changeable)."""
+    cur.execute("ALTER TABLE feedback ADD COLUMN reasons JSON DEFAULT '[]'")
+    cur.execute("ALTER TABLE feedback_history ADD COLUMN reasons JSON")
+    cur.execute("""
+        CREATE TABLE preferences (
+            retry_turn_id VARCHAR PRIMARY KEY, original_turn_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL, conversation_id VARCHAR NOT NULL,
+            preferred VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL)""")
+    cur.execute("CREATE INDEX preferences_user ON preferences (user_id)")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_logs_and_registry,
     m002_training,
+    m005_feedback_reasons_and_preferences,
 ]
 
 
