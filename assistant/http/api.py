@@ -277,11 +277,13 @@ def api_router(services: Services) -> APIRouter:
             raise ApiError(400, "'rating' must be 'up', 'down' or null (withdraw the vote)")
         comment = _opt(data, "comment", str, "a string")
         correction = _opt(data, "correction", str, "a string")
+        reasons = _opt(data, "reasons", list, f"a list of reasons ({', '.join(logs.REASONS)})")
         vote = await run_in_threadpool(services.rate, user_id, turn_id, rating, comment,
-                                       correction)
+                                       correction, reasons)
         return JSONResponse({"id": turn_id, "rating": vote.rating if vote else None,
                              "comment": vote.comment if vote else None,
-                             "correction": vote.correction if vote else None})
+                             "correction": vote.correction if vote else None,
+                             "reasons": list(vote.reasons) if vote else []})
 
     @router.post("/feedback")
     async def post_feedback(request: Request) -> Response:
