@@ -180,3 +180,73 @@ def test_a_passage_heading_is_read_back_from_the_chunk_format():
         heading, body = split_heading(chunk.text)
         assert heading == chunk.heading
         assert (f"{heading}\n\n{body}" if heading else body) == chunk.text
+
+
+def test_gradio_client_rates_with_reasons(alice, services):
+    client, user = alice
+    answer = client.predict("Is this answer too long?", api_name="/chat")
+    result = client.predict(answer["turn_id"], "down", "", "", ["too_long", "other"],
+                            api_name="/rate")
+    assert result["reasons"] == ["too_long", "other"]
+    (turn,) = logs.conversation_turns(services.db, answer["conversation_id"], user)
+    assert turn.votes[0].reasons == ("too_long", "other")
+
+
+def test_a_retry_compared_with_the_earlier_answer_is_stored_as_a_pair(services):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from assistant.pages.chat_compare import Compare
+    from assistant.pages.chat_page import ChatPage, new_state
+    from store import preferences
+
+    page, compare = ChatPage(services), Compare(services)
+    ann = SimpleNamespace(username="anon-comparer", session_hash="s-cmp")
+    *_, (_, state, _, _) = list(page.send("Name a fruit.", new_state(), ann))
+    assert compare.show(state)[0]["visible"] is False  # nothing to compare yet
+    *_, (_, state, _, _) = list(page.retry(state, ann))
+    panel, text = compare.show(state)
+    first, again = logs.conversation_turns(services.db, state["id"], "anon-comparer")
+    assert panel["visible"] is True and "Which answer was better?" in text
+    # Someone else's session cannot mark this user's pair.
+    with pytest.raises(gr.Error, match="not found for this user"):
+        compare.prefer_original(dict(state), SimpleNamespace(username="anon-other",
+                                                             session_hash="s-x"))
+    state, panel, text = compare.prefer_original(state, ann)
+    assert "You marked the earlier answer as better" in text
+    (pair,) = [p for p in preferences.preference_pairs(services.db)
+               if p.user_id == "anon-comparer"]
+    assert (pair.chosen_turn_id, pair.rejected_turn_id) == (first.id, again.id)
+    # A new question ends the comparison.
+    *_, (_, state, _, _) = list(page.send("Another?", state, ann))
+    assert compare.show(state)[0]["visible"] is False
+
+
+def test_my_data_callbacks_never_reach_another_users_conversation(services):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from assistant.pages.chat_data import MyData
+    from assistant.pages.chat_page import ChatPage, new_state
+
+    page, mine = ChatPage(services), MyData(services)
+    owner = SimpleNamespace(username="anon-owner", session_hash="s-own")
+    intruder = SimpleNamespace(username="anon-intruder", session_hash="s-int")
+    *_, (_, state, _, _) = list(page.send("Owner's private question", new_state(), owner))
+    stolen = {**new_state(), "id": state["id"]}  # the intruder knows the id
+    with pytest.raises(gr.Error, match="not found for this user"):
+        mine.rename("mine now", "", stolen, intruder)
+    with pytest.raises(gr.Error, match="not found for this user"):
+        mine.ask_delete(stolen, intruder)
+    with pytest.raises(gr.Error, match="not found for this user"):
+        mine.delete("", stolen, intruder)
+    assert mine.search("private", stolen, intruder)["choices"] == []
+    assert "Owner's private" not in mine.export(intruder)
+    mine.forget(intruder)  # deletes only the intruder's own (empty) data
+    (conv,) = logs.list_conversations(services.db, "anon-owner")
+    assert conv.title == "Owner's private question" and conv.turn_count == 1
+    assert "Owner's private question" in mine.export(owner)
+    with pytest.raises(gr.Error, match="search"):
+        mine.search("x" * 1000, state, owner)
