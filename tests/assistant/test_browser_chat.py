@@ -18,6 +18,8 @@ grounded = test_browser.grounded
 
 
 def shot(page, name: str) -> None:  # noqa: ANN001
+    """A full-page screenshot once the page is idle (no event still processing)."""
+    page.wait_for_function("!document.body.innerText.includes('processing |')")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
