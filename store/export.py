@@ -24,7 +24,9 @@ _EXPORT_SQL = """
                                          comment := comment, correction := correction,
                                          reasons := reasons::VARCHAR, created_at := created_at, updated_at := updated_at)
                              ORDER BY updated_at) AS feedback
-        FROM feedback GROUP BY turn_id),
+        FROM feedback
+        WHERE ?1::VARCHAR IS NULL OR turn_id IN (SELECT id FROM turns WHERE user_id = ?1)
+        GROUP BY turn_id),
     tt AS (
         SELECT t.conversation_id,
                list(struct_pack(turn_id := t.id, created_at := t.created_at,
@@ -37,11 +39,13 @@ _EXPORT_SQL = """
                                 finish_reason := t.finish_reason, error := t.error,
                                 retrieval_note := t.retrieval_note, feedback := v.feedback)
                     ORDER BY t.created_at, t.id) AS turns
-        FROM turns t LEFT JOIN v ON v.turn_id = t.id GROUP BY t.conversation_id)
+        FROM turns t LEFT JOIN v ON v.turn_id = t.id
+        WHERE ?1::VARCHAR IS NULL OR t.user_id = ?1  -- a turn's user is its conversation's
+        GROUP BY t.conversation_id)
     SELECT c.id AS conversation_id, c.user_id, c.title, c.arm, c.adapter_version, c.rollout_id,
            c.created_at, tt.turns
     FROM conversations c LEFT JOIN tt ON tt.conversation_id = c.id
-    WHERE ?::VARCHAR IS NULL OR c.user_id = ?
+    WHERE ?1::VARCHAR IS NULL OR c.user_id = ?1
     ORDER BY c.created_at, c.id"""
 
 
@@ -74,7 +78,7 @@ def export_conversations(db: Database, out_dir: Path, user_id: str | None = None
     except OSError as exc:
         raise StoreError(f"cannot create the export folder {out_dir}: {exc}") from None
     with db.reader() as cur:
-        table = cur.sql(_EXPORT_SQL, params=[user_id, user_id]).to_arrow_table()
+        table = cur.sql(_EXPORT_SQL, params=[user_id]).to_arrow_table()
     parquet_path, jsonl_path = out_dir / PARQUET_NAME, out_dir / JSONL_NAME
     rows = table.to_pylist()
     turns = sum(len(r["turns"] or []) for r in rows)
