@@ -343,7 +343,8 @@ def build_chat(services: Services) -> gr.Blocks:
                       chatbot.clear(page.new_conversation, None, cleared, **private),
                       new_btn.click(page.new_conversation, None, cleared, **private),
                       past.input(page.open_conversation, [past], [state, chatbot], **private)):
-            event.then(compared.show, [state], compare_out, **private)
+            event.then(compared.show, [state], compare_out, **private).then(
+                mine.search, [search, state], past, **private)  # the list keeps the filter
         stop_btn.click(page.stop, None, None, **private)
         chatbot.like(page.on_like, [state],
                      [pending, panel, thanks, comment, correction, reasons], **private)
