@@ -143,6 +143,9 @@ def test_search_rename_delete_and_download_your_own_conversations(
         finished(page_b)
         for question in ("Where do tulips grow?", "What is DuckDB?", "Roses or tulips?"):
             page.locator("#new-conversation").click()
+            # A person types once the chat has emptied (the new conversation is open).
+            page.wait_for_function(
+                "document.querySelectorAll('#chat [data-testid=\"bot\"]').length === 0")
             send(page, question)
             finished(page)
             page.locator("#conversations").get_by_text(question).wait_for()
