@@ -168,3 +168,34 @@ def test_export_holds_the_users_conversations_votes_reasons_and_preferences(
     assert (pref["chosen"], pref["rejected"]) == ("All yours.", "Yours.")
     assert data["counts"] == {"conversations": 1, "turns": 2, "votes": 1, "preferences": 1}
     assert export_user(db, "nobody")["conversations"] == []
+
+
+def test_votes_cast_before_the_reasons_migration_read_back_with_none(tmp_path: Path) -> None:
+    import duckdb
+
+    from store import migrations
+    from store.db import open_database
+
+    path = tmp_path / "old.duckdb"
+    conn = duckdb.connect(str(path))
+    saved = migrations.MIGRATIONS[:]
+    try:
+        migrations.MIGRATIONS[:] = saved[:2]  # the schema before m005
+        migrations.apply_migrations(conn)
+    finally:
+        migrations.MIGRATIONS[:] = saved
+    conn.execute("INSERT INTO conversations VALUES ('c1', 'alice', 't', 'production', 0, "
+                 "NULL, now())")
+    conn.execute("INSERT INTO turns VALUES ('t1', 'c1', 'alice', 'q', 'a', '[]', '[]', 0, "
+                 "'production', NULL, 1, 1, 1.0, NULL, 'stop', NULL, NULL, now())")
+    conn.execute("INSERT INTO feedback VALUES ('t1', 'alice', 'down', 'old', NULL, now(), "
+                 "now())")
+    conn.close()
+    db = open_database(path)  # applies m005 to the populated database
+    try:
+        (turn,) = conversation_turns(db, "c1", "alice")
+        assert [(v.rating, v.comment, v.reasons) for v in turn.votes] == [("down", "old", ())]
+        assert set_feedback(db, turn_id="t1", user_id="alice", rating="down",
+                            reasons=["unsafe"]).reasons == ("unsafe",)  # type: ignore[union-attr]
+    finally:
+        db.close()
