@@ -71,7 +71,8 @@ def raw_units(conn: duckdb.DuckDBPyConnection, seconds: float, one_transaction: 
         conn.execute("INSERT INTO turns VALUES (?, 'c', 'u', 'q', 'a', '[]', '[]', 0, "
                      "'production', NULL, 120, 12, 850.0, 90.0, 'stop', NULL, NULL, ?)",
                      [turn, now])
-        conn.execute("INSERT INTO feedback VALUES (?, 'u', 'up', NULL, NULL, ?, ?)",
+        conn.execute("INSERT INTO feedback (turn_id, user_id, rating, comment, correction, "
+                     "created_at, updated_at) VALUES (?, 'u', 'up', NULL, NULL, ?, ?)",
                      [turn, now, now])
         n += 1
     if one_transaction:
@@ -107,7 +108,8 @@ def generate_turns(path: Path, turns: int, rated_share: float) -> datetime:
         FROM range(?) r(i)""", [end, turns, turns, turns])
     step = max(1, round(1 / rated_share))
     conn.execute("""
-        INSERT INTO feedback
+        INSERT INTO feedback (turn_id, user_id, rating, comment, correction, created_at,
+                              updated_at)
         SELECT t.id, t.user_id, CASE WHEN hash(t.id) % 4 = 0 THEN 'down' ELSE 'up' END,
                NULL, CASE WHEN hash(t.id) % 8 = 0 THEN 'A corrected answer.' END,
                t.created_at + INTERVAL 1 MINUTE, t.created_at + INTERVAL 1 MINUTE

@@ -11,6 +11,11 @@ Arm = Literal["production", "canary", "base"]
 """Which adapter answered a turn: production, the canary, or the bare base (pinned by API)."""
 RoutedArm = Literal["production", "canary"]
 """The arms the canary split routes conversations to."""
+FeedbackReason = Literal["wrong", "not_helpful", "too_long", "ignored_instructions", "unsafe",
+                         "other"]
+"""Why a user gave 👎 (chips beside the comment); several may apply to one vote."""
+PreferenceChoice = Literal["original", "retry"]
+"""Which of two answers to the same question the user preferred after a retry."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,30 @@ class Vote:
     rating: Rating
     comment: str | None
     correction: str | None
+    at: datetime
+    reasons: tuple[FeedbackReason, ...] = ()
+    """Reason chips picked with a 👎 (empty for 👍 and for votes without any)."""
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """Two answers to the same question in one conversation (an answer and its retry), and
+    which one the user marked better: the input of a preference loss (DPO/KTO pairs).
+
+    `messages` are the prompt the chosen answer was generated from (system with passages,
+    history, question), exactly as served."""
+
+    user_id: str
+    conversation_id: str
+    question: str
+    messages: list[dict[str, str]]
+    chosen_turn_id: str
+    chosen: str
+    chosen_adapter_version: int
+    rejected_turn_id: str
+    rejected: str
+    rejected_adapter_version: int
+    preferred: PreferenceChoice
     at: datetime
 
 
@@ -292,3 +321,5 @@ class ForgetReport:
     dataset_files_rewritten: list[str]
     dataset_lines_removed: int
     trained_datasets_kept: list[str]
+    preferences: int = 0
+    """Preferences between an answer and its retry that were removed."""

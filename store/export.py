@@ -22,9 +22,11 @@ _EXPORT_SQL = """
     WITH v AS (
         SELECT turn_id, list(struct_pack(user_id := user_id, rating := rating,
                                          comment := comment, correction := correction,
-                                         created_at := created_at, updated_at := updated_at)
+                                         reasons := reasons::VARCHAR, created_at := created_at, updated_at := updated_at)
                              ORDER BY updated_at) AS feedback
-        FROM feedback GROUP BY turn_id),
+        FROM feedback
+        WHERE ?1::VARCHAR IS NULL OR turn_id IN (SELECT id FROM turns WHERE user_id = ?1)
+        GROUP BY turn_id),
     tt AS (
         SELECT t.conversation_id,
                list(struct_pack(turn_id := t.id, created_at := t.created_at,
@@ -37,11 +39,13 @@ _EXPORT_SQL = """
                                 finish_reason := t.finish_reason, error := t.error,
                                 retrieval_note := t.retrieval_note, feedback := v.feedback)
                     ORDER BY t.created_at, t.id) AS turns
-        FROM turns t LEFT JOIN v ON v.turn_id = t.id GROUP BY t.conversation_id)
+        FROM turns t LEFT JOIN v ON v.turn_id = t.id
+        WHERE ?1::VARCHAR IS NULL OR t.user_id = ?1  -- a turn's user is its conversation's
+        GROUP BY t.conversation_id)
     SELECT c.id AS conversation_id, c.user_id, c.title, c.arm, c.adapter_version, c.rollout_id,
            c.created_at, tt.turns
     FROM conversations c LEFT JOIN tt ON tt.conversation_id = c.id
-    WHERE ?::VARCHAR IS NULL OR c.user_id = ?
+    WHERE ?1::VARCHAR IS NULL OR c.user_id = ?1
     ORDER BY c.created_at, c.id"""
 
 
@@ -58,6 +62,8 @@ def _jsonl_row(row: dict[str, Any]) -> dict[str, Any]:
         turn["messages"] = json.loads(turn["messages"])
         turn["passages"] = json.loads(turn["passages"])
         turn["feedback"] = turn.get("feedback") or []
+        for vote in turn["feedback"]:
+            vote["reasons"] = json.loads(vote["reasons"] or "[]")
     row["turns"] = turns
     return row
 
@@ -72,7 +78,7 @@ def export_conversations(db: Database, out_dir: Path, user_id: str | None = None
     except OSError as exc:
         raise StoreError(f"cannot create the export folder {out_dir}: {exc}") from None
     with db.reader() as cur:
-        table = cur.sql(_EXPORT_SQL, params=[user_id, user_id]).to_arrow_table()
+        table = cur.sql(_EXPORT_SQL, params=[user_id]).to_arrow_table()
     parquet_path, jsonl_path = out_dir / PARQUET_NAME, out_dir / JSONL_NAME
     rows = table.to_pylist()
     turns = sum(len(r["turns"] or []) for r in rows)
@@ -91,3 +97,25 @@ def export_conversations(db: Database, out_dir: Path, user_id: str | None = None
         raise StoreError(f"cannot write the export to {out_dir}: {exc}") from None
     return ExportReport(files=[str(parquet_path), str(jsonl_path)], conversations=len(rows),
                         turns=turns, votes=votes)
+
+
+def export_user(db: Database, user_id: str) -> dict[str, Any]:
+    """Everything stored about one user as one JSON-ready document: their conversations with
+    turns and votes (through `export_conversations`, as `main.py export --user` writes them)
+    and their preferences between answers and retries. Nothing is left on disk."""
+    import dataclasses
+    import tempfile
+
+    from store.preferences import user_preferences
+
+    with tempfile.TemporaryDirectory(prefix="assistant-export-") as tmp:
+        report = export_conversations(db, Path(tmp), user_id)
+        with (Path(tmp) / JSONL_NAME).open(encoding="utf-8") as f:
+            conversations = [json.loads(line) for line in f if line.strip()]
+    preferences = [{k: (_json_default(v) if isinstance(v, datetime) else v)
+                    for k, v in dataclasses.asdict(p).items() if k != "messages"}
+                   for p in user_preferences(db, user_id)]
+    return {"user_id": user_id, "exported_at": _json_default(datetime.now(UTC)),
+            "conversations": conversations, "preferences": preferences,
+            "counts": {"conversations": report.conversations, "turns": report.turns,
+                       "votes": report.votes, "preferences": len(preferences)}}

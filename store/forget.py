@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from core.domain import ForgetReport
-from errors import StoreError
+from errors import NotFoundError, StoreError
 from store.datasets import SPLITS, trained_dataset_ids
 from store.db import Cursor, Database, one_row
 from store.events import insert_event
@@ -93,6 +93,31 @@ def refresh_manifest(folder: Path) -> None:
     os.replace(tmp, manifest_path)
 
 
+def _scrub_datasets(db: Database, turn_ids: set[str], data_dir: Path, include_trained: bool
+                    ) -> tuple[list[str], list[str], int]:
+    """Remove the examples of `turn_ids` from dataset folders not trained on (all with
+    include_trained): (files rewritten, trained datasets that keep them, lines removed)."""
+    trained = trained_dataset_ids(db)
+    rewritten: list[str] = []
+    kept: list[str] = []
+    lines_removed = 0
+    root = Path(data_dir) / "datasets"
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for folder in folders if turn_ids else []:
+        keep = folder.name in trained and not include_trained
+        for split in SPLITS:
+            path = folder / f"{split}.jsonl"
+            removed = scrub_file(path, turn_ids, dry_run=keep)
+            if removed and keep:
+                kept.append(folder.name)
+            elif removed:
+                rewritten.append(str(path))
+                lines_removed += removed
+        if not keep and any(r.startswith(str(folder) + os.sep) for r in rewritten):
+            refresh_manifest(folder)
+    return rewritten, sorted(set(kept)), lines_removed
+
+
 def _user_turn_ids(db: Database, user_id: str) -> set[str]:
     with db.reader() as cur:
         return {r[0] for r in cur.execute(
@@ -114,25 +139,7 @@ def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: 
     user_id = check_id("user_id", user_id)
     digest = user_hash(user_id)
     turn_ids = _user_turn_ids(db, user_id)
-    trained = trained_dataset_ids(db)
-    rewritten: list[str] = []
-    kept: list[str] = []
-    lines_removed = 0
-    root = Path(data_dir) / "datasets"
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    for folder in folders if turn_ids else []:
-        keep = folder.name in trained and not include_trained
-        for split in SPLITS:
-            path = folder / f"{split}.jsonl"
-            removed = scrub_file(path, turn_ids, dry_run=keep)
-            if removed and keep:
-                kept.append(folder.name)
-            elif removed:
-                rewritten.append(str(path))
-                lines_removed += removed
-        if not keep and any(r.startswith(str(folder) + os.sep) for r in rewritten):
-            refresh_manifest(folder)
-    kept = sorted(set(kept))
+    rewritten, kept, lines_removed = _scrub_datasets(db, turn_ids, data_dir, include_trained)
 
     def run(cur: Cursor) -> dict[str, int]:
         cur.execute("CREATE OR REPLACE TEMP TABLE forget_turns (id VARCHAR)")
@@ -140,6 +147,9 @@ def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: 
             cur.executemany("INSERT INTO forget_turns VALUES (?)", [[t] for t in sorted(turn_ids)])
         counts = {}
         for name, sql, params in (
+            ("preferences", "DELETE FROM preferences WHERE user_id = ? OR retry_turn_id IN "
+             "(SELECT id FROM forget_turns) OR original_turn_id IN "
+             "(SELECT id FROM forget_turns)", [user_id]),
             ("dataset_examples", "DELETE FROM dataset_examples WHERE turn_id IN "
              "(SELECT id FROM forget_turns)", []),
             ("vote_history", "DELETE FROM feedback_history WHERE user_id = ? OR turn_id IN "
@@ -165,4 +175,56 @@ def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: 
                         vote_history=counts["vote_history"],
                         dataset_examples=counts["dataset_examples"],
                         dataset_files_rewritten=rewritten, dataset_lines_removed=lines_removed,
-                        trained_datasets_kept=kept)
+                        trained_datasets_kept=kept, preferences=counts["preferences"])
+
+
+def forget_conversation(db: Database, user_id: str, conversation_id: str, data_dir: Path, *,
+                        actor: str = "user") -> ForgetReport:
+    """Delete one of the user's conversations the way `forget_user` deletes a user: its turns,
+    the votes and vote history on them, the preferences between them, their dataset rows and
+    their examples in dataset folders not yet trained on. NotFoundError when the conversation
+    is not the user's (another user's reads like an unknown one)."""
+    user_id = check_id("user_id", user_id)
+    conversation_id = check_id("conversation_id", conversation_id)
+    digest = user_hash(user_id)
+    with db.reader() as cur:
+        if cur.execute("SELECT 1 FROM conversations WHERE id = ? AND user_id = ?",
+                       [conversation_id, user_id]).fetchone() is None:
+            raise NotFoundError(f"conversation {conversation_id!r} was not found for this "
+                                "user: pick one from your list")
+        turn_ids = {r[0] for r in cur.execute(
+            "SELECT id FROM turns WHERE conversation_id = ?", [conversation_id]).fetchall()}
+    rewritten, kept, lines_removed = _scrub_datasets(db, turn_ids, data_dir, False)
+
+    def run(cur: Cursor) -> dict[str, int]:
+        cur.execute("CREATE OR REPLACE TEMP TABLE forget_turns (id VARCHAR)")
+        if turn_ids:
+            cur.executemany("INSERT INTO forget_turns VALUES (?)", [[t] for t in sorted(turn_ids)])
+        counts = {}
+        for name, sql, params in (
+            ("preferences", "DELETE FROM preferences WHERE conversation_id = ? OR retry_turn_id "
+             "IN (SELECT id FROM forget_turns) OR original_turn_id IN "
+             "(SELECT id FROM forget_turns)", [conversation_id]),
+            ("dataset_examples", "DELETE FROM dataset_examples WHERE turn_id IN "
+             "(SELECT id FROM forget_turns)", []),
+            ("vote_history", "DELETE FROM feedback_history WHERE turn_id IN "
+             "(SELECT id FROM forget_turns)", []),
+            ("votes", "DELETE FROM feedback WHERE turn_id IN (SELECT id FROM forget_turns)", []),
+            ("turns", "DELETE FROM turns WHERE id IN (SELECT id FROM forget_turns)", []),
+            ("conversations", "DELETE FROM conversations WHERE id = ? AND user_id = ?",
+             [conversation_id, user_id]),
+        ):
+            counts[name] = cur.execute(sql, params).fetchone()[0]
+        cur.execute("DROP TABLE forget_turns")
+        insert_event(cur, actor, "conversation.forget", f"user:{digest}",
+                     {**counts, "dataset_files_rewritten": rewritten,
+                      "dataset_lines_removed": lines_removed, "trained_datasets_kept": kept})
+        return counts
+
+    counts = db.write(run)
+    return ForgetReport(user_hash=digest, conversations=counts["conversations"],
+                        turns=counts["turns"], votes=counts["votes"],
+                        vote_history=counts["vote_history"],
+                        dataset_examples=counts["dataset_examples"],
+                        dataset_files_rewritten=rewritten, dataset_lines_removed=lines_removed,
+                        trained_datasets_kept=kept, preferences=counts["preferences"])

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, get_args
 
-from core.domain import Arm, Conversation, Rating, ServedPassage, Turn, Vote
+from core.domain import Arm, Conversation, FeedbackReason, Rating, ServedPassage, Turn, Vote
 from errors import InputError, NotFoundError
 from store.db import Cursor, Database, one_row
 from store.values import (
@@ -35,6 +35,7 @@ from store.values import (
 
 ARMS: tuple[str, ...] = get_args(Arm)
 RATINGS: tuple[str, ...] = get_args(Rating)
+REASONS: tuple[str, ...] = get_args(FeedbackReason)
 
 
 def _conversation_missing(conversation_id: str) -> NotFoundError:
@@ -294,9 +295,10 @@ def passages_from_json(text: str) -> list[ServedPassage]:
 
 
 def vote_from_row(row: Sequence[Any]) -> Vote:
-    """(user_id, rating, comment, correction, updated_at) -> Vote."""
+    """(user_id, rating, comment, correction, updated_at[, reasons JSON]) -> Vote."""
+    reasons = tuple(from_json(row[5], []) or ()) if len(row) > 5 else ()
     return Vote(user_id=row[0], rating=row[1], comment=row[2], correction=row[3],
-                at=aware(row[4]))
+                at=aware(row[4]), reasons=reasons)
 
 
 def conversation_turns(db: Database, conversation_id: str, user_id: str) -> list[Turn]:
@@ -313,8 +315,8 @@ def conversation_turns(db: Database, conversation_id: str, user_id: str) -> list
             [conversation_id, user_id]).fetchall()
         votes: dict[str, list[Vote]] = defaultdict(list)
         for v in cur.execute(
-                "SELECT f.turn_id, f.user_id, f.rating, f.comment, f.correction, f.updated_at "
-                "FROM feedback f JOIN turns t ON t.id = f.turn_id "
+                "SELECT f.turn_id, f.user_id, f.rating, f.comment, f.correction, f.updated_at, "
+                "f.reasons FROM feedback f JOIN turns t ON t.id = f.turn_id "
                 "WHERE t.conversation_id = ? ORDER BY f.updated_at",
                 [conversation_id]).fetchall():
             votes[v[0]].append(vote_from_row(v[1:]))
@@ -328,9 +330,29 @@ def conversation_turns(db: Database, conversation_id: str, user_id: str) -> list
 
 # ---- feedback --------------------------------------------------------------------------------
 
+def check_reasons(reasons: object, rating: str | None) -> tuple[str, ...]:
+    """The 👎 reason chips, deduplicated in order; InputError naming the bad one otherwise."""
+    if reasons is None:
+        return ()
+    if not isinstance(reasons, (list, tuple)) or len(reasons) > len(REASONS):
+        raise InputError(f"reasons must be a list of at most {len(REASONS)} of: "
+                         f"{', '.join(REASONS)}")
+    out: list[str] = []
+    for reason in reasons:
+        check_choice("reason", reason, REASONS)
+        if reason not in out:
+            out.append(reason)
+    if out and rating != "down":
+        raise InputError("reasons explain a thumbs down: send them with rating 'down'")
+    return tuple(out)
+
+
 def set_feedback(db: Database, *, turn_id: str, user_id: str, rating: str | None,
-                 comment: str | None = None, correction: str | None = None) -> Vote | None:
+                 comment: str | None = None, correction: str | None = None,
+                 reasons: Sequence[str] | None = None) -> Vote | None:
     """Set, change (rating 'up'/'down') or withdraw (rating None) the user's vote on an answer.
+
+    `reasons` (👎 only) are FeedbackReason chips stored with the vote.
 
     One vote per user per answer; every change is also appended to feedback_history. Only the
     user the answer was given to may rate it: anyone else gets the same NotFoundError as for
@@ -342,6 +364,8 @@ def set_feedback(db: Database, *, turn_id: str, user_id: str, rating: str | None
     correction = check_text("correction", correction, MAX_TEXT_CHARS, optional=True)
     if rating is None and (comment or correction):
         raise InputError("a comment or correction needs a rating: pass rating='up' or 'down'")
+    chips = check_reasons(reasons, rating)
+    chips_json = to_json("reasons", list(chips))
     at = to_db(now())
 
     def run(cur: Cursor) -> Vote | None:
@@ -358,18 +382,19 @@ def set_feedback(db: Database, *, turn_id: str, user_id: str, rating: str | None
             return None
         # The owner check is the upsert's own WHERE: DuckDB statements cost ~0.5 ms each here.
         (written,) = one_row(cur.execute(
-            "INSERT INTO feedback SELECT id, user_id, ?, ?, ?, ?, ? FROM turns "
+            "INSERT INTO feedback (turn_id, user_id, rating, comment, correction, created_at, "
+            "updated_at, reasons) SELECT id, user_id, ?, ?, ?, ?, ?, ? FROM turns "
             "WHERE id = ? AND user_id = ? "
             "ON CONFLICT (turn_id, user_id) DO UPDATE SET rating = excluded.rating, "
             "comment = excluded.comment, correction = excluded.correction, "
-            "updated_at = excluded.updated_at",
-            [rating, comment, correction, at, at, turn_id, user_id]))
+            "updated_at = excluded.updated_at, reasons = excluded.reasons",
+            [rating, comment, correction, at, at, chips_json, turn_id, user_id]))
         if not written:
             raise _turn_missing(turn_id)
         cur.execute("INSERT INTO feedback_history (turn_id, user_id, rating, comment, "
-                    "correction, changed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    [turn_id, user_id, rating, comment, correction, at])
-        return vote_from_row([user_id, rating, comment, correction, at])
+                    "correction, changed_at, reasons) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [turn_id, user_id, rating, comment, correction, at, chips_json])
+        return vote_from_row([user_id, rating, comment, correction, at, chips_json])
 
     return db.write(run)
 
@@ -383,3 +408,28 @@ def feedback_history(db: Database, turn_id: str, user_id: str) -> list[tuple[str
         rows = cur.execute("SELECT rating, changed_at FROM feedback_history WHERE turn_id = ? "
                            "AND user_id = ? ORDER BY id", [turn_id, user_id]).fetchall()
     return [(r[0], aware(r[1])) for r in rows]
+
+
+# ---- the user's own conversations: search ------------------------------------------------------
+
+MAX_SEARCH_CHARS = 200
+
+
+def search_conversations(db: Database, user_id: str, query: str, limit: int = 50
+                         ) -> list[Conversation]:
+    """The user's conversations whose title, questions or answers contain `query` (case
+    insensitive, taken literally: % and _ match themselves), most recently active first.
+    An empty query lists them all."""
+    query = (check_text("search", query, MAX_SEARCH_CHARS) or "").strip()
+    if not query:
+        return list_conversations(db, user_id, limit)
+    check_int("limit", limit, minimum=1)
+    pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    extra = ("AND (c.title ILIKE ?2 ESCAPE '\\' OR EXISTS (SELECT 1 FROM turns s "
+             "WHERE s.conversation_id = c.id AND s.user_id = c.user_id AND "
+             "(s.question ILIKE ?2 ESCAPE '\\' OR s.answer ILIKE ?2 ESCAPE '\\')))")
+    sql = (_CONVERSATION_SELECT.replace("c.user_id = ?", "c.user_id = ?1").format(extra=extra)
+           + " ORDER BY last_activity DESC, c.id LIMIT ?3")
+    with db.reader() as cur:
+        rows = cur.execute(sql, [user_id, pattern, limit]).fetchall()
+    return [_conversation(r) for r in rows]

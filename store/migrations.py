@@ -95,6 +95,20 @@ def m002_training(cur: duckdb.DuckDBPyConnection) -> None:
             updated_at TIMESTAMP NOT NULL, ended_at TIMESTAMP)""")
 
 
+def m005_feedback_reasons_and_preferences(cur: duckdb.DuckDBPyConnection) -> None:
+    """Reason chips on votes (JSON list of FeedbackReason), and users' preferences between an
+    answer and its retry (one row per retry turn, changeable)."""
+    cur.execute("ALTER TABLE feedback ADD COLUMN reasons JSON DEFAULT '[]'")
+    cur.execute("ALTER TABLE feedback_history ADD COLUMN reasons JSON")
+    cur.execute("""
+        CREATE TABLE preferences (
+            retry_turn_id VARCHAR PRIMARY KEY, original_turn_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL, conversation_id VARCHAR NOT NULL,
+            preferred VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL)""")
+    cur.execute("CREATE INDEX preferences_user ON preferences (user_id)")
+
+
 def m007_cycle_eta(cur: duckdb.DuckDBPyConnection) -> None:
     """A running cycle's estimated seconds left, for the console's progress column."""
     cur.execute("ALTER TABLE cycles ADD COLUMN eta_s DOUBLE")
@@ -103,6 +117,7 @@ def m007_cycle_eta(cur: duckdb.DuckDBPyConnection) -> None:
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_logs_and_registry,
     m002_training,
+    m005_feedback_reasons_and_preferences,
     m007_cycle_eta,
 ]
 

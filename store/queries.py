@@ -41,7 +41,8 @@ def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
             ORDER BY t.created_at, t.id""", [to_db(since), to_db(since)]).fetchall()
         votes: dict[str, list[Vote]] = defaultdict(list)
         for v in cur.execute("""
-                SELECT f.turn_id, f.user_id, f.rating, f.comment, f.correction, f.updated_at
+                SELECT f.turn_id, f.user_id, f.rating, f.comment, f.correction, f.updated_at,
+                       f.reasons
                 FROM feedback f SEMI JOIN (
                     SELECT DISTINCT turn_id FROM feedback
                     WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP) r

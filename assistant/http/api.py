@@ -197,11 +197,14 @@ def api_router(services: Services) -> APIRouter:
             raise ApiError(400, "'rating' must be 'up', 'down' or null (withdraw the vote)")
         comment = opt_field(data, "comment", str, "a string")
         correction = opt_field(data, "correction", str, "a string")
+        reasons = opt_field(data, "reasons", list,
+                            f"a list of reasons ({', '.join(logs.REASONS)})")
         vote = await run_in_threadpool(services.rate, user_id, turn_id, rating, comment,
-                                       correction)
+                                       correction, reasons)
         return JSONResponse({"id": turn_id, "rating": vote.rating if vote else None,
                              "comment": vote.comment if vote else None,
-                             "correction": vote.correction if vote else None})
+                             "correction": vote.correction if vote else None,
+                             "reasons": list(vote.reasons) if vote else []})
 
     @router.post("/feedback", openapi_extra=body_doc(FeedbackRequest))
     async def post_feedback(request: Request) -> Response:

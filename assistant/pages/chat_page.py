@@ -12,17 +12,25 @@ themselves. Two endpoints are public on purpose, for gradio_client: `/chat` and 
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from assistant.pages import chat_sources
+from assistant.pages.chat_compare import Compare
+from assistant.pages.chat_data import DOWNLOAD_JS, MyData, conversation_choices, user_of
+from assistant.pages.chat_sources import (  # noqa: F401 (the page's display helpers)
+    NO_SOURCES,
+    answer_footer,
+    md_text,
+    shown_answer,
+    shown_question,
+    turn_notes,
+)
 from assistant.turns.chat import TurnHandle
-from core.domain import ServedPassage
 from errors import AssistantError, BusyError
 from store import logs
 
@@ -34,59 +42,14 @@ log = logging.getLogger(__name__)
 CSS = """
 #notes { font-size: .85em; opacity: .8 }
 footer { display: none !important }
-"""
-NO_SOURCES = "_No sources: this answer did not use your documents._"
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+""" + chat_sources.CSS
+REASON_CHOICES = [("Wrong", "wrong"), ("Not helpful", "not_helpful"), ("Too long", "too_long"),
+                  ("Didn't follow instructions", "ignored_instructions"), ("Unsafe", "unsafe"),
+                  ("Other", "other")]
+"""The 👎 reason chips (label, stored value); the values are core.domain.FeedbackReason."""
 
 
-def md_text(text: str) -> str:
-    """Text shown verbatim inside rendered Markdown: HTML escaped, Markdown syntax escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(" ".join(text.split())))
-
-
-def shown_question(question: str) -> str:
-    """A user's message as displayed: HTML tags show as typed, never as markup."""
-    return html.escape(question)
-
-
-def answer_footer(passages: list[ServedPassage], notes: list[str]) -> str:
-    """The sources an answer used, numbered like its [n] citations, and its notes."""
-    lines = []
-    if passages:
-        lines.append("**Sources:** " + " · ".join(
-            f"\\[{i}\\] {md_text(p.source)}" for i, p in enumerate(passages, start=1)))
-    else:
-        lines.append(NO_SOURCES)
-    lines += [f"_{md_text(note)}_" for note in notes]
-    return "\n\n---\n" + "\n\n".join(lines)
-
-
-def turn_notes(retrieval_note: str | None, dropped_turns: int, stopped: bool = False,
-               error: str | None = None, empty: bool = False) -> list[str]:
-    notes = []
-    if empty and not stopped and not error:
-        notes.append("The model gave no answer to this message: retry or rephrase it.")
-    if stopped:
-        notes.append("Stopped: the answer was cut short on your request.")
-    if error:
-        notes.append("The answer could not be finished because of a server error; "
-                     "try again.")
-    if retrieval_note:
-        notes.append(retrieval_note)
-    if dropped_turns:
-        notes.append(f"{dropped_turns} earlier turn(s) of this conversation were left out of "
-                     "the model's prompt to fit its context window (they stay in your "
-                     "conversation).")
-    return notes
-
-
-def _user(request: gr.Request | None) -> str:
-    user = getattr(request, "username", None) if request is not None else None
-    if not user:
-        raise gr.Error("Your browser has no session: reload the page (cookies must be enabled).")
-    return str(user)
-
-
+_user = user_of
 def _error(exc: AssistantError) -> gr.Error:
     title = "Please wait" if isinstance(exc, BusyError) else "Not sent"
     return gr.Error(str(exc), title=title)
@@ -97,8 +60,8 @@ def _shown(state: dict[str, Any]) -> Any:
 
 
 def new_state() -> dict[str, Any]:
-    """A fresh conversation view: no id yet, no messages, no turn ids."""
-    return {"id": None, "messages": [], "turns": {}, "feedback": []}
+    """A fresh conversation view: no id yet, no messages, no turn ids, nothing to compare."""
+    return {"id": None, "messages": [], "turns": {}, "feedback": [], "compare": None}
 
 
 class ChatPage:
@@ -112,8 +75,7 @@ class ChatPage:
     # ---- conversations ------------------------------------------------------------------
 
     def conversation_choices(self, user: str) -> list[tuple[str, str]]:
-        rows = logs.list_conversations(self.services.db, user)
-        return [(f"{c.title or 'Untitled'} ({c.turn_count})", c.id) for c in rows]
+        return conversation_choices(self.services, user)
 
     def on_load(self, request: gr.Request) -> Any:
         user = _user(request)
@@ -134,9 +96,9 @@ class ChatPage:
                                not t.answer.strip())
             state["messages"].append({"role": "user", "content": shown_question(t.question)})
             state["messages"].append({"role": "assistant",
-                                      "content": t.answer + answer_footer(t.passages, notes)})
+                                      "content": shown_answer(t.answer, t.passages, notes, t.id)})
             index = len(state["messages"]) - 1
-            state["turns"][index] = {"turn_id": t.id, "question": t.question}
+            state["turns"][index] = {"turn_id": t.id, "question": t.question, "answer": t.answer}
             mine = next((v.rating for v in t.votes if v.user_id == user), None)
             state["feedback"].append({"up": "Like", "down": "Dislike"}.get(mine or ""))
         return state, gr.update(value=state["messages"], feedback_value=state["feedback"])
@@ -159,7 +121,9 @@ class ChatPage:
         state["messages"] = state["messages"][:last - 1]
         state["feedback"] = state["feedback"][:-1]
         # The new answer replaces the old one on the page and in the prompt's history; the old
-        # one stays in the log (with any vote it got).
+        # one stays in the log (with any vote it got) and is offered for comparison.
+        state["compare"] = {"original": replaced["turn_id"], "retry": None,
+                            "answer": replaced.get("answer", ""), "preferred": None}
         yield from self._answer(replaced["question"], state, request, replaced["turn_id"])
 
     def _answer(self, message: str, state: dict[str, Any], request: gr.Request,
@@ -179,6 +143,8 @@ class ChatPage:
             {"role": "user", "content": shown_question(message.strip())},
             {"role": "assistant", "content": ""}]
         state["feedback"] = state["feedback"] + [None]
+        if retry_of is None:
+            state["compare"] = None
         index = len(state["messages"]) - 1
         text = ""
         no_change = gr.update()
@@ -199,10 +165,14 @@ class ChatPage:
                            result is not None and result.finish_reason == "cancelled",
                            result.error if result else None,
                            not (result.text if result else text).strip())
+        answer = result.text if result else text
         state["messages"][index] = {"role": "assistant",
-                                    "content": (result.text if result else text)
-                                    + answer_footer(handle.passages, notes)}
-        state["turns"][index] = {"turn_id": turn_id, "question": message.strip()}
+                                    "content": shown_answer(answer, handle.passages, notes,
+                                                            turn_id)}
+        state["turns"][index] = {"turn_id": turn_id, "question": message.strip(),
+                                 "answer": answer}
+        if retry_of is not None and state.get("compare"):
+            state["compare"]["retry"] = turn_id
         past = gr.update(choices=self.conversation_choices(user),
                          value=state["id"]) if new else no_change
         yield _shown(state), state, no_change, past
@@ -229,24 +199,27 @@ class ChatPage:
         except AssistantError as exc:
             raise _error(exc) from None
         if rating is None:
-            return None, gr.update(visible=False), gr.update(), "", ""
-        label = "👍 Thanks!" if rating == "up" else "👎 Thanks, noted."
+            return (None, gr.update(visible=False), gr.update(), "", "",
+                    gr.update(value=[], visible=False))
+        label = ("👍 Thanks!" if rating == "up" else
+                 "👎 Thanks, noted. What was wrong with it?")
         return ({"turn_id": entry["turn_id"], "rating": rating}, gr.update(visible=True),
                 gr.update(value=f"**{label}** Add a comment or a better answer (optional):"),
-                "", "")
+                "", "", gr.update(value=[], visible=rating == "down"))
 
     def send_feedback(self, pending: dict[str, Any] | None, comment: str, correction: str,
-                      request: gr.Request) -> Any:
+                      reasons: list[str] | None, request: gr.Request) -> Any:
         user = _user(request)
         if not pending:
             raise gr.Error("Rate an answer with 👍 or 👎 first.")
+        chips = (reasons or []) if pending["rating"] == "down" else []
         try:
             self.services.rate(user, pending["turn_id"], pending["rating"], comment.strip(),
-                               correction.strip())
+                               correction.strip(), chips)
         except AssistantError as exc:
             raise _error(exc) from None
         gr.Info("Thank you: your feedback was saved.")
-        return None, gr.update(visible=False), "", ""
+        return None, gr.update(visible=False), "", "", gr.update(value=[])
 
     # ---- public endpoints for gradio_client -------------------------------------------------
 
@@ -260,7 +233,8 @@ class ChatPage:
         except AssistantError as exc:
             self.services.metrics.error("ui-api", type(exc).__name__)
             raise _error(exc) from None
-        sources = [{"n": i, "source": p.source} for i, p in enumerate(handle.passages, 1)]
+        sources = [{"n": i, "source": p.source, "text": p.text}
+                   for i, p in enumerate(handle.passages, 1)]
         out = {"answer": "", "conversation_id": handle.conversation_id, "turn_id": None,
                "sources": sources,
                "notes": turn_notes(handle.retrieval_note, handle.dropped_turns)}
@@ -275,28 +249,60 @@ class ChatPage:
         yield out
 
     def api_rate(self, turn_id: str, rating: str, comment: str = "", correction: str = "",
+                 reasons: list[str] | None = None,
                  request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
-        """Rate an answer you were given: rating 'up', 'down' or '' (withdraw)."""
+        """Rate an answer you were given: rating 'up', 'down' or '' (withdraw); `reasons`
+        (with 'down'): any of wrong, not_helpful, too_long, ignored_instructions, unsafe,
+        other."""
         user = _user(request)
         try:
             vote = self.services.rate(user, turn_id, rating or None, comment or None,
-                                      correction or None)
+                                      correction or None, reasons or None)
         except AssistantError as exc:
             raise _error(exc) from None
-        return {"turn_id": turn_id, "rating": vote.rating if vote else None}
+        return {"turn_id": turn_id, "rating": vote.rating if vote else None,
+                "reasons": list(vote.reasons) if vote else []}
 
 
 def build_chat(services: Services) -> gr.Blocks:
     """The chat page as a Gradio Blocks app (mounted at / by the server)."""
     page = ChatPage(services)
+    mine = MyData(services)
+    compared = Compare(services)
     private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
     with gr.Blocks(title="Assistant", analytics_enabled=False) as demo:
         state = gr.State(new_state())
         pending = gr.State(None)
         with gr.Row():
-            with gr.Column(scale=1, min_width=220):
+            with gr.Column(scale=1, min_width=240):
                 new_btn = gr.Button("+ New conversation", elem_id="new-conversation")
+                search = gr.Textbox(show_label=False, placeholder="Search your conversations",
+                                    elem_id="conversation-search", max_length=200)
                 past = gr.Radio(label="Your conversations", choices=[], elem_id="conversations")
+                with gr.Accordion("This conversation", open=False, elem_id="manage"):
+                    title = gr.Textbox(label="New name", elem_id="rename-title", max_length=500)
+                    rename_btn = gr.Button("Rename", size="sm", elem_id="rename")
+                    delete_btn = gr.Button("Delete conversation", size="sm", variant="stop",
+                                           elem_id="delete-conversation")
+                    with gr.Column(visible=False, elem_id="confirm-delete") as confirm_delete:
+                        confirm_text = gr.Markdown()
+                        with gr.Row():
+                            delete_yes = gr.Button("Yes, delete", size="sm", variant="stop",
+                                                   elem_id="delete-yes")
+                            delete_no = gr.Button("Cancel", size="sm", elem_id="delete-no")
+                with gr.Accordion("Your data", open=False, elem_id="your-data"):
+                    download_btn = gr.Button("Download all my data (JSON)", size="sm",
+                                             elem_id="download-data")
+                    exported = gr.Textbox(visible=False)
+                    forget_btn = gr.Button("Delete all my data", size="sm", variant="stop",
+                                           elem_id="forget-me")
+                    with gr.Column(visible=False, elem_id="confirm-forget") as confirm_forget:
+                        gr.Markdown("Delete **all** your conversations, answers, votes and "
+                                    "comparisons? This cannot be undone.")
+                        with gr.Row():
+                            forget_yes = gr.Button("Yes, delete everything", size="sm",
+                                                   variant="stop", elem_id="forget-yes")
+                            forget_no = gr.Button("Cancel", size="sm", elem_id="forget-no")
             with gr.Column(scale=4):
                 chatbot = gr.Chatbot(label="Assistant", elem_id="chat", height=520,
                                      sanitize_html=True, allow_tags=False, buttons=["copy"],
@@ -307,29 +313,59 @@ def build_chat(services: Services) -> gr.Blocks:
                                      "Enter", scale=6, elem_id="message", autofocus=True)
                     send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                     stop_btn = gr.Button("Stop", scale=1, elem_id="stop")
+                with gr.Column(visible=False, elem_id="compare") as compare:
+                    compare_text = gr.Markdown(elem_id="compare-text")
+                    with gr.Row():
+                        prefer_original = gr.Button("The earlier answer was better",
+                                                    elem_id="prefer-original")
+                        prefer_retry = gr.Button("The new answer was better",
+                                                 elem_id="prefer-retry")
                 with gr.Column(visible=False, elem_id="feedback") as panel:
                     thanks = gr.Markdown()
+                    reasons = gr.CheckboxGroup(REASON_CHOICES, label="What was wrong?",
+                                               elem_id="reasons", visible=False)
                     comment = gr.Textbox(label="Comment (optional)", elem_id="comment")
                     correction = gr.Textbox(label="A better answer (optional)", lines=3,
                                             elem_id="correction")
                     fb_btn = gr.Button("Send feedback", elem_id="send-feedback")
                 gr.Markdown(f"Messages up to {services.cfg.server.max_message_chars:,} "
                             f"characters; {services.cfg.server.rate_limit_per_minute} per "
-                            "minute. 👍/👎 under an answer help the assistant improve.",
-                            elem_id="notes")
+                            "minute. 👍/👎 under an answer help the assistant improve; the "
+                            "[n] in an answer open its sources.", elem_id="notes")
         outputs = [chatbot, state, box, past]
+        cleared = [state, chatbot, past]
+        compare_out = [compare, compare_text]
         demo.load(page.on_load, None, past, **private)
-        box.submit(page.send, [box, state], outputs, **private)
-        send_btn.click(page.send, [box, state], outputs, **private)
-        chatbot.retry(page.retry, [state], outputs, **private)
-        chatbot.clear(page.new_conversation, None, [state, chatbot, past], **private)
+        demo.load(None, None, None, js=chat_sources.OPEN_CITED_SOURCE_JS, **private)
+        for event in (box.submit(page.send, [box, state], outputs, **private),
+                      send_btn.click(page.send, [box, state], outputs, **private),
+                      chatbot.retry(page.retry, [state], outputs, **private),
+                      chatbot.clear(page.new_conversation, None, cleared, **private),
+                      new_btn.click(page.new_conversation, None, cleared, **private),
+                      past.input(page.open_conversation, [past], [state, chatbot], **private)):
+            event.then(compared.show, [state], compare_out, **private).then(
+                mine.search, [search, state], past, **private)  # the list keeps the filter
         stop_btn.click(page.stop, None, None, **private)
-        new_btn.click(page.new_conversation, None, [state, chatbot, past], **private)
-        past.input(page.open_conversation, [past], [state, chatbot], **private)
-        chatbot.like(page.on_like, [state], [pending, panel, thanks, comment, correction],
-                     **private)
-        fb_btn.click(page.send_feedback, [pending, comment, correction],
-                     [pending, panel, comment, correction], **private)
+        chatbot.like(page.on_like, [state],
+                     [pending, panel, thanks, comment, correction, reasons], **private)
+        fb_btn.click(page.send_feedback, [pending, comment, correction, reasons],
+                     [pending, panel, comment, correction, reasons], **private)
+        prefer_original.click(compared.prefer_original, [state], [state, *compare_out], **private)
+        prefer_retry.click(compared.prefer_retry, [state], [state, *compare_out], **private)
+        search.input(mine.search, [search, state], past, **private)
+        rename_btn.click(mine.rename, [title, search, state], [past, title], **private)
+        delete_btn.click(mine.ask_delete, [state], [confirm_delete, confirm_text], **private)
+        delete_no.click(lambda: gr.update(visible=False), None, confirm_delete, **private)
+        delete_yes.click(mine.delete, [search, state], [past, confirm_delete], **private).then(
+            page.new_conversation, None, cleared, **private).then(
+            compared.show, [state], compare_out, **private)
+        download_btn.click(mine.export, None, exported, **private).then(
+            None, [exported], None, js=DOWNLOAD_JS, **private)
+        forget_btn.click(lambda: gr.update(visible=True), None, confirm_forget, **private)
+        forget_no.click(lambda: gr.update(visible=False), None, confirm_forget, **private)
+        forget_yes.click(mine.forget, None, [past, confirm_forget], **private).then(
+            page.new_conversation, None, cleared, **private).then(
+            compared.show, [state], compare_out, **private)
         gr.api(page.api_chat, api_name="chat", concurrency_limit=None)
         gr.api(page.api_rate, api_name="rate", concurrency_limit=None)
     demo.queue(default_concurrency_limit=None, api_open=False,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from assistant.retrieval.documents import Block
 
 _PIECE = re.compile(r"((?<=[.!?])[ \t]+|[ \t]*\n\s*)")
+MAX_HEADING_CHARS = 300
+"""A heading trail longer than this is not read back as one by `split_heading`."""
 
 
 @dataclass(frozen=True)
@@ -140,3 +142,16 @@ def _join(units: list[_Unit]) -> str:
             parts.append(unit.sep)
         parts.append(unit.text)
     return "".join(parts)
+
+
+def split_heading(text: str) -> tuple[str, str]:
+    """(heading trail, body) of a stored chunk's text, the inverse of `chunk_blocks`' format
+    (trail, blank line, body). A chunk from before a document's first heading has none: a
+    first paragraph is read as a trail only when it is one short line without end
+    punctuation, as headings are; otherwise the heading is ''."""
+    head, sep, body = text.partition("\n\n")
+    head = head.strip()
+    if (sep and body.strip() and head and "\n" not in head and len(head) <= MAX_HEADING_CHARS
+            and head[-1] not in ".!?:;,"):
+        return head, body.strip()
+    return "", text.strip()

@@ -62,9 +62,10 @@ class Services:
         return turn_id
 
     def rate(self, user_id: str, turn_id: object, rating: object, comment: object = None,
-             correction: object = None) -> Vote | None:
+             correction: object = None, reasons: object = None) -> Vote | None:
         """Set the user's vote on their answer: the same identity check (the store's owner
-        check) and the same per-user rate limit wherever the vote comes from."""
+        check) and the same per-user rate limit wherever the vote comes from. `reasons` are
+        the 👎 reason chips (FeedbackReason values)."""
         self.ratings.check(user_id)
         if not isinstance(turn_id, str) or not turn_id:
             raise InputError("the answer id must be a non-empty string")
@@ -73,7 +74,8 @@ class Services:
         vote = logs.set_feedback(self.db, turn_id=turn_id, user_id=user_id,
                                  rating=rating,  # type: ignore[arg-type]
                                  comment=comment or None,  # type: ignore[arg-type]
-                                 correction=correction or None)  # type: ignore[arg-type]
+                                 correction=correction or None,  # type: ignore[arg-type]
+                                 reasons=reasons)  # type: ignore[arg-type]
         with self._turn_lock:
             arm, version = self._turns.get(turn_id, ("unknown", -1))
         self.metrics.rating(rating if isinstance(rating, str) else None, arm, version)

@@ -30,3 +30,27 @@ def test_forget_keeps_an_untrained_dataset_loadable_without_the_user(cfg):
         kept = {e.turn_id for e in after.train + after.heldout}
         assert not kept & set(gone)
         assert len(kept) == len({e.turn_id for e in before.train + before.heldout}) - len(gone)
+
+
+def test_deleting_one_conversation_scrubs_its_examples_and_keeps_the_dataset_loadable(cfg):
+    from store.forget import forget_conversation
+
+    cfg_share = cfg.curation.__class__(**{**cfg.curation.__dict__, "max_share_per_user": 1.0})
+    with open_database(cfg.data_dir / "assistant.duckdb") as db:
+        seed_ratings(db, n=12)
+        rated = queries.rated_turns_since(db, None)
+        result = curate(rated, cfg_share)
+        folder = cfg.data_dir / "datasets" / "ds-1"
+        write_dataset(result, folder, dataset_id="ds-1", source_description={})
+        datasets.record_dataset(db, "ds-1", str(folder), {}, result.turn_splits)
+        before = load_dataset(folder)
+        example = (before.train + before.heldout)[0]
+        owner = next(t.user_id for t in rated if t.turn_id == example.turn_id)
+        gone = {e.turn_id for e in before.train + before.heldout
+                if e.conversation_id == example.conversation_id}
+        report = forget_conversation(db, owner, example.conversation_id, cfg.data_dir)
+        assert report.conversations == 1 and report.dataset_lines_removed == len(gone)
+        after = load_dataset(folder)  # hashes and counts were brought up to date
+        kept = {e.turn_id for e in after.train + after.heldout}
+        assert not kept & gone
+        assert kept == {e.turn_id for e in before.train + before.heldout} - gone
