@@ -80,41 +80,64 @@ def rating_counts(db: Database, since: datetime | None = None, until: datetime |
 def arm_stats(db: Database, *, rollout_id: str | None = None, since: datetime | None = None,
               until: datetime | None = None) -> dict[str, ArmStats]:
     """Per arm: turns, errors, empty answers, median latency, 👍 and 👎 — for turns of
-    `rollout_id` (both arms of a rollout carry its id) and/or answered in [since, until).
-    Empty answers are blank answers without an error."""
+    `rollout_id` and/or answered in [since, until).
+
+    With a rollout id, only *routed* turns count: turns in a conversation the router assigned
+    to that arm in this rollout (its conversation carries the rollout id and the same arm).
+    Pinned turns (model 'canary'/'production') and a pinned turn inside a routed conversation
+    of the other arm are left out, so a caller cannot choose the arm its votes land on.
+    Votes count once per user per arm: each user's latest vote on the arm's turns (one user
+    voting on forty canary answers is one voter, not forty). Guardrail figures leave out
+    cancelled turns (the reader stopped the stream: neither an error nor an empty answer, and
+    their short latency would hide a slow canary). Empty answers are blank answers without an
+    error."""
+    params = [rollout_id, rollout_id, to_db(since), to_db(since), to_db(until), to_db(until)]
+    served = """
+        SELECT t.* FROM turns t JOIN conversations c ON c.id = t.conversation_id
+        WHERE (?::VARCHAR IS NULL OR (t.rollout_id = ? AND c.rollout_id = t.rollout_id
+                                      AND c.arm = t.arm))
+          AND (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
+          AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)"""
     with db.reader() as cur:
-        rows = cur.execute("""
-            SELECT t.arm, count(*), count(t.error),
-                   count(*) FILTER (WHERE t.error IS NULL AND trim(t.answer) = ''),
-                   median(t.latency_ms),
-                   coalesce(sum(v.ups), 0)::BIGINT, coalesce(sum(v.downs), 0)::BIGINT
-            FROM turns t LEFT JOIN (
-                SELECT turn_id, count(*) FILTER (WHERE rating = 'up') AS ups,
-                       count(*) FILTER (WHERE rating = 'down') AS downs
-                FROM feedback GROUP BY turn_id) v ON v.turn_id = t.id
-            WHERE (?::VARCHAR IS NULL OR t.rollout_id = ?)
-              AND (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
-              AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
-            GROUP BY t.arm ORDER BY t.arm""",
-                           [rollout_id, rollout_id, to_db(since), to_db(since), to_db(until),
-                            to_db(until)]).fetchall()
+        guard = cur.execute(f"""
+            WITH served AS ({served})
+            SELECT arm, count(*) FILTER (WHERE finish_reason <> 'cancelled'),
+                   count(error) FILTER (WHERE finish_reason <> 'cancelled'),
+                   count(*) FILTER (WHERE finish_reason <> 'cancelled' AND error IS NULL
+                                    AND trim(answer) = ''),
+                   median(latency_ms) FILTER (WHERE finish_reason <> 'cancelled')
+            FROM served GROUP BY arm ORDER BY arm""", params).fetchall()
+        votes = dict(((r[0], r[1]), r[2]) for r in cur.execute(f"""
+            WITH served AS ({served}),
+            latest AS (
+                SELECT s.arm, f.rating, row_number() OVER (
+                    PARTITION BY s.arm, f.user_id ORDER BY f.updated_at DESC, f.turn_id DESC) AS n
+                FROM feedback f JOIN served s ON s.id = f.turn_id)
+            SELECT arm, rating, count(*) FROM latest WHERE n = 1 GROUP BY ALL""",
+                                                     params).fetchall())
     return {r[0]: ArmStats(arm=r[0], turns=r[1], errors=r[2], empty_answers=r[3],
-                           median_latency_ms=r[4], up=r[5], down=r[6]) for r in rows}
+                           median_latency_ms=r[4], up=votes.get((r[0], "up"), 0),
+                           down=votes.get((r[0], "down"), 0)) for r in guard}
 
 
 def rating_series(db: Database, *, bucket: str = "day", since: datetime | None = None,
                   until: datetime | None = None) -> list[RatePoint]:
-    """👍/👎 per adapter version per hour or day of the answer (the operator's plot)."""
+    """👍/👎 per adapter version per hour or day of the answer (the operator's plot), one vote
+    per user per version per bucket (the user's latest), so one busy voter cannot move a
+    version's rate."""
     check_choice("bucket", bucket, BUCKETS)
     with db.reader() as cur:
         rows = cur.execute("""
-            SELECT date_trunc(?, t.created_at) AS b, t.adapter_version,
-                   count(*) FILTER (WHERE f.rating = 'up'),
-                   count(*) FILTER (WHERE f.rating = 'down')
-            FROM feedback f JOIN turns t ON t.id = f.turn_id
-            WHERE (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
-              AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
-            GROUP BY ALL ORDER BY b, t.adapter_version""",
+            WITH v AS (
+                SELECT date_trunc(?, t.created_at) AS b, t.adapter_version AS version, f.rating,
+                       row_number() OVER (PARTITION BY b, version, f.user_id
+                                          ORDER BY f.updated_at DESC, f.turn_id DESC) AS n
+                FROM feedback f JOIN turns t ON t.id = f.turn_id
+                WHERE (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
+                  AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP))
+            SELECT b, version, count(*) FILTER (WHERE rating = 'up'),
+                   count(*) FILTER (WHERE rating = 'down')
+            FROM v WHERE n = 1 GROUP BY ALL ORDER BY b, version""",
                            [bucket, to_db(since), to_db(since), to_db(until),
                             to_db(until)]).fetchall()
     return [RatePoint(bucket=aware(r[0]), adapter_version=r[1], up=r[2], down=r[3])

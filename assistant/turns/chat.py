@@ -173,9 +173,10 @@ class ChatService:
                 finish_reason=result.finish_reason, error=result.error, retrieval_note=note,
                 rollout_id=rollout_id, turn_id=turn_id)
 
-        # Both arms' turns carry the running rollout's id, so the rule compares the canary
-        # with production over the same period; pinned 'base' turns belong to neither arm.
-        rollout_id = state.rollout_id if arm != "base" else None
+        # Both arms' routed turns carry the running rollout's id, so the rule compares the
+        # canary with production over the same period; pinned turns ('canary', 'production',
+        # 'base') belong to neither arm: a caller must not choose which arm its votes land on.
+        rollout_id = state.rollout_id if model == "assistant" else None
         return TurnHandle(conversation_id, arm, version, passages, note, prompt.dropped_turns,
                           stream, write_log, id=turn_id)
 
@@ -201,7 +202,9 @@ class ChatService:
                 arm, version = "canary", state.canary_version
             logs.create_conversation(
                 self.db, user_id, title=_title(question), arm=arm, adapter_version=version,
-                rollout_id=state.rollout_id if arm == "canary" else None,
+                # Routed conversations of both arms carry the rollout id (pinned: none), so
+                # the rollout statistics can tell them from pinned ones.
+                rollout_id=state.rollout_id if model == "assistant" else None,
                 conversation_id=conversation_id)
             return conversation_id, arm, int(version or 0)
         conv = logs.get_conversation(self.db, conversation_id, user_id)
