@@ -288,3 +288,11 @@ class ForgetReport:
     dataset_files_rewritten: list[str]
     dataset_lines_removed: int
     trained_datasets_kept: list[str]
+    adapters_trained_on: list[int] = field(default_factory=list)
+    """Adapter versions whose weights learnt from the user's data: trained on a dataset that
+    held their examples, or descended (trained on top of) such an adapter."""
+    retrain_hint: str = ""
+    """What the operator can do about `adapters_trained_on` ('' when none)."""
+    export_files_rewritten: list[str] = field(default_factory=list)
+    database_compacted: bool = False
+    """The deleted rows' bytes were overwritten in the database file (not just marked)."""

@@ -95,9 +95,19 @@ def m002_training(cur: duckdb.DuckDBPyConnection) -> None:
             updated_at TIMESTAMP NOT NULL, ended_at TIMESTAMP)""")
 
 
+def m004_vote_origins(cur: duckdb.DuckDBPyConnection) -> None:
+    """Where each vote came from, for curation's per-address budgets: a keyed digest of the
+    client's network (IPv4 /24, IPv6 /48), never the address itself. Deleted with the user."""
+    cur.execute("""
+        CREATE TABLE vote_origins (
+            turn_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, network VARCHAR NOT NULL,
+            recorded_at TIMESTAMP NOT NULL, PRIMARY KEY (turn_id, user_id))""")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_logs_and_registry,
     m002_training,
+    m004_vote_origins,
 ]
 
 

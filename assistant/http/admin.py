@@ -17,6 +17,12 @@ class ActionBody(BaseModel):
     reason: str | None = Field(default=None, max_length=1000)
 
 
+class ForgetBody(BaseModel):
+    user: str = Field(min_length=1, max_length=256, description="the user id to delete")
+    include_trained: bool = Field(default=False, description="also scrub datasets adapters "
+                                  "were already trained on")
+
+
 def check_token(expected: str | None, authorization: str | None) -> str:
     """The operator's name for the audit log, or an HTTP error: 403 when operator features are
     off, 401 for a missing or wrong token (compared in constant time)."""
@@ -55,5 +61,15 @@ def admin_router(operator: Operator, token: str | None) -> APIRouter:
         except AssistantError as exc:
             raise HTTPException(400, str(exc)) from None
         return {"result": message}
+
+    @router.post("/forget")
+    def forget(body: ForgetBody, authorization: Annotated[str | None, Header()] = None
+               ) -> dict[str, Any]:
+        actor = check_token(token, authorization)
+        try:
+            return operator.forget(body.user, include_trained=body.include_trained,
+                                   actor=f"{actor}:api")
+        except AssistantError as exc:
+            raise HTTPException(400, str(exc)) from None
 
     return router

@@ -129,6 +129,14 @@ class LoopOperator:
         raise InputError(f"unknown action {action!r}")
 
 
+    def forget(self, user_id: str, *, include_trained: bool, actor: str) -> dict[str, Any]:
+        from store.forget import forget_user
+
+        report = forget_user(self.db, user_id, self.cfg.data_dir,
+                             include_trained=include_trained, actor=actor)
+        return _jsonable(report)  # type: ignore[no-any-return]
+
+
 def attach_learning_loop(services: Any) -> LoopOperator:
     """Plug the scheduler, the operator console and the admin API into a server's Services
     (assistant.http.app.Services): called by `main.py serve` before the app is created."""
