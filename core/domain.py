@@ -29,6 +29,12 @@ class Vote:
     comment: str | None
     correction: str | None
     at: datetime
+    voter_since: datetime | None = None
+    """When the voter's identity was first seen (their first conversation); None: unknown."""
+    voter_turns_before: int | None = None
+    """Turns the voter had asked before the rated one; None: unknown."""
+    network: str | None = None
+    """A keyed digest of the client network the vote came from; None: not recorded."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ Timestamps are naive UTC (see store/values.py).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -102,6 +103,8 @@ def m004_vote_origins(cur: duckdb.DuckDBPyConnection) -> None:
         CREATE TABLE vote_origins (
             turn_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, network VARCHAR NOT NULL,
             recorded_at TIMESTAMP NOT NULL, PRIMARY KEY (turn_id, user_id))""")
+    cur.execute("CREATE TABLE store_keys (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    cur.execute("INSERT INTO store_keys VALUES ('network', ?)", [secrets.token_hex(32)])
 
 
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [

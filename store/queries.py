@@ -40,14 +40,33 @@ def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
             FROM turns t SEMI JOIN recent r ON r.turn_id = t.id
             ORDER BY t.created_at, t.id""", [to_db(since), to_db(since)]).fetchall()
         votes: dict[str, list[Vote]] = defaultdict(list)
+        # With each vote, what curation's trust rule reads: when the voter was first seen,
+        # how many turns they had asked before the rated one, and the network it came from.
         for v in cur.execute("""
-                SELECT f.turn_id, f.user_id, f.rating, f.comment, f.correction, f.updated_at
-                FROM feedback f SEMI JOIN (
-                    SELECT DISTINCT turn_id FROM feedback
-                    WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP) r
-                    ON r.turn_id = f.turn_id
+                WITH f AS (
+                    SELECT f.* FROM feedback f SEMI JOIN (
+                        SELECT DISTINCT turn_id FROM feedback
+                        WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP) r
+                        ON r.turn_id = f.turn_id),
+                voters AS (SELECT DISTINCT user_id FROM f),
+                seen AS (
+                    SELECT c.user_id, min(c.created_at) AS since FROM conversations c
+                    SEMI JOIN voters v ON v.user_id = c.user_id GROUP BY c.user_id),
+                before AS (  -- a voter rates their own answers: the turn's rank among theirs
+                    SELECT t.id AS turn_id, t.user_id,
+                           row_number() OVER (PARTITION BY t.user_id
+                                              ORDER BY t.created_at, t.id) - 1 AS n
+                    FROM turns t SEMI JOIN voters v ON v.user_id = t.user_id)
+                SELECT f.turn_id, f.user_id, f.rating, f.comment, f.correction, f.updated_at,
+                       s.since, b.n, o.network
+                FROM f LEFT JOIN seen s ON s.user_id = f.user_id
+                LEFT JOIN before b ON b.turn_id = f.turn_id AND b.user_id = f.user_id
+                LEFT JOIN vote_origins o ON o.turn_id = f.turn_id AND o.user_id = f.user_id
                 ORDER BY f.updated_at""", [to_db(since), to_db(since)]).fetchall():
-            votes[v[0]].append(vote_from_row(v[1:]))
+            vote = vote_from_row(v[1:6])
+            votes[v[0]].append(Vote(vote.user_id, vote.rating, vote.comment, vote.correction,
+                                    vote.at, voter_since=aware(v[6]) if v[6] else None,
+                                    voter_turns_before=v[7], network=v[8]))
     return [RatedTurn(turn_id=r[0], conversation_id=r[1], user_id=r[2], question=r[3],
                       answer=r[4], messages=from_json(r[5], []),
                       passages=passages_from_json(r[6]), adapter_version=r[7], arm=r[8],

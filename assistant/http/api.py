@@ -278,7 +278,8 @@ def api_router(services: Services) -> APIRouter:
         comment = _opt(data, "comment", str, "a string")
         correction = _opt(data, "correction", str, "a string")
         vote = await run_in_threadpool(services.rate, user_id, turn_id, rating, comment,
-                                       correction)
+                                       correction, request.client.host if request.client
+                                       else None)
         return JSONResponse({"id": turn_id, "rating": vote.rating if vote else None,
                              "comment": vote.comment if vote else None,
                              "correction": vote.correction if vote else None})

@@ -2,6 +2,10 @@
 training examples out, with the reason every other turn was left behind.
 
 The order of the stages is the design:
+0. Trust (training.dataset.trust, README "Whose votes train the model"): a vote counts only from a
+   voter who earned weight (logged in, or an identity old enough with earlier turns), within its
+   client network's budget (`max_examples_per_network`), and not when its correction carries a
+   link, contact details or an instruction to the reader (held for review).
 1. Turns are visited oldest first. Each user's latest vote per turn counts, but only while that
    user has decided fewer than `max_examples_per_user` examples: the majority is taken over the
    votes that still count, so a voter past the cap simply stops counting.
@@ -14,6 +18,8 @@ The order of the stages is the design:
    their latest examples; an example whose remaining deciders no longer outnumber the opposing
    votes is dropped. Repeated to a fixed point, since dropping examples shrinks the dataset.
 5. Split by conversation, by a seeded hash of the conversation id.
+Between 3 and 4, campaigns: a phrase recurring in many voters' corrections (not the model's own
+wording) marks a campaign, and its voters stop counting in this dataset.
 
 Poisoning: a few accounts voting up (or correcting to) a planted answer on many turns are
 bounded by (1) and (4); the same planted text across many turns is bounded by the answer share
@@ -37,10 +43,19 @@ from core.domain import RatedTurn, Vote
 from errors import InputError
 from training.dataset.pii import ScrubResult, scrub
 from training.dataset.schema import Example, Label, Split
+from training.dataset.trust import (
+    answer_problem,
+    campaign_phrases,
+    campaign_span,
+    is_logged_in,
+    text_problem,
+    voter_problem,
+)
 
 DropReason = Literal["repeated turn", "no votes", "tie", "downvote without correction",
                      "user cap", "too short", "too long", "duplicate", "near duplicate",
-                     "answer cap"]
+                     "answer cap", "untrusted voter", "network cap", "held for review",
+                     "campaign"]
 
 # Word-bigram Jaccard above which two targets count as the same answer for
 # max_share_per_answer: 0.5 still joins a 15-word answer with a few words swapped, appended or
@@ -101,6 +116,7 @@ class _Candidate:
     target_key: tuple[str, ...]
     target_shingles: frozenset[str]
     scrubbed: Counter[str]
+    from_correction: bool = False
     dropped: DropReason | None = None
     detail: str = ""
 
@@ -199,6 +215,7 @@ class _Curator:
     def __init__(self, cfg: CurationConfig, turns: list[RatedTurn]) -> None:
         self.cfg = cfg
         self.used: Counter[str] = Counter()
+        self.used_network: Counter[str] = Counter()
         self.kept: list[_Candidate] = []
         self.dropped: list[Dropped] = []
         self.exact: set[tuple[Label, tuple[str, ...], tuple[str, ...]]] = set()
@@ -220,13 +237,50 @@ class _Curator:
              label: Label | None = None) -> None:
         self.dropped.append(Dropped(turn.turn_id, turn.conversation_id, reason, label, detail))
 
+    @staticmethod
+    def sources(turn: RatedTurn) -> list[str]:
+        """What the model was given besides the user's words: retrieved passages and system
+        messages (a link the user typed and the model repeated is not from a source)."""
+        return [p.text for p in turn.passages] + [
+            str(m.get("content", "")) for m in turn.messages if m.get("role") == "system"]
+
+    def network_ok(self, vote: Vote) -> bool:
+        """The vote's client network still has budget (logged-in accounts have their own)."""
+        return (is_logged_in(vote.user_id) or vote.network is None
+                or self.used_network[vote.network] < self.cfg.max_examples_per_network)
+
+    def trusted(self, turn: RatedTurn, votes: list[Vote]) -> list[Vote] | None:
+        """Stage 0: the votes that may count (None: the turn was dropped, and why)."""
+        earned = [v for v in votes if voter_problem(v, self.cfg) is None]
+        if not earned:
+            self.drop(turn, "untrusted voter", voter_problem(votes[0], self.cfg) or "")
+            return None
+        if self.cfg.hold_risky_text:
+            held = {v.user_id: text_problem(v.correction) for v in earned
+                    if v.rating == "down" and v.correction}
+            clean = [v for v in earned if not held.get(v.user_id)]
+            if not clean:
+                self.drop(turn, "held for review", f"the correction carries "
+                          f"{next(p for p in held.values() if p)}")
+                return None
+            earned = clean
+        budget = [v for v in earned if self.network_ok(v)]
+        if not budget:
+            self.drop(turn, "network cap", "its voters' network already decided "
+                      f"max_examples_per_network={self.cfg.max_examples_per_network} examples")
+            return None
+        return budget
+
     def visit(self, order: int, turn: RatedTurn) -> None:
-        """Stages 1-3 for one turn."""
+        """Stages 0-3 for one turn."""
         cap = self.cfg.max_examples_per_user
         votes = _current_votes(turn.votes)
         if not votes:
             return self.drop(turn, "no votes")
-        counted = [v for v in votes if self.used[v.user_id] < cap]
+        trusted = self.trusted(turn, votes)
+        if trusted is None:
+            return None
+        counted = [v for v in trusted if self.used[v.user_id] < cap]
         if not counted:
             return self.drop(turn, "user cap", f"all {len(votes)} voters already decided "
                              f"max_examples_per_user={cap} examples")
@@ -234,17 +288,17 @@ class _Curator:
         down = [v for v in counted if v.rating == "down"]
         if len(up) == len(down):
             return self.drop(turn, "tie", f"{len(up)} up, {len(down)} down")
-        drafts: list[tuple[Label, str]] = []
+        drafts: list[tuple[Label, str, bool]] = []  # (label, text, from a correction)
         if len(up) > len(down):
             winners, opposing = up, len(down)
-            drafts.append(("desirable", turn.answer))
+            drafts.append(("desirable", turn.answer, False))
         else:
             winners, opposing = down, len(up)
             correction = _chosen_correction(down, turn.answer)
             if correction is not None:
-                drafts.append(("desirable", correction))
+                drafts.append(("desirable", correction, True))
             if self.cfg.use_downvotes:
-                drafts.append(("undesirable", turn.answer))
+                drafts.append(("undesirable", turn.answer, False))
             if not drafts:
                 return self.drop(turn, "downvote without correction",
                                  "use_downvotes is off")
@@ -256,8 +310,13 @@ class _Curator:
         for r in scrubbed_messages:
             message_counts.update(r.counts)
         question = _words(self.scrub(turn.question).text)
-        for label, raw in drafts:
-            deciders = {v.user_id for v in winners if self.used[v.user_id] < cap}
+        for label, raw, from_correction in drafts:
+            if (label == "desirable" and not from_correction and self.cfg.hold_risky_text
+                    and (problem := answer_problem(raw, self.sources(turn)))):
+                self.drop(turn, "held for review", f"the liked answer carries {problem}", label)
+                continue
+            counting = [v for v in winners if self.used[v.user_id] < cap and self.network_ok(v)]
+            deciders = {v.user_id for v in counting}
             if len(deciders) <= opposing:
                 self.drop(turn, "user cap", "its voters reached max_examples_per_user", label)
                 continue
@@ -283,12 +342,43 @@ class _Curator:
                 continue
             self.exact.add((label, question, target_key))
             self.near[label].add(len(self.kept), pair)
-            self.kept.append(_Candidate(order, turn, label, [dict(m) for m in messages], target, deciders, opposing,
-                                        target_key, _shingles(target_key, "a:"),
-                                        message_counts + Counter(scrubbed.counts)))
+            self.kept.append(_Candidate(order, turn, label, [dict(m) for m in messages], target,
+                                        deciders, opposing, target_key,
+                                        _shingles(target_key, "a:"),
+                                        message_counts + Counter(scrubbed.counts),
+                                        from_correction))
             for user in deciders:
                 self.used[user] += 1
+            for network in {v.network for v in counting
+                            if v.network is not None and not is_logged_in(v.user_id)}:
+                self.used_network[network] += 1
         return None
+
+    def drop_campaigns(self, turns: list[RatedTurn]) -> None:
+        """A phrase recurring across many voters' corrections (not the model's own wording) is
+        a campaign: its voters stop counting, and examples left without a majority go."""
+        corrections = [(user, c.target_key) for c in self.kept if c.from_correction
+                       for user in sorted(c.deciders)]
+        phrases = campaign_phrases(corrections, (_words(t.answer) for t in turns), self.cfg)
+        if not phrases:
+            return
+        n = self.cfg.campaign_phrase_words
+        spans: dict[str, str] = {}
+        for c in self.kept:
+            span = campaign_span(c.target_key, phrases, n) if c.from_correction else None
+            if span:
+                spans.update(dict.fromkeys(c.deciders, span))
+        for c in self.kept:
+            involved = c.deciders & spans.keys()
+            if not involved:
+                continue
+            c.deciders -= involved
+            if len(c.deciders) <= c.opposing:
+                span = spans[min(involved)]
+                self.drop(c.turn, "campaign", f"its voters' corrections repeat {span[:80]!r}, "
+                          f"a phrase in the corrections of {len(spans)} voters", c.label)
+                c.dropped = "campaign"
+        self.kept = [c for c in self.kept if c.dropped is None]
 
     def enforce_shares(self) -> None:
         """Stage 4: apply the voter and answer shares to the dataset they produce, until no
@@ -409,6 +499,7 @@ def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = No
             continue
         seen.add(turn.turn_id)
         curator.visit(order, turn)
+    curator.drop_campaigns(ordered)
     curator.enforce_shares()
     splits = _split(((c.turn.conversation_id, c.label == "desirable") for c in curator.kept),
                     cfg.holdout_fraction, seed)
@@ -442,6 +533,15 @@ def summary_lines(result: CurationResult) -> list[str]:
                          f"examples and {cfg.max_share_per_user:.0%} of the dataset; with fewer "
                          f"than {math.ceil(1 / max(cfg.max_share_per_user, 1e-9))} active voters "
                          "raise curation.max_share_per_user)")
+        trust = {k: result.drop_counts.get(k, 0) for k in ("untrusted voter", "network cap",
+                                                            "held for review", "campaign")}
+        if any(trust.values()):
+            cfg = result.config
+            lines.append(f"  (trust: votes count from logged-in accounts and identities at "
+                         f"least {cfg.min_voter_age_hours:g} h old with {cfg.min_voter_turns} "
+                         f"earlier turns, {cfg.max_examples_per_network} examples per network; "
+                         "links, contacts and instructions are held for review; "
+                         + ", ".join(f"{k} {n}" for k, n in trust.items() if n) + ")")
     else:
         lines.append("  left out nothing")
     if result.scrub_counts:
