@@ -51,10 +51,19 @@ def cmd_forget(cfg: Config, args: argparse.Namespace) -> int:
         r = _admin(cfg, "POST", "/forget", {"user": args.user,
                                              "include_trained": args.include_trained})
     else:
-        with db:
+        from store.compact import rebuild_file
+
+        try:
             r = dataclasses.asdict(forget_user(db, args.user, cfg.data_dir,
                                                include_trained=args.include_trained,
                                                actor="cli"))
+        except BaseException:
+            db.close()
+            raise
+        # Nobody else has the file open: rebuild it, so not even DuckDB's stale metadata
+        # keeps a trace of the user (the server, which cannot, overwrites the freed blocks).
+        if rebuild_file(db):
+            print("database file rebuilt from its live contents")
     print(f"removed {r['conversations']} conversations, {r['turns']} answers, {r['votes']} "
           f"votes ({r['vote_history']} vote history rows), {r['dataset_examples']} dataset "
           f"examples and {r['dataset_lines_removed']} lines from "

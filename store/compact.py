@@ -13,18 +13,28 @@ FORCE CHECKPOINT byte for byte). Two steps fix it, both inside the running serve
    random filler in a scratch table and drop it. DuckDB writes whole blocks, so each freed
    block, and whatever it held, is overwritten. The WAL is emptied by the checkpoints.
 
+What the in-place steps cannot reach: DuckDB's metadata blocks are not filled by step 2, and a
+stale one can keep a deleted value as an old column min/max statistic (measured: the forgotten
+user id, not their texts). `rebuild_file` removes that too by copying the live database into a
+fresh file (COPY FROM DATABASE keeps tables, indexes and sequence positions) and replacing the
+old one; it needs the file closed, so `main.py forget` runs it when the server is not running.
+
 Cost: every row of the rewritten tables is copied once per forget (forget is rare; a 100k-turn
 database takes seconds), and the file keeps its size (the freed blocks are reused later).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import time
+from pathlib import Path
 
 import duckdb
 
-from store.db import Cursor, Database
+from errors import StoreError
+from store.db import Cursor, Database, lock_path
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +111,49 @@ def overwrite_free_blocks(db: Database) -> bool:
     if free > 0:
         log.warning("%d free blocks of the database file could not be overwritten", free)
     return free == 0
+
+
+def rebuild_file(db: Database) -> bool:
+    """Close `db` and replace its file by a fresh copy of its live contents, so nothing deleted
+    survives anywhere in the file. Returns False (and leaves the file as it was) when another
+    process opened the database in between. The caller must not use `db` afterwards."""
+    path = Path(db.path)
+    fresh = path.with_name(path.name + ".rebuild")
+    for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    _checkpoint(db)
+    with db.reader() as cur:
+        (name,) = cur.execute("SELECT current_database()").fetchone()
+        quoted = str(fresh).replace("'", "''")  # our own path (never user text), quoted
+        cur.execute(f"ATTACH '{quoted}' AS compact_fresh")
+        try:
+            cur.execute(f'COPY FROM DATABASE "{name}" TO compact_fresh')
+        finally:
+            cur.execute("DETACH compact_fresh")
+    stamp = path.stat().st_mtime_ns, path.stat().st_size
+    db.close()
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fresh.unlink(missing_ok=True)
+            return False
+        if (path.stat().st_mtime_ns, path.stat().st_size) != stamp:
+            fresh.unlink(missing_ok=True)
+            return False
+        with fresh.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(fresh, path)
+        path.with_name(path.name + ".wal").unlink(missing_ok=True)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise StoreError(f"cannot replace the database file {path} by its rebuilt copy: "
+                         f"{exc}; the old file is intact") from None
+    finally:
+        os.close(fd)  # releases the flock
+    return True

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 import config as config_mod
 from assistant.http.admin import admin_router
 from cli.data import cmd_forget
+from store.compact import rebuild_file
 from store.datasets import record_dataset
 from store.db import Database, database_path, open_database
 from store.events import list_events
@@ -122,10 +123,20 @@ def test_forgotten_rows_are_not_left_readable_in_the_database_file(tmp_path: Pat
     for secret in (b"Quokkaworth", b"flowerpot", b"spare key", b"blue flowerpot"):
         assert secret not in raw, secret
     reopened = open_database(path)  # still a valid database with everyone else in it
+    assert len(list_conversations(reopened, "user-29")) == 1
+    # Offline (main.py forget with the server stopped) the file is rebuilt: not even the id.
+    assert rebuild_file(reopened)
+    raw = _file_bytes(path)
+    for secret in (b"Quokkaworth", b"flowerpot", b"alice-7f3"):
+        assert secret not in raw, secret
+    again = open_database(path)
     try:
-        assert len(list_conversations(reopened, "user-29")) == 1
+        assert len(list_conversations(again, "user-29")) == 1
+        _, turn = add_turn(again, "user-29")  # keys and sequences carried over
+        set_feedback(again, turn_id=turn, user_id="user-29", rating="up")
+        set_feedback(again, turn_id=turn, user_id="user-29", rating="down")
     finally:
-        reopened.close()
+        again.close()
 
 
 @pytest.fixture
@@ -170,3 +181,20 @@ def test_forget_through_the_admin_api_while_the_server_runs(held, capsys) -> Non
     ok = client.post("/admin/forget", json={"user": "bob"},
                      headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200 and ok.json()["conversations"] == 1
+
+
+def test_forget_from_the_cli_with_the_server_stopped_rebuilds_the_file(cfg, capsys) -> None:
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    path = database_path(cfg)
+    db = open_database(path)
+    _, a1 = add_turn(db, "anon-zed42", question=SECRET_QUESTION)
+    set_feedback(db, turn_id=a1, user_id="anon-zed42", rating="down",
+                 correction=SECRET_CORRECTION)
+    add_turn(db, "bob")
+    db.close()
+    assert cmd_forget(cfg, argparse.Namespace(user="anon-zed42", include_trained=False)) == 0
+    assert "database file rebuilt" in capsys.readouterr().out
+    raw = _file_bytes(path)
+    assert b"anon-zed42" not in raw and b"Quokkaworth" not in raw
+    with open_database(path) as again:
+        assert len(list_conversations(again, "bob")) == 1
