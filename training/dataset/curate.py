@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from core.domain import RatedTurn, Vote
 from errors import InputError
 from training.dataset.pii import ScrubResult, scrub
 from training.dataset.schema import Example, Label, Split
+from training.dataset.similarity import SimilarIndex, shingles, words
 from training.dataset.trust import (
     answer_problem,
     campaign_phrases,
@@ -121,62 +120,6 @@ class _Candidate:
     detail: str = ""
 
 
-# --- text similarity -----------------------------------------------------------------------------
-
-def _words(text: str) -> tuple[str, ...]:
-    """Normalised words: Unicode-folded, case-folded, punctuation and spacing ignored."""
-    return tuple(re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold()))
-
-
-def _shingles(words: tuple[str, ...], prefix: str = "") -> frozenset[str]:
-    """Word bigrams (a single word for one-word texts): one edited word in a 30-word answer
-    still leaves a Jaccard of ~0.87, while reordered bags of words do not match."""
-    if len(words) < 2:
-        return frozenset(prefix + w for w in words)
-    return frozenset(f"{prefix}{a} {b}" for a, b in zip(words, words[1:], strict=False))
-
-
-class _SimilarIndex:
-    """Finds an indexed set whose Jaccard similarity with a query is above a threshold, exactly.
-
-    Prefix filtering (Chaudhuri et al. 2006; Bayardo et al. 2007): with every set's tokens in one
-    global order (rarest first), two sets above the threshold must share a token among their
-    first |S| - floor(t|S|) tokens, so only those are indexed and probed. Exact, deterministic,
-    and near-linear for the 0.8-0.95 thresholds dedup uses.
-    """
-
-    def __init__(self, threshold: float, frequency: Counter[str]) -> None:
-        self._t = threshold
-        self._freq = frequency
-        self._sets: list[frozenset[str]] = []
-        self._keys: list[int] = []
-        self._postings: dict[str, list[int]] = defaultdict(list)
-
-    def _prefix(self, tokens: frozenset[str]) -> list[str]:
-        length = len(tokens) - math.floor(self._t * len(tokens) - 1e-9)
-        return sorted(tokens, key=lambda s: (self._freq[s], s))[:length]
-
-    def find(self, tokens: frozenset[str]) -> int | None:
-        """The key of an indexed set more similar than the threshold, or None."""
-        seen: set[int] = set()
-        for token in self._prefix(tokens) if tokens else ():
-            for i in self._postings.get(token, ()):
-                if i in seen:
-                    continue
-                seen.add(i)
-                overlap = len(tokens & self._sets[i])
-                if overlap / (len(tokens) + len(self._sets[i]) - overlap) > self._t:
-                    return self._keys[i]
-        return None
-
-    def add(self, key: int, tokens: frozenset[str]) -> None:
-        i = len(self._sets)
-        self._sets.append(tokens)
-        self._keys.append(key)
-        for token in self._prefix(tokens) if tokens else ():
-            self._postings[token].append(i)
-
-
 # --- votes -------------------------------------------------------------------------------------
 
 def _current_votes(votes: Iterable[Vote]) -> list[Vote]:
@@ -195,12 +138,12 @@ def _ts(at: datetime) -> float:
 def _chosen_correction(down_votes: list[Vote], answer: str) -> str | None:
     """The correction most down-voters gave (earliest on a tie), ignoring empty ones and ones
     that only repeat the answer."""
-    answer_key = _words(answer)
+    answer_key = words(answer)
     groups: dict[tuple[str, ...], list[Vote]] = defaultdict(list)
     for vote in down_votes:  # already oldest first
         text = (vote.correction or "").strip()
-        if text and _words(text) != answer_key:
-            groups[_words(text) or (text,)].append(vote)
+        if text and words(text) != answer_key:
+            groups[words(text) or (text,)].append(vote)
     if not groups:
         return None
     best = max(groups.values(), key=len)  # max keeps the first (earliest) on ties
@@ -221,9 +164,9 @@ class _Curator:
         self.exact: set[tuple[Label, tuple[str, ...], tuple[str, ...]]] = set()
         frequency: Counter[str] = Counter()
         for turn in turns:  # rarest-first token order for prefix filtering
-            frequency.update(_shingles(_words(turn.question), "q:"))
-            frequency.update(_shingles(_words(turn.answer), "a:"))
-        self.near = {label: _SimilarIndex(cfg.near_duplicate_threshold, frequency)
+            frequency.update(shingles(words(turn.question), "q:"))
+            frequency.update(shingles(words(turn.answer), "a:"))
+        self.near = {label: SimilarIndex(cfg.near_duplicate_threshold, frequency)
                      for label in ("desirable", "undesirable")}
         self.frequency = frequency
         self._scrubbed: dict[str, ScrubResult] = {}
@@ -309,7 +252,7 @@ class _Curator:
         message_counts: Counter[str] = Counter()
         for r in scrubbed_messages:
             message_counts.update(r.counts)
-        question = _words(self.scrub(turn.question).text)
+        question = words(self.scrub(turn.question).text)
         for label, raw, from_correction in drafts:
             if (label == "desirable" and not from_correction and self.cfg.hold_risky_text
                     and (problem := answer_problem(raw, self.sources(turn)))):
@@ -330,11 +273,11 @@ class _Curator:
                 self.drop(turn, "too long", f"{len(target)} > max_chars={self.cfg.max_chars}",
                           label)
                 continue
-            target_key = _words(target) or (target,)
+            target_key = words(target) or (target,)
             if (label, question, target_key) in self.exact:
                 self.drop(turn, "duplicate", "same question and target as a kept example", label)
                 continue
-            pair = _shingles(question, "q:") | _shingles(target_key, "a:")
+            pair = shingles(question, "q:") | shingles(target_key, "a:")
             twin = self.near[label].find(pair)
             if twin is not None:
                 self.drop(turn, "near duplicate",
@@ -344,7 +287,7 @@ class _Curator:
             self.near[label].add(len(self.kept), pair)
             self.kept.append(_Candidate(order, turn, label, [dict(m) for m in messages], target,
                                         deciders, opposing, target_key,
-                                        _shingles(target_key, "a:"),
+                                        shingles(target_key, "a:"),
                                         message_counts + Counter(scrubbed.counts),
                                         from_correction))
             for user in deciders:
@@ -359,7 +302,7 @@ class _Curator:
         a campaign: its voters stop counting, and examples left without a majority go."""
         corrections = [(user, c.target_key) for c in self.kept if c.from_correction
                        for user in sorted(c.deciders)]
-        phrases = campaign_phrases(corrections, (_words(t.answer) for t in turns), self.cfg)
+        phrases = campaign_phrases(corrections, (words(t.answer) for t in turns), self.cfg)
         if not phrases:
             return
         n = self.cfg.campaign_phrase_words
@@ -427,7 +370,7 @@ class _Curator:
         threshold = min(self.cfg.near_duplicate_threshold, ANSWER_SIMILARITY)
         clusters: list[list[_Candidate]] = []
         exact: dict[tuple[Label, tuple[str, ...]], int] = {}
-        near = {label: _SimilarIndex(threshold, self.frequency)
+        near = {label: SimilarIndex(threshold, self.frequency)
                 for label in ("desirable", "undesirable")}
         for c in self.kept:
             i = exact.get((c.label, c.target_key))
