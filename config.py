@@ -148,6 +148,10 @@ class CurationConfig:
                                         "reach to be a campaign.", min=0.0, max=1.0)
     campaign_phrase_words: int = setting(6, "Length in words of the phrases campaign detection "
                                          "compares.", min=3, max=50)
+    campaign_lookback_days: float = setting(30.0, "Campaign detection also reads the corrections "
+                                            "of this many past days, whichever dataset they "
+                                            "went to (a slow campaign spreads over several).",
+                                            min=0.0, max=3650.0)
 
 
 @dataclass(frozen=True)

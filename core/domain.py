@@ -38,6 +38,17 @@ class Vote:
 
 
 @dataclass(frozen=True)
+class PastCorrection:
+    """A 👎 correction from the last weeks, whatever dataset it went to: the context in which
+    curation looks for campaigns spread over several datasets."""
+
+    turn_id: str
+    user_id: str
+    correction: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class RatedTurn:
     """A logged answer with its current votes: the input of curation.
 

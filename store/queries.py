@@ -11,6 +11,7 @@ from core.domain import (
     DatasetInfo,
     Lineage,
     LineageExample,
+    PastCorrection,
     RatedTurn,
     RatePoint,
     RatingCount,
@@ -71,6 +72,20 @@ def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
                       answer=r[4], messages=from_json(r[5], []),
                       passages=passages_from_json(r[6]), adapter_version=r[7], arm=r[8],
                       created_at=aware(r[9]), votes=votes.get(r[0], [])) for r in rows]
+
+
+def recent_corrections(db: Database, since: datetime) -> list[PastCorrection]:
+    """Every current 👎 correction cast or changed at/after `since`, with the answer it
+    corrects, oldest first (curation's campaign context across datasets)."""
+    with db.reader() as cur:
+        rows = cur.execute("""
+            SELECT f.turn_id, f.user_id, f.correction, t.answer
+            FROM feedback f JOIN turns t ON t.id = f.turn_id
+            WHERE f.rating = 'down' AND f.correction IS NOT NULL AND trim(f.correction) <> ''
+              AND f.updated_at >= ?::TIMESTAMP
+            ORDER BY f.updated_at, f.turn_id""", [to_db(since)]).fetchall()
+    return [PastCorrection(turn_id=r[0], user_id=r[1], correction=r[2], answer=r[3])
+            for r in rows]
 
 
 def rating_counts(db: Database, since: datetime | None = None, until: datetime | None = None,

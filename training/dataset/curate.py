@@ -31,13 +31,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from config import CurationConfig
-from core.domain import RatedTurn, Vote
+from core.domain import PastCorrection, RatedTurn, Vote
 from errors import InputError
 from training.dataset.pii import ScrubResult, scrub
 from training.dataset.schema import Example, Label, Split
@@ -297,12 +297,19 @@ class _Curator:
                 self.used_network[network] += 1
         return None
 
-    def drop_campaigns(self, turns: list[RatedTurn]) -> None:
+    def drop_campaigns(self, turns: list[RatedTurn], context: Sequence[PastCorrection]) -> None:
         """A phrase recurring across many voters' corrections (not the model's own wording) is
-        a campaign: its voters stop counting, and examples left without a majority go."""
-        corrections = [(user, c.target_key) for c in self.kept if c.from_correction
-                       for user in sorted(c.deciders)]
-        phrases = campaign_phrases(corrections, (words(t.answer) for t in turns), self.cfg)
+        a campaign: its voters stop counting, and examples left without a majority go. The
+        evidence is every correction of these turns (also untrusted or held ones) and of the
+        `context` (earlier days' corrections, whichever dataset they went to)."""
+        seen = {t.turn_id for t in turns}
+        corrections = [(v.user_id, words(v.correction)) for t in turns for v in t.votes
+                       if v.rating == "down" and v.correction]
+        corrections += [(p.user_id, words(p.correction)) for p in context
+                        if p.turn_id not in seen]
+        answers = [words(t.answer) for t in turns] + [words(p.answer) for p in context
+                                                      if p.turn_id not in seen]
+        phrases = campaign_phrases(corrections, answers, self.cfg)
         if not phrases:
             return
         n = self.cfg.campaign_phrase_words
@@ -420,10 +427,12 @@ def _split(kept: Iterable[tuple[str, bool]], fraction: float, seed: int) -> dict
     return {c: ("heldout" if c in held else "train") for c in ids}
 
 
-def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = None
-           ) -> CurationResult:
+def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = None,
+           campaign_context: Sequence[PastCorrection] = ()) -> CurationResult:
     """Turn rated turns into kept examples (scrubbed, deduplicated, capped, split) and dropped
-    ones with a reason each. Pure: no database, no files. `seed` overrides `cfg.seed`."""
+    ones with a reason each. Pure: no database, no files. `seed` overrides `cfg.seed`;
+    `campaign_context` is the last weeks' corrections (store.queries.recent_corrections) that
+    campaign detection reads besides these turns'."""
     seed = cfg.seed if seed is None else seed
     if not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed = {seed!r}: must be a non-negative integer")
@@ -442,7 +451,7 @@ def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = No
             continue
         seen.add(turn.turn_id)
         curator.visit(order, turn)
-    curator.drop_campaigns(ordered)
+    curator.drop_campaigns(ordered, campaign_context)
     curator.enforce_shares()
     splits = _split(((c.turn.conversation_id, c.label == "desirable") for c in curator.kept),
                     cfg.holdout_fraction, seed)
@@ -455,6 +464,11 @@ def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = No
     drop_counts = Counter(d.reason for d in curator.dropped)
     return CurationResult(examples, curator.dropped, dict(sorted(drop_counts.items())),
                           dict(sorted(scrub_counts.items())), cfg, seed, len(turns))
+
+
+def campaign_since(cfg: CurationConfig) -> datetime:
+    """Where the campaign context starts: `campaign_lookback_days` before now."""
+    return datetime.now(UTC) - timedelta(days=cfg.campaign_lookback_days)
 
 
 def summary_lines(result: CurationResult) -> list[str]:
