@@ -144,7 +144,8 @@ def exported_files(db: Database) -> list[Path]:
     """Every file an export wrote (from the audit log), oldest export first, each once."""
     paths: dict[str, None] = {}
     for event in reversed(list_events(db, 1_000_000, action=EXPORT_ACTION)):
-        for name in event.detail.get("files") or []:
+        files = event.detail.get("files")
+        for name in files if isinstance(files, list) else []:
             if isinstance(name, str):
                 paths[name] = None
     return [Path(p) for p in paths]
