@@ -145,6 +145,37 @@ class CurationConfig:
     use_downvotes: bool = setting(True, "Keep 👎 answers as undesirable examples (KTO and the "
                                   "preference margin); otherwise drop them.")
     seed: int = setting(0, "Seed of the conversation split.", min=0)
+    min_voter_age_hours: float = setting(24.0, "A vote counts toward a dataset only when the "
+                                         "voter's identity had been in use this long when they "
+                                         "voted (logged-in accounts always count); 0 with "
+                                         "min_voter_turns = 0 trusts every identity.",
+                                         min=0.0, max=100_000.0)
+    min_voter_turns: int = setting(3, "Earlier turns (questions asked before the rated one) a "
+                                   "voter's identity needs for its vote to count (logged-in "
+                                   "accounts always count).", min=0, max=100_000)
+    max_examples_per_network: int = setting(25, "Most examples the votes from one client "
+                                            "network (IPv4 /24, IPv6 /48) may decide, so "
+                                            "identities minted from one place are one budget; "
+                                            "logged-in accounts are not limited. Raise it when "
+                                            "many users share one proxy or NAT.", min=1,
+                                            max=1_000_000)
+    hold_risky_text: bool = setting(True, "Hold for review (leave out) corrections with links, "
+                                    "contact details or instructions to the reader, and liked "
+                                    "answers with links or contacts their sources did not "
+                                    "give.")
+    campaign_min_voters: int = setting(5, "A phrase recurring in the corrections of at least "
+                                       "this many voters (and campaign_min_share of all "
+                                       "corrections), and not the model's own wording, is a "
+                                       "campaign: its voters stop counting.", min=2,
+                                       max=1_000_000)
+    campaign_min_share: float = setting(0.1, "Share of the corrections a recurring phrase must "
+                                        "reach to be a campaign.", min=0.0, max=1.0)
+    campaign_phrase_words: int = setting(6, "Length in words of the phrases campaign detection "
+                                         "compares.", min=3, max=50)
+    campaign_lookback_days: float = setting(30.0, "Campaign detection also reads the corrections "
+                                            "of this many past days, whichever dataset they "
+                                            "went to (a slow campaign spreads over several).",
+                                            min=0.0, max=3650.0)
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,9 @@ def main() -> None:
             cfg, server={"data_dir": tmp, "rate_limit_per_minute": 10_000},
             model={"max_new_tokens": args.max_new_tokens, "temperature": 0.7},
             retrieval={"top_k": 0},
-            curation={"max_share_per_user": 0.2, "max_examples_per_user": 1000},
+            # Simulated raters are minutes old: trust them (the bench measures learning).
+            curation={"max_share_per_user": 0.2, "max_examples_per_user": 1000,
+                      "min_voter_age_hours": 0.0, "min_voter_turns": 0},
             training=training, schedule={"min_new_examples": 1})
         t = time.perf_counter()
         generator = build_generator(cfg)

@@ -37,17 +37,45 @@ def _forget_args(p: argparse.ArgumentParser) -> None:
 @command("forget", "delete a user's conversations and feedback everywhere they are stored",
          _forget_args)
 def cmd_forget(cfg: Config, args: argparse.Namespace) -> int:
+    """Forget a user; while the server holds the database, through its admin API (as `cycle`
+    and `rollout` do)."""
+    import dataclasses
+
+    from cli.loop import _admin
+    from errors import StoreError
     from store.forget import forget_user
 
-    with open_database(database_path(cfg)) as db:
-        r = forget_user(db, args.user, cfg.data_dir, include_trained=args.include_trained,
-                        actor="cli")
-    print(f"removed {r.conversations} conversations, {r.turns} answers, {r.votes} votes "
-          f"({r.vote_history} vote history rows), {r.dataset_examples} dataset examples and "
-          f"{r.dataset_lines_removed} lines from {len(r.dataset_files_rewritten)} dataset files")
-    if r.trained_datasets_kept:
+    try:
+        db = open_database(database_path(cfg))
+    except StoreError:
+        r = _admin(cfg, "POST", "/forget", {"user": args.user,
+                                             "include_trained": args.include_trained})
+    else:
+        from store.compact import rebuild_file
+
+        try:
+            r = dataclasses.asdict(forget_user(db, args.user, cfg.data_dir,
+                                               include_trained=args.include_trained,
+                                               actor="cli"))
+        except BaseException:
+            db.close()
+            raise
+        # Nobody else has the file open: rebuild it, so not even DuckDB's stale metadata
+        # keeps a trace of the user (the server, which cannot, overwrites the freed blocks).
+        if rebuild_file(db):
+            print("database file rebuilt from its live contents")
+    print(f"removed {r['conversations']} conversations, {r['turns']} answers, {r['votes']} "
+          f"votes ({r['vote_history']} vote history rows), {r['dataset_examples']} dataset "
+          f"examples and {r['dataset_lines_removed']} lines from "
+          f"{len(r['dataset_files_rewritten'])} dataset files")
+    if r["export_files_rewritten"]:
+        print(f"removed from {len(r['export_files_rewritten'])} export files: "
+              + ", ".join(r["export_files_rewritten"]))
+    if r["trained_datasets_kept"]:
         print("kept (already trained on; use --include-trained to scrub them too): "
-              + ", ".join(r.trained_datasets_kept))
+              + ", ".join(r["trained_datasets_kept"]))
+    if r["retrain_hint"]:
+        print(r["retrain_hint"])
     return 0
 
 

@@ -63,12 +63,14 @@ def _curate_args(p: argparse.ArgumentParser) -> None:
          _curate_args)
 def cmd_curate(cfg: Config, args: argparse.Namespace) -> int:
     from store import datasets, queries
-    from training.dataset.curate import curate, summary_lines
+    from training.dataset.curate import campaign_since, curate, summary_lines
     from training.dataset.schema import write_dataset
 
     with _open(cfg) as db:
         since = datasets.last_dataset_time(db)
-        result = curate(queries.rated_turns_since(db, since), cfg.curation)
+        result = curate(queries.rated_turns_since(db, since), cfg.curation,
+                        campaign_context=queries.recent_corrections(
+                            db, campaign_since(cfg.curation)))
         for line in summary_lines(result):
             print(line)
         if args.dry_run or not result.examples:

@@ -39,6 +39,12 @@ class Vote:
     at: datetime
     reasons: tuple[FeedbackReason, ...] = ()
     """Reason chips picked with a 👎 (empty for 👍 and for votes without any)."""
+    voter_since: datetime | None = None
+    """When the voter's identity was first seen (their first conversation); None: unknown."""
+    voter_turns_before: int | None = None
+    """Turns the voter had asked before the rated one; None: unknown."""
+    network: str | None = None
+    """A keyed digest of the client network the vote came from; None: not recorded."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,17 @@ class PreferencePair:
     rejected_adapter_version: int
     preferred: PreferenceChoice
     at: datetime
+
+
+@dataclass(frozen=True)
+class PastCorrection:
+    """A 👎 correction from the last weeks, whatever dataset it went to: the context in which
+    curation looks for campaigns spread over several datasets."""
+
+    turn_id: str
+    user_id: str
+    correction: str
+    answer: str
 
 
 @dataclass(frozen=True)
@@ -323,3 +340,11 @@ class ForgetReport:
     trained_datasets_kept: list[str]
     preferences: int = 0
     """Preferences between an answer and its retry that were removed."""
+    adapters_trained_on: list[int] = field(default_factory=list)
+    """Adapter versions whose weights learnt from the user's data: trained on a dataset that
+    held their examples, or descended (trained on top of) such an adapter."""
+    retrain_hint: str = ""
+    """What the operator can do about `adapters_trained_on` ('' when none)."""
+    export_files_rewritten: list[str] = field(default_factory=list)
+    database_compacted: bool = False
+    """The deleted rows' bytes were overwritten in the database file (not just marked)."""

@@ -1,4 +1,6 @@
-"""Export of conversations with their turns and current feedback to Parquet and JSONL."""
+"""Export of conversations with their turns and current feedback to Parquet and JSONL, and the
+removal of a forgotten user from the files exported before (every export is recorded in the
+audit log as `data.export` with its files, so forget can find them)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.domain import ExportReport
 from errors import StoreError
 from store.db import Database
+from store.events import insert_event, list_events
+
+EXPORT_ACTION = "data.export"
 
 PARQUET_NAME = "conversations.parquet"
 JSONL_NAME = "conversations.jsonl"
@@ -68,10 +74,11 @@ def _jsonl_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def export_conversations(db: Database, out_dir: Path, user_id: str | None = None
-                         ) -> ExportReport:
+def export_conversations(db: Database, out_dir: Path, user_id: str | None = None, *,
+                         actor: str = "operator") -> ExportReport:
     """Write every conversation (or one user's) with turns and feedback to
-    `out_dir/conversations.parquet` and `out_dir/conversations.jsonl` (replaced atomically)."""
+    `out_dir/conversations.parquet` and `out_dir/conversations.jsonl` (replaced atomically),
+    and record the files in the audit log (never the user id: see `forget_in_exports`)."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +102,9 @@ def export_conversations(db: Database, out_dir: Path, user_id: str | None = None
         os.replace(tmp, jsonl_path)
     except OSError as exc:
         raise StoreError(f"cannot write the export to {out_dir}: {exc}") from None
+    files = [str(parquet_path.resolve()), str(jsonl_path.resolve())]
+    db.write(lambda cur: insert_event(cur, actor, EXPORT_ACTION, str(out_dir.resolve())[-200:],
+                                      {"files": files, "conversations": len(rows)}))
     return ExportReport(files=[str(parquet_path), str(jsonl_path)], conversations=len(rows),
                         turns=turns, votes=votes)
 
@@ -119,3 +129,68 @@ def export_user(db: Database, user_id: str) -> dict[str, Any]:
             "conversations": conversations, "preferences": preferences,
             "counts": {"conversations": report.conversations, "turns": report.turns,
                        "votes": report.votes, "preferences": len(preferences)}}
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".forget-tmp")
+    write(tmp)
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _forget_in_parquet(path: Path, user_id: str) -> bool:
+    table = pq.read_table(path)
+    if "user_id" not in table.column_names:
+        return False
+    mine = pc.equal(table["user_id"], user_id)
+    if not pc.any(mine).as_py():
+        return False
+    kept = table.filter(pc.invert(pc.fill_null(mine, False)))
+    _atomic_write(path, lambda tmp: pq.write_table(kept, tmp))
+    return True
+
+
+def _forget_in_jsonl(path: Path, user_id: str) -> bool:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+    def theirs(line: str) -> bool:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(row, dict) and row.get("user_id") == user_id
+
+    kept = [line for line in lines if not theirs(line)]
+    if len(kept) == len(lines):
+        return False
+    _atomic_write(path, lambda tmp: tmp.write_text("".join(kept), encoding="utf-8"))
+    return True
+
+
+def exported_files(db: Database) -> list[Path]:
+    """Every file an export wrote (from the audit log), oldest export first, each once."""
+    paths: dict[str, None] = {}
+    for event in reversed(list_events(db, 1_000_000, action=EXPORT_ACTION)):
+        files = event.detail.get("files")
+        for name in files if isinstance(files, list) else []:
+            if isinstance(name, str):
+                paths[name] = None
+    return [Path(p) for p in paths]
+
+
+def forget_in_exports(db: Database, user_id: str) -> list[str]:
+    """Remove the user's conversations from every export file still on disk (atomic rewrites);
+    returns the files rewritten. A file that was moved or deleted is skipped; one that cannot
+    be read or written is a StoreError naming it (fix it, then run forget again)."""
+    rewritten = []
+    for path in exported_files(db):
+        if not path.is_file():
+            continue
+        try:
+            changed = (_forget_in_parquet(path, user_id) if path.suffix == ".parquet"
+                       else _forget_in_jsonl(path, user_id))
+        except (OSError, ValueError) as exc:  # pyarrow's errors are ValueError/OSError
+            raise StoreError(f"cannot remove the user from export file {path}: {exc}; fix or "
+                             "delete it, then run forget again") from None
+        if changed:
+            rewritten.append(str(path))
+    return rewritten

@@ -1,7 +1,11 @@
-"""Deleting a user everywhere: logs, votes and their history, dataset rows and dataset files.
+"""Deleting a user everywhere: logs, votes and their history, dataset rows and dataset files,
+export files, and the deleted rows' bytes in the database file; and naming the adapters whose
+weights learnt from the user (weights cannot be edited: the operator is told which versions,
+and how to retrain without the user).
 
-Dataset files are scrubbed BEFORE the rows are deleted: if the process dies in between, the
-turns are still in the database, so running `forget` again finds and removes everything.
+Files (datasets, exports) are scrubbed BEFORE the rows are deleted: if the process dies in
+between, the turns are still in the database, so running `forget` again finds and removes
+everything.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from pathlib import Path
 
 from core.domain import ForgetReport
 from errors import NotFoundError, StoreError
+from store.compact import overwrite_free_blocks, rewrite_tables
 from store.datasets import SPLITS, trained_dataset_ids
 from store.db import Cursor, Database, one_row
 from store.events import insert_event
+from store.export import forget_in_exports
+from store.registry import list_adapters
 from store.values import check_id
 
 log = logging.getLogger(__name__)
@@ -127,6 +134,48 @@ def _user_turn_ids(db: Database, user_id: str) -> set[str]:
             [user_id, user_id, user_id]).fetchall()}
 
 
+# What the report calls each count -> the table it deletes from.
+_TABLES = {"dataset_examples": "dataset_examples", "vote_history": "feedback_history",
+           "votes": "feedback", "turns": "turns", "conversations": "conversations",
+           "vote_origins": "vote_origins", "preferences": "preferences"}
+
+
+def _datasets_with(db: Database, turn_ids: set[str]) -> set[str]:
+    """Datasets recorded with any of `turn_ids` among their examples."""
+    if not turn_ids:
+        return set()
+    with db.reader() as cur:
+        return {r[0] for r in cur.execute(
+            "SELECT DISTINCT dataset_id FROM dataset_examples WHERE list_contains(?, turn_id)",
+            [sorted(turn_ids)]).fetchall()}
+
+
+def adapters_trained_on(db: Database, dataset_ids: set[str]) -> list[int]:
+    """Adapter versions trained on any of `dataset_ids`, and every adapter trained on top of
+    one of them (a child starts from its parent's weights, so it carries what they learnt)."""
+    adapters = list_adapters(db)
+    tainted = {a.version for a in adapters if a.dataset_id in dataset_ids}
+    changed = True
+    while changed:  # descendants, to a fixed point (lineage chains are short)
+        grown = tainted | {a.version for a in adapters if a.parent in tainted}
+        changed, tainted = grown != tainted, grown
+    return sorted(tainted)
+
+
+def retrain_hint(db: Database, versions: list[int]) -> str:
+    """The operator's options for adapters that learnt from a forgotten user ('' if none)."""
+    if not versions:
+        return ""
+    status = {a.version: a.status for a in list_adapters(db)}
+    named = ", ".join(f"v{v} ({status.get(v, 'unknown')})" for v in versions)
+    return (f"adapter versions {named} were trained on this user's data, and their weights "
+            "still hold what they learnt. To retrain without it: run forget again with "
+            "--include-trained (scrubs the user from those datasets), then train a new adapter "
+            "from the base model (training.start_from = \"base\", `main.py cycle --force`, or "
+            "`main.py train --dataset <scrubbed dataset>`), and roll back or retire the listed "
+            "versions once the new one is promoted")
+
+
 def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: bool = False,
                 actor: str = "operator") -> ForgetReport:
     """Delete a user's conversations, turns, votes (and vote history), dataset example rows,
@@ -140,6 +189,12 @@ def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: 
     digest = user_hash(user_id)
     turn_ids = _user_turn_ids(db, user_id)
     rewritten, kept, lines_removed = _scrub_datasets(db, turn_ids, data_dir, include_trained)
+    holding = _datasets_with(db, turn_ids)
+    holding.update(kept)
+    holding.update(Path(p).parent.name for p in rewritten)
+    adapters = adapters_trained_on(db, holding)
+    hint = retrain_hint(db, adapters)
+    exports = forget_in_exports(db, user_id)
 
     def run(cur: Cursor) -> dict[str, int]:
         cur.execute("CREATE OR REPLACE TEMP TABLE forget_turns (id VARCHAR)")
@@ -158,24 +213,34 @@ def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: 
              "(SELECT id FROM forget_turns)", [user_id]),
             ("turns", "DELETE FROM turns WHERE id IN (SELECT id FROM forget_turns)", []),
             ("conversations", "DELETE FROM conversations WHERE user_id = ?", [user_id]),
+            ("vote_origins", "DELETE FROM vote_origins WHERE user_id = ? OR turn_id IN "
+             "(SELECT id FROM forget_turns)", [user_id]),
         ):
             counts[name] = one_row(cur.execute(sql, params))[0]
         cur.execute("DROP TABLE forget_turns")
+        # Table names from the fixed map above: the rows' bytes must not stay in the file.
+        rewrite_tables(cur, [_TABLES[name] for name, n in counts.items() if n])
         insert_event(cur, actor, "user.forget", f"user:{digest}",
                      {**counts, "dataset_files_rewritten": rewritten,
-                      "dataset_lines_removed": lines_removed, "trained_datasets_kept": kept})
+                      "dataset_lines_removed": lines_removed, "trained_datasets_kept": kept,
+                      "adapters_trained_on": adapters, "export_files_rewritten": exports})
         return counts
 
     counts = db.write(run)
+    compacted = overwrite_free_blocks(db) if any(counts.values()) else True
     if kept:
         log.warning("user %s still appears in trained datasets %s (include_trained=True "
                     "scrubs their files)", digest, ", ".join(kept))
+    if adapters:
+        log.warning("user %s: %s", digest, hint)
     return ForgetReport(user_hash=digest, conversations=counts["conversations"],
                         turns=counts["turns"], votes=counts["votes"],
                         vote_history=counts["vote_history"],
                         dataset_examples=counts["dataset_examples"],
                         dataset_files_rewritten=rewritten, dataset_lines_removed=lines_removed,
-                        trained_datasets_kept=kept, preferences=counts["preferences"])
+                        trained_datasets_kept=kept, preferences=counts["preferences"],
+                        adapters_trained_on=adapters, retrain_hint=hint,
+                        export_files_rewritten=exports, database_compacted=compacted)
 
 
 def forget_conversation(db: Database, user_id: str, conversation_id: str, data_dir: Path, *,
@@ -213,18 +278,24 @@ def forget_conversation(db: Database, user_id: str, conversation_id: str, data_d
             ("turns", "DELETE FROM turns WHERE id IN (SELECT id FROM forget_turns)", []),
             ("conversations", "DELETE FROM conversations WHERE id = ? AND user_id = ?",
              [conversation_id, user_id]),
+            ("vote_origins", "DELETE FROM vote_origins WHERE turn_id IN "
+             "(SELECT id FROM forget_turns)", []),
         ):
-            counts[name] = cur.execute(sql, params).fetchone()[0]
+            counts[name] = one_row(cur.execute(sql, params))[0]
         cur.execute("DROP TABLE forget_turns")
+        # As for a whole user: the deleted rows' bytes must not stay in the file.
+        rewrite_tables(cur, [_TABLES[name] for name, n in counts.items() if n])
         insert_event(cur, actor, "conversation.forget", f"user:{digest}",
                      {**counts, "dataset_files_rewritten": rewritten,
                       "dataset_lines_removed": lines_removed, "trained_datasets_kept": kept})
         return counts
 
     counts = db.write(run)
+    compacted = overwrite_free_blocks(db) if any(counts.values()) else True
     return ForgetReport(user_hash=digest, conversations=counts["conversations"],
                         turns=counts["turns"], votes=counts["votes"],
                         vote_history=counts["vote_history"],
                         dataset_examples=counts["dataset_examples"],
                         dataset_files_rewritten=rewritten, dataset_lines_removed=lines_removed,
-                        trained_datasets_kept=kept, preferences=counts["preferences"])
+                        trained_datasets_kept=kept, preferences=counts["preferences"],
+                        database_compacted=compacted)

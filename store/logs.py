@@ -6,6 +6,9 @@ one that does not exist (same NotFoundError message), so ids cannot be probed.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -433,3 +436,38 @@ def search_conversations(db: Database, user_id: str, query: str, limit: int = 50
     with db.reader() as cur:
         rows = cur.execute(sql, [user_id, pattern, limit]).fetchall()
     return [_conversation(r) for r in rows]
+# ---- where votes come from (curation's per-network budgets) -----------------------------------
+
+def client_network(address: str | None) -> str | None:
+    """The network a client address belongs to for vote budgets: IPv4 /24, IPv6 /48 (what one
+    household, office or cloud host typically holds); None when it is not an IP address (a
+    test client, a Unix socket)."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def record_vote_origin(db: Database, *, turn_id: str, user_id: str, address: str | None
+                       ) -> None:
+    """Remember the client network the user's vote on `turn_id` came from, as a digest keyed
+    with this database's secret (the address itself is never stored). Nothing is recorded
+    for an address that is not an IP address."""
+    network = client_network(address)
+    if network is None:
+        return
+    check_id("turn_id", turn_id)
+    check_id("user_id", user_id)
+
+    def run(cur: Cursor) -> None:
+        (key,) = cur.execute("SELECT value FROM store_keys WHERE name = 'network'").fetchone()
+        digest = hmac.new(key.encode(), network.encode(), hashlib.sha256).hexdigest()[:16]
+        cur.execute("INSERT INTO vote_origins VALUES (?, ?, ?, ?) ON CONFLICT (turn_id, user_id) "
+                    "DO UPDATE SET network = excluded.network, recorded_at = excluded.recorded_at",
+                    [turn_id, user_id, digest, to_db(now())])
+
+    db.write(run)

@@ -8,6 +8,7 @@ Timestamps are naive UTC (see store/values.py).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -95,6 +96,17 @@ def m002_training(cur: duckdb.DuckDBPyConnection) -> None:
             updated_at TIMESTAMP NOT NULL, ended_at TIMESTAMP)""")
 
 
+def m004_vote_origins(cur: duckdb.DuckDBPyConnection) -> None:
+    """Where each vote came from, for curation's per-address budgets: a keyed digest of the
+    client's network (IPv4 /24, IPv6 /48), never the address itself. Deleted with the user."""
+    cur.execute("""
+        CREATE TABLE vote_origins (
+            turn_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, network VARCHAR NOT NULL,
+            recorded_at TIMESTAMP NOT NULL, PRIMARY KEY (turn_id, user_id))""")
+    cur.execute("CREATE TABLE store_keys (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    cur.execute("INSERT INTO store_keys VALUES ('network', ?)", [secrets.token_hex(32)])
+
+
 def m005_feedback_reasons_and_preferences(cur: duckdb.DuckDBPyConnection) -> None:
     """Reason chips on votes (JSON list of FeedbackReason), and users' preferences between an
     answer and its retry (one row per retry turn, changeable)."""
@@ -117,6 +129,7 @@ def m007_cycle_eta(cur: duckdb.DuckDBPyConnection) -> None:
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_logs_and_registry,
     m002_training,
+    m004_vote_origins,
     m005_feedback_reasons_and_preferences,
     m007_cycle_eta,
 ]

@@ -11,6 +11,7 @@ from core.domain import (
     DatasetInfo,
     Lineage,
     LineageExample,
+    PastCorrection,
     RatedTurn,
     RatePoint,
     RatingCount,
@@ -40,19 +41,52 @@ def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
             FROM turns t SEMI JOIN recent r ON r.turn_id = t.id
             ORDER BY t.created_at, t.id""", [to_db(since), to_db(since)]).fetchall()
         votes: dict[str, list[Vote]] = defaultdict(list)
+        # With each vote, what curation's trust rule reads: when the voter was first seen,
+        # how many turns they had asked before the rated one, and the network it came from.
         for v in cur.execute("""
+                WITH f AS (
+                    SELECT f.* FROM feedback f SEMI JOIN (
+                        SELECT DISTINCT turn_id FROM feedback
+                        WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP) r
+                        ON r.turn_id = f.turn_id),
+                voters AS (SELECT DISTINCT user_id FROM f),
+                seen AS (
+                    SELECT c.user_id, min(c.created_at) AS since FROM conversations c
+                    SEMI JOIN voters v ON v.user_id = c.user_id GROUP BY c.user_id),
+                before AS (  -- a voter rates their own answers: the turn's rank among theirs
+                    SELECT t.id AS turn_id, t.user_id,
+                           row_number() OVER (PARTITION BY t.user_id
+                                              ORDER BY t.created_at, t.id) - 1 AS n
+                    FROM turns t SEMI JOIN voters v ON v.user_id = t.user_id)
                 SELECT f.turn_id, f.user_id, f.rating, f.comment, f.correction, f.updated_at,
-                       f.reasons
-                FROM feedback f SEMI JOIN (
-                    SELECT DISTINCT turn_id FROM feedback
-                    WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP) r
-                    ON r.turn_id = f.turn_id
+                       f.reasons, s.since, b.n, o.network
+                FROM f LEFT JOIN seen s ON s.user_id = f.user_id
+                LEFT JOIN before b ON b.turn_id = f.turn_id AND b.user_id = f.user_id
+                LEFT JOIN vote_origins o ON o.turn_id = f.turn_id AND o.user_id = f.user_id
                 ORDER BY f.updated_at""", [to_db(since), to_db(since)]).fetchall():
-            votes[v[0]].append(vote_from_row(v[1:]))
+            vote = vote_from_row(v[1:7])
+            votes[v[0]].append(Vote(vote.user_id, vote.rating, vote.comment, vote.correction,
+                                    vote.at, reasons=vote.reasons,
+                                    voter_since=aware(v[7]) if v[7] else None,
+                                    voter_turns_before=v[8], network=v[9]))
     return [RatedTurn(turn_id=r[0], conversation_id=r[1], user_id=r[2], question=r[3],
                       answer=r[4], messages=from_json(r[5], []),
                       passages=passages_from_json(r[6]), adapter_version=r[7], arm=r[8],
                       created_at=aware(r[9]), votes=votes.get(r[0], [])) for r in rows]
+
+
+def recent_corrections(db: Database, since: datetime) -> list[PastCorrection]:
+    """Every current 👎 correction cast or changed at/after `since`, with the answer it
+    corrects, oldest first (curation's campaign context across datasets)."""
+    with db.reader() as cur:
+        rows = cur.execute("""
+            SELECT f.turn_id, f.user_id, f.correction, t.answer
+            FROM feedback f JOIN turns t ON t.id = f.turn_id
+            WHERE f.rating = 'down' AND f.correction IS NOT NULL AND trim(f.correction) <> ''
+              AND f.updated_at >= ?::TIMESTAMP
+            ORDER BY f.updated_at, f.turn_id""", [to_db(since)]).fetchall()
+    return [PastCorrection(turn_id=r[0], user_id=r[1], correction=r[2], answer=r[3])
+            for r in rows]
 
 
 def rating_counts(db: Database, since: datetime | None = None, until: datetime | None = None,
@@ -81,42 +115,65 @@ def rating_counts(db: Database, since: datetime | None = None, until: datetime |
 def arm_stats(db: Database, *, rollout_id: str | None = None, since: datetime | None = None,
               until: datetime | None = None) -> dict[str, ArmStats]:
     """Per arm: turns, errors, empty answers, median latency, 👍 and 👎 — for turns of
-    `rollout_id` (both arms of a rollout carry its id) and/or answered in [since, until).
-    Empty answers are blank answers without an error."""
+    `rollout_id` and/or answered in [since, until).
+
+    With a rollout id, only *routed* turns count: turns in a conversation the router assigned
+    to that arm in this rollout (its conversation carries the rollout id and the same arm).
+    Pinned turns (model 'canary'/'production') and a pinned turn inside a routed conversation
+    of the other arm are left out, so a caller cannot choose the arm its votes land on.
+    Votes count once per user per arm: each user's latest vote on the arm's turns (one user
+    voting on forty canary answers is one voter, not forty). Guardrail figures leave out
+    cancelled turns (the reader stopped the stream: neither an error nor an empty answer, and
+    their short latency would hide a slow canary). Empty answers are blank answers without an
+    error."""
+    params = [rollout_id, rollout_id, to_db(since), to_db(since), to_db(until), to_db(until)]
+    served = """
+        SELECT t.* FROM turns t JOIN conversations c ON c.id = t.conversation_id
+        WHERE (?::VARCHAR IS NULL OR (t.rollout_id = ? AND c.rollout_id = t.rollout_id
+                                      AND c.arm = t.arm))
+          AND (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
+          AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
+          AND t.finish_reason <> 'pending'"""  # pending: still being answered, not empty
     with db.reader() as cur:
-        rows = cur.execute("""
-            SELECT t.arm, count(*), count(t.error),
-                   count(*) FILTER (WHERE t.error IS NULL AND trim(t.answer) = ''),
-                   median(t.latency_ms),
-                   coalesce(sum(v.ups), 0)::BIGINT, coalesce(sum(v.downs), 0)::BIGINT
-            FROM turns t LEFT JOIN (
-                SELECT turn_id, count(*) FILTER (WHERE rating = 'up') AS ups,
-                       count(*) FILTER (WHERE rating = 'down') AS downs
-                FROM feedback GROUP BY turn_id) v ON v.turn_id = t.id
-            WHERE (?::VARCHAR IS NULL OR t.rollout_id = ?)
-              AND (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
-              AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
-              AND t.finish_reason <> 'pending'  -- still being answered: not an empty answer
-            GROUP BY t.arm ORDER BY t.arm""",
-                           [rollout_id, rollout_id, to_db(since), to_db(since), to_db(until),
-                            to_db(until)]).fetchall()
+        guard = cur.execute(f"""
+            WITH served AS ({served})
+            SELECT arm, count(*) FILTER (WHERE finish_reason <> 'cancelled'),
+                   count(error) FILTER (WHERE finish_reason <> 'cancelled'),
+                   count(*) FILTER (WHERE finish_reason <> 'cancelled' AND error IS NULL
+                                    AND trim(answer) = ''),
+                   median(latency_ms) FILTER (WHERE finish_reason <> 'cancelled')
+            FROM served GROUP BY arm ORDER BY arm""", params).fetchall()
+        votes = dict(((r[0], r[1]), r[2]) for r in cur.execute(f"""
+            WITH served AS ({served}),
+            latest AS (
+                SELECT s.arm, f.rating, row_number() OVER (
+                    PARTITION BY s.arm, f.user_id ORDER BY f.updated_at DESC, f.turn_id DESC) AS n
+                FROM feedback f JOIN served s ON s.id = f.turn_id)
+            SELECT arm, rating, count(*) FROM latest WHERE n = 1 GROUP BY ALL""",
+                                                     params).fetchall())
     return {r[0]: ArmStats(arm=r[0], turns=r[1], errors=r[2], empty_answers=r[3],
-                           median_latency_ms=r[4], up=r[5], down=r[6]) for r in rows}
+                           median_latency_ms=r[4], up=votes.get((r[0], "up"), 0),
+                           down=votes.get((r[0], "down"), 0)) for r in guard}
 
 
 def rating_series(db: Database, *, bucket: str = "day", since: datetime | None = None,
                   until: datetime | None = None) -> list[RatePoint]:
-    """👍/👎 per adapter version per hour or day of the answer (the operator's plot)."""
+    """👍/👎 per adapter version per hour or day of the answer (the operator's plot), one vote
+    per user per version per bucket (the user's latest), so one busy voter cannot move a
+    version's rate."""
     check_choice("bucket", bucket, BUCKETS)
     with db.reader() as cur:
         rows = cur.execute("""
-            SELECT date_trunc(?, t.created_at) AS b, t.adapter_version,
-                   count(*) FILTER (WHERE f.rating = 'up'),
-                   count(*) FILTER (WHERE f.rating = 'down')
-            FROM feedback f JOIN turns t ON t.id = f.turn_id
-            WHERE (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
-              AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
-            GROUP BY ALL ORDER BY b, t.adapter_version""",
+            WITH v AS (
+                SELECT date_trunc(?, t.created_at) AS b, t.adapter_version AS version, f.rating,
+                       row_number() OVER (PARTITION BY b, version, f.user_id
+                                          ORDER BY f.updated_at DESC, f.turn_id DESC) AS n
+                FROM feedback f JOIN turns t ON t.id = f.turn_id
+                WHERE (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
+                  AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP))
+            SELECT b, version, count(*) FILTER (WHERE rating = 'up'),
+                   count(*) FILTER (WHERE rating = 'down')
+            FROM v WHERE n = 1 GROUP BY ALL ORDER BY b, version""",
                            [bucket, to_db(since), to_db(since), to_db(until),
                             to_db(until)]).fetchall()
     return [RatePoint(bucket=aware(r[0]), adapter_version=r[1], up=r[2], down=r[3])

@@ -91,7 +91,9 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
                    "rate_limit_per_minute": 1000},
         "model": {"base": str(real_model_dir), "max_new_tokens": 24, "temperature": 0.7},
         "retrieval": {"top_k": 0},
-        "curation": {"max_share_per_user": 1.0},
+        # Users who just arrived: trust every identity (tests/training/test_vote_trust.py).
+        "curation": {"max_share_per_user": 1.0, "min_voter_age_hours": 0.0,
+                     "min_voter_turns": 0},
         "training": {"max_steps": 16, "batch_size": 2, "max_seq_tokens": 160, "eval_every": 4,
                      "learning_rate": 5e-4, "start_from": "base"},
         "schedule": {"enabled": False},

@@ -37,6 +37,12 @@ class ActionBody(BaseModel):
         return value
 
 
+class ForgetBody(BaseModel):
+    user: str = Field(min_length=1, max_length=256, description="the user id to delete")
+    include_trained: bool = Field(default=False, description="also scrub datasets adapters "
+                                  "were already trained on")
+
+
 def check_admin_token(token: str | None, env_name: str = "ASSISTANT_ADMIN_TOKEN") -> None:
     """ConfigError when an admin token is set but too short to resist guessing."""
     if token is not None and len(token) < MIN_TOKEN_CHARS:
@@ -103,5 +109,15 @@ def admin_router(operator: Operator, token: str | None, attempts_per_minute: int
         except AssistantError as exc:
             raise HTTPException(400, str(exc)) from None
         return {"result": message}
+
+    @router.post("/forget")
+    def forget(body: ForgetBody, authorization: Annotated[str | None, Header()] = None
+               ) -> dict[str, Any]:
+        actor = check_token(token, authorization)
+        try:
+            return operator.forget(body.user, include_trained=body.include_trained,
+                                   actor=f"{actor}:api")
+        except AssistantError as exc:
+            raise HTTPException(400, str(exc)) from None
 
     return router

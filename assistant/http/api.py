@@ -200,7 +200,8 @@ def api_router(services: Services) -> APIRouter:
         reasons = opt_field(data, "reasons", list,
                             f"a list of reasons ({', '.join(logs.REASONS)})")
         vote = await run_in_threadpool(services.rate, user_id, turn_id, rating, comment,
-                                       correction, reasons)
+                                       correction, reasons,
+                                       request.client.host if request.client else None)
         return JSONResponse({"id": turn_id, "rating": vote.rating if vote else None,
                              "comment": vote.comment if vote else None,
                              "correction": vote.correction if vote else None,

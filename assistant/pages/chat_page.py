@@ -50,6 +50,13 @@ REASON_CHOICES = [("Wrong", "wrong"), ("Not helpful", "not_helpful"), ("Too long
 
 
 _user = user_of
+def _client(request: gr.Request | None) -> str | None:
+    """The caller's address (for the per-network vote budgets), None when unknown."""
+    client = getattr(request, "client", None) if request is not None else None
+    host = getattr(client, "host", None)
+    return host if isinstance(host, str) else None
+
+
 def _error(exc: AssistantError) -> gr.Error:
     title = "Please wait" if isinstance(exc, BusyError) else "Not sent"
     return gr.Error(str(exc), title=title)
@@ -195,7 +202,7 @@ class ChatPage:
             raise gr.Error("This answer is not saved yet: rate it once it is complete.")
         rating = {True: "up", False: "down"}.get(data.liked)  # type: ignore[call-overload]
         try:
-            self.services.rate(user, entry["turn_id"], rating)
+            self.services.rate(user, entry["turn_id"], rating, client=_client(request))
         except AssistantError as exc:
             raise _error(exc) from None
         if rating is None:
@@ -215,7 +222,7 @@ class ChatPage:
         chips = (reasons or []) if pending["rating"] == "down" else []
         try:
             self.services.rate(user, pending["turn_id"], pending["rating"], comment.strip(),
-                               correction.strip(), chips)
+                               correction.strip(), chips, client=_client(request))
         except AssistantError as exc:
             raise _error(exc) from None
         gr.Info("Thank you: your feedback was saved.")
@@ -257,7 +264,8 @@ class ChatPage:
         user = _user(request)
         try:
             vote = self.services.rate(user, turn_id, rating or None, comment or None,
-                                      correction or None, reasons or None)
+                                      correction or None, reasons or None,
+                                      client=_client(request))
         except AssistantError as exc:
             raise _error(exc) from None
         return {"turn_id": turn_id, "rating": vote.rating if vote else None,

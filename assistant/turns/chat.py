@@ -167,9 +167,10 @@ class ChatService:
         stream = self.generator.stream(prompt.input_ids, adapter_name(version),
                                        sampling_params(self.cfg, **sampling))
 
-        # Both arms' turns carry the running rollout's id, so the rule compares the canary
-        # with production over the same period; pinned 'base' turns belong to neither arm.
-        rollout_id = state.rollout_id if arm != "base" else None
+        # Both arms' routed turns carry the running rollout's id, so the rule compares the
+        # canary with production over the same period; pinned turns ('canary', 'production',
+        # 'base') belong to neither arm: a caller must not choose which arm its votes land on.
+        rollout_id = state.rollout_id if model == "assistant" else None
         try:  # admitted by the model: now the question is logged (with its conversation)
             turn_id = logs.begin_turn(
                 self.db, conversation_id=conversation_id, user_id=user_id, question=question,
@@ -214,7 +215,9 @@ class ChatService:
             ) == "canary":
                 arm, version = "canary", state.canary_version
             new = {"title": _title(question), "arm": arm, "adapter_version": version,
-                   "rollout_id": state.rollout_id if arm == "canary" else None}
+                   # Routed conversations of both arms carry the rollout id (pinned: none),
+                   # so the rollout statistics can tell them from pinned ones.
+                   "rollout_id": state.rollout_id if model == "assistant" else None}
             return conversation_id, arm, int(version or 0), new
         conv = logs.get_conversation(self.db, conversation_id, user_id)
         # Sticky: a canary conversation stays on the canary while that rollout runs.

@@ -19,3 +19,9 @@ class Operator(Protocol):
         """Do `action` now, record it in the audit log with `actor`, and say what happened.
         Raises TransitionError when the action does not apply (e.g. promote with no canary)."""
         ...
+
+    def forget(self, user_id: str, *, include_trained: bool, actor: str) -> dict[str, Any]:
+        """Delete the user everywhere (store.forget.forget_user) and return its report as JSON:
+        counts, files rewritten, and the adapter versions trained on the user's data with what
+        the operator can do about them. Raises InputError for a malformed user id."""
+        ...

@@ -62,10 +62,12 @@ class Services:
         return turn_id
 
     def rate(self, user_id: str, turn_id: object, rating: object, comment: object = None,
-             correction: object = None, reasons: object = None) -> Vote | None:
+             correction: object = None, reasons: object = None, client: str | None = None
+             ) -> Vote | None:
         """Set the user's vote on their answer: the same identity check (the store's owner
         check) and the same per-user rate limit wherever the vote comes from. `reasons` are
-        the 👎 reason chips (FeedbackReason values)."""
+        the 👎 reason chips (FeedbackReason values); `client` is the caller's address: its
+        network is recorded (as a keyed digest) for curation's per-network vote budgets."""
         self.ratings.check(user_id)
         if not isinstance(turn_id, str) or not turn_id:
             raise InputError("the answer id must be a non-empty string")
@@ -76,6 +78,8 @@ class Services:
                                  comment=comment or None,  # type: ignore[arg-type]
                                  correction=correction or None,  # type: ignore[arg-type]
                                  reasons=reasons)  # type: ignore[arg-type]
+        if vote is not None and client:
+            logs.record_vote_origin(self.db, turn_id=turn_id, user_id=user_id, address=client)
         with self._turn_lock:
             arm, version = self._turns.get(turn_id, ("unknown", -1))
         self.metrics.rating(rating if isinstance(rating, str) else None, arm, version)

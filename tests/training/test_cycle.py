@@ -32,7 +32,9 @@ def loop_cfg(cfg, tiny_model_dir):
         training={"max_steps": 4, "batch_size": 2, "max_seq_tokens": 96, "eval_every": 2,
                   "max_minutes": 3.0},
         validation={"sample_max_new_tokens": 8},
-        curation={"max_share_per_user": 1.0, "holdout_fraction": 0.25},
+        # Users who just arrived: trust every identity (test_vote_trust.py tests the rule).
+        curation={"max_share_per_user": 1.0, "holdout_fraction": 0.25,
+                  "min_voter_age_hours": 0.0, "min_voter_turns": 0},
         schedule={"min_new_examples": 8, "cooldown_minutes": 30})
 
 

@@ -3,8 +3,12 @@ order ids stay as they are."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tests.training.pii_answers import ANSWERS
+from tests.training.pii_probes import HOLDOUT, PROBES
 from training.dataset.pii import (
     KINDS,
     card_valid,
@@ -74,6 +78,8 @@ POSITIVE = [
     ("au 12 rue de la Paix", "12 rue de la Paix", "address"),
 ]
 
+REPO = Path(__file__).resolve().parents[2]
+
 NEGATIVE = [
     "In 2023 we sold 1,299 units for $1,299.99 (€ 1.299,00).",
     "Python 3.11.7, numpy 2.4.6, peft 0.21.2 and version 10.0.19041.1",
@@ -88,7 +94,11 @@ NEGATIVE = [
     "/usr/lib/python3.11/site-packages/transformers/models/llama/modeling_llama.py",
     "+5 points, pi is 3.14159265358979, isbn 978-3-16-148410-0, 1 000 000 dollars",
     "rollout steps 0.05 0.25 0.5 and port 7860; 12 months; Step 1. Step 2.",
-    "mail me at john at example dot com",  # deliberately obfuscated: not matched, known limit
+    "look at the example. Then dot the i's at home.",
+    "meet me at noon at the station; the office is at 5 Main",
+    "00:00:00:00:00:00 and ff:ff:ff:ff:ff:ff are placeholders",
+    "Apache License 2.0, MIT licence, and the licence is required",
+    "born in 1990, version 2024-05, ticket 12.05.2024",
     "Use the [EMAIL] placeholder, the [PHONE] one and [CARD].",
 ]
 
@@ -153,3 +163,50 @@ def test_validators() -> None:
 def test_long_adversarial_text_is_scrubbed_in_linear_time(text: str) -> None:
     # A regex with catastrophic backtracking would hang here (no timing assertion needed).
     assert isinstance(scrub(text).text, str)
+
+
+# --- the labelled probe set (issue 14, finding 11) -------------------------------------------
+
+def _recall(probes: list[tuple[str, str, str]]) -> dict[str, tuple[int, int]]:
+    """Per kind: (probes whose value no longer appears after scrubbing, probes)."""
+    table: dict[str, list[int]] = {}
+    for text, kind, value in probes:
+        row = table.setdefault(kind, [0, 0])
+        row[0] += value not in scrub(text).text
+        row[1] += 1
+    return {k: (hit, n) for k, (hit, n) in sorted(table.items())}
+
+
+def test_probe_set_recall_per_kind() -> None:
+    assert len(PROBES) >= 150
+    assert {kind for _, kind, _ in PROBES} == set(KINDS)  # every kind is probed
+    table = _recall(PROBES)
+    print("\n" + "\n".join(f"{k:12} {h:3}/{n:<3} {h / n:.2f}" for k, (h, n) in table.items()))
+    hit, total = sum(h for h, _ in table.values()), sum(n for _, n in table.values())
+    assert hit / total >= 0.95, table
+    assert all(h / n >= 0.8 for h, n in table.values()), table
+
+
+def test_probes_are_replaced_by_their_own_kind() -> None:
+    wrong = [(kind, text, scrub(text).text) for text, kind, _ in PROBES
+             if placeholder(kind) not in scrub(text).text]  # type: ignore[arg-type]
+    assert len(wrong) <= 0.05 * len(PROBES), wrong
+
+
+def test_holdout_probes_written_after_the_rules() -> None:
+    hit = sum(value not in scrub(text).text for text, _, value in HOLDOUT)
+    assert hit / len(HOLDOUT) >= 0.85
+
+
+def test_the_guide_and_ordinary_answers_are_not_mangled() -> None:
+    lines = [line for path in sorted((REPO / "docs" / "guide").glob("*.md"))
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(lines) > 300 and len(ANSWERS) == 200
+    changed = [t for t in lines + ANSWERS if scrub(t).text != t]
+    assert changed == []
+
+
+def test_scrubbed_probes_stay_scrubbed() -> None:
+    for text, _, _ in PROBES + HOLDOUT:
+        once = scrub(text).text
+        assert scrub(once).text == once, text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,11 +42,15 @@ def candidate(db, tmp_path: Path) -> int:
     return version
 
 
+_users = itertools.count()
+
+
 def rate(db, rollout_id: str, arm: str, version: int, up: int, down: int, *,
          errors: int = 0) -> None:
-    """Log conversations on one arm, each with one answer and one vote."""
+    """Log routed conversations on one arm, each with one answer and one vote by a user of its
+    own (the rollout counts one vote per user per arm)."""
     for i in range(up + down + errors):
-        user = f"{arm}-user-{i}"
+        user = f"{arm}-user-{next(_users)}"
         conv = create_conversation(db, user, "t", arm=arm, adapter_version=version,
                                    rollout_id=rollout_id)
         turn = log_turn(db, conversation_id=conv, user_id=user, question="q", answer="a",

@@ -2,6 +2,10 @@
 training examples out, with the reason every other turn was left behind.
 
 The order of the stages is the design:
+0. Trust (training.dataset.trust, README "Whose votes train the model"): a vote counts only from a
+   voter who earned weight (logged in, or an identity old enough with earlier turns), within its
+   client network's budget (`max_examples_per_network`), and not when its correction carries a
+   link, contact details or an instruction to the reader (held for review).
 1. Turns are visited oldest first. Each user's latest vote per turn counts, but only while that
    user has decided fewer than `max_examples_per_user` examples: the majority is taken over the
    votes that still count, so a voter past the cap simply stops counting.
@@ -14,6 +18,8 @@ The order of the stages is the design:
    their latest examples; an example whose remaining deciders no longer outnumber the opposing
    votes is dropped. Repeated to a fixed point, since dropping examples shrinks the dataset.
 5. Split by conversation, by a seeded hash of the conversation id.
+Between 3 and 4, campaigns: a phrase recurring in many voters' corrections (not the model's own
+wording) marks a campaign, and its voters stop counting in this dataset.
 
 Poisoning: a few accounts voting up (or correcting to) a planted answer on many turns are
 bounded by (1) and (4); the same planted text across many turns is bounded by the answer share
@@ -24,23 +30,31 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
-import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from config import CurationConfig
-from core.domain import RatedTurn, Vote
+from core.domain import PastCorrection, RatedTurn, Vote
 from errors import InputError
 from training.dataset.pii import ScrubResult, scrub
 from training.dataset.schema import Example, Label, Split
+from training.dataset.similarity import SimilarIndex, shingles, words
+from training.dataset.trust import (
+    answer_problem,
+    campaign_phrases,
+    campaign_span,
+    is_logged_in,
+    text_problem,
+    voter_problem,
+)
 
 DropReason = Literal["repeated turn", "no votes", "tie", "downvote without correction",
                      "user cap", "too short", "too long", "duplicate", "near duplicate",
-                     "answer cap"]
+                     "answer cap", "untrusted voter", "network cap", "held for review",
+                     "campaign"]
 
 # Word-bigram Jaccard above which two targets count as the same answer for
 # max_share_per_answer: 0.5 still joins a 15-word answer with a few words swapped, appended or
@@ -101,64 +115,9 @@ class _Candidate:
     target_key: tuple[str, ...]
     target_shingles: frozenset[str]
     scrubbed: Counter[str]
+    from_correction: bool = False
     dropped: DropReason | None = None
     detail: str = ""
-
-
-# --- text similarity -----------------------------------------------------------------------------
-
-def _words(text: str) -> tuple[str, ...]:
-    """Normalised words: Unicode-folded, case-folded, punctuation and spacing ignored."""
-    return tuple(re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold()))
-
-
-def _shingles(words: tuple[str, ...], prefix: str = "") -> frozenset[str]:
-    """Word bigrams (a single word for one-word texts): one edited word in a 30-word answer
-    still leaves a Jaccard of ~0.87, while reordered bags of words do not match."""
-    if len(words) < 2:
-        return frozenset(prefix + w for w in words)
-    return frozenset(f"{prefix}{a} {b}" for a, b in zip(words, words[1:], strict=False))
-
-
-class _SimilarIndex:
-    """Finds an indexed set whose Jaccard similarity with a query is above a threshold, exactly.
-
-    Prefix filtering (Chaudhuri et al. 2006; Bayardo et al. 2007): with every set's tokens in one
-    global order (rarest first), two sets above the threshold must share a token among their
-    first |S| - floor(t|S|) tokens, so only those are indexed and probed. Exact, deterministic,
-    and near-linear for the 0.8-0.95 thresholds dedup uses.
-    """
-
-    def __init__(self, threshold: float, frequency: Counter[str]) -> None:
-        self._t = threshold
-        self._freq = frequency
-        self._sets: list[frozenset[str]] = []
-        self._keys: list[int] = []
-        self._postings: dict[str, list[int]] = defaultdict(list)
-
-    def _prefix(self, tokens: frozenset[str]) -> list[str]:
-        length = len(tokens) - math.floor(self._t * len(tokens) - 1e-9)
-        return sorted(tokens, key=lambda s: (self._freq[s], s))[:length]
-
-    def find(self, tokens: frozenset[str]) -> int | None:
-        """The key of an indexed set more similar than the threshold, or None."""
-        seen: set[int] = set()
-        for token in self._prefix(tokens) if tokens else ():
-            for i in self._postings.get(token, ()):
-                if i in seen:
-                    continue
-                seen.add(i)
-                overlap = len(tokens & self._sets[i])
-                if overlap / (len(tokens) + len(self._sets[i]) - overlap) > self._t:
-                    return self._keys[i]
-        return None
-
-    def add(self, key: int, tokens: frozenset[str]) -> None:
-        i = len(self._sets)
-        self._sets.append(tokens)
-        self._keys.append(key)
-        for token in self._prefix(tokens) if tokens else ():
-            self._postings[token].append(i)
 
 
 # --- votes -------------------------------------------------------------------------------------
@@ -179,12 +138,12 @@ def _ts(at: datetime) -> float:
 def _chosen_correction(down_votes: list[Vote], answer: str) -> str | None:
     """The correction most down-voters gave (earliest on a tie), ignoring empty ones and ones
     that only repeat the answer."""
-    answer_key = _words(answer)
+    answer_key = words(answer)
     groups: dict[tuple[str, ...], list[Vote]] = defaultdict(list)
     for vote in down_votes:  # already oldest first
         text = (vote.correction or "").strip()
-        if text and _words(text) != answer_key:
-            groups[_words(text) or (text,)].append(vote)
+        if text and words(text) != answer_key:
+            groups[words(text) or (text,)].append(vote)
     if not groups:
         return None
     best = max(groups.values(), key=len)  # max keeps the first (earliest) on ties
@@ -199,14 +158,15 @@ class _Curator:
     def __init__(self, cfg: CurationConfig, turns: list[RatedTurn]) -> None:
         self.cfg = cfg
         self.used: Counter[str] = Counter()
+        self.used_network: Counter[str] = Counter()
         self.kept: list[_Candidate] = []
         self.dropped: list[Dropped] = []
         self.exact: set[tuple[Label, tuple[str, ...], tuple[str, ...]]] = set()
         frequency: Counter[str] = Counter()
         for turn in turns:  # rarest-first token order for prefix filtering
-            frequency.update(_shingles(_words(turn.question), "q:"))
-            frequency.update(_shingles(_words(turn.answer), "a:"))
-        self.near = {label: _SimilarIndex(cfg.near_duplicate_threshold, frequency)
+            frequency.update(shingles(words(turn.question), "q:"))
+            frequency.update(shingles(words(turn.answer), "a:"))
+        self.near = {label: SimilarIndex(cfg.near_duplicate_threshold, frequency)
                      for label in ("desirable", "undesirable")}
         self.frequency = frequency
         self._scrubbed: dict[str, ScrubResult] = {}
@@ -220,13 +180,50 @@ class _Curator:
              label: Label | None = None) -> None:
         self.dropped.append(Dropped(turn.turn_id, turn.conversation_id, reason, label, detail))
 
+    @staticmethod
+    def sources(turn: RatedTurn) -> list[str]:
+        """What the model was given besides the user's words: retrieved passages and system
+        messages (a link the user typed and the model repeated is not from a source)."""
+        return [p.text for p in turn.passages] + [
+            str(m.get("content", "")) for m in turn.messages if m.get("role") == "system"]
+
+    def network_ok(self, vote: Vote) -> bool:
+        """The vote's client network still has budget (logged-in accounts have their own)."""
+        return (is_logged_in(vote.user_id) or vote.network is None
+                or self.used_network[vote.network] < self.cfg.max_examples_per_network)
+
+    def trusted(self, turn: RatedTurn, votes: list[Vote]) -> list[Vote] | None:
+        """Stage 0: the votes that may count (None: the turn was dropped, and why)."""
+        earned = [v for v in votes if voter_problem(v, self.cfg) is None]
+        if not earned:
+            self.drop(turn, "untrusted voter", voter_problem(votes[0], self.cfg) or "")
+            return None
+        if self.cfg.hold_risky_text:
+            held = {v.user_id: text_problem(v.correction) for v in earned
+                    if v.rating == "down" and v.correction}
+            clean = [v for v in earned if not held.get(v.user_id)]
+            if not clean:
+                self.drop(turn, "held for review", f"the correction carries "
+                          f"{next(p for p in held.values() if p)}")
+                return None
+            earned = clean
+        budget = [v for v in earned if self.network_ok(v)]
+        if not budget:
+            self.drop(turn, "network cap", "its voters' network already decided "
+                      f"max_examples_per_network={self.cfg.max_examples_per_network} examples")
+            return None
+        return budget
+
     def visit(self, order: int, turn: RatedTurn) -> None:
-        """Stages 1-3 for one turn."""
+        """Stages 0-3 for one turn."""
         cap = self.cfg.max_examples_per_user
         votes = _current_votes(turn.votes)
         if not votes:
             return self.drop(turn, "no votes")
-        counted = [v for v in votes if self.used[v.user_id] < cap]
+        trusted = self.trusted(turn, votes)
+        if trusted is None:
+            return None
+        counted = [v for v in trusted if self.used[v.user_id] < cap]
         if not counted:
             return self.drop(turn, "user cap", f"all {len(votes)} voters already decided "
                              f"max_examples_per_user={cap} examples")
@@ -234,17 +231,17 @@ class _Curator:
         down = [v for v in counted if v.rating == "down"]
         if len(up) == len(down):
             return self.drop(turn, "tie", f"{len(up)} up, {len(down)} down")
-        drafts: list[tuple[Label, str]] = []
+        drafts: list[tuple[Label, str, bool]] = []  # (label, text, from a correction)
         if len(up) > len(down):
             winners, opposing = up, len(down)
-            drafts.append(("desirable", turn.answer))
+            drafts.append(("desirable", turn.answer, False))
         else:
             winners, opposing = down, len(up)
             correction = _chosen_correction(down, turn.answer)
             if correction is not None:
-                drafts.append(("desirable", correction))
+                drafts.append(("desirable", correction, True))
             if self.cfg.use_downvotes:
-                drafts.append(("undesirable", turn.answer))
+                drafts.append(("undesirable", turn.answer, False))
             if not drafts:
                 return self.drop(turn, "downvote without correction",
                                  "use_downvotes is off")
@@ -255,9 +252,14 @@ class _Curator:
         message_counts: Counter[str] = Counter()
         for r in scrubbed_messages:
             message_counts.update(r.counts)
-        question = _words(self.scrub(turn.question).text)
-        for label, raw in drafts:
-            deciders = {v.user_id for v in winners if self.used[v.user_id] < cap}
+        question = words(self.scrub(turn.question).text)
+        for label, raw, from_correction in drafts:
+            if (label == "desirable" and not from_correction and self.cfg.hold_risky_text
+                    and (problem := answer_problem(raw, self.sources(turn)))):
+                self.drop(turn, "held for review", f"the liked answer carries {problem}", label)
+                continue
+            counting = [v for v in winners if self.used[v.user_id] < cap and self.network_ok(v)]
+            deciders = {v.user_id for v in counting}
             if len(deciders) <= opposing:
                 self.drop(turn, "user cap", "its voters reached max_examples_per_user", label)
                 continue
@@ -271,11 +273,11 @@ class _Curator:
                 self.drop(turn, "too long", f"{len(target)} > max_chars={self.cfg.max_chars}",
                           label)
                 continue
-            target_key = _words(target) or (target,)
+            target_key = words(target) or (target,)
             if (label, question, target_key) in self.exact:
                 self.drop(turn, "duplicate", "same question and target as a kept example", label)
                 continue
-            pair = _shingles(question, "q:") | _shingles(target_key, "a:")
+            pair = shingles(question, "q:") | shingles(target_key, "a:")
             twin = self.near[label].find(pair)
             if twin is not None:
                 self.drop(turn, "near duplicate",
@@ -283,12 +285,50 @@ class _Curator:
                 continue
             self.exact.add((label, question, target_key))
             self.near[label].add(len(self.kept), pair)
-            self.kept.append(_Candidate(order, turn, label, [dict(m) for m in messages], target, deciders, opposing,
-                                        target_key, _shingles(target_key, "a:"),
-                                        message_counts + Counter(scrubbed.counts)))
+            self.kept.append(_Candidate(order, turn, label, [dict(m) for m in messages], target,
+                                        deciders, opposing, target_key,
+                                        shingles(target_key, "a:"),
+                                        message_counts + Counter(scrubbed.counts),
+                                        from_correction))
             for user in deciders:
                 self.used[user] += 1
+            for network in {v.network for v in counting
+                            if v.network is not None and not is_logged_in(v.user_id)}:
+                self.used_network[network] += 1
         return None
+
+    def drop_campaigns(self, turns: list[RatedTurn], context: Sequence[PastCorrection]) -> None:
+        """A phrase recurring across many voters' corrections (not the model's own wording) is
+        a campaign: its voters stop counting, and examples left without a majority go. The
+        evidence is every correction of these turns (also untrusted or held ones) and of the
+        `context` (earlier days' corrections, whichever dataset they went to)."""
+        seen = {t.turn_id for t in turns}
+        corrections = [(v.user_id, words(v.correction)) for t in turns for v in t.votes
+                       if v.rating == "down" and v.correction]
+        corrections += [(p.user_id, words(p.correction)) for p in context
+                        if p.turn_id not in seen]
+        answers = [words(t.answer) for t in turns] + [words(p.answer) for p in context
+                                                      if p.turn_id not in seen]
+        phrases = campaign_phrases(corrections, answers, self.cfg)
+        if not phrases:
+            return
+        n = self.cfg.campaign_phrase_words
+        spans: dict[str, str] = {}
+        for c in self.kept:
+            span = campaign_span(c.target_key, phrases, n) if c.from_correction else None
+            if span:
+                spans.update(dict.fromkeys(c.deciders, span))
+        for c in self.kept:
+            involved = c.deciders & spans.keys()
+            if not involved:
+                continue
+            c.deciders -= involved
+            if len(c.deciders) <= c.opposing:
+                span = spans[min(involved)]
+                self.drop(c.turn, "campaign", f"its voters' corrections repeat {span[:80]!r}, "
+                          f"a phrase in the corrections of {len(spans)} voters", c.label)
+                c.dropped = "campaign"
+        self.kept = [c for c in self.kept if c.dropped is None]
 
     def enforce_shares(self) -> None:
         """Stage 4: apply the voter and answer shares to the dataset they produce, until no
@@ -337,7 +377,7 @@ class _Curator:
         threshold = min(self.cfg.near_duplicate_threshold, ANSWER_SIMILARITY)
         clusters: list[list[_Candidate]] = []
         exact: dict[tuple[Label, tuple[str, ...]], int] = {}
-        near = {label: _SimilarIndex(threshold, self.frequency)
+        near = {label: SimilarIndex(threshold, self.frequency)
                 for label in ("desirable", "undesirable")}
         for c in self.kept:
             i = exact.get((c.label, c.target_key))
@@ -387,10 +427,12 @@ def _split(kept: Iterable[tuple[str, bool]], fraction: float, seed: int) -> dict
     return {c: ("heldout" if c in held else "train") for c in ids}
 
 
-def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = None
-           ) -> CurationResult:
+def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = None,
+           campaign_context: Sequence[PastCorrection] = ()) -> CurationResult:
     """Turn rated turns into kept examples (scrubbed, deduplicated, capped, split) and dropped
-    ones with a reason each. Pure: no database, no files. `seed` overrides `cfg.seed`."""
+    ones with a reason each. Pure: no database, no files. `seed` overrides `cfg.seed`;
+    `campaign_context` is the last weeks' corrections (store.queries.recent_corrections) that
+    campaign detection reads besides these turns'."""
     seed = cfg.seed if seed is None else seed
     if not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed = {seed!r}: must be a non-negative integer")
@@ -409,6 +451,7 @@ def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = No
             continue
         seen.add(turn.turn_id)
         curator.visit(order, turn)
+    curator.drop_campaigns(ordered, campaign_context)
     curator.enforce_shares()
     splits = _split(((c.turn.conversation_id, c.label == "desirable") for c in curator.kept),
                     cfg.holdout_fraction, seed)
@@ -421,6 +464,11 @@ def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = No
     drop_counts = Counter(d.reason for d in curator.dropped)
     return CurationResult(examples, curator.dropped, dict(sorted(drop_counts.items())),
                           dict(sorted(scrub_counts.items())), cfg, seed, len(turns))
+
+
+def campaign_since(cfg: CurationConfig) -> datetime:
+    """Where the campaign context starts: `campaign_lookback_days` before now."""
+    return datetime.now(UTC) - timedelta(days=cfg.campaign_lookback_days)
 
 
 def summary_lines(result: CurationResult) -> list[str]:
@@ -442,6 +490,15 @@ def summary_lines(result: CurationResult) -> list[str]:
                          f"examples and {cfg.max_share_per_user:.0%} of the dataset; with fewer "
                          f"than {math.ceil(1 / max(cfg.max_share_per_user, 1e-9))} active voters "
                          "raise curation.max_share_per_user)")
+        trust = {k: result.drop_counts.get(k, 0) for k in ("untrusted voter", "network cap",
+                                                            "held for review", "campaign")}
+        if any(trust.values()):
+            cfg = result.config
+            lines.append(f"  (trust: votes count from logged-in accounts and identities at "
+                         f"least {cfg.min_voter_age_hours:g} h old with {cfg.min_voter_turns} "
+                         f"earlier turns, {cfg.max_examples_per_network} examples per network; "
+                         "links, contacts and instructions are held for review; "
+                         + ", ".join(f"{k} {n}" for k, n in trust.items() if n) + ")")
     else:
         lines.append("  left out nothing")
     if result.scrub_counts:

@@ -23,7 +23,7 @@ from core.adapters import adapters_dir
 from errors import AssistantError, TransitionError
 from store import cycles, datasets, queries, registry, rollouts
 from store.db import Database
-from training.dataset.curate import curate, summary_lines
+from training.dataset.curate import campaign_since, curate, summary_lines
 from training.dataset.schema import write_dataset
 from training.loop.stages import StageResult, run_stage
 from training.stage_files import PROGRESS_FILE, StageProgress
@@ -135,7 +135,9 @@ class _Run:
 
         with self.stage("curate"):
             since = datasets.last_dataset_time(self.db)
-            curated = curate(queries.rated_turns_since(self.db, since), self.cfg.curation)
+            curated = curate(queries.rated_turns_since(self.db, since), self.cfg.curation,
+                             campaign_context=queries.recent_corrections(
+                                 self.db, campaign_since(self.cfg.curation)))
             self.summary = summary_lines(curated)
             if not curated.train:
                 return self.result("skipped", "curation kept no training examples: "

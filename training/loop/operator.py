@@ -112,6 +112,15 @@ class LoopOperator:
         raise InputError(f"unknown action {action!r}")
 
 
+    def forget(self, user_id: str, *, include_trained: bool, actor: str) -> dict[str, Any]:
+        from store.forget import forget_user
+
+        report = forget_user(self.db, user_id, self.cfg.data_dir,
+                             include_trained=include_trained, actor=actor)
+        return _jsonable(report)  # type: ignore[no-any-return]
+
+
+
 class _ReconcileOnChange(rollout.ServingHooks):
     """After a promotion or a rollback the serving state is read again at once, so the new
     production serves from the next question and adapters that stop serving are unloaded."""
