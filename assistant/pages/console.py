@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from assistant.http.limits import RateLimiter
+from assistant.retrieval.library import DocumentLibrary
 from assistant.turns.operator import Operator
 from errors import AssistantError, BusyError
 
@@ -212,9 +213,15 @@ def schedule_markdown(overview: dict[str, Any]) -> str:
                if s["cooldown_minutes_left"] else ""))
 
 
-def build_console(operator: Operator, refresh_seconds: float = 10.0) -> Any:
-    """The console page: live rollout, controls, lineage, plot, cycles, documents, audit log."""
+def build_console(operator: Operator, refresh_seconds: float = 10.0,
+                  library: DocumentLibrary | None = None,
+                  documents_unavailable: str = "retrieval is off or Milvus could not be opened"
+                  ) -> Any:
+    """The console page: an overview tab (live rollout, controls, lineage, plot, cycles, audit
+    log) and tabs for documents, training cycles and feedback review."""
     import gradio as gr
+
+    from assistant.pages.console_documents import build_documents_tab
 
     def refresh() -> tuple[Any, ...]:
         o = operator.overview()
@@ -233,42 +240,56 @@ def build_console(operator: Operator, refresh_seconds: float = 10.0) -> Any:
 
     with gr.Blocks(title="Operator console") as console:
         gr.Markdown("# Operator console")
-        with gr.Row():
-            rollout_md = gr.Markdown(elem_id="rollout")
-        schedule_md = gr.Markdown(elem_id="schedule")
-        with gr.Row():
-            reason = gr.Textbox(label="Reason (recorded in the audit log)", scale=3)
-            buttons = {name: gr.Button(label, elem_id=f"btn-{name}", variant=variant)
-                       for name, label, variant in [
-                           ("cycle", "Run a cycle", "secondary"),
-                           ("pause", "Pause", "secondary"),
-                           ("resume", "Resume", "secondary"),
-                           ("promote", "Promote", "primary"),
-                           ("rollback", "Roll back", "stop")]}
-        result = gr.Markdown(elem_id="action-result")
-        gr.Markdown("## 👍 rate per version over time")
-        plot = gr.LinePlot(x="time", y="👍 rate", color="version", y_lim=[0, 1], height=280)
-        gr.Markdown("## Adapters")
-        adapters = gr.Dataframe(headers=["version", "parent", "status", "dataset",
-                                         "held-out loss", "validation", "created"],
-                                interactive=False, elem_id="adapters")
-        gr.Markdown("## Training cycles")
-        cycles = gr.Dataframe(headers=["started", "trigger", "status", "stage", "progress",
-                                       "durations", "reason"], interactive=False)
-        gr.Markdown("## Documents")
-        documents = gr.Markdown()
-        gr.Markdown("## Audit log")
-        events = gr.Dataframe(headers=["at", "who", "action", "subject"], interactive=False)
-        outputs = [rollout_md, schedule_md, adapters, plot, cycles, documents, events]
-        for name, button in buttons.items():
-            button.click(lambda r, name=name: act(name, r), inputs=[reason],
-                         outputs=[result, *outputs], api_visibility="private")
+        with gr.Tab("Overview", id="overview"):
+            overview_tab = _overview_tab(gr)
+        with gr.Tab("Documents", id="documents"):
+            documents = build_documents_tab(library, documents_unavailable)
+        outputs = overview_tab["outputs"]
+        for name, button in overview_tab["buttons"].items():
+            button.click(lambda r, name=name: act(name, r), inputs=[overview_tab["reason"]],
+                         outputs=[overview_tab["result"], *outputs], api_visibility="private")
         console.load(refresh, outputs=outputs, api_visibility="private")
+        if documents is not None:
+            console.load(documents[0], outputs=documents[1], api_visibility="private")
         gr.Timer(refresh_seconds).tick(refresh, outputs=outputs, api_visibility="private")
     return console
 
 
-def mount_console(app: FastAPI, operator: Operator, sessions: OperatorSessions) -> None:
+def _overview_tab(gr: Any) -> dict[str, Any]:
+    """The overview's components: rollout, schedule, controls, plot, adapters, cycles, log."""
+    with gr.Row():
+        rollout_md = gr.Markdown(elem_id="rollout")
+    schedule_md = gr.Markdown(elem_id="schedule")
+    with gr.Row():
+        reason = gr.Textbox(label="Reason (recorded in the audit log)", scale=3)
+        buttons = {name: gr.Button(label, elem_id=f"btn-{name}", variant=variant)
+                   for name, label, variant in [
+                       ("cycle", "Run a cycle", "secondary"),
+                       ("pause", "Pause", "secondary"),
+                       ("resume", "Resume", "secondary"),
+                       ("promote", "Promote", "primary"),
+                       ("rollback", "Roll back", "stop")]}
+    result = gr.Markdown(elem_id="action-result")
+    gr.Markdown("## 👍 rate per version over time")
+    plot = gr.LinePlot(x="time", y="👍 rate", color="version", y_lim=[0, 1], height=280)
+    gr.Markdown("## Adapters")
+    adapters = gr.Dataframe(headers=["version", "parent", "status", "dataset",
+                                     "held-out loss", "validation", "created"],
+                            interactive=False, elem_id="adapters")
+    gr.Markdown("## Training cycles")
+    cycles = gr.Dataframe(headers=["started", "trigger", "status", "stage", "progress",
+                                   "durations", "reason"], interactive=False)
+    gr.Markdown("## Documents")
+    documents = gr.Markdown()
+    gr.Markdown("## Audit log")
+    events = gr.Dataframe(headers=["at", "who", "action", "subject"], interactive=False)
+    return {"outputs": [rollout_md, schedule_md, adapters, plot, cycles, documents, events],
+            "buttons": buttons, "reason": reason, "result": result}
+
+
+def mount_console(app: FastAPI, operator: Operator, sessions: OperatorSessions,
+                  library: DocumentLibrary | None = None, documents_unavailable: str = "",
+                  max_upload_bytes: int = 0) -> None:
     """Add the login routes and the console (at /console) to the server app."""
     import gradio as gr
 
@@ -282,6 +303,11 @@ def mount_console(app: FastAPI, operator: Operator, sessions: OperatorSessions) 
             return RedirectResponse("/operator/login", status_code=303)
         return await call_next(request)
 
-    gr.mount_gradio_app(app, build_console(operator), path="/console",
-                        auth_dependency=sessions.user, footer_links=[], run_history=False,
-                        enable_monitoring=False, ssr_mode=False, mcp_server=False)
+    console = build_console(operator, library=library,
+                            documents_unavailable=documents_unavailable or
+                            "retrieval is off or Milvus could not be opened")
+    # Uploads (the Documents tab only) are capped per request; 0 refuses every upload.
+    gr.mount_gradio_app(app, console, path="/console", auth_dependency=sessions.user,
+                        footer_links=[], run_history=False, enable_monitoring=False,
+                        ssr_mode=False, mcp_server=False,
+                        max_file_size=max_upload_bytes if library is not None else 0)

@@ -133,7 +133,9 @@ def attach_learning_loop(services: Any) -> LoopOperator:
     """Plug the scheduler, the operator console and the admin API into a server's Services
     (assistant.http.app.Services): called by `main.py serve` before the app is created."""
     from assistant.http.admin import admin_router
+    from assistant.http.documents import documents_router, max_request_bytes
     from assistant.pages.console import OperatorSessions, mount_console
+    from assistant.retrieval.library import DocumentLibrary, remove_stale_uploads
 
     cfg, db = services.cfg, services.db
     hooks = GeneratorHooks(services.generator)
@@ -156,8 +158,17 @@ def attach_learning_loop(services: Any) -> LoopOperator:
     operator = LoopOperator(cfg, db, scheduler, serving_hooks, documents)
     token = cfg.secret(cfg.server.admin_token_env)
     services.routers.append(admin_router(operator, token))
+    library, unavailable = None, ("retrieval is off (retrieval.top_k = 0)"
+                                  if cfg.retrieval.top_k == 0 else
+                                  "Milvus could not be opened at start (see the server log)")
+    if services.retriever is not None:
+        remove_stale_uploads(cfg.data_dir / "uploads")
+        library = DocumentLibrary(services.retriever, db, cfg.data_dir / "uploads")
+    services.routers.append(documents_router(library, token, unavailable))
     sessions = OperatorSessions(token, cfg.server.login_attempts_per_minute)
-    services.app_hooks.append(lambda app: mount_console(app, operator, sessions))
+    upload_cap = max_request_bytes(library) if library is not None else 0
+    services.app_hooks.append(lambda app: mount_console(app, operator, sessions, library,
+                                                        unavailable, upload_cap))
     services.open_paths.extend(["/console/", "/operator/"])
     cycles.abandon_running_cycles(db, actor="server", reason="the server restarted while the "
                                   "cycle ran; its stage subprocess is gone")
