@@ -144,6 +144,8 @@ def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: 
              "(SELECT id FROM forget_turns)", []),
             ("vote_history", "DELETE FROM feedback_history WHERE user_id = ? OR turn_id IN "
              "(SELECT id FROM forget_turns)", [user_id]),
+            ("vote_exclusions", "DELETE FROM feedback_exclusions WHERE user_id = ? OR "
+             "turn_id IN (SELECT id FROM forget_turns)", [user_id]),
             ("votes", "DELETE FROM feedback WHERE user_id = ? OR turn_id IN "
              "(SELECT id FROM forget_turns)", [user_id]),
             ("turns", "DELETE FROM turns WHERE id IN (SELECT id FROM forget_turns)", []),

@@ -95,9 +95,19 @@ def m002_training(cur: duckdb.DuckDBPyConnection) -> None:
             updated_at TIMESTAMP NOT NULL, ended_at TIMESTAMP)""")
 
 
+def m006_feedback_exclusions(cur: duckdb.DuckDBPyConnection) -> None:
+    """Votes an operator excluded from training (feedback review); curation skips them."""
+    cur.execute("""
+        CREATE TABLE feedback_exclusions (
+            turn_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, reason VARCHAR,
+            actor VARCHAR NOT NULL, excluded_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (turn_id, user_id))""")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_logs_and_registry,
     m002_training,
+    m006_feedback_exclusions,
 ]
 
 

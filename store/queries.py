@@ -29,12 +29,15 @@ BUCKETS = ("hour", "day")
 
 def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
     """Turns with at least one vote cast or changed at/after `since` (all rated turns when None),
-    oldest first, each with every current vote from every voter (curation's input)."""
+    oldest first, each with every current vote from every voter (curation's input). Votes an
+    operator excluded from training (store.review.set_excluded) are left out."""
     with db.reader() as cur:
         rows = cur.execute("""
             WITH recent AS (
-                SELECT DISTINCT turn_id FROM feedback
-                WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP)
+                SELECT DISTINCT turn_id FROM feedback f
+                WHERE (?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP)
+                  AND NOT EXISTS (SELECT 1 FROM feedback_exclusions x  -- operator-excluded
+                                  WHERE x.turn_id = f.turn_id AND x.user_id = f.user_id))
             SELECT t.id, t.conversation_id, t.user_id, t.question, t.answer, t.messages,
                    t.passages, t.adapter_version, t.arm, t.created_at
             FROM turns t SEMI JOIN recent r ON r.turn_id = t.id
@@ -46,6 +49,8 @@ def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
                     SELECT DISTINCT turn_id FROM feedback
                     WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP) r
                     ON r.turn_id = f.turn_id
+                WHERE NOT EXISTS (SELECT 1 FROM feedback_exclusions x
+                                  WHERE x.turn_id = f.turn_id AND x.user_id = f.user_id)
                 ORDER BY f.updated_at""", [to_db(since), to_db(since)]).fetchall():
             votes[v[0]].append(vote_from_row(v[1:]))
     return [RatedTurn(turn_id=r[0], conversation_id=r[1], user_id=r[2], question=r[3],

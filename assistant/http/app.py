@@ -123,6 +123,9 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None,
     services first (the learning loop: scheduler, console, admin API)."""
     import uvicorn
 
+    from assistant.http.startup import quiet_known_noise, startup_summary
+
+    quiet_known_noise()
     host = host or cfg.server.host
     port = port or cfg.server.port
     services = build_services(cfg)
@@ -133,8 +136,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None,
 
         def announce() -> None:
             shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
-            print(f"Assistant serving on http://{shown}:{port}/  (chat at /, OpenAI-compatible "
-                  f"API at /v1, health at /healthz, metrics at /metrics)", flush=True)
+            print(startup_summary(services, f"http://{shown}:{port}/"), flush=True)
 
         services.on_startup.append(announce)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

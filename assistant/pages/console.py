@@ -19,6 +19,8 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from assistant.http.limits import RateLimiter
+from assistant.pages.console_cycles import progress_text
+from assistant.pages.console_rollout import evidence_svg, rollout_markdown
 from assistant.retrieval.library import DocumentLibrary
 from assistant.turns.operator import Operator
 from errors import AssistantError, BusyError
@@ -115,50 +117,6 @@ def login_router(sessions: OperatorSessions) -> APIRouter:
 
 # ---- rendering the overview ------------------------------------------------------------------
 
-def _pct(x: Any) -> str:
-    return "n/a" if x is None else f"{100 * float(x):.1f}%"
-
-
-def _wilson(up: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    if n == 0:
-        return None
-    p = up / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    spread = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, centre - spread), min(1.0, centre + spread)
-
-
-def rollout_markdown(overview: dict[str, Any]) -> str:
-    """The live rollout: step, weights, per-arm 👍 rate with an interval, the rule's reading."""
-    prod = overview["production_version"]
-    lines = [f"**Production:** v{prod}{' (bare base model)' if not prod else ''}"]
-    active = overview.get("active_rollout")
-    if not active:
-        lines.append("\nNo canary rollout is running.")
-        return "\n".join(lines)
-    r, d = active["rollout"], active["decision"]
-    s = d["statistics"]
-    steps = " → ".join(f"{'**' if i == r['step_index'] else ''}{100 * w:g}%"
-                       f"{'**' if i == r['step_index'] else ''}" for i, w in enumerate(r["steps"]))
-    lines.append(f"\n**Canary v{r['adapter_version']}** is *{r['status']}*, step "
-                 f"{r['step_index'] + 1} of {len(r['steps'])}: {steps} of new conversations.")
-    lines.append("\n| arm | 👍 | 👎 | 👍 rate | 95% interval | turns | errors |\n"
-                 "|---|---|---|---|---|---|---|")
-    for arm in ("canary", "production"):
-        a = active[arm]
-        n = a["up"] + a["down"]
-        interval = _wilson(a["up"], n)
-        shown = f"{_pct(interval[0])} – {_pct(interval[1])}" if interval else "n/a"
-        lines.append(f"| {arm} | {a['up']} | {a['down']} | {_pct(a['up'] / n if n else None)} "
-                     f"| {shown} | {a['turns']} | {a['errors']} |")
-    if "p_non_inferior" in s:
-        lines.append(f"\n**Decision rule:** P(canary not worse by more than "
-                     f"{100 * s['margin']:g} points) = {s['p_non_inferior']:.3f}, "
-                     f"P(worse) = {s['p_worse']:.3f} (threshold {s['confidence']:g}).")
-    lines.append(f"\n**Reading now:** `{d['action']}` — {html.escape(d['reason'])}")
-    return "\n".join(lines)
-
-
 def adapters_rows(overview: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for a in overview["adapters"]:
@@ -177,8 +135,7 @@ def adapters_rows(overview: dict[str, Any]) -> list[list[Any]]:
 def cycles_rows(overview: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for c in overview["cycles"]:
-        progress = (f"{c['step']}/{c['total']}" if c.get("total") else "") + (
-            f" loss {c['loss']:.3f}" if c.get("loss") is not None else "")
+        progress = progress_text(c)
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in (c.get("stage_timings") or {}).items())
         rows.append([c["started_at"][:19], c["trigger"], c["status"], c.get("stage") or "",
                      progress.strip(), timings, (c.get("reason") or "")[:300]])
@@ -221,13 +178,15 @@ def build_console(operator: Operator, refresh_seconds: float = 10.0,
     log) and tabs for documents, training cycles and feedback review."""
     import gradio as gr
 
+    from assistant.pages.console_cycles import build_cycles_tab
     from assistant.pages.console_documents import build_documents_tab
+    from assistant.pages.console_feedback import build_feedback_tab
 
     def refresh() -> tuple[Any, ...]:
         o = operator.overview()
         events = [[e["at"][:19], e["actor"], e["action"], e["subject"]] for e in o["events"]]
-        return (rollout_markdown(o), schedule_markdown(o), adapters_rows(o), ratings_frame(o),
-                cycles_rows(o), documents_markdown(o), events)
+        return (rollout_markdown(o), evidence_svg(o), schedule_markdown(o), adapters_rows(o),
+                ratings_frame(o), cycles_rows(o), documents_markdown(o), events)
 
     def act(action: str, reason: str) -> tuple[Any, ...]:
         try:
@@ -244,13 +203,18 @@ def build_console(operator: Operator, refresh_seconds: float = 10.0,
             overview_tab = _overview_tab(gr)
         with gr.Tab("Documents", id="documents"):
             documents = build_documents_tab(library, documents_unavailable)
+        with gr.Tab("Training cycles", id="cycles"):
+            cycle_page = build_cycles_tab(operator)
+        with gr.Tab("Feedback", id="feedback"):
+            feedback = build_feedback_tab(operator)
         outputs = overview_tab["outputs"]
         for name, button in overview_tab["buttons"].items():
             button.click(lambda r, name=name: act(name, r), inputs=[overview_tab["reason"]],
                          outputs=[overview_tab["result"], *outputs], api_visibility="private")
         console.load(refresh, outputs=outputs, api_visibility="private")
-        if documents is not None:
-            console.load(documents[0], outputs=documents[1], api_visibility="private")
+        for tab in (documents, cycle_page, feedback):
+            if tab is not None:
+                console.load(tab[0], outputs=tab[1], api_visibility="private")
         gr.Timer(refresh_seconds).tick(refresh, outputs=outputs, api_visibility="private")
     return console
 
@@ -259,6 +223,7 @@ def _overview_tab(gr: Any) -> dict[str, Any]:
     """The overview's components: rollout, schedule, controls, plot, adapters, cycles, log."""
     with gr.Row():
         rollout_md = gr.Markdown(elem_id="rollout")
+    evidence = gr.HTML(elem_id="evidence")
     schedule_md = gr.Markdown(elem_id="schedule")
     with gr.Row():
         reason = gr.Textbox(label="Reason (recorded in the audit log)", scale=3)
@@ -283,7 +248,7 @@ def _overview_tab(gr: Any) -> dict[str, Any]:
     documents = gr.Markdown()
     gr.Markdown("## Audit log")
     events = gr.Dataframe(headers=["at", "who", "action", "subject"], interactive=False)
-    return {"outputs": [rollout_md, schedule_md, adapters, plot, cycles, documents, events],
+    return {"outputs": [rollout_md, evidence, schedule_md, adapters, plot, cycles, documents, events],
             "buttons": buttons, "reason": reason, "result": result}
 
 

@@ -15,11 +15,14 @@ from assistant.turns.chat import adapter_name
 from assistant.turns.operator import Action
 from config import Config
 from errors import AdapterError, InputError
-from store import cycles, queries, registry, rollouts
+from store import cycles, queries, registry, review, rollouts
 from store.db import Database
+from store.evidence import arm_rating_series
 from training.loop.cycle import why_not_now
+from training.loop.report import cycle_report
 from training.loop.schedule import LoopScheduler
 from training.rollout import canary as rollout
+from training.rollout.evidence import needs
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,10 @@ class LoopOperator:
         if reading:
             active = {"rollout": reading.rollout, "decision": reading.decision,
                       "canary": reading.canary, "production": reading.production,
-                      "decisions": rollouts.rollout_decisions(self.db, reading.rollout.id)}
+                      "decisions": rollouts.rollout_decisions(self.db, reading.rollout.id),
+                      "needs": needs(reading.decision.statistics, reading.decision.action,
+                                     self.cfg.rollout),
+                      "series": arm_rating_series(self.db, reading.rollout.id)}
         left = self.scheduler.cooldown_left(now)
         docs: dict[str, Any] = {}
         if self.documents:
@@ -128,12 +134,33 @@ class LoopOperator:
             return "cycle started: follow it under Training cycles"
         raise InputError(f"unknown action {action!r}")
 
+    def cycle_report(self, cycle_id: str) -> dict[str, Any]:
+        return _jsonable(cycle_report(self.db, cycle_id))
+
+    def feedback(self, *, rating: str = "down", version: int | None = None,
+                 since_days: float | None = None, reason: str | None = None,
+                 text: str | None = None, limit: int = 100) -> dict[str, Any]:
+        if since_days is not None and not 0 < since_days <= 3660:
+            raise InputError(f"since_days = {since_days}: must be more than 0 and at most 3660")
+        since = None if since_days is None else datetime.now(UTC) - timedelta(days=since_days)
+        votes = review.list_votes(self.db, rating=rating, version=version, since=since,
+                                  reason=reason, text=text, limit=limit)
+        return _jsonable({"votes": votes, "versions": review.review_versions(self.db),
+                          "reasons_available": review.has_reasons(self.db)})
+
+    def exclude_vote(self, vote_id: str, *, excluded: bool, actor: str,
+                     reason: str | None = None) -> str:
+        changed = review.set_excluded(self.db, vote_id, excluded, actor=actor, reason=reason)
+        what = "excluded from training" if excluded else "included in training again"
+        return f"vote {vote_id} {what}" if changed else f"vote {vote_id} was already {what}"
+
 
 def attach_learning_loop(services: Any) -> LoopOperator:
     """Plug the scheduler, the operator console and the admin API into a server's Services
     (assistant.http.app.Services): called by `main.py serve` before the app is created."""
     from assistant.http.admin import admin_router
     from assistant.http.documents import documents_router, max_request_bytes
+    from assistant.http.review import review_router
     from assistant.pages.console import OperatorSessions, mount_console
     from assistant.retrieval.library import DocumentLibrary, remove_stale_uploads
 
@@ -158,6 +185,7 @@ def attach_learning_loop(services: Any) -> LoopOperator:
     operator = LoopOperator(cfg, db, scheduler, serving_hooks, documents)
     token = cfg.secret(cfg.server.admin_token_env)
     services.routers.append(admin_router(operator, token))
+    services.routers.append(review_router(operator, token))
     library, unavailable = None, ("retrieval is off (retrieval.top_k = 0)"
                                   if cfg.retrieval.top_k == 0 else
                                   "Milvus could not be opened at start (see the server log)")
