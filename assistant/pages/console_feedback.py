@@ -53,12 +53,10 @@ def build_feedback_tab(operator: Operator) -> tuple[Any, list[Any]]:
         return (vote_rows(result["votes"]), gr.update(choices=versions),
                 gr.update(interactive=result["reasons_available"]), note)
 
-    def pick(rows: Any, event: gr.SelectData) -> str:
-        row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-        try:
-            return str(rows.iloc[row][HEADERS.index("vote id")])
-        except (AttributeError, IndexError, KeyError, TypeError):
-            return ""
+    def pick(event: gr.SelectData) -> str:
+        """The clicked row's vote id (its last column)."""
+        row = getattr(event, "row_value", None)
+        return str(row[HEADERS.index("vote id")]) if row and len(row) == len(HEADERS) else ""
 
     def change(excluded: bool) -> Any:
         def run(vote_id: str, why: str, *filters: str) -> tuple[Any, ...]:
@@ -91,7 +89,7 @@ def build_feedback_tab(operator: Operator) -> tuple[Any, list[Any]]:
     filters = [rating, version, period, reason, words]
     outputs = [table, version, reason, note]
     apply.click(query, inputs=filters, outputs=outputs, api_visibility="private")
-    table.select(pick, inputs=[table], outputs=[vote], api_visibility="private")
+    table.select(pick, outputs=[vote], api_visibility="private")
     exclude.click(change(True), inputs=[vote, why, *filters], outputs=[result, *outputs],
                   api_visibility="private")
     include.click(change(False), inputs=[vote, why, *filters], outputs=[result, *outputs],

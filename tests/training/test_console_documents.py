@@ -12,18 +12,14 @@ import pytest
 import config as config_mod
 from store.events import list_events
 from tests.conftest import REPO
-from tests.training.console_server import (  # noqa: F401 (fixtures)
-    TOKEN,
-    TOKEN_ENV,
-    auth,
-    console_page,
-    open_tab,
-    pages,
-    screenshot,
-)
+from tests.training import console_server
+from tests.training.console_server import TOKEN, TOKEN_ENV, auth, open_tab, screenshot
 
 KETTLE = b"# Kettle care\n\nDescale the kettle every month with white vinegar and rinse twice.\n"
 FIFTY_MB = 50 * 2**20
+
+pages = console_server.pages  # the module's live server (a fixture)
+console_page = console_server.console_page  # a signed-in browser page (a fixture)
 
 
 def broken_pdf() -> bytes:

@@ -39,14 +39,14 @@ def needs(stats: dict[str, Any], action: str, cfg: RolloutConfig) -> str:
     n_c, n_p = stats["canary_ratings"], stats["production_ratings"]
     floor = cfg.min_ratings_per_arm
     if n_c < floor or n_p < floor:
-        parts = [f"{_about(floor - n)} more {arm} ratings" for arm, n in
+        parts = [f"{floor - n} more {arm} ratings" for arm, n in
                  (("canary", n_c), ("production", n_p)) if n < floor]
         return " and ".join(parts) + f" before the 👍 rates are compared (each arm needs {floor})"
     new_c = stats["canary_ratings_this_step"]
     budget = cfg.max_ratings_per_step - new_c
     if stats["p_non_inferior"] >= cfg.confidence and new_c < floor:
         step = "promote" if stats["step"] == stats["steps"] - 1 else "advance"
-        return (f"{_about(floor - new_c)} more canary ratings at this step, then it would "
+        return (f"{floor - new_c} more canary ratings at this step, then it would "
                 f"{step} if the rates hold")
     for extra in range(1, max(budget, 0) + 1):
         outcome = _projected(stats, extra, cfg)
