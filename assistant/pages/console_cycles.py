@@ -35,8 +35,13 @@ def progress_text(c: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _when(at: Any) -> str:
+    return str(at)[:19].replace("T", " ")
+
+
 def cycle_label(c: dict[str, Any]) -> str:
-    return f"{str(c['started_at'])[:16].replace('T', ' ')} · {c['trigger']} · {c['status']}"
+    """The cycle as the picker lists it: start time, trigger, status."""
+    return f"{_when(c['started_at'])[:16]} · {c['trigger']} · {c['status']}"
 
 
 def _dataset_md(d: dict[str, Any] | None) -> list[str]:
@@ -74,13 +79,37 @@ def _validation_md(v: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _curve(points: Any) -> str | None:
+    """'10.811 → 10.795 over 4 steps' from [[step, loss], ...] (None if not such a list)."""
+    if not isinstance(points, list) or not points or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in points):
+        return None
+    return f"{float(points[0][1]):.3f} → {float(points[-1][1]):.3f} (step {points[-1][0]})"
+
+
+def _train_line(train: dict[str, Any]) -> str:
+    """Steps, the best held-out loss and the loss curves of the train report."""
+    parts = []
+    for key, label in (("steps", "steps"), ("total_steps", "of"),
+                       ("best_heldout_loss", "best held-out loss"), ("stopped", "stopped")):
+        if train.get(key) is not None and not isinstance(train[key], (list, dict)):
+            parts.append(f"{label} {_num(train[key])}")
+    for key, label in (("train_loss", "train loss"), ("heldout_loss", "held-out loss")):
+        curve = _curve(train.get(key))
+        if curve:
+            parts.append(f"{label} {curve}")
+        elif isinstance(train.get(key), (int, float)):
+            parts.append(f"{label} {_num(float(train[key]))}")
+    return ", ".join(parts) or "no training figures were recorded"
+
+
 def cycle_markdown(report: dict[str, Any]) -> str:
     """The cycle page: header, verdict, progress or timings, dataset, training, validation."""
     c = report["cycle"]
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in (c.get("stage_timings") or {}).items())
     lines = [f"## Cycle {html.escape(c['id'][:8])} — {c['status']}",
-             f"Started {str(c['started_at'])[:19]} UTC by {html.escape(c['trigger'])}"
-             + (f", ended {str(c['ended_at'])[:19]} UTC" if c.get("ended_at") else ""),
+             f"Started {_when(c['started_at'])} UTC by {html.escape(c['trigger'])}"
+             + (f", ended {_when(c['ended_at'])} UTC" if c.get("ended_at") else ""),
              "", f"**Verdict:** {html.escape(report['verdict'])}"]
     if c["status"] == "running":
         lines += ["", f"**Now:** {html.escape(c.get('stage') or 'starting')} "
@@ -90,9 +119,7 @@ def cycle_markdown(report: dict[str, Any]) -> str:
     lines += [""] + _dataset_md(report.get("dataset"))
     train = report.get("train") or {}
     if train:
-        shown = {k: train[k] for k in ("steps", "total_steps", "best_heldout_loss",
-                                       "heldout_loss", "train_loss", "stopped") if k in train}
-        lines += ["", "### Training", ", ".join(f"{k} {_num(v)}" for k, v in shown.items())]
+        lines += ["", "### Training", _train_line(train)]
     lines += [""] + _validation_md(report.get("validation") or {})
     if report.get("adapter"):
         a = report["adapter"]

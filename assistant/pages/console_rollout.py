@@ -90,7 +90,7 @@ def evidence_svg(overview: dict[str, Any], width: int = 720, height: int = 240) 
     if not series:
         return ("<p id='evidence-empty'>No ratings on the rollout's answers yet: the chart of "
                 "👍 rate per arm appears with the first votes.</p>")
-    left, right, top, bottom = 44, 110, 12, 28
+    left, right, top, bottom = 44, 170, 12, 28
     times = sorted({t for rows in series.values() for t, *_ in rows})
     t0, t1 = times[0].timestamp(), times[-1].timestamp()
     span = (t1 - t0) or 1.0
@@ -116,13 +116,15 @@ def evidence_svg(overview: dict[str, Any], width: int = 720, height: int = 240) 
         parts.append(f"<polygon points='{' '.join(band)}' fill='{colour}' fill-opacity='0.15'/>")
         parts.append(f"<polyline points='{line}' fill='none' stroke='{colour}' "
                      "stroke-width='2'/>")
-        parts += [f"<circle cx='{x(t):.1f}' cy='{y(rate):.1f}' r='3' fill='{colour}'/>"
-                  for t, rate, *_ in rows]
+        for t, rate, lo, hi, _ in rows:  # each point with its interval as an error bar
+            parts.append(f"<line x1='{x(t):.1f}' x2='{x(t):.1f}' y1='{y(lo):.1f}' "
+                         f"y2='{y(hi):.1f}' stroke='{colour}' stroke-opacity='0.6'/>"
+                         f"<circle cx='{x(t):.1f}' cy='{y(rate):.1f}' r='3' fill='{colour}'/>")
         parts.append(f"<text x='{width - right + 6}' y='{y(last[1]) + 4:.1f}' font-size='12' "
                      f"fill='{colour}'>{arm} {100 * last[1]:.0f}% (n={last[4]})</text>")
     parts.append(f"<text x='{left}' y='{height - 8}' font-size='11'>"
                  f"{times[0]:%Y-%m-%d %H:%M} UTC</text><text x='{width - right}' "
                  f"y='{height - 8}' font-size='11' text-anchor='end'>{times[-1]:%H:%M}</text>")
     parts.append("</svg><p style='font-size:12px'>Cumulative 👍 rate of each arm's answers "
-                 "since the rollout started, with its 95% interval (shaded).</p>")
+                 "since the rollout started, with its 95% interval (bars and band).</p>")
     return "".join(parts)
