@@ -3,7 +3,8 @@ every one behind the admin token; `main.py ingest` uses them while the server ru
 
 # No `from __future__ import annotations`: FastAPI must see the local dependency types.
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel, Field
@@ -39,6 +40,14 @@ def report_json(report: IngestReport) -> dict[str, Any]:
             "files": [{"source": o.source, "status": o.status, "chunks": o.chunks,
                        "reason": o.reason} for o in report.outcomes],
             "summary": report.summary()}
+
+
+def _opener(upload: UploadFile) -> Callable[[], BinaryIO]:
+    """The spooled upload's file, rewound (the library copies it under a generated name)."""
+    def open_it() -> BinaryIO:
+        upload.file.seek(0)
+        return upload.file  # type: ignore[return-value]
+    return open_it
 
 
 def _http(exc: AssistantError) -> HTTPException:
@@ -107,8 +116,8 @@ def documents_router(library: DocumentLibrary | None, token: str | None,
             if sources and len(sources) != len(files):
                 raise HTTPException(400, f"{len(sources)} sources for {len(files)} files: give "
                                          "one source per file, or none")
-            uploads = [Upload(f.filename or "", (lambda f=f: f.file),
-                              sources[i] if sources else None) for i, f in enumerate(files)]
+            uploads = [Upload(f.filename or "", _opener(f), sources[i] if sources else None)
+                       for i, f in enumerate(files)]
             import anyio.to_thread
 
             try:

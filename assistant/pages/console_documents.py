@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from assistant.retrieval.documents import SUPPORTED_SUFFIXES
 from assistant.retrieval.ingest import IngestReport
@@ -27,6 +27,11 @@ def source_rows(library: DocumentLibrary) -> list[list[Any]]:
     """One row per source: name, chunks, when ingested (UTC), embedder."""
     return [[s.source, s.chunks, f"{s.ingested_at:%Y-%m-%d %H:%M:%S}", s.embedder]
             for s in library.sources()]
+
+
+def _reader(path: Path) -> Callable[[], BinaryIO]:
+    """Opens Gradio's copy of an upload for the library to store under a generated name."""
+    return lambda: path.open("rb")
 
 
 def _summary(report: IngestReport, what: str) -> str:
@@ -59,7 +64,7 @@ def build_documents_tab(library: DocumentLibrary | None, unavailable: str
             progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio wants it)
         if not paths:
             raise gr.Error("Choose or drop one or more files first.")
-        uploads = [Upload(Path(p).name, (lambda p=p: open(p, "rb"))) for p in paths]
+        uploads = [Upload(Path(p).name, _reader(Path(p))) for p in paths]
 
         def step(done: int, total: int, source: str) -> None:
             progress((done, total), desc=f"{source}", unit="files")

@@ -184,3 +184,17 @@ def test_documents_tab_in_a_browser(pages, console_page, tmp_path: Path):
     expect(sources).not_to_contain_text("upload/faq.txt")
     expect(sources).to_contain_text("upload/descaling.md")
     screenshot(page, "console-documents-deleted.png")
+
+    # drag and drop: a file dropped on the upload area, as a person drags it from their desktop
+    dropped = page.evaluate_handle("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(["# Dropped\\n\\nThe warranty lasts two years from purchase.\\n"],
+                              "warranty.md", {type: "text/markdown"}));
+        return dt; }""")
+    zone = page.locator("#document-files button").filter(has_text="Drop File Here").first
+    zone.dispatch_event("dragenter", {"dataTransfer": dropped})
+    zone.dispatch_event("drop", {"dataTransfer": dropped})
+    expect(page.locator("#document-files")).to_contain_text("warranty")
+    page.click("#btn-add-documents")
+    expect(outcomes).to_contain_text("upload/warranty.md")
+    expect(sources).to_contain_text("upload/warranty.md")

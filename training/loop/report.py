@@ -41,12 +41,15 @@ def cycle_report(db: Database, cycle_id: str) -> dict[str, Any]:
                        "curation": m.get("curation", {})}
         except NotFoundError:
             dataset = None
-    adapter, validation, train = None, {}, {}
+    adapter = None
+    validation: dict[str, Any] = {}
+    train: dict[str, Any] = {}
     if cycle.adapter_version is not None:
         try:
             adapter = registry.get_adapter(db, cycle.adapter_version)
-            validation = (adapter.metrics or {}).get("validation") or {}
-            train = (adapter.metrics or {}).get("train") or {}
+            metrics: dict[str, Any] = dict(adapter.metrics or {})
+            validation = dict(metrics.get("validation") or {})
+            train = dict(metrics.get("train") or {})
         except NotFoundError:
             adapter = None
     return {"cycle": dataclasses.asdict(cycle), "dataset": dataset,
