@@ -4,6 +4,7 @@ subprocesses of the server's cycle: files in, files out, never the database)."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -56,7 +57,8 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
                         tok_s=f"{p.tokens_per_s:.0f}")
         if args.progress_file:
             eta = p.elapsed_s / p.step * (p.total_steps - p.step) if p.step else None
-            StageProgress(stage="train", step=p.step, total_steps=p.total_steps, loss=p.loss,
+            StageProgress(stage="train", step=p.step, total_steps=p.total_steps, pid=os.getpid(),
+                          loss=p.loss,
                           heldout_loss=last_heldout[0], elapsed_s=p.elapsed_s, eta_s=eta,
                           tokens_per_s=p.tokens_per_s,
                           updated_at=time.time()).write(args.progress_file)

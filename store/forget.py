@@ -137,7 +137,8 @@ def _user_turn_ids(db: Database, user_id: str) -> set[str]:
 # What the report calls each count -> the table it deletes from.
 _TABLES = {"dataset_examples": "dataset_examples", "vote_history": "feedback_history",
            "votes": "feedback", "turns": "turns", "conversations": "conversations",
-           "vote_origins": "vote_origins", "preferences": "preferences"}
+           "vote_origins": "vote_origins", "preferences": "preferences",
+           "vote_exclusions": "feedback_exclusions"}
 
 
 def _datasets_with(db: Database, turn_ids: set[str]) -> set[str]:
@@ -209,6 +210,8 @@ def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: 
              "(SELECT id FROM forget_turns)", []),
             ("vote_history", "DELETE FROM feedback_history WHERE user_id = ? OR turn_id IN "
              "(SELECT id FROM forget_turns)", [user_id]),
+            ("vote_exclusions", "DELETE FROM feedback_exclusions WHERE user_id = ? OR "
+             "turn_id IN (SELECT id FROM forget_turns)", [user_id]),
             ("votes", "DELETE FROM feedback WHERE user_id = ? OR turn_id IN "
              "(SELECT id FROM forget_turns)", [user_id]),
             ("turns", "DELETE FROM turns WHERE id IN (SELECT id FROM forget_turns)", []),
@@ -279,6 +282,8 @@ def forget_conversation(db: Database, user_id: str, conversation_id: str, data_d
             ("conversations", "DELETE FROM conversations WHERE id = ? AND user_id = ?",
              [conversation_id, user_id]),
             ("vote_origins", "DELETE FROM vote_origins WHERE turn_id IN "
+             "(SELECT id FROM forget_turns)", []),
+            ("vote_exclusions", "DELETE FROM feedback_exclusions WHERE turn_id IN "
              "(SELECT id FROM forget_turns)", []),
         ):
             counts[name] = one_row(cur.execute(sql, params))[0]

@@ -96,7 +96,7 @@ def m002_training(cur: duckdb.DuckDBPyConnection) -> None:
             updated_at TIMESTAMP NOT NULL, ended_at TIMESTAMP)""")
 
 
-def m004_vote_origins(cur: duckdb.DuckDBPyConnection) -> None:
+def m003_vote_origins(cur: duckdb.DuckDBPyConnection) -> None:
     """Where each vote came from, for curation's per-address budgets: a keyed digest of the
     client's network (IPv4 /24, IPv6 /48), never the address itself. Deleted with the user."""
     cur.execute("""
@@ -107,7 +107,7 @@ def m004_vote_origins(cur: duckdb.DuckDBPyConnection) -> None:
     cur.execute("INSERT INTO store_keys VALUES ('network', ?)", [secrets.token_hex(32)])
 
 
-def m005_feedback_reasons_and_preferences(cur: duckdb.DuckDBPyConnection) -> None:
+def m004_feedback_reasons_and_preferences(cur: duckdb.DuckDBPyConnection) -> None:
     """Reason chips on votes (JSON list of FeedbackReason), and users' preferences between an
     answer and its retry (one row per retry turn, changeable)."""
     cur.execute("ALTER TABLE feedback ADD COLUMN reasons JSON DEFAULT '[]'")
@@ -121,7 +121,16 @@ def m005_feedback_reasons_and_preferences(cur: duckdb.DuckDBPyConnection) -> Non
     cur.execute("CREATE INDEX preferences_user ON preferences (user_id)")
 
 
-def m007_cycle_eta(cur: duckdb.DuckDBPyConnection) -> None:
+def m005_feedback_exclusions(cur: duckdb.DuckDBPyConnection) -> None:
+    """Votes an operator excluded from training (feedback review); curation skips them."""
+    cur.execute("""
+        CREATE TABLE feedback_exclusions (
+            turn_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, reason VARCHAR,
+            actor VARCHAR NOT NULL, excluded_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (turn_id, user_id))""")
+
+
+def m006_cycle_eta(cur: duckdb.DuckDBPyConnection) -> None:
     """A running cycle's estimated seconds left, for the console's progress column."""
     cur.execute("ALTER TABLE cycles ADD COLUMN eta_s DOUBLE")
 
@@ -129,9 +138,10 @@ def m007_cycle_eta(cur: duckdb.DuckDBPyConnection) -> None:
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_logs_and_registry,
     m002_training,
-    m004_vote_origins,
-    m005_feedback_reasons_and_preferences,
-    m007_cycle_eta,
+    m003_vote_origins,
+    m004_feedback_reasons_and_preferences,
+    m005_feedback_exclusions,
+    m006_cycle_eta,
 ]
 
 

@@ -30,12 +30,15 @@ BUCKETS = ("hour", "day")
 
 def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
     """Turns with at least one vote cast or changed at/after `since` (all rated turns when None),
-    oldest first, each with every current vote from every voter (curation's input)."""
+    oldest first, each with every current vote from every voter (curation's input). Votes an
+    operator excluded from training (store.review.set_excluded) are left out."""
     with db.reader() as cur:
         rows = cur.execute("""
             WITH recent AS (
-                SELECT DISTINCT turn_id FROM feedback
-                WHERE ?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP)
+                SELECT DISTINCT turn_id FROM feedback f
+                WHERE (?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP)
+                  AND NOT EXISTS (SELECT 1 FROM feedback_exclusions x  -- operator-excluded
+                                  WHERE x.turn_id = f.turn_id AND x.user_id = f.user_id))
             SELECT t.id, t.conversation_id, t.user_id, t.question, t.answer, t.messages,
                    t.passages, t.adapter_version, t.arm, t.created_at
             FROM turns t SEMI JOIN recent r ON r.turn_id = t.id
@@ -63,6 +66,8 @@ def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
                 FROM f LEFT JOIN seen s ON s.user_id = f.user_id
                 LEFT JOIN before b ON b.turn_id = f.turn_id AND b.user_id = f.user_id
                 LEFT JOIN vote_origins o ON o.turn_id = f.turn_id AND o.user_id = f.user_id
+                WHERE NOT EXISTS (SELECT 1 FROM feedback_exclusions x
+                                  WHERE x.turn_id = f.turn_id AND x.user_id = f.user_id)
                 ORDER BY f.updated_at""", [to_db(since), to_db(since)]).fetchall():
             vote = vote_from_row(v[1:7])
             votes[v[0]].append(Vote(vote.user_id, vote.rating, vote.comment, vote.correction,

@@ -31,6 +31,8 @@ class StageProgress:
     stage: str
     step: int
     total_steps: int
+    pid: int | None = None
+    """The stage subprocess (the cycle's timeout and the tests signal it)."""
     loss: float | None = None
     heldout_loss: float | None = None
     elapsed_s: float = 0.0

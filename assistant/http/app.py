@@ -186,7 +186,8 @@ def create_app(services: Services, on_started: Callable[[], None] | None = None)
                        open_paths=lambda: tuple(open_paths))
     app.add_middleware(api.RequestMetricsMiddleware, metrics=services.metrics)
     # Outermost: no route, page or Gradio queue ever reads more than the body limit.
-    app.add_middleware(BodyLimitMiddleware, limit=services.cfg.server.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=services.cfg.server.max_body_bytes,
+                       uploads=tuple(u for e in services.extensions for u in e.upload_paths))
     return app
 
 
@@ -196,6 +197,9 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None,
     services first (the learning loop: scheduler, console, admin API)."""
     import uvicorn
 
+    from assistant.http.startup import quiet_known_noise, startup_summary
+
+    quiet_known_noise()
     host = host or cfg.server.host
     port = port or cfg.server.port
     services = build_services(cfg)
@@ -204,8 +208,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None,
             extend(services)
         def announce() -> None:
             shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
-            print(f"Assistant serving on http://{shown}:{port}/  (chat at /, OpenAI-compatible "
-                  f"API at /v1, health at /healthz, metrics at /metrics)", flush=True)
+            print(startup_summary(services, f"http://{shown}:{port}/"), flush=True)
 
         app = create_app(services, on_started=announce)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,

@@ -14,33 +14,45 @@ class BodyTooLarge(Exception):
     """Raised into the app when the body it reads passes the limit."""
 
 
-def too_large_body(limit: int) -> bytes:
+def too_large_body(limit: int, setting: str = "server.max_body_bytes") -> bytes:
     """The 413 answer: an OpenAI-style error plus FastAPI's `detail`, so every client reads it."""
     message = (f"the request body is larger than the limit of {limit:,} bytes: send less "
-               "(the limit is server.max_body_bytes)")
+               f"(the limit is {setting})")
     return json.dumps({"error": {"message": message, "type": "invalid_request_error",
                                  "code": "body_too_large", "param": None},
                        "detail": message}).encode()
 
 
 class BodyLimitMiddleware:
-    """Refuses (413) any HTTP request whose body is over `limit` bytes, without reading it."""
+    """Refuses (413) any HTTP request whose body is over `limit` bytes, without reading it.
+    `uploads` are (path prefix, limit) pairs of the routes that take files (document uploads),
+    each limited by its own setting instead."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int,
+                 uploads: tuple[tuple[str, int], ...] = ()) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope.get("path", "")
+        limit, setting = next(((n, "retrieval.max_file_mb") for prefix, n in self.uploads
+                               if path.startswith(prefix)), (self.default,
+                                                             "server.max_body_bytes"))
+        await self._limited(scope, receive, send, limit, setting)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int,
+                       setting: str) -> None:
         announced = _content_length(scope)
         if announced is None:
             await _reply(send, 400, json.dumps({"detail": "the Content-Length header is not a "
                                                 "number"}).encode())
             return
-        if announced > self.limit:
-            await _reply(send, 413, too_large_body(self.limit))
+        if announced > limit:
+            await _reply(send, 413, too_large_body(limit, setting))
             return
         received = 0
         exceeded = False
@@ -51,7 +63,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     exceeded = True
                     raise BodyTooLarge
             return message
@@ -72,7 +84,7 @@ class BodyLimitMiddleware:
             if not exceeded:
                 raise
         if exceeded and not started:
-            await _reply(send, 413, too_large_body(self.limit))
+            await _reply(send, 413, too_large_body(limit, setting))
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -15,6 +15,9 @@ class Extension(Protocol):
     open_paths: tuple[str, ...]
     """Path prefixes served without the browser identity (they have their own login)."""
 
+    upload_paths: tuple[tuple[str, int], ...]
+    """(path prefix, most bytes) of routes that take files, above server.max_body_bytes."""
+
     def install(self, app: FastAPI) -> None:
         """Add routes and mounted apps; called before the chat page takes `/`."""
 

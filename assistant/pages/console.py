@@ -19,8 +19,10 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from assistant.http.limits import RateLimiter
+from assistant.pages.console_cycles import progress_text
+from assistant.pages.console_rollout import evidence_svg, rollout_markdown
+from assistant.retrieval.library import DocumentLibrary
 from assistant.turns.operator import Operator
-from core.stats import wilson_interval
 from errors import AssistantError, BusyError
 
 COOKIE = "operator_session"
@@ -114,41 +116,6 @@ def login_router(sessions: OperatorSessions) -> APIRouter:
 
 # ---- rendering the overview ------------------------------------------------------------------
 
-def _pct(x: Any) -> str:
-    return "n/a" if x is None else f"{100 * float(x):.1f}%"
-
-
-def rollout_markdown(overview: dict[str, Any]) -> str:
-    """The live rollout: step, weights, per-arm 👍 rate with an interval, the rule's reading."""
-    prod = overview["production_version"]
-    lines = [f"**Production:** v{prod}{' (bare base model)' if not prod else ''}"]
-    active = overview.get("active_rollout")
-    if not active:
-        lines.append("\nNo canary rollout is running.")
-        return "\n".join(lines)
-    r, d = active["rollout"], active["decision"]
-    s = d["statistics"]
-    steps = " → ".join(f"{'**' if i == r['step_index'] else ''}{100 * w:g}%"
-                       f"{'**' if i == r['step_index'] else ''}" for i, w in enumerate(r["steps"]))
-    lines.append(f"\n**Canary v{r['adapter_version']}** is *{r['status']}*, step "
-                 f"{r['step_index'] + 1} of {len(r['steps'])}: {steps} of new conversations.")
-    lines.append("\n| arm | 👍 | 👎 | 👍 rate | 95% interval | turns | errors |\n"
-                 "|---|---|---|---|---|---|---|")
-    for arm in ("canary", "production"):
-        a = active[arm]
-        n = a["up"] + a["down"]
-        interval = wilson_interval(a["up"], n)
-        shown = f"{_pct(interval[0])} – {_pct(interval[1])}" if interval else "n/a"
-        lines.append(f"| {arm} | {a['up']} | {a['down']} | {_pct(a['up'] / n if n else None)} "
-                     f"| {shown} | {a['turns']} | {a['errors']} |")
-    if "p_non_inferior" in s:
-        lines.append(f"\n**Decision rule:** P(canary not worse by more than "
-                     f"{100 * s['margin']:g} points) = {s['p_non_inferior']:.3f}, "
-                     f"P(worse) = {s['p_worse']:.3f} (threshold {s['confidence']:g}).")
-    lines.append(f"\n**Reading now:** `{d['action']}` — {html.escape(d['reason'])}")
-    return "\n".join(lines)
-
-
 def adapters_rows(overview: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for a in overview["adapters"]:
@@ -167,10 +134,7 @@ def adapters_rows(overview: dict[str, Any]) -> list[list[Any]]:
 def cycles_rows(overview: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for c in overview["cycles"]:
-        progress = (f"step {c['step']}/{c['total']}" if c.get("total") else "") + (
-            f" loss {c['loss']:.3f}" if c.get("loss") is not None else "") + (
-            f" ETA {c['eta_s']:.0f}s" if c.get("eta_s") is not None
-            and c.get("status") == "running" else "")
+        progress = progress_text(c)
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in (c.get("stage_timings") or {}).items())
         rows.append([c["started_at"][:19], c["trigger"], c["status"], c.get("stage") or "",
                      progress.strip(), timings, (c.get("reason") or "")[:300]])
@@ -205,15 +169,23 @@ def schedule_markdown(overview: dict[str, Any]) -> str:
                if s["cooldown_minutes_left"] else ""))
 
 
-def build_console(operator: Operator, refresh_seconds: float = 10.0) -> Any:
-    """The console page: live rollout, controls, lineage, plot, cycles, documents, audit log."""
+def build_console(operator: Operator, refresh_seconds: float = 10.0,
+                  library: DocumentLibrary | None = None,
+                  documents_unavailable: str = "retrieval is off or Milvus could not be opened"
+                  ) -> Any:
+    """The console page: an overview tab (live rollout, controls, lineage, plot, cycles, audit
+    log) and tabs for documents, training cycles and feedback review."""
     import gradio as gr
+
+    from assistant.pages.console_cycles import build_cycles_tab
+    from assistant.pages.console_documents import build_documents_tab
+    from assistant.pages.console_feedback import build_feedback_tab
 
     def refresh() -> tuple[Any, ...]:
         o = operator.overview()
         events = [[e["at"][:19], e["actor"], e["action"], e["subject"]] for e in o["events"]]
-        return (rollout_markdown(o), schedule_markdown(o), adapters_rows(o), ratings_frame(o),
-                cycles_rows(o), documents_markdown(o), events)
+        return (rollout_markdown(o), evidence_svg(o), schedule_markdown(o), adapters_rows(o),
+                ratings_frame(o), cycles_rows(o), documents_markdown(o), events)
 
     def act(action: str, reason: str) -> tuple[Any, ...]:
         try:
@@ -226,42 +198,62 @@ def build_console(operator: Operator, refresh_seconds: float = 10.0) -> Any:
 
     with gr.Blocks(title="Operator console") as console:
         gr.Markdown("# Operator console")
-        with gr.Row():
-            rollout_md = gr.Markdown(elem_id="rollout")
-        schedule_md = gr.Markdown(elem_id="schedule")
-        with gr.Row():
-            reason = gr.Textbox(label="Reason (recorded in the audit log)", scale=3)
-            buttons = {name: gr.Button(label, elem_id=f"btn-{name}", variant=variant)
-                       for name, label, variant in [
-                           ("cycle", "Run a cycle", "secondary"),
-                           ("pause", "Pause", "secondary"),
-                           ("resume", "Resume", "secondary"),
-                           ("promote", "Promote", "primary"),
-                           ("rollback", "Roll back", "stop")]}
-        result = gr.Markdown(elem_id="action-result")
-        gr.Markdown("## 👍 rate per version over time")
-        plot = gr.LinePlot(x="time", y="👍 rate", color="version", y_lim=[0, 1], height=280)
-        gr.Markdown("## Adapters")
-        adapters = gr.Dataframe(headers=["version", "parent", "status", "dataset",
-                                         "held-out loss", "validation", "created"],
-                                interactive=False, elem_id="adapters")
-        gr.Markdown("## Training cycles")
-        cycles = gr.Dataframe(headers=["started", "trigger", "status", "stage", "progress",
-                                       "durations", "reason"], interactive=False)
-        gr.Markdown("## Documents")
-        documents = gr.Markdown()
-        gr.Markdown("## Audit log")
-        events = gr.Dataframe(headers=["at", "who", "action", "subject"], interactive=False)
-        outputs = [rollout_md, schedule_md, adapters, plot, cycles, documents, events]
-        for name, button in buttons.items():
-            button.click(lambda r, name=name: act(name, r), inputs=[reason],
-                         outputs=[result, *outputs], api_visibility="private")
+        with gr.Tab("Overview", id="overview"):
+            overview_tab = _overview_tab(gr)
+        with gr.Tab("Documents", id="documents"):
+            documents = build_documents_tab(library, documents_unavailable)
+        with gr.Tab("Training cycles", id="cycles"):
+            cycle_page = build_cycles_tab(operator)
+        with gr.Tab("Feedback", id="feedback"):
+            feedback = build_feedback_tab(operator)
+        outputs = overview_tab["outputs"]
+        for name, button in overview_tab["buttons"].items():
+            button.click(lambda r, name=name: act(name, r), inputs=[overview_tab["reason"]],
+                         outputs=[overview_tab["result"], *outputs], api_visibility="private")
         console.load(refresh, outputs=outputs, api_visibility="private")
+        for tab in (documents, cycle_page, feedback):
+            if tab is not None:
+                console.load(tab[0], outputs=tab[1], api_visibility="private")
         gr.Timer(refresh_seconds).tick(refresh, outputs=outputs, api_visibility="private")
     return console
 
 
-def mount_console(app: FastAPI, operator: Operator, sessions: OperatorSessions) -> None:
+def _overview_tab(gr: Any) -> dict[str, Any]:
+    """The overview's components: rollout, schedule, controls, plot, adapters, cycles, log."""
+    with gr.Row():
+        rollout_md = gr.Markdown(elem_id="rollout")
+    evidence = gr.HTML(elem_id="evidence")
+    schedule_md = gr.Markdown(elem_id="schedule")
+    with gr.Row():
+        reason = gr.Textbox(label="Reason (recorded in the audit log)", scale=3)
+        buttons = {name: gr.Button(label, elem_id=f"btn-{name}", variant=variant)
+                   for name, label, variant in [
+                       ("cycle", "Run a cycle", "secondary"),
+                       ("pause", "Pause", "secondary"),
+                       ("resume", "Resume", "secondary"),
+                       ("promote", "Promote", "primary"),
+                       ("rollback", "Roll back", "stop")]}
+    result = gr.Markdown(elem_id="action-result")
+    gr.Markdown("## 👍 rate per version over time")
+    plot = gr.LinePlot(x="time", y="👍 rate", color="version", y_lim=[0, 1], height=280)
+    gr.Markdown("## Adapters")
+    adapters = gr.Dataframe(headers=["version", "parent", "status", "dataset",
+                                     "held-out loss", "validation", "created"],
+                            interactive=False, elem_id="adapters")
+    gr.Markdown("## Training cycles")
+    cycles = gr.Dataframe(headers=["started", "trigger", "status", "stage", "progress",
+                                   "durations", "reason"], interactive=False)
+    gr.Markdown("## Documents")
+    documents = gr.Markdown()
+    gr.Markdown("## Audit log")
+    events = gr.Dataframe(headers=["at", "who", "action", "subject"], interactive=False)
+    return {"outputs": [rollout_md, evidence, schedule_md, adapters, plot, cycles, documents, events],
+            "buttons": buttons, "reason": reason, "result": result}
+
+
+def mount_console(app: FastAPI, operator: Operator, sessions: OperatorSessions,
+                  library: DocumentLibrary | None = None, documents_unavailable: str = "",
+                  max_upload_bytes: int = 0) -> None:
     """Add the login routes and the console (at /console) to the server app."""
     import gradio as gr
 
@@ -275,6 +267,11 @@ def mount_console(app: FastAPI, operator: Operator, sessions: OperatorSessions) 
             return RedirectResponse("/operator/login", status_code=303)
         return await call_next(request)
 
-    gr.mount_gradio_app(app, build_console(operator), path="/console",
-                        auth_dependency=sessions.user, footer_links=[], run_history=False,
-                        enable_monitoring=False, ssr_mode=False, mcp_server=False)
+    console = build_console(operator, library=library,
+                            documents_unavailable=documents_unavailable or
+                            "retrieval is off or Milvus could not be opened")
+    # Uploads (the Documents tab only) are capped per request; 0 refuses every upload.
+    gr.mount_gradio_app(app, console, path="/console", auth_dependency=sessions.user,
+                        footer_links=[], run_history=False, enable_monitoring=False,
+                        ssr_mode=False, mcp_server=False,
+                        max_file_size=max_upload_bytes if library is not None else 0)

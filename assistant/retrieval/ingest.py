@@ -102,7 +102,7 @@ def _clip(text: str, max_bytes: int) -> str:
     return text if len(data) <= max_bytes else data[:max_bytes].decode("utf-8", "ignore")
 
 
-def _collect(paths: Iterable[Path]) -> list[tuple[Path, str] | FileOutcome]:
+def collect(paths: Iterable[Path]) -> list[tuple[Path, str] | FileOutcome]:
     """Files to ingest (with their source names) and outcomes for paths that cannot be."""
     items: list[tuple[Path, str] | FileOutcome] = []
     for path in paths:
@@ -125,6 +125,14 @@ def _collect(paths: Iterable[Path]) -> list[tuple[Path, str] | FileOutcome]:
     return items
 
 
+def ingest_items(retriever: Retriever, items: list[tuple[Path, str] | FileOutcome],
+                 progress: Progress | None = None) -> IngestReport:
+    """Ingest (file, source name) pairs, passing outcomes already decided through in order
+    (uploads: the bytes lie under a generated name, the source is what the operator called the
+    file); reasons name the source, never the stored path."""
+    return _ingest(retriever, list(items), progress)
+
+
 def ingest_paths(retriever: Retriever, paths: list[Path], progress: Progress | None = None
                  ) -> IngestReport:
     """Ingest files and folders (.md, .txt, .html, .pdf); the batch goes on past bad files.
@@ -132,7 +140,7 @@ def ingest_paths(retriever: Retriever, paths: list[Path], progress: Progress | N
     An unchanged file (same bytes, same embedder) is skipped; a changed one replaces its old
     chunks (new chunks are written before the old ones are deleted). Sources are absolute paths.
     """
-    return _ingest(retriever, _collect(paths), progress)
+    return _ingest(retriever, collect(paths), progress)
 
 
 def _ingest(retriever: Retriever, items: list[tuple[Path, str] | FileOutcome],
@@ -147,7 +155,10 @@ def _ingest(retriever: Retriever, items: list[tuple[Path, str] | FileOutcome],
             try:
                 outcome = _ingest_file(retriever, *item)
             except (InputError, RetrievalError) as exc:
-                outcome = FileOutcome(item[1], "failed", reason=str(exc))
+                # Name the file as the operator knows it (an upload's stored name means nothing
+                # to them, and must not leak).
+                reason = str(exc).replace(str(item[0]), item[1])
+                outcome = FileOutcome(item[1], "failed", reason=reason)
         report.outcomes.append(outcome)
         if progress:
             progress(done, len(items), outcome.source)

@@ -22,6 +22,12 @@ from errors import RetrievalError
 SCHEMA_VERSION = "1"
 MAX_TEXT_BYTES = 16_000
 MAX_SOURCE_BYTES = 2_000
+# pymilvus pings every 10 s, even when idle; Milvus Lite's in-process gRPC server keeps gRPC's
+# default policy (at most one ping per 5 minutes without data), answers with GOAWAY
+# "too_many_pings" and gRPC logs an error each time. Loopback needs no keepalive: ping no more
+# often than the server allows, and never when idle.
+LITE_CHANNEL = {"grpc_options": {"grpc.keepalive_time_ms": 300_000,
+                                 "grpc.keepalive_permit_without_calls": 0}}
 _HEX = re.compile(r"[0-9a-f]{16,64}")
 _META_FIELDS = ["chunk_id", "source", "source_key", "position", "chunk_count", "content_hash",
                 "ingested_at", "embedder"]
@@ -112,7 +118,8 @@ class MilvusStore:
         self.uri, self.collection, self.timeout_s = uri, collection, timeout_s
         self._lite_path = None if is_server_uri(uri) else str(Path(uri).resolve())
         try:
-            self._client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s)
+            self._client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s,
+                                        **({} if is_server_uri(uri) else LITE_CHANNEL))
             version = str(self._client.get_server_version(timeout=timeout_s))
         except Exception as exc:
             raise RetrievalError(self._unreachable(exc)) from exc

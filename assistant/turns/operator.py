@@ -25,3 +25,21 @@ class Operator(Protocol):
         counts, files rewritten, and the adapter versions trained on the user's data with what
         the operator can do about them. Raises InputError for a malformed user id."""
         ...
+
+    def cycle_report(self, cycle_id: str) -> dict[str, Any]:
+        """One cycle: its progress or outcome, what the dataset kept and dropped (by reason),
+        what validation measured against production with the thresholds, and the verdict.
+        NotFoundError for an unknown cycle."""
+        ...
+
+    def feedback(self, *, rating: str = "down", version: int | None = None,
+                 since_days: float | None = None, reason: str | None = None,
+                 text: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """Recent votes for review ("votes", newest first) and the versions to filter by.
+        InputError for a bad filter (e.g. a reason that is not a FeedbackReason)."""
+        ...
+
+    def exclude_vote(self, vote_id: str, *, excluded: bool, actor: str,
+                     reason: str | None = None) -> str:
+        """Exclude a vote from training (or include it again), recorded in the audit log."""
+        ...

@@ -180,7 +180,7 @@ def test_votes_cast_before_the_reasons_migration_read_back_with_none(tmp_path: P
     conn = duckdb.connect(str(path))
     saved = migrations.MIGRATIONS[:]
     try:
-        migrations.MIGRATIONS[:] = saved[:2]  # the schema before m005
+        migrations.MIGRATIONS[:] = saved[:2]  # the schema before the reasons (m004)
         migrations.apply_migrations(conn)
     finally:
         migrations.MIGRATIONS[:] = saved
@@ -191,7 +191,7 @@ def test_votes_cast_before_the_reasons_migration_read_back_with_none(tmp_path: P
     conn.execute("INSERT INTO feedback VALUES ('t1', 'alice', 'down', 'old', NULL, now(), "
                  "now())")
     conn.close()
-    db = open_database(path)  # applies m005 to the populated database
+    db = open_database(path)  # applies m003.. to the populated database
     try:
         (turn,) = conversation_turns(db, "c1", "alice")
         assert [(v.rating, v.comment, v.reasons) for v in turn.votes] == [("down", "old", ())]

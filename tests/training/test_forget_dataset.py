@@ -37,7 +37,8 @@ def test_forget_keeps_an_untrained_dataset_loadable_without_the_user(cfg):
 def test_deleting_one_conversation_scrubs_its_examples_and_keeps_the_dataset_loadable(cfg):
     from store.forget import forget_conversation
 
-    cfg_share = cfg.curation.__class__(**{**cfg.curation.__dict__, "max_share_per_user": 1.0})
+    cfg_share = cfg.curation.__class__(**{**cfg.curation.__dict__, "max_share_per_user": 1.0,
+                                          "min_voter_age_hours": 0, "min_voter_turns": 0})
     with open_database(cfg.data_dir / "assistant.duckdb") as db:
         seed_ratings(db, n=12)
         rated = queries.rated_turns_since(db, None)

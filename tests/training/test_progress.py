@@ -22,7 +22,8 @@ def test_the_console_shows_step_of_total_while_a_cycle_trains(cfg, tiny_model_di
         training={"max_steps": 120, "max_epochs": 1000.0, "batch_size": 2,
                   "max_seq_tokens": 96, "eval_every": 40, "max_minutes": 5.0},
         validation={"sample_max_new_tokens": 8},
-        curation={"max_share_per_user": 1.0, "holdout_fraction": 0.25},
+        curation={"max_share_per_user": 1.0, "holdout_fraction": 0.25,
+                  "min_voter_age_hours": 0, "min_voter_turns": 0},  # the seeded users are new
         schedule={"min_new_examples": 8, "cooldown_minutes": 30})
     monkeypatch.setattr(cycle_mod, "PROGRESS_POLL_S", 0.1)
     db = open_database(loop_cfg.data_dir / "assistant.duckdb")
@@ -49,7 +50,7 @@ def test_the_console_shows_step_of_total_while_a_cycle_trains(cfg, tiny_model_di
         assert result.status == "succeeded", result.reason
         progress = [row[4] for row in seen]
         assert progress, "the console never showed the cycle's progress while it trained"
-        step, total = progress[-1].split()[1].split("/")
+        step, total = progress[-1].split(" · ")[0].removeprefix("step ").split(" of ")
         assert int(total) == 120 and 0 < int(step) <= 120
         assert any(" ETA " in p for p in progress)
         final = StageProgress.read(next(loop_cfg.data_dir.rglob("progress.json")))

@@ -13,16 +13,22 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.generation.reconciler import AdapterReconciler
 from assistant.http.admin import admin_router
+from assistant.http.documents import documents_router, max_request_bytes
+from assistant.http.review import review_router
 from assistant.pages.console import OperatorSessions, mount_console
+from assistant.retrieval.library import DocumentLibrary, remove_stale_uploads
 from assistant.turns.operator import Action
 from assistant.turns.service import Services
 from config import Config
 from errors import InputError
-from store import cycles, queries, registry, rollouts
+from store import cycles, queries, registry, review, rollouts
 from store.db import Database
+from store.evidence import arm_rating_series
 from training.loop.cycle import why_not_now
+from training.loop.report import cycle_report
 from training.loop.schedule import LoopScheduler
 from training.rollout import canary as rollout
+from training.rollout.evidence import needs
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -61,7 +67,10 @@ class LoopOperator:
         if reading:
             active = {"rollout": reading.rollout, "decision": reading.decision,
                       "canary": reading.canary, "production": reading.production,
-                      "decisions": rollouts.rollout_decisions(self.db, reading.rollout.id)}
+                      "decisions": rollouts.rollout_decisions(self.db, reading.rollout.id),
+                      "needs": needs(reading.decision.statistics, reading.decision.action,
+                                     self.cfg.rollout),
+                      "series": arm_rating_series(self.db, reading.rollout.id)}
         left = self.scheduler.cooldown_left(now)
         docs: dict[str, Any] = {}
         if self.documents:
@@ -111,6 +120,25 @@ class LoopOperator:
             return "cycle started: follow it under Training cycles"
         raise InputError(f"unknown action {action!r}")
 
+    def cycle_report(self, cycle_id: str) -> dict[str, Any]:
+        return _jsonable(cycle_report(self.db, cycle_id))
+
+    def feedback(self, *, rating: str = "down", version: int | None = None,
+                 since_days: float | None = None, reason: str | None = None,
+                 text: str | None = None, limit: int = 100) -> dict[str, Any]:
+        if since_days is not None and not 0 < since_days <= 3660:
+            raise InputError(f"since_days = {since_days}: must be more than 0 and at most 3660")
+        since = None if since_days is None else datetime.now(UTC) - timedelta(days=since_days)
+        votes = review.list_votes(self.db, rating=rating, version=version, since=since,
+                                  reason=reason, text=text, limit=limit)
+        return _jsonable({"votes": votes, "versions": review.review_versions(self.db)})
+
+    def exclude_vote(self, vote_id: str, *, excluded: bool, actor: str,
+                     reason: str | None = None) -> str:
+        changed = review.set_excluded(self.db, vote_id, excluded, actor=actor, reason=reason)
+        what = "excluded from training" if excluded else "included in training again"
+        return f"vote {vote_id} {what}" if changed else f"vote {vote_id} was already {what}"
+
 
     def forget(self, user_id: str, *, include_trained: bool, actor: str) -> dict[str, Any]:
         from store.forget import forget_user
@@ -118,7 +146,6 @@ class LoopOperator:
         report = forget_user(self.db, user_id, self.cfg.data_dir,
                              include_trained=include_trained, actor=actor)
         return _jsonable(report)  # type: ignore[no-any-return]
-
 
 
 class _ReconcileOnChange(rollout.ServingHooks):
@@ -143,14 +170,31 @@ class LearningLoop:
     scheduler: LoopScheduler
     sessions: OperatorSessions
     token: str | None
+    library: DocumentLibrary | None
+    """Documents while serving (None when there is no document search: `unavailable` says
+    why)."""
+    unavailable: str
     open_paths: tuple[str, ...] = ("/console/", "/operator/")
+
+    @property
+    def upload_paths(self) -> tuple[tuple[str, int], ...]:
+        """Document uploads through the admin API and the console take whole files."""
+        if self.library is None:
+            return ()
+        cap = max_request_bytes(self.library)
+        return (("/admin/documents", cap), ("/console/gradio_api/upload", cap))
 
     def install(self, app: FastAPI) -> None:
         cfg = self.operator.cfg
         app.include_router(admin_router(self.operator, self.token,
                                         cfg.server.login_attempts_per_minute,
                                         cfg.server.admin_token_env))
-        mount_console(app, self.operator, self.sessions)
+        app.include_router(review_router(self.operator, self.token))
+        app.include_router(documents_router(self.library, self.token, self.unavailable,
+                                            switched_off=cfg.retrieval.top_k == 0))
+        upload_cap = max_request_bytes(self.library) if self.library is not None else 0
+        mount_console(app, self.operator, self.sessions, self.library, self.unavailable,
+                      upload_cap)
 
     def start(self) -> None:
         self.scheduler.start()
@@ -168,8 +212,16 @@ def attach_learning_loop(services: Services) -> LoopOperator:
     documents = services.retriever.stats if services.retriever is not None else None
     operator = LoopOperator(cfg, db, scheduler, hooks, documents)
     token = cfg.secret(cfg.server.admin_token_env)
+    library, unavailable = None, ("document search is off (retrieval.top_k = 0): set "
+                                  "retrieval.top_k above 0 and restart to manage documents"
+                                  if cfg.retrieval.top_k == 0 else
+                                  "Milvus could not be opened at start (see the server log)")
+    if services.retriever is not None:
+        remove_stale_uploads(cfg.data_dir / "uploads")
+        library = DocumentLibrary(services.retriever, db, cfg.data_dir / "uploads")
     sessions = OperatorSessions(token, cfg.server.login_attempts_per_minute)
     cycles.abandon_running_cycles(db, actor="server", reason="the server restarted while the "
                                   "cycle ran; its stage subprocess is gone")
-    services.extensions.append(LearningLoop(operator, scheduler, sessions, token))
+    services.extensions.append(LearningLoop(operator, scheduler, sessions, token, library,
+                                            unavailable))
     return operator
