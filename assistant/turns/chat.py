@@ -84,8 +84,11 @@ class TurnHandle:
             self.finish()
 
     def cancel(self) -> None:
-        """Stop generating; what was produced so far is logged."""
+        """Stop generating; what was produced so far is logged (in the background, so a caller
+        that cancels and walks away still completes the turn and frees the user's slot)."""
         self._stream.cancel()
+        if self.turn_id is None:
+            threading.Thread(target=self.finish, name="turn-finish", daemon=True).start()
 
     def finish(self) -> str:
         """Wait for the end of the answer, log the turn once, and return its id.
