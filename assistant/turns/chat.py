@@ -232,8 +232,9 @@ class ChatService:
                     conversation_id, RolloutRoute(state.rollout_id or "", state.canary_weight)
             ) == "canary":
                 arm, version = "canary", state.canary_version
-            new = {"title": _title(question), "arm": arm, "adapter_version": version,
-                   "rollout_id": state.rollout_id if arm == "canary" else None}
+            new: dict[str, Any] = {"title": _title(question), "arm": arm,
+                                   "adapter_version": version,
+                                   "rollout_id": state.rollout_id if arm == "canary" else None}
             return conversation_id, arm, int(version or 0), new
         conv = logs.get_conversation(self.db, conversation_id, user_id)
         # Sticky: a canary conversation stays on the canary while that rollout runs.
