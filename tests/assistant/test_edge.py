@@ -350,9 +350,14 @@ def test_parallel_wrong_passwords_are_limited_before_they_are_checked(live, tmp_
     running, services = _server(live, tmp_path, users={"alice": "wonderland"},
                                 login_attempts_per_minute=3)
 
+    start = threading.Barrier(16)
+
     def attempt(i: int) -> int:
-        return httpx.post(running.url + "/login", timeout=60,
-                          data={"username": "alice", "password": f"guess-{i}"}).status_code
+        with httpx.Client(base_url=running.url, timeout=60) as c:
+            c.get("/login")  # connected before the race starts
+            start.wait()
+            return c.post("/login", data={"username": "alice",
+                                          "password": f"guess-{i}"}).status_code
 
     try:
         with ThreadPoolExecutor(16) as pool:
