@@ -124,7 +124,7 @@ async def invalid_request(request: Any, exc: Exception) -> Any:
     (which may not even be encodable text: a lone surrogate made the default handler fail)."""
     from fastapi.responses import Response
 
-    errors = getattr(exc, "errors", lambda: [])()
+    errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
     detail = [{"loc": [str(p)[:100] for p in e.get("loc", ())], "msg": str(e.get("msg"))[:300],
                "type": str(e.get("type"))[:100]} for e in errors[:20]]
     body = json.dumps({"detail": detail}, ensure_ascii=True)  # escapes, never fails

@@ -38,8 +38,9 @@ class RateLimiter:
         if not force and now < self._next_sweep:
             return
         self._next_sweep = now + WINDOW_S
-        for key in [k for k, ev in self._events.items() if not ev or now - ev[-1] >= WINDOW_S]:
-            del self._events[key]
+        # A new dict, not deletions: a dict never gives back the table it grew to.
+        self._events = {k: ev for k, ev in self._events.items()
+                        if ev and now - ev[-1] < WINDOW_S}
 
     def _recent(self, key: str, now: float) -> deque[float]:
         self._sweep(now)

@@ -68,8 +68,11 @@ class TurnHandle:
             self.finish()
 
     def cancel(self) -> None:
-        """Stop generating; what was produced so far is logged."""
+        """Stop generating; what was produced so far is logged (in the background, so a caller
+        that cancels and walks away still completes the turn and frees the user's slot)."""
         self._stream.cancel()
+        if self.turn_id is None:
+            threading.Thread(target=self.finish, name="turn-finish", daemon=True).start()
 
     def finish(self) -> str:
         """Wait for the end of the answer, log the turn once, and return its id.
@@ -214,10 +217,11 @@ class ChatService:
                     conversation_id, RolloutRoute(state.rollout_id or "", state.canary_weight)
             ) == "canary":
                 arm, version = "canary", state.canary_version
-            new = {"title": _title(question), "arm": arm, "adapter_version": version,
-                   # Routed conversations of both arms carry the rollout id (pinned: none),
-                   # so the rollout statistics can tell them from pinned ones.
-                   "rollout_id": state.rollout_id if model == "assistant" else None}
+            new: dict[str, Any] = {
+                "title": _title(question), "arm": arm, "adapter_version": version,
+                # Routed conversations of both arms carry the rollout id (pinned: none), so
+                # the rollout statistics can tell them from pinned ones.
+                "rollout_id": state.rollout_id if model == "assistant" else None}
             return conversation_id, arm, int(version or 0), new
         conv = logs.get_conversation(self.db, conversation_id, user_id)
         # Sticky: a canary conversation stays on the canary while that rollout runs.

@@ -350,9 +350,14 @@ def test_parallel_wrong_passwords_are_limited_before_they_are_checked(live, tmp_
     running, services = _server(live, tmp_path, users={"alice": "wonderland"},
                                 login_attempts_per_minute=3)
 
+    start = threading.Barrier(16)
+
     def attempt(i: int) -> int:
-        return httpx.post(running.url + "/login", timeout=60,
-                          data={"username": "alice", "password": f"guess-{i}"}).status_code
+        with httpx.Client(base_url=running.url, timeout=60) as c:
+            c.get("/login")  # connected before the race starts
+            start.wait()
+            return c.post("/login", data={"username": "alice",
+                                          "password": f"guess-{i}"}).status_code
 
     try:
         with ThreadPoolExecutor(16) as pool:
@@ -499,3 +504,33 @@ def test_new_anonymous_api_callers_are_limited_per_address(live, tmp_path):
             assert c.get("/v1/models", headers=auth(key)).status_code == 200
     finally:
         _stop(running, services)
+
+
+def test_a_cancelled_turn_that_nobody_reads_is_still_completed(live, services):
+    """A page that cancels before reading any of its answer (closed at once) must not keep the
+    user's stream slot or leave the turn pending."""
+    user = "api:" + __import__("hashlib").sha256(API_KEYS[1].encode()).hexdigest()[:16]
+    handle = services.chat.ask(user, "cancelled before it was read")
+    handle.cancel()
+    waited = threading.Event()
+    for _ in range(400):
+        if services.chat.streams.active(user) == 0:
+            break
+        waited.wait(0.05)
+    assert services.chat.streams.active(user) == 0
+    (turn,) = logs.conversation_turns(services.db, handle.conversation_id, user)
+    assert turn.finish_reason != "pending" and turn.question == "cancelled before it was read"
+
+
+def test_an_answer_still_being_written_cannot_be_rated(live, services):
+    user = "api:" + __import__("hashlib").sha256(ALICE.encode()).hexdigest()[:16]
+    handle = services.chat.ask(user, "rate me too early")
+    try:
+        r = httpx.post(live.url + "/v1/feedback", headers=auth(ALICE),
+                       json={"id": handle.id, "rating": "up"})
+        assert r.status_code == 400 and "still being written" in r.json()["error"]["message"]
+    finally:
+        services.finish_turn(handle, "api")
+    r = httpx.post(live.url + "/v1/feedback", headers=auth(ALICE),
+                   json={"id": handle.id, "rating": "up"})
+    assert r.status_code == 200, r.text
