@@ -77,6 +77,17 @@ class ModelConfig:
     max_queued_requests: int = setting(64, "Requests that may wait for the model at once; more "
                                        "are refused as busy.", min=1, max=10_000)
     threads: int = setting(0, "CPU threads for torch; 0 keeps torch's default.", min=0, max=256)
+    max_batch: int = setting(8, "Answers generated at once (continuous batching): each has a "
+                             "KV-cache slot of context_window tokens, preallocated (about 47 MB "
+                             "per slot for SmolLM2 in bf16); more requests wait for a free "
+                             "slot.", min=1, max=256)
+    prefill_chunk: int = setting(64, "Prompt tokens read per step while other answers are "
+                                 "streaming, so a long prompt never stalls them (larger: faster "
+                                 "first token, slower running streams).", min=1, max=8192)
+    serving_dtype: Literal["auto", "bf16", "fp32"] = setting(
+        "auto", "Dtype of the serving copy of the weights (dequantized once from the model as "
+        "loaded, e.g. the NF4 base adapters are trained on): auto is bf16 on CUDA and on CPUs "
+        "with native bf16 (AVX-512 BF16/AMX), else fp32.", choices=("auto", "bf16", "fp32"))
 
 
 @dataclass(frozen=True)
