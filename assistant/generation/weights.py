@@ -8,6 +8,7 @@ into one matrix each, so a decoder layer is four matrix products.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,19 @@ def dense_weight(module: Any) -> Any:
     if quant_state is not None:  # bitsandbytes Linear4bit (NF4/FP4)
         import bitsandbytes.functional as bnbf
 
-        return bnbf.dequantize_4bit(weight.data, quant_state).to(torch.float32)
+        data = weight.data
+        if getattr(quant_state, "packing_format_for_cpu", False):
+            # bitsandbytes repacks a CPU weight in place on its first inference-mode forward
+            # (for its AVX-512 BF16 kernel), keeping the block scales in bf16 only; unpack a
+            # copy with those scales (what bitsandbytes itself now computes with), leaving the
+            # module as it is. Extracting before any forward pass is exact.
+            state = copy.deepcopy(quant_state)
+            absmax = state.absmax.T.reshape(-1).to(torch.float32)
+            state.original_nested = False  # keep the scales; do not re-quantize them
+            data, state = bnbf._convert_weight_packed_for_cpu_inverse(data.clone(), state)
+            state.absmax = absmax
+            quant_state = state
+        return bnbf.dequantize_4bit(data, quant_state).to(torch.float32)
     scb = getattr(weight, "SCB", None)
     if scb is not None:  # bitsandbytes Linear8bitLt, row-wise absmax scaling
         return weight.data.to(torch.float32) * (scb.to(torch.float32).unsqueeze(1) / 127.0)

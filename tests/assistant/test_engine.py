@@ -18,11 +18,11 @@ from core.prompts import build_messages, encode_prompt
 from errors import BusyError, InputError
 
 GREEDY = SamplingParams(max_new_tokens=16, temperature=0.0, repetition_penalty=1.0)
-# fp32 serving copy vs peft on the NF4 model: the weights are identical (dequantized once from
-# the same NF4 blocks); bitsandbytes' CPU matmul rounds its output to bf16, so logits agree to
-# ~2e-3 (the tiny model's logits have a spread of ~0.16). bf16 serving adds bf16 rounding.
-FP32_TOL = 1e-2
-BF16_TOL = 6e-2
+# Largest logit difference from peft's forward on the NF4 model, relative to the spread (std)
+# of the logits: the fp32 serving copy holds the very weights training dequantizes, so only
+# summation order differs; bf16 serving adds bf16 rounding of weights and activations.
+FP32_TOL = 1e-3
+BF16_TOL = 0.1
 
 
 def prompt(tokenizer, text: str = "What is the capital of France?") -> list[int]:
@@ -44,9 +44,13 @@ def peft_and_engine(tiny_model_dir: Path, tiny_adapters):
 
 
 def peft_logits(pm, ids: list[int], adapter: str | None):
+    """peft's forward as training computes it (train mode: bitsandbytes dequantizes the NF4
+    blocks and multiplies in fp32; its eval-mode CPU kernel would compute in bf16). Dropout is
+    0 in these models and adapters, so train mode changes nothing else."""
     import torch
 
-    with torch.inference_mode():
+    pm.train()
+    with torch.no_grad():
         if adapter is None:
             with pm.disable_adapter():
                 return pm(input_ids=torch.tensor([ids])).logits[0, -1].float()
@@ -54,11 +58,17 @@ def peft_logits(pm, ids: list[int], adapter: str | None):
         return pm(input_ids=torch.tensor([ids])).logits[0, -1].float()
 
 
-def peft_greedy(pm, ids: list[int], adapter: str | None, n: int) -> list[int]:
+def peft_greedy(pm, ids: list[int], adapter: str | None, n: int, stop: set[int]) -> list[int]:
     out = list(ids)
     for _ in range(n):
         out.append(int(peft_logits(pm, out, adapter).argmax()))
+        if out[-1] in stop:
+            return out[len(ids):-1]
     return out[len(ids):]
+
+
+def stop_ids(tokenizer) -> set[int]:
+    return {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
 
 
 @pytest.mark.parametrize("dtype,tol", [("fp32", FP32_TOL), ("bf16", BF16_TOL)])
@@ -77,8 +87,8 @@ def test_one_mixed_batch_matches_peft_for_each_adapter_and_the_base(peft_and_eng
         ours = engine.forward([Row(i, ids, 0, loras.get(n)) for i, n in enumerate(names)])
     for row, name in enumerate(names):
         ref = peft_logits(pm, ids, name)
-        assert (ours[row] - ref).abs().max() < tol, name
-    assert (ours[1] - ours[0]).abs().max() > 10 * tol  # the adapters really change the answer
+        assert (ours[row] - ref).abs().max() < tol * ref.std(), name
+    assert (ours[1] - ours[0]).abs().max() > 0.5 * ours[0].std()  # adapters change the answer
 
 
 def test_greedy_answers_match_peft_for_each_adapter(peft_and_engine, tiny_model_dir,
@@ -91,7 +101,8 @@ def test_greedy_answers_match_peft_for_each_adapter(peft_and_engine, tiny_model_
         gen.load_adapter("b", tiny_adapters["b"])
         ids = prompt(tokenizer)
         for name in ("a", "b"):
-            expected = tokenizer.decode(peft_greedy(pm, ids, name, 16), skip_special_tokens=True)
+            tokens = peft_greedy(pm, ids, name, 16, stop_ids(tokenizer))
+            expected = tokenizer.decode(tokens, skip_special_tokens=True)
             assert gen.stream(ids, name, GREEDY).text() == expected, name
     finally:
         gen.close()
@@ -223,3 +234,38 @@ def test_a_long_prompt_does_not_stall_a_running_stream(tiny_model_dir):
         assert produced_meanwhile >= 50 or running.wait(1).finish_reason == "stop"
     finally:
         g.close()
+
+
+@pytest.mark.real_model
+def test_smollm2_engine_matches_peft_with_a_trained_style_adapter(real_model_dir, tmp_path):
+    import torch
+    from peft import PeftModel
+
+    from tests.tiny import build_adapter
+
+    adapter = build_adapter(real_model_dir, tmp_path / "lora", seed=3, rank=8)
+    loaded = load_model(str(real_model_dir), "nf4", "cpu")
+    w = extract(loaded.model, "fp32")
+    lora = load_lora(adapter, w.shape, w.dtype, w.device)
+    gen = Generator(loaded.model, loaded.tokenizer, context_window=2048, adapter_root=tmp_path,
+                    dtype="fp32", max_batch=2)
+    pm = PeftModel.from_pretrained(loaded.model, str(adapter), adapter_name="lora")
+    pm.eval()
+    ids = encode_prompt(loaded.tokenizer, build_messages("What is the capital of France?"),
+                        context_window=2048, max_new_tokens=64).input_ids
+    engine = Engine(w, slots=2, context=512)
+    with torch.inference_mode():
+        ours = engine.forward([Row(0, ids, 0, None), Row(1, ids, 0, lora)])
+    try:
+        gen.load_adapter("lora", adapter)
+        for row, name in enumerate((None, "lora")):
+            ref = peft_logits(pm, ids, name)
+            assert (ours[row] - ref).abs().max() < FP32_TOL * ref.std(), name
+            expected = loaded.tokenizer.decode(peft_greedy(pm, ids, name, 12,
+                                                           stop_ids(loaded.tokenizer)),
+                                               skip_special_tokens=True)
+            got = gen.stream(ids, name, SamplingParams(max_new_tokens=12, temperature=0.0,
+                                                       repetition_penalty=1.0)).text()
+            assert got == expected, name
+    finally:
+        gen.close()
