@@ -101,6 +101,17 @@ class ModelConfig:
                                        "with the external server's API key (optional).")
     backend_timeout_s: float = setting(60.0, "Longest wait for the external server to start "
                                        "an answer or change an adapter.", min=1.0, max=3600.0)
+    max_batch: int = setting(8, "Answers generated at once (continuous batching): each has a "
+                             "KV-cache slot of context_window tokens, preallocated (about 47 MB "
+                             "per slot for SmolLM2 in bf16); more requests wait for a free "
+                             "slot.", min=1, max=256)
+    prefill_chunk: int = setting(64, "Prompt tokens read per step while other answers are "
+                                 "streaming, so a long prompt never stalls them (larger: faster "
+                                 "first token, slower running streams).", min=1, max=8192)
+    serving_dtype: Literal["auto", "bf16", "fp32"] = setting(
+        "auto", "Dtype of the serving copy of the weights (dequantized once from the model as "
+        "loaded, e.g. the NF4 base adapters are trained on): auto is bf16 on CUDA and on CPUs "
+        "with native bf16 (AVX-512 BF16/AMX), else fp32.", choices=("auto", "bf16", "fp32"))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""Generation speed of our serving path against llama.cpp on the same GGUF file, in one run.
+"""Generation speed of our batched engine against llama.cpp on the same model, in one run.
 
-Prints tokens/s and time to first token (medians over repeats) for: the NF4 base with and
-without an active LoRA adapter, 1 and 4 concurrent streams, an fp32 row for comparison, and
-llama.cpp (`llama-cpp-python`, optional, bench-only) single stream as the baseline.
+Workloads (greedy, no repetition penalty, `--tokens` new tokens each), run alternately for
+ours and llama.cpp so both see the same machine load, medians over `--repeats`:
+  single stream with an adapter (ours; llama.cpp without one: its runtime LoRA needs a GGUF
+  adapter, see --help), single stream on the base, 8 concurrent streams with mixed adapters
+  (production, canary, base) in aggregate, and TTFT p50 of 8 users sending a ~300-token prompt
+  at once. llama.cpp is the `xllamacpp` wheel (llama.cpp's server in-process) on the packaged
+  Q4_1 GGUF with `--streams` slots. Ratios are printed against llama.cpp and against our own
+  single stream, and the weight bytes each step reads give the bandwidth ceiling.
 
-    .venv/bin/python bench/generate.py [--tokens 64] [--repeats 3] [--quantizations nf4,fp32]
+    .venv/bin/python bench/generate.py [--tokens 64] [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,102 +35,177 @@ QUESTIONS = ["Explain in a few sentences how photosynthesis works.",
              "Write a short paragraph about the history of Paris.",
              "What are three tips for writing clear emails?",
              "Describe how a bicycle gear system works."]
+LONG = ("Here is a passage from our user guide. " + " ".join(
+    f"Section {i}: the assistant stores every conversation, learns from ratings, and trains "
+    "small adapters that are validated before a canary rollout." for i in range(12))
+    + " Summarise it in two sentences.")
+MEMORY_GBPS = 66.0  # measured read bandwidth of this machine (DESIGN.md)
+Run = tuple[float, float]  # (aggregate tokens/s, median TTFT s)
 
 
-def run_streams(gen: Generator, prompts: list[list[int]], adapter: str | None, tokens: int
-                ) -> tuple[float, float, float]:
-    """Run the prompts at once; return (aggregate tokens/s, per-stream tokens/s, median TTFT)."""
-    params = SamplingParams(max_new_tokens=tokens, temperature=0.0, repetition_penalty=1.0)
-    results = []
+def concurrently(jobs: list[Callable[[], tuple[int, float]]]) -> Run:
+    """Run jobs (each returns (tokens, ttft)) at once; aggregate tokens/s and median TTFT."""
+    out: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def run(job: Callable[[], tuple[int, float]]) -> None:
+        result = job()
+        with lock:
+            out.append(result)
+
     start = time.perf_counter()
-    streams = [gen.stream(p, adapter, params) for p in prompts]
-    threads = [threading.Thread(target=s.text) for s in streams]
+    threads = [threading.Thread(target=run, args=(j,)) for j in jobs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    results = [s.wait() for s in streams]
-    total = sum(r.completion_tokens for r in results)
-    per_stream = statistics.median(r.completion_tokens / r.total_s for r in results)
-    ttft = statistics.median(r.ttft_s or r.total_s for r in results)
-    return total / wall, per_stream, ttft
+    return sum(n for n, _ in out) / wall, statistics.median(t for _, t in out)
 
 
-def bench_ours(quantization: str, model_dir: str, adapter_dir: Path, tokens: int, repeats: int
-               ) -> list[tuple[str, float, float, float]]:
-    loaded = load_model(model_dir, quantization, "cpu")  # type: ignore[arg-type]
-    gen = Generator(loaded.model, loaded.tokenizer, context_window=2048)
-    prompts = [encode_prompt(gen.tokenizer, build_messages(q), context_window=2048,
-                             max_new_tokens=tokens).input_ids for q in QUESTIONS]
-    rows = []
-    try:
-        run_streams(gen, prompts[:1], None, 8)  # warm-up
-        for adapter in (None, "lora"):
-            if adapter:
-                gen.load_adapter("lora", adapter_dir)
-            for n in (1, 4):
-                runs = [run_streams(gen, prompts[:n], adapter, tokens) for _ in range(repeats)]
-                label = f"ours {quantization}{' + LoRA' if adapter else ''}, {n} stream(s)"
-                rows.append((label, *(statistics.median(r[i] for r in runs) for i in range(3))))
-    finally:
-        gen.close()
-    return rows
+class Ours:
+    def __init__(self, model_dir: str, adapters: Path, tokens: int, slots: int) -> None:
+        loaded = load_model(model_dir, "nf4", "cpu")
+        self.gen = Generator(loaded.model, loaded.tokenizer, context_window=2048,
+                             max_batch=slots, adapter_root=adapters)
+        for name in ("production", "canary"):
+            self.gen.load_adapter(name, adapters / name)
+        self.params = SamplingParams(max_new_tokens=tokens, temperature=0.0,
+                                     repetition_penalty=1.0)
+        tok = loaded.tokenizer
+        self.prompts = [encode_prompt(tok, build_messages(q), context_window=2048,
+                                      max_new_tokens=tokens).input_ids for q in QUESTIONS]
+        self.long = encode_prompt(tok, build_messages(LONG), context_window=2048,
+                                  max_new_tokens=tokens).input_ids
+        w = self.gen._engine.w
+        self.step_bytes = sum(t.numel() * t.element_size() for layer in w.layers
+                              for t in (layer.qkv, layer.o, layer.gate_up, layer.down))
+        self.step_bytes += w.lm_head.numel() * w.lm_head.element_size()
+
+    def job(self, prompt: list[int], adapter: str | None) -> Callable[[], tuple[int, float]]:
+        def run() -> tuple[int, float]:
+            r = self.gen.stream(prompt, adapter, self.params).wait()
+            return r.completion_tokens, r.ttft_s or r.total_s
+        return run
 
 
-def bench_llama_cpp(tokens: int, repeats: int) -> list[tuple[str, float, float, float]]:
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        print("llama-cpp-python is not installed: `pip install llama-cpp-python` for the "
-              "baseline", file=sys.stderr)
-        return []
-    llm = Llama(model_path=str(packaged_gguf("smollm2-135m-instruct")), n_ctx=2048,
-                n_threads=os.cpu_count() or 2, verbose=False)
-    runs = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        first = None
-        count = 0
-        for _chunk in llm.create_chat_completion(
-                [{"role": "user", "content": QUESTIONS[0]}], max_tokens=tokens,
-                temperature=0.0, stream=True):
-            first = first or time.perf_counter()
-            count += 1
-        wall = time.perf_counter() - start
-        runs.append((count / wall, count / wall, (first or start) - start))
-    runs = runs[1:]  # the first run is a warm-up
-    return [("llama.cpp Q4_1 GGUF, 1 stream (baseline)",
-             *(statistics.median(r[i] for r in runs) for i in range(3)))]
+class LlamaCpp:
+    def __init__(self, tokens: int, slots: int, threads: int) -> None:
+        import xllamacpp as xlc
+
+        self.gguf = packaged_gguf("smollm2-135m-instruct")
+        p = xlc.CommonParams()
+        p.model.path = str(self.gguf)
+        p.n_parallel = slots
+        p.n_ctx = 2048 * slots
+        p.cpuparams.n_threads = threads
+        p.cpuparams_batch.n_threads = threads
+        p.cache_prompt = False  # every request reads its prompt, as ours does
+        self.server = xlc.Server(p)
+        self.tokens = tokens
+
+    def job(self, question: str) -> Callable[[], tuple[int, float]]:
+        def run() -> tuple[int, float]:
+            start = time.perf_counter()
+            state = {"first": None, "n": 0}
+
+            def on_chunk(chunk: dict) -> bool:
+                for choice in chunk.get("choices", []):
+                    if choice.get("delta", {}).get("content"):
+                        state["first"] = state["first"] or time.perf_counter()
+                        state["n"] += 1
+                return False
+
+            self.server.handle_chat_completions(
+                {"messages": [{"role": "user", "content": question}],
+                 "max_tokens": self.tokens, "temperature": 0.0, "stream": True,
+                 "cache_prompt": False}, on_chunk)
+            return state["n"], (state["first"] or time.perf_counter()) - start
+        return run
+
+
+def write_adapters(model_dir: str, root: Path) -> None:
+    """Two LoRA adapters (r=8, all linear layers, non-zero B) as training writes them."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    for seed, name in ((1, "production"), (2, "canary")):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                init_lora_weights=False))
+        with torch.no_grad():
+            for pname, param in model.named_parameters():
+                if "lora_B" in pname:
+                    param.mul_(0.01)  # small: a trained adapter nudges, it does not wreck
+        model.save_pretrained(root / name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quantizations", default="nf4,fp32")
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for both engines (1 is steadier on a shared machine)")
     args = parser.parse_args()
 
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
+    torch.set_num_threads(args.threads)
+    n = args.streams
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = resolve_base_model("smollm2-135m-instruct", Path(tmp))
-        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        get_peft_model(base, LoraConfig(r=8, target_modules="all-linear")).save_pretrained(
-            Path(tmp) / "lora")
-        rows = bench_llama_cpp(args.tokens, args.repeats)
-        for q in args.quantizations.split(","):
-            rows += bench_ours(q, model_dir, Path(tmp) / "lora", args.tokens, args.repeats)
-    baseline = rows[0][2] if rows and rows[0][0].startswith("llama.cpp") else None
-    print(f"\n{args.tokens} new tokens, median of {args.repeats} runs, "
-          f"{torch.get_num_threads()} torch threads")
-    print(f"{'configuration':44} {'agg tok/s':>10} {'stream tok/s':>13} {'TTFT ms':>8}"
-          f"{'  vs llama.cpp' if baseline else ''}")
-    for label, agg, per, ttft in rows:
-        ratio = f"  {per / baseline:6.2f}x" if baseline else ""
-        print(f"{label:44} {agg:10.1f} {per:13.1f} {ttft * 1000:8.0f}{ratio}")
+        write_adapters(model_dir, Path(tmp) / "adapters")
+        ours = Ours(model_dir, Path(tmp) / "adapters", args.tokens, n)
+        try:
+            llama: LlamaCpp | None = LlamaCpp(args.tokens, n, args.threads)
+        except ImportError:
+            print("xllamacpp is not installed (pip install -r requirements-bench.txt): no "
+                  "baseline", file=sys.stderr)
+            llama = None
+        mixed = ["production", "canary", None]
+        workloads: dict[str, list[Callable[[], tuple[int, float]]]] = {
+            "ours 1 stream + LoRA": [ours.job(ours.prompts[0], "production")],
+            "ours 1 stream base": [ours.job(ours.prompts[0], None)],
+            f"ours {n} streams mixed LoRA": [ours.job(ours.prompts[i % 4], mixed[i % 3])
+                                             for i in range(n)],
+            f"ours TTFT {n} users, {len(ours.long)}-token prompt": [
+                ours.job(ours.long, mixed[i % 3]) for i in range(n)]}
+        if llama:
+            workloads |= {
+                "llama.cpp 1 stream (no LoRA)": [llama.job(QUESTIONS[0])],
+                f"llama.cpp {n} slots (no LoRA)": [llama.job(QUESTIONS[i % 4])
+                                                   for i in range(n)],
+                f"llama.cpp TTFT {n} users, long prompt": [llama.job(LONG) for _ in range(n)]}
+        for jobs in workloads.values():  # warm-up
+            concurrently(jobs[:1])
+        runs: dict[str, list[Run]] = {k: [] for k in workloads}
+        for _ in range(args.repeats):  # interleaved: both engines see the same load
+            for name, jobs in workloads.items():
+                runs[name].append(concurrently(jobs))
+        ours.gen.close()
+    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
+           for k, v in runs.items()}
+    ceiling = MEMORY_GBPS * 1e9 / ours.step_bytes
+    print(f"\n{args.tokens} new tokens, greedy, median of {args.repeats} runs, {args.threads} "
+          f"thread(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; serving "
+          f"dtype {ours.gen.dtype}, {ours.step_bytes / 1e6:.0f} MB of weights per step: "
+          f"bandwidth ceiling {ceiling:.0f} steps/s at {MEMORY_GBPS:.0f} GB/s")
+    single = med["ours 1 stream + LoRA"][0]
+    base_llama = med.get("llama.cpp 1 stream (no LoRA)", (None, None))[0]
+    print(f"{'workload':46} {'tok/s':>8} {'TTFT ms':>8} {'/ours 1+LoRA':>13} "
+          f"{'/llama.cpp':>11} {'/ceil(1 str)':>12}")
+    for name, (tps, ttft) in med.items():
+        peer = None
+        if base_llama and name.startswith("ours"):
+            key = ("llama.cpp 1 stream (no LoRA)" if " 1 stream" in name else
+                   f"llama.cpp {n} slots (no LoRA)" if "mixed" in name else None)
+            peer = med[key][0] if key else None
+        ratio = f"{tps / peer:10.2f}x" if peer else f"{'':11}"
+        print(f"{name:46} {tps:8.1f} {ttft * 1000:8.0f} {tps / single:12.2f}x {ratio} "
+              f"{tps / ceiling:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -40,13 +40,15 @@ def build_worker(cfg: Config) -> ModelWorker:
 
 
 def build_generator(cfg: Config, loaded: LoadedModel | None = None) -> Generator:
-    """A running in-process model worker for the configured base model."""
+    """A running model worker (continuous batching) for the configured base model."""
     loaded = loaded or load_base(cfg)
     root = adapters_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
     log.info("model %s loaded on %s (%s)", loaded.source, loaded.device, loaded.quantization)
     return Generator(loaded.model, loaded.tokenizer, context_window=cfg.model.context_window,
-                     adapter_root=root, max_queued=cfg.model.max_queued_requests)
+                     adapter_root=root, max_queued=cfg.model.max_queued_requests,
+                     max_batch=cfg.model.max_batch, prefill_chunk=cfg.model.prefill_chunk,
+                     dtype=cfg.model.serving_dtype)
 
 
 def sampling_params(cfg: Config, **overrides: object) -> SamplingParams:

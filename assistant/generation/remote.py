@@ -182,7 +182,7 @@ class RemoteGenerator:
                         if text:
                             first = first or time.perf_counter()
                             pieces.append(text)
-                            stream.push(text)
+                            stream.put(text)
                         if choice.get("finish_reason"):
                             reason = "length" if choice["finish_reason"] == "length" else "stop"
             if reason == "error":
@@ -194,7 +194,7 @@ class RemoteGenerator:
         finally:
             with self._lock:
                 self._pending -= 1
-        stream.finish(StreamResult(
+        stream.close(StreamResult(
             text="".join(pieces), prompt_tokens=stream.prompt_tokens,
             completion_tokens=completion or len(pieces), finish_reason=reason, error=error,
             ttft_s=None if first is None else first - started,
