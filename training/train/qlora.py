@@ -1,13 +1,20 @@
-"""Train stage: QLoRA on the quantized base with the rated dataset, written as a self-describing
-adapter folder.
+"""Train stage: the taste step (training.taste.distill: taste model on the votes, best-of-n
+candidates) then QLoRA on the quantized base with the rated and distilled examples, written as
+a self-describing adapter folder.
 
-The loop is hand-written rather than trl's SFTTrainer/KTOTrainer or transformers' Trainer on
-purpose: examples must be tokenized by `core.prompts.encode_example` (the serving template,
-loss on the answer only), which trl would re-template; the step/time budget, early stopping on
-the held-out loss with the best checkpoint kept, progress reporting and the atomic folder write
-are ours either way; and KTO here uses the bare base (adapter disabled) as its reference, which
-costs no second model. The whole loop is ~60 lines; bench/train.py measures it against a plain
-transformers `Trainer` + peft on the same data.
+Losses: SFT on desirable answers (👍, corrections, best-of-n winners), KTO on undesirable ones
+(`method = "kto"`) and DPO on every preference pair the data holds (`pair_weight`): a 👎
+answer and its correction, best-vs-worst candidates, 👍 and 👎 to the same question.
+
+The loop is hand-written rather than trl's SFTTrainer/KTOTrainer/DPOTrainer or transformers'
+Trainer on purpose: examples must be tokenized by `core.prompts.encode_example` (the serving
+template, loss on the answer only), which trl would re-template; one step here mixes SFT, KTO
+and DPO terms over three differently shaped batches, which no single trl trainer does; KTO and
+DPO use the bare base (adapter disabled) as their reference, which costs no second model (trl's
+default loads a reference copy); and the step/time budget, early stopping on the held-out loss
+with the best checkpoint kept, progress reporting and the atomic folder write are ours either
+way. bench/train.py measures the SFT loop against a plain transformers `Trainer` + peft on the
+same data; trl itself was not installed or measured here (it is not in requirements.txt).
 """
 
 from __future__ import annotations
