@@ -73,7 +73,8 @@ def test_a_worse_adapter_than_production_is_rejected_with_the_loss_reason(
                               tmp_path / "report.json")
     assert not report.passed
     assert any(r.startswith("heldout_loss:") for r in report.reasons)
-    assert set(report.metrics) == {"candidate", "production", "base"}
+    assert set(report.metrics) == {"candidate", "production", "base", "taste"}
+    assert report.metrics["taste"]["reason"].startswith("40 👍 and 0 👎")  # no taste model
     margin = next(c for c in report.checks if c.name == "preference_margin")
     assert margin.status in ("passed", "failed") and margin.candidate is not None
 
