@@ -114,6 +114,14 @@ def test_synthetic_examples_round_trip_and_never_sit_in_heldout(tmp_path):
         load_dataset(tmp_path / "bad")
 
 
+def test_sentence_prefixes_are_shorter_cuts_at_sentence_ends():
+    from training.taste.distill import sentence_prefixes
+
+    assert sentence_prefixes("One. Two! Three? Four. Five") == [
+        "One.", "One. Two!", "One. Two! Three?"]
+    assert sentence_prefixes("Only one sentence.") == []
+
+
 def test_paired_interval_excludes_zero_only_for_a_real_difference():
     mean, low, high = paired_interval([1, 0, 1, 1, 0, 1, 1, 1, 0, 1] * 10)
     assert mean == pytest.approx(0.7) and low > 0

@@ -96,6 +96,14 @@ def sampling_model(cfg: Config, adapter: Path | None) -> tuple[Any, Any, str]:
     return model, base.tokenizer, base.device
 
 
+def sentence_prefixes(answer: str, most: int = 3) -> list[str]:
+    """The answer cut after each of its first `most` sentences (shorter than the whole)."""
+    import re
+
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
+    return [" ".join(sentences[:k]) for k in range(1, min(len(sentences), most + 1))]
+
+
 def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> TasteOutcome:
     """The whole taste step of a training run (see the module docstring)."""
     tc = cfg.taste
@@ -125,6 +133,8 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
                              device=device, n=tc.candidates)
     sample_s = time.monotonic() - t
     del model
+    if tc.sentence_prefixes:  # free extra candidates: the samples cut at sentence ends
+        answers = [cands + [p for a in cands for p in sentence_prefixes(a)] for cands in answers]
     scored = []
     flat = [(e.messages[-1]["content"], a) for e, cands in zip(sources, answers, strict=True)
             for a in cands]
