@@ -133,6 +133,8 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
                              device=device, n=tc.candidates)
     sample_s = time.monotonic() - t
     del model
+    sampled = sum(len(c) for c in answers)
+    sampled_tokens = sum(len(tokenizer.encode(a)) for c in answers for a in c)
     if tc.sentence_prefixes:  # free extra candidates: the samples cut at sentence ends
         answers = [cands + [p for a in cands for p in sentence_prefixes(a)] for cands in answers]
     scored = []
@@ -160,9 +162,8 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     kept = scored[:max(0, cap // 2)]
     report.update(
         questions=len(sources), candidates_per_question=tc.candidates,
-        candidates=len(flat), sample_s=round(sample_s, 1),
-        tokens_per_s=round(sum(len(tokenizer.encode(a)) for _, a in flat) / max(sample_s, 1e-9),
-                           1),
+        candidates=sampled, prefix_candidates=len(flat) - sampled, sample_s=round(sample_s, 1),
+        tokens_per_s=round(sampled_tokens / max(sample_s, 1e-9), 1),
         mean_predicted_up_all=round(sum(probs) / max(len(probs), 1), 4),
         mean_predicted_up_kept=round(sum(b[0] for b, _, _ in kept) / max(len(kept), 1), 4),
         pairs=len(kept), synthetic_examples=len(examples), synthetic_cap=cap,
