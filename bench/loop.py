@@ -1,119 +1,152 @@
-"""The learning loop end to end with a simulated rater.
+"""The learning loop end to end with a simulated rater, measured on fresh prompts.
 
-N simulated conversations go through the real chat path (ChatService: routing, prompt, the real
-model, DuckDB logging), a rater callable votes on each answer, one cycle curates, trains and
-validates an adapter, and the rater's 👍 rate is measured on fresh prompts for the base model
-(the baseline, in the same run) and for the new adapter. Prints the wall time of each stage.
+Per cycle: N simulated conversations on fresh training prompts are answered by the current
+production model and logged in DuckDB (`--traffic batched`: batched sampling with the serving
+settings, logged through store.logs; `--traffic chat`: one by one through the real ChatService),
+the rater votes on each, and one cycle curates, fits the taste model, samples best-of-n
+candidates, trains and validates. The rater's 👍 rate is then measured on >= 200 fresh prompts
+never used for training, for the base and for the new adapter with the same prompts and
+sampling seeds (a paired comparison with a 95% interval on the difference), plus a fixed probe
+of factual/instruction prompts answered greedily. A passed candidate is promoted, so the next
+cycle (`--cycles K`) starts from it on fresh traffic.
 
-    .venv/bin/python bench/loop.py --n 200 --rater bench.raters:brevity
+    .venv/bin/python bench/loop.py --n 200 --eval 200 --rater bench.raters:brevity --cycles 2
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from assistant.generation.loader import build_generator  # noqa: E402
-from assistant.generation.reconciler import ServingState, adapter_name  # noqa: E402
-from assistant.http.limits import RateLimiter  # noqa: E402
-from assistant.turns.chat import ChatService  # noqa: E402
-from config import load_config, with_overrides  # noqa: E402
-from store import registry, rollouts  # noqa: E402
-from store.db import database_path, open_database  # noqa: E402
-from store.logs import set_feedback  # noqa: E402
+from bench.prompts import PROBES, probe_correct, split_prompts  # noqa: E402
+from config import Config, load_config, with_overrides  # noqa: E402
+from core.prompts import build_messages  # noqa: E402
+from store import logs, registry  # noqa: E402
+from store.db import Database, database_path, open_database  # noqa: E402
 from training.loop.cycle import run_cycle  # noqa: E402
+from training.rollout import canary  # noqa: E402
+from training.taste.distill import sampling_model, sampling_spec  # noqa: E402
+from training.taste.sampling import sample_answers  # noqa: E402
+from training.validate.taste_gate import paired_interval  # noqa: E402
 
 Rater = Callable[[str, str], "str | None"]
-
-TOPICS = ["photosynthesis", "the water cycle", "volcanoes", "the moon", "black holes",
-          "vaccines", "the internet", "electricity", "bees", "the Roman empire", "rainbows",
-          "earthquakes", "coffee", "chess", "the heart", "glaciers", "recycling", "magnets",
-          "tides", "bread", "the piano", "satellites", "deserts", "sleep", "bicycles",
-          "tea", "the stock market", "clouds", "dinosaurs", "the printing press", "solar panels",
-          "penguins", "the human eye", "wind turbines", "honey", "the Olympic games",
-          "antibiotics", "coral reefs", "thunderstorms", "the alphabet", "compasses",
-          "submarines", "cheese", "the Great Wall of China", "fireworks", "owls", "batteries",
-          "maps", "the seasons", "rice", "the violin", "yoga", "trains", "spiders", "snow",
-          "the Eiffel Tower", "paper", "the brain", "comets", "bamboo", "lighthouses"]
-TEMPLATES = ["What is {}?", "Tell me about {}.", "Explain {} to a child.", "Why does {} matter?"]
-
-
-def questions(n: int, offset: int = 0) -> list[str]:
-    """n distinct questions; different offsets give disjoint sets."""
-    all_q = [t.format(topic) for t in TEMPLATES for topic in TOPICS]
-    if offset + n > len(all_q):
-        raise SystemExit(f"only {len(all_q)} distinct questions: lower --n or --eval")
-    return all_q[offset:offset + n]
+EVAL_SEED = 4242
 
 
 def load_rater(spec: str) -> Rater:
+    """'module:function', e.g. bench.raters:brevity."""
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-def chat_all(chat: ChatService, qs: list[str], model: str, workers: int
-             ) -> list[tuple[str, str, str, str]]:
-    """(user, question, answer, turn_id) for each question, each in its own conversation."""
-    def one(i_q: tuple[int, str]) -> tuple[str, str, str, str]:
-        i, q = i_q
+def answers_of(cfg: Config, adapter: Path | None, prompts: list[str], seed: int,
+               greedy: bool = False) -> list[str]:
+    """One answer per prompt from the base (+ adapter), batched, with the serving settings."""
+    model, tokenizer, device = sampling_model(cfg, adapter)
+    spec = sampling_spec(cfg, cfg.model.max_new_tokens,
+                         0.0 if greedy else cfg.model.temperature, seed)
+    out = sample_answers(model, tokenizer, [build_messages(q) for q in prompts], spec,
+                         device=device)
+    del model
+    return [a[0] for a in out]
+
+
+def log_traffic(db: Database, prompts: list[str], answers: list[str], version: int
+                ) -> list[tuple[str, str, str, str]]:
+    """Log each (prompt, answer) as a one-turn conversation of one of 40 simulated users."""
+    rows = []
+    for i, (q, a) in enumerate(zip(prompts, answers, strict=True)):
         user = f"sim-{i % 40}"
-        handle = chat.ask(user, q, model=model)
+        conv = logs.create_conversation(db, user, arm="production", adapter_version=version)
+        turn = logs.log_turn(db, conversation_id=conv, user_id=user, question=q, answer=a,
+                             messages=build_messages(q), passages=[], adapter_version=version,
+                             arm="production", prompt_tokens=0, completion_tokens=len(a.split()),
+                             latency_ms=0.0, ttft_ms=None, finish_reason="stop", error=None)
+        rows.append((user, q, a, turn))
+    return rows
+
+
+def chat_traffic(cfg: Config, db: Database, prompts: list[str]) -> list[tuple[str, str, str, str]]:
+    """The same traffic through the real ChatService (one answer at a time: slow)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from assistant.generation.loader import build_generator
+    from assistant.generation.reconciler import ServingState
+    from assistant.http.limits import RateLimiter
+    from assistant.turns.chat import ChatService
+
+    generator = build_generator(cfg)
+    version = registry.production_version(db)
+    if version:
+        from assistant.generation.reconciler import adapter_name
+
+        generator.load_adapter(adapter_name(version), registry.get_adapter(db, version).path)
+    chat = ChatService(cfg, db, generator, None,
+                       lambda: ServingState(production_version=version, canary_version=None,
+                                            rollout_id=None, canary_weight=0),
+                       RateLimiter(10_000))
+
+    def one(i_q: tuple[int, str]) -> tuple[str, str, str, str]:
+        user = f"sim-{i_q[0] % 40}"
+        handle = chat.ask(user, i_q[1], model="assistant")
         answer = "".join(handle)
-        return user, q, answer, handle.finish()
+        return user, i_q[1], answer, handle.finish()
 
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, enumerate(qs)))
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(one, enumerate(prompts)))
+    finally:
+        generator.close()
 
 
-def up_rate(rater: Rater, rows: list[tuple[str, str, str, str]]) -> tuple[float, int, int]:
-    votes = [rater(q, a) for _, q, a, _ in rows]
-    up, down = votes.count("up"), votes.count("down")
-    return (up / len(votes), up, down)
+def up_votes(rater: Rater, prompts: list[str], answers: list[str]) -> list[int]:
+    return [int(rater(q, a) == "up") for q, a in zip(prompts, answers, strict=True)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200, help="simulated conversations")
-    parser.add_argument("--eval", type=int, default=40, help="fresh prompts per model")
+    parser.add_argument("--n", type=int, default=200, help="rated conversations per cycle")
+    parser.add_argument("--eval", type=int, default=200, help="fresh evaluation prompts")
+    parser.add_argument("--cycles", type=int, default=1)
     parser.add_argument("--rater", default="bench.raters:brevity")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent conversations")
+    parser.add_argument("--traffic", choices=("batched", "chat"), default="batched")
     parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--steps", type=int, default=40, help="training steps")
-    parser.add_argument("--learning-rate", type=float, default=None,
-                        help="training.learning_rate (default: config.toml's)")
-    parser.add_argument("--method", choices=("sft", "kto"), default=None,
-                        help="training.method (default: config.toml's)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the rated data dir here; a rerun with the same folder "
-                             "reuses its rated conversations and goes straight to the cycle")
+    parser.add_argument("--steps", type=int, default=40, help="training.max_steps")
+    parser.add_argument("--candidates", type=int, default=None, help="taste.candidates")
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--method", choices=("sft", "kto"), default=None)
+    parser.add_argument("--no-taste", action="store_true", help="taste.enabled = false")
+    parser.add_argument("--max-questions", type=int, default=None, help="taste.max_questions")
+    parser.add_argument("--min-heldout", type=int, default=None,
+                        help="validation.min_taste_questions")
     args = parser.parse_args()
     rater = load_rater(args.rater)
+    eval_prompts, train_prompts = split_prompts(args.eval, args.n, args.cycles)
     timings: dict[str, float] = {}
-
-    with tempfile.TemporaryDirectory() as scratch:
-        tmp = scratch
-        rated = args.workdir.resolve() / "rated" if args.workdir else None
-        rows_file = Path(tmp) / "bench-rows.json"
-        if rated is not None and rated.exists():  # a rerun starts from the rated copy
-            shutil.copytree(rated, tmp, dirs_exist_ok=True)
+    trajectory = []
+    with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(Path(__file__).resolve().parent.parent / "config.toml")
-        training = {"max_steps": args.steps, "max_minutes": 30.0, "start_from": "base"}
+        training = {"max_steps": args.steps, "max_minutes": 30.0, "start_from": "production"}
         if args.method:
             training["method"] = args.method
         if args.learning_rate:
             training["learning_rate"] = args.learning_rate
+        taste = {"enabled": not args.no_taste, "max_new_tokens": args.max_new_tokens}
+        if args.candidates is not None:
+            taste["candidates"] = args.candidates
+        if args.max_questions is not None:
+            taste["max_questions"] = args.max_questions
+        validation = ({"min_taste_questions": args.min_heldout} if args.min_heldout else {})
         cfg = with_overrides(
             cfg, server={"data_dir": tmp, "rate_limit_per_minute": 10_000},
             model={"max_new_tokens": args.max_new_tokens, "temperature": 0.7},
@@ -121,80 +154,80 @@ def main() -> None:
             # Simulated raters are minutes old: trust them (the bench measures learning).
             curation={"max_share_per_user": 0.2, "max_examples_per_user": 1000,
                       "min_voter_age_hours": 0.0, "min_voter_turns": 0},
-            training=training, schedule={"min_new_examples": 1})
-        t = time.perf_counter()
-        generator = build_generator(cfg)
+            training=training, taste=taste, validation=validation, schedule={"min_new_examples": 1})
         db = open_database(database_path(cfg))
-        timings["load model"] = time.perf_counter() - t
-
-        def state() -> ServingState:
-            active = rollouts.active_rollout(db)
-            return ServingState(production_version=registry.production_version(db),
-                                canary_version=active.adapter_version if active else None,
-                                rollout_id=active.id if active else None,
-                                canary_weight=active.steps[active.step_index] if active else 0)
-
-        chat = ChatService(cfg, db, generator, None, state, RateLimiter(10_000))
-        if rows_file.exists():  # --workdir rerun: the same conversations, rated again below
-            rows = [tuple(r) for r in json.loads(rows_file.read_text())]
-            print(f"reusing {len(rows)} conversations from {rated}")
-        else:
+        t = time.perf_counter()
+        base_eval = answers_of(cfg, None, eval_prompts, EVAL_SEED)
+        base_up = up_votes(rater, eval_prompts, base_eval)
+        probe_q = [q for q, _ in PROBES]
+        base_probe = answers_of(cfg, None, probe_q, 0, greedy=True)
+        timings[f"evaluate base on {len(eval_prompts)} fresh prompts + probe"] = (
+            time.perf_counter() - t)
+        for k, prompts in enumerate(train_prompts, start=1):
+            version = registry.production_version(db)
+            prod_path = Path(registry.get_adapter(db, version).path) if version else None
             t = time.perf_counter()
-            rows = chat_all(chat, questions(args.n), "assistant", args.workers)
-            timings[f"chat {args.n} conversations"] = time.perf_counter() - t
-            rows_file.write_text(json.dumps(rows))
-            if rated is not None:  # keep the data dir for reruns (--workdir)
-                db.close()
-                shutil.copytree(tmp, rated, ignore=shutil.ignore_patterns("models"))
-                db = open_database(database_path(cfg))
-                chat.db = db
-
-        t = time.perf_counter()
-        for user, q, a, turn in rows:
-            # None withdraws a vote an earlier rater left in a reused copy.
-            set_feedback(db, turn_id=turn, user_id=user, rating=rater(q, a))
-        timings["rate"] = time.perf_counter() - t
-        base_train_rate = up_rate(rater, rows)
-
-        t = time.perf_counter()
-        result = run_cycle(cfg, db, trigger="bench", actor="bench", force=True,
-                           on_canary=lambda v, p: generator.load_adapter(adapter_name(v), p))
-        timings["cycle (curate+train+validate)"] = time.perf_counter() - t
-        print(f"cycle: {result.status}: {result.reason}")
-        for line in result.curation_summary:
-            print("  " + line)
-        for stage, seconds in result.stage_seconds.items():
-            timings[f"  cycle stage {stage}"] = seconds
-
-        fresh = questions(args.eval, offset=args.n)
-        t = time.perf_counter()
-        base_rows = chat_all(chat, fresh, "base", args.workers)
-        timings[f"evaluate base on {args.eval} fresh prompts"] = time.perf_counter() - t
-        adapter_rows = None
-        if result.verdict == "canary":
+            if args.traffic == "chat":
+                rows = chat_traffic(cfg, db, prompts)
+            else:
+                rows = log_traffic(db, prompts, answers_of(cfg, prod_path, prompts, 1000 + k),
+                                   version)
+            timings[f"cycle {k}: traffic ({len(prompts)} answers)"] = time.perf_counter() - t
+            votes = [rater(q, a) for _, q, a, _ in rows]
+            for (user, _, _, turn), vote in zip(rows, votes, strict=True):
+                logs.set_feedback(db, turn_id=turn, user_id=user, rating=vote)
             t = time.perf_counter()
-            adapter_rows = chat_all(chat, fresh, "canary", args.workers)
-            timings[f"evaluate v{result.adapter_version} on {args.eval} fresh prompts"] = (
+            result = run_cycle(cfg, db, trigger="bench", actor="bench", force=True)
+            timings[f"cycle {k}: curate+taste+candidates+train+validate"] = (
                 time.perf_counter() - t)
-        generator.close()
+            for stage, seconds in result.stage_seconds.items():
+                timings[f"cycle {k}:   stage {stage}"] = seconds
+            print(f"cycle {k}: {votes.count('up')} up / {votes.count('down')} down of "
+                  f"{len(votes)}; {result.status}: {result.reason}")
+            for line in result.curation_summary:
+                print("  " + line)
+            entry = {"cycle": k, "verdict": result.verdict, "up": votes.count("up"),
+                     "down": votes.count("down")}
+            if result.verdict == "canary" and result.adapter_version is not None:
+                path = Path(registry.get_adapter(db, result.adapter_version).path)
+                t = time.perf_counter()
+                cand_eval = answers_of(cfg, path, eval_prompts, EVAL_SEED)
+                cand_probe = answers_of(cfg, path, probe_q, 0, greedy=True)
+                timings[f"cycle {k}: evaluate v{result.adapter_version}"] = (
+                    time.perf_counter() - t)
+                cand_up = up_votes(rater, eval_prompts, cand_eval)
+                diff, low, high = paired_interval(
+                    [c - b for c, b in zip(cand_up, base_up, strict=True)])
+                words = sum(len(a.split()) for a in cand_eval) / len(cand_eval)
+                entry.update(adapter=result.adapter_version, rate=sum(cand_up) / len(cand_up),
+                             diff=diff, low=low, high=high, words=words,
+                             probe=sum(probe_correct(a, w) for a, (_, w) in
+                                       zip(cand_probe, PROBES, strict=True)))
+                canary.promote(db, actor="bench", reason="bench: promoted to start the next "
+                               "cycle from it")
+            trajectory.append(entry)
         db.close()
 
-    print(f"\nrater {args.rater}; {args.n} conversations; {args.eval} fresh prompts")
-    print(f"rater 👍 rate of the base on the training conversations: "
-          f"{base_train_rate[0]:.1%} ({base_train_rate[1]} up, {base_train_rate[2]} down)")
-    b = up_rate(rater, base_rows)
-    print(f"rater 👍 rate on fresh prompts: base {b[0]:.1%} ({b[1]} up, {b[2]} down)")
-    if adapter_rows is not None:
-        a = up_rate(rater, adapter_rows)
-        words = sum(len(r[2].split()) for r in adapter_rows) / len(adapter_rows)
-        base_words = sum(len(r[2].split()) for r in base_rows) / len(base_rows)
-        print(f"                               new adapter {a[0]:.1%} ({a[1]} up, {a[2]} down);"
-              f" mean words {words:.0f} vs base {base_words:.0f}")
-    else:
-        print("no adapter reached the canary, so there is nothing new to compare")
+    n_eval = len(eval_prompts)
+    base_rate = sum(base_up) / n_eval
+    base_words = sum(len(a.split()) for a in base_eval) / n_eval
+    base_probe_ok = sum(probe_correct(a, w) for a, (_, w) in zip(base_probe, PROBES,
+                                                                  strict=True))
+    print(f"\nrater {args.rater}; {args.n} rated conversations per cycle; {n_eval} fresh "
+          f"prompts; probe: {len(PROBES)} factual/instruction prompts, greedy, right when the "
+          "answer contains the expected word")
+    print(f"base: 👍 {base_rate:.1%} ({sum(base_up)}/{n_eval}), mean words {base_words:.0f}, "
+          f"probe {base_probe_ok}/{len(PROBES)}")
+    for e in trajectory:
+        if "rate" in e:
+            print(f"cycle {e['cycle']}: v{e['adapter']} 👍 {e['rate']:.1%}, paired difference "
+                  f"{e['diff']:+.1%} (95% CI {e['low']:+.1%}..{e['high']:+.1%}), mean words "
+                  f"{e['words']:.0f}, probe {e['probe']}/{len(PROBES)}")
+        else:
+            print(f"cycle {e['cycle']}: no adapter passed validation ({e['verdict']})")
     print("\nwall time per stage:")
     for stage, seconds in timings.items():
-        print(f"  {stage:45} {seconds:8.1f} s")
+        print(f"  {stage:55} {seconds:8.1f} s")
 
 
 if __name__ == "__main__":

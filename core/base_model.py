@@ -167,3 +167,21 @@ def load_base(cfg: Config) -> LoadedModel:
         torch.set_num_threads(cfg.model.threads)
     location = resolve_base_model(cfg.model.base, cfg.data_dir)
     return load_model(location, cfg.model.quantization, cfg.model.device)
+
+
+def dequantized_on_cpu(base: LoadedModel) -> Any:
+    """On the CPU, the 4-/8-bit base with its weights dequantized once into plain Linear layers.
+
+    bitsandbytes' CPU path dequantizes every weight on every forward pass, which dominates
+    token-by-token generation. Dequantizing once gives the same rounded weights and the same
+    float32 arithmetic (logits are bit-identical; measured), so the verdict is about the model as
+    served, several times faster. On CUDA the quantized kernels are fast: kept as they are.
+    """
+    if base.device != "cpu" or base.quantization not in ("nf4", "int8"):
+        return base.model
+    try:
+        return base.model.dequantize()
+    except Exception as exc:  # an older transformers/bitsandbytes pair: stay quantized
+        log.warning("could not dequantize the base (%s); continuing quantized",
+                    exc)
+        return base.model

@@ -97,6 +97,10 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
         "training": {"max_steps": 16, "batch_size": 2, "max_seq_tokens": 160, "eval_every": 4,
                      "learning_rate": 5e-4, "start_from": "base"},
         "schedule": {"enabled": False},
+        # 18 ratings leave ~4 held-out questions: the taste gate would (rightly) wait for more
+        # evidence. This test is the vote-only path end to end; tests/training/test_learning.py
+        # drives the taste path on the real model.
+        "taste": {"enabled": False},
         "rollout": {"steps": [0.5], "min_ratings_per_arm": 6, "max_ratings_per_step": 200,
                     "tick_seconds": 1, "guardrail_min_turns": 200}})
     services = build_services(cfg)

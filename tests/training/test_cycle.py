@@ -183,3 +183,61 @@ def test_a_run_missed_while_the_server_was_down_runs_on_start(loop_cfg, db):
     interval = timedelta(minutes=loop_cfg.schedule.interval_minutes)
     assert not sched.missed_run(started + interval / 2)
     assert sched.missed_run(started + interval + timedelta(minutes=1))
+
+
+def seed_length_taste(db, n: int = 40) -> None:
+    """n one-turn conversations whose users like short answers and dislike long ones."""
+    for i in range(n):
+        user = f"taste-user-{i}"
+        question = f"Tell me about thing number {i}."
+        short = i % 2 == 0
+        words = [f"{COLOURS[(i * k) % len(COLOURS)]}{k * i % 97}" for k in range(25 + i % 7)]
+        answer = (f"Thing {i} is {COLOURS[i % len(COLOURS)]}." if short else
+                  f"Thing {i} is a long story: " + " ".join(words))
+        conv = create_conversation(db, user, "t", arm="production", adapter_version=0)
+        turn = log_turn(db, conversation_id=conv, user_id=user, question=question,
+                        answer=answer, messages=[{"role": "system", "content": "Be brief."},
+                                                 {"role": "user", "content": question}],
+                        passages=[], adapter_version=0, arm="production", prompt_tokens=20,
+                        completion_tokens=6, latency_ms=50.0, ttft_ms=5.0,
+                        finish_reason="stop", error=None)
+        set_feedback(db, turn_id=turn, user_id=user, rating="up" if short else "down")
+
+
+def test_a_cycle_waits_when_the_heldout_split_is_too_small_for_the_taste_gate(loop_cfg, db):
+    seed_length_taste(db)
+    cfg = with_overrides(loop_cfg, validation={"min_taste_questions": 50})
+    result = run_cycle(cfg, db, trigger="test", actor="test")
+    assert result.status == "skipped", (result.reason, result.curation_summary)
+    assert result.reason.startswith("waiting for more evidence: ")
+    assert "the taste gate needs 50" in result.reason
+    assert registry.list_adapters(db) == [] or all(
+        a.version == 0 for a in registry.list_adapters(db))
+
+
+def test_a_cycle_fits_the_taste_model_distils_candidates_and_gates_on_taste(loop_cfg, db):
+    seed_length_taste(db)
+    cfg = with_overrides(loop_cfg, validation={"min_taste_questions": 5, "taste_samples": 1},
+                         taste={"candidates": 3, "max_questions": 8, "max_new_tokens": 8,
+                                "min_best_score": 0.0, "min_gap": 0.0, "batch_size": 16})
+    result = run_cycle(cfg, db, trigger="test", actor="test")
+    assert result.status == "succeeded", result.reason
+    folder = Path(registry.get_adapter(db, result.adapter_version).path)
+    taste = json.loads((folder / "taste_report.json").read_text())
+    assert taste["cv_auc"] > 0.9  # length is plain to see in these votes
+    assert taste["questions"] == 8 and taste["candidates"] == 24
+    assert 0 < taste["synthetic_examples"] <= taste["synthetic_cap"]
+    synthetic = (folder / "taste_examples" / "train.jsonl").read_text().splitlines()
+    assert len(synthetic) == taste["synthetic_examples"]
+    assert all(json.loads(line)["synthetic"] is True for line in synthetic)
+    train = json.loads((folder / "train_report.json").read_text())
+    assert train["synthetic_examples"] == taste["synthetic_examples"] // 2  # SFT: the best ones
+    assert train["pairs"] >= taste["pairs"]
+    report = json.loads((folder / "validation_report.json").read_text())
+    check = next(c for c in report["checks"] if c["name"] == "taste")
+    assert check["status"] in ("passed", "failed") and "held-out questions" in check["reason"]
+    dataset = Path(datasets.get_dataset(db, result.dataset_id).path)
+    heldout = (dataset / "heldout.jsonl").read_text().splitlines()
+    assert report["metrics"]["taste"]["heldout_questions"] == len(heldout) >= 5
+    assert any(line.startswith("taste model: cross-validated AUC") for line in
+               result.curation_summary)

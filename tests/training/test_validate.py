@@ -73,7 +73,8 @@ def test_a_worse_adapter_than_production_is_rejected_with_the_loss_reason(
                               tmp_path / "report.json")
     assert not report.passed
     assert any(r.startswith("heldout_loss:") for r in report.reasons)
-    assert set(report.metrics) == {"candidate", "production", "base"}
+    assert set(report.metrics) == {"candidate", "production", "base", "taste"}
+    assert report.metrics["taste"]["reason"].startswith("40 👍 and 0 👎")  # no taste model
     margin = next(c for c in report.checks if c.name == "preference_margin")
     assert margin.status in ("passed", "failed") and margin.candidate is not None
 
@@ -223,3 +224,42 @@ def test_real_model_poisoned_adapter_is_rejected(real):
     # drift from the base, degenerate or identical answers to different questions.
     assert not report.passed
     assert _failed(report) & {"distinct_answers", "drift", "repetition"}, report.reasons
+
+
+def _voted(n: int, split: str, vote, start: int = 0) -> list[dict]:
+    """n answers of varied length to different questions, labelled by `vote(i, answer)`."""
+    rng = random.Random(start)
+    rows = []
+    for i in range(start, start + n):
+        words = " ".join(f"word{rng.randint(0, 999)}" for _ in range(rng.choice([4, 40])))
+        answer = f"Item {i} is {words}."
+        rows.append(example(f"What is item {i}?", answer, n=i, split=split,
+                            label="desirable" if vote(i, answer) else "undesirable"))
+    return rows
+
+
+def _short(i: int, answer: str) -> bool:
+    return len(answer.split()) < 20
+
+
+def _coin(i: int, answer: str) -> bool:
+    return random.Random(i * 7919).random() < 0.5
+
+
+def test_the_taste_gate_waits_for_evidence_and_refuses_votes_without_a_preference(
+        tiny_cfg, trained, make_dataset, tmp_path):
+    cfg = config_mod.with_overrides(tiny_cfg, taste={"max_new_tokens": 8},
+                                    validation={"min_taste_questions": 10, "taste_samples": 1})
+    few = make_dataset(_voted(40, "train", _short), _voted(4, "heldout", _short, 100), "few")
+    report = validate_adapter(cfg, trained, None, few, tmp_path / "few.json")
+    taste = next(c for c in report.checks if c.name == "taste")
+    assert taste.status == "failed" and taste.reason.startswith(
+        "waiting for more evidence: 4 held-out questions"), taste.reason
+    assert report.metrics["taste"]["taste_cv_auc"] > 0.9
+
+    coin = make_dataset(_voted(40, "train", _coin), _voted(12, "heldout", _coin, 100), "coin")
+    report = validate_adapter(cfg, trained, None, coin, tmp_path / "coin.json")
+    taste = next(c for c in report.checks if c.name == "taste")
+    assert taste.status == "failed" and "no preference the taste model can learn" in \
+        taste.reason, taste.reason
+    assert not report.passed

@@ -26,7 +26,8 @@ from typing import Any, Literal, Protocol, get_args
 
 from errors import TrainingError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: lines may carry `synthetic` (best-of-n examples from the taste model)
+READABLE_VERSIONS = (1, 2)  # a dataset with no synthetic example is still written as version 1
 MANIFEST_FILE = "manifest.json"
 SPLIT_FILES: dict[str, str] = {"train": "train.jsonl", "heldout": "heldout.jsonl"}
 
@@ -35,6 +36,7 @@ Split = Literal["train", "heldout"]
 LABELS: tuple[str, ...] = get_args(Label)
 SPLITS: tuple[str, ...] = get_args(Split)
 _LINE_KEYS = ("turn_id", "conversation_id", "messages", "target", "label", "split", "voters")
+_OPTIONAL_KEYS = ("synthetic",)  # omitted when False, so vote-only datasets stay version 1
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,9 @@ class Example:
     """One training example: the chat messages as served (scrubbed) and the assistant reply to
     learn (`desirable`) or to push away from (`undesirable`). A 👎 turn with a correction gives
     two examples with the same turn_id: the correction and the original answer, a natural
-    preference pair."""
+    preference pair. `synthetic` marks an answer sampled from the model and labelled by the
+    taste model (best-of-n), not by a user: it is only ever in the train split, and its
+    best/worst candidates to one question share a turn_id (a pair, see training.dataset.pairs)."""
 
     turn_id: str
     conversation_id: str
@@ -51,6 +55,7 @@ class Example:
     label: Label
     split: Split
     voters: int
+    synthetic: bool = False
 
     @property
     def desirable(self) -> bool:
@@ -59,7 +64,10 @@ class Example:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of one dataset line."""
-        return {key: getattr(self, key) for key in _LINE_KEYS}
+        line = {key: getattr(self, key) for key in _LINE_KEYS}
+        if self.synthetic:
+            line["synthetic"] = True
+        return line
 
     @classmethod
     def from_json(cls, data: object, where: str) -> Example:
@@ -70,7 +78,7 @@ class Example:
         missing = [k for k in _LINE_KEYS if k not in data]
         if missing:
             raise TrainingError(f"{where} lacks the key(s) {', '.join(missing)}: {fix}")
-        extra = sorted(set(data) - set(_LINE_KEYS))
+        extra = sorted(set(data) - set(_LINE_KEYS) - set(_OPTIONAL_KEYS))
         if extra:
             raise TrainingError(f"{where} has unknown key(s) {', '.join(extra)}: {fix}")
         if data["label"] not in LABELS:
@@ -82,6 +90,11 @@ class Example:
         if not all(isinstance(data[k], str) for k in ("turn_id", "conversation_id", "target")) \
                 or not isinstance(data["voters"], int) or isinstance(data["voters"], bool):
             raise TrainingError(f"{where} has a field of the wrong type: {fix}")
+        if not isinstance(data.get("synthetic", False), bool):
+            raise TrainingError(f"{where} has 'synthetic' that is not true/false: {fix}")
+        if data.get("synthetic") and data["split"] != "train":
+            raise TrainingError(f"{where} is a synthetic example in the {data['split']!r} split "
+                                f"(synthetic examples are for training only): {fix}")
         messages = data["messages"]
         if (not isinstance(messages, list) or not messages
                 or not all(isinstance(m, dict) and set(m) == {"role", "content"}
@@ -221,7 +234,8 @@ def write_examples(examples: Sequence[Example], out_dir: Path, *, dataset_id: st
             files[name] = _sha256(tmp / name)
         manifest = DatasetManifest(
             dataset_id=dataset_id, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            format_version=FORMAT_VERSION, counts=_counts(examples),
+            format_version=FORMAT_VERSION if any(e.synthetic for e in examples) else 1,
+            counts=_counts(examples),
             dropped=dict(dropped or {}), scrubbed=dict(scrubbed or {}),
             curation=dict(curation or {}), source=source, sha256=files, path=out_dir)
         with (tmp / MANIFEST_FILE).open("w", encoding="utf-8") as fh:
@@ -273,9 +287,9 @@ def load_dataset(path: Path, *, trainable: bool = False) -> LoadedDataset:
     fields = [f.name for f in dataclasses.fields(DatasetManifest) if f.name != "path"]
     if not isinstance(data, dict) or set(data) != set(fields):
         raise _broken(path, f"{MANIFEST_FILE} must hold exactly the keys {', '.join(fields)}")
-    if data["format_version"] != FORMAT_VERSION:
+    if data["format_version"] not in READABLE_VERSIONS:
         raise TrainingError(f"dataset {path} has format version {data['format_version']!r}; this "
-                            f"version reads {FORMAT_VERSION}: rebuild it with this curate")
+                            f"version reads {READABLE_VERSIONS}: rebuild it with this curate")
     manifest = DatasetManifest(**data, path=path)
     splits: dict[str, list[Example]] = {}
     for split, name in SPLIT_FILES.items():

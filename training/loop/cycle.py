@@ -1,4 +1,5 @@
-"""One improvement cycle: curate -> train -> validate -> canary, recorded stage by stage.
+"""One improvement cycle: curate -> train (taste model + best-of-n candidates + QLoRA) ->
+validate -> canary, recorded stage by stage.
 
 Training and validation run as subprocesses of the CLI (files in, files out), so a crash, an
 OOM or a kill there marks the cycle failed and never touches serving. Curation and every
@@ -27,6 +28,7 @@ from training.dataset.curate import campaign_since, curate, summary_lines
 from training.dataset.schema import write_dataset
 from training.loop.stages import StageResult, run_stage
 from training.stage_files import PROGRESS_FILE, StageProgress
+from training.taste.distill import enough_votes
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,9 @@ class _Run:
             if not curated.train:
                 return self.result("skipped", "curation kept no training examples: "
                                    + "; ".join(self.summary))
+            waiting = _too_little_heldout(self.cfg, curated.train, curated.heldout)
+            if waiting:
+                return self.result("skipped", waiting)
             self.dataset_id = (f"ds-{datetime.now(UTC):%Y%m%d-%H%M%S}-"
                                f"{uuid.uuid4().hex[:6]}")
             folder = self.cfg.data_dir / "datasets" / self.dataset_id
@@ -174,9 +179,13 @@ class _Run:
                 registry.set_status(self.db, self.version, "failed", actor=self.actor,
                                     reason=f"training failed: {why}"[:1000])
                 return self.result("failed", f"training failed: {why}")
+            taste = _read_json(out / "taste_report.json")
+            if taste:
+                self.summary.append(_taste_line(taste))
             registry.set_status(self.db, self.version, "candidate", actor=self.actor,
                                 reason="training finished",
-                                metrics={"train": _read_json(out / "train_report.json")})
+                                metrics={"train": _read_json(out / "train_report.json"),
+                                         "taste": taste})
 
         with self.stage("validate"):
             report = out / "validation_report.json"
@@ -262,6 +271,31 @@ def stage_failure(result: StageResult) -> str:
     if result.exit_code is not None and result.exit_code < 0:
         return f"killed by signal {-result.exit_code}"
     return lines[-1][:500] if lines else f"exit code {result.exit_code}"
+
+
+def _too_little_heldout(cfg: Config, train: list, heldout: list) -> str | None:
+    """Why the cycle waits: the votes support a taste model but the held-out split has too few
+    questions for the taste gate to decide (None when it may go on)."""
+    if not cfg.taste.enabled or enough_votes(cfg, train) is not None:
+        return None
+    questions = {" ".join(e.messages[-1]["content"].lower().split()) for e in heldout}
+    if len(questions) >= cfg.validation.min_taste_questions:
+        return None
+    return (f"waiting for more evidence: {len(questions)} held-out questions, the taste gate "
+            f"needs {cfg.validation.min_taste_questions} (validation.min_taste_questions); "
+            "the cycle runs again when more answers are rated")
+
+
+def _taste_line(taste: dict) -> str:
+    """One summary line of the taste step (its CV AUC and what best-of-n added)."""
+    auc = taste.get("cv_auc")
+    line = f"taste model: {taste.get('reason', '')}"
+    if auc is not None and "synthetic_examples" in taste:
+        line += (f"; best-of-{taste['candidates_per_question']} on {taste['questions']} "
+                 f"questions: {taste['synthetic_examples']} synthetic examples "
+                 f"({taste['pairs']} pairs), predicted 👍 {taste['mean_predicted_up_all']:.2f} "
+                 f"-> {taste['mean_predicted_up_kept']:.2f}, sampling {taste['sample_s']} s")
+    return line
 
 
 def _read_json(path: Path) -> dict:

@@ -1,13 +1,20 @@
-"""Train stage: QLoRA on the quantized base with the rated dataset, written as a self-describing
-adapter folder.
+"""Train stage: the taste step (training.taste.distill: taste model on the votes, best-of-n
+candidates) then QLoRA on the quantized base with the rated and distilled examples, written as
+a self-describing adapter folder.
 
-The loop is hand-written rather than trl's SFTTrainer/KTOTrainer or transformers' Trainer on
-purpose: examples must be tokenized by `core.prompts.encode_example` (the serving template,
-loss on the answer only), which trl would re-template; the step/time budget, early stopping on
-the held-out loss with the best checkpoint kept, progress reporting and the atomic folder write
-are ours either way; and KTO here uses the bare base (adapter disabled) as its reference, which
-costs no second model. The whole loop is ~60 lines; bench/train.py measures it against a plain
-transformers `Trainer` + peft on the same data.
+Losses: SFT on desirable answers (👍, corrections, best-of-n winners), KTO on undesirable ones
+(`method = "kto"`) and DPO on every preference pair the data holds (`pair_weight`): a 👎
+answer and its correction, best-vs-worst candidates, 👍 and 👎 to the same question.
+
+The loop is hand-written rather than trl's SFTTrainer/KTOTrainer/DPOTrainer or transformers'
+Trainer on purpose: examples must be tokenized by `core.prompts.encode_example` (the serving
+template, loss on the answer only), which trl would re-template; one step here mixes SFT, KTO
+and DPO terms over three differently shaped batches, which no single trl trainer does; KTO and
+DPO use the bare base (adapter disabled) as their reference, which costs no second model (trl's
+default loads a reference copy); and the step/time budget, early stopping on the held-out loss
+with the best checkpoint kept, progress reporting and the atomic folder write are ours either
+way. bench/train.py measures the SFT loop against a plain transformers `Trainer` + peft on the
+same data; trl itself was not installed or measured here (it is not in requirements.txt).
 """
 
 from __future__ import annotations
@@ -32,7 +39,16 @@ from core.adapters import ADAPTER_FILES, check_adapter_dir
 from core.base_model import load_base
 from core.prompts import PROMPT_FORMAT_VERSION, EncodedExample
 from errors import AdapterError, TrainingError
-from training.dataset.schema import MANIFEST_FILE, LoadedDataset, load_dataset
+from training.dataset.pairs import Pair, preference_pairs
+from training.dataset.schema import (
+    MANIFEST_FILE,
+    Example,
+    LoadedDataset,
+    load_dataset,
+    write_examples,
+)
+from training.taste.distill import TasteOutcome, best_of_n
+from training.taste.model import TASTE_FILE
 from training.train.scoring import collate, encode_examples, mean_nll, score_answers, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -40,6 +56,7 @@ log = logging.getLogger(__name__)
 StopReason = Literal["max_steps", "max_epochs", "time_budget", "early_stopping"]
 TRAIN_CONFIG, DATASET_MANIFEST, TRAIN_REPORT = ("train_config.json", "dataset_manifest.json",
                                                 "train_report.json")
+TASTE_REPORT, TASTE_EXAMPLES = "taste_report.json", "taste_examples"
 MAX_GRAD_NORM = 1.0  # the usual LoRA clip: keeps one odd batch from wrecking a short run
 
 
@@ -69,6 +86,8 @@ class TrainReport:
     initial_heldout_loss: float | None
     best_heldout_loss: float | None
     train_examples: int
+    synthetic_examples: int
+    pairs: int
     heldout_examples: int
     tokens: int
     answer_tokens: int
@@ -120,32 +139,48 @@ def _peak_memory_mb() -> tuple[float, float | None]:
 
 
 def _step_loss(model: Any, batch: list[EncodedExample], desirable: list[bool], tcfg: TrainingConfig,
-               pad_id: int, device: str) -> tuple[Any, int]:
+               pad_id: int, device: str, pairs: list[tuple[EncodedExample, EncodedExample]]
+               ) -> tuple[Any, int]:
     """The loss of one batch and the tokens it processed.
 
     SFT: mean negative log-likelihood over the desirable answers' tokens. KTO (method = 'kto')
-    adds, per undesirable answer, weight * sigmoid(beta * r) where r is the answer's summed
-    log-ratio against the bare base (adapter disabled): the KTO loss for undesirable examples
-    with the reference point z0 = 0. It is bounded, so unlike unlikelihood it cannot blow up.
+    adds, per undesirable answer, weight * sigmoid(beta * (r - z0)) where r is the answer's
+    summed log-ratio against the bare base (adapter disabled) and z0 the KTO reference point,
+    estimated per batch as max(0, mean log-ratio of the batch's answers), detached (the
+    published estimate of KL(policy || reference) on the batch). Bounded, so unlike
+    unlikelihood it cannot blow up. `pairs` (chosen, rejected) add the DPO term
+    pair_weight * -log sigmoid(dpo_beta * ((r_chosen) - (r_rejected))).
     """
     import torch
+    import torch.nn.functional as F
 
     loss = torch.zeros((), device=device)
     tokens = 0
     good = [e for e, d in zip(batch, desirable, strict=True) if d]
     bad = [e for e, d in zip(batch, desirable, strict=True) if not d]
+
+    def ratio(examples: list[EncodedExample]) -> tuple[Any, Any, int]:
+        inputs = collate(examples, pad_id, device)
+        logp, counts = token_logprobs(model, inputs)
+        with torch.no_grad(), model.disable_adapter():
+            ref, _ = token_logprobs(model, inputs)
+        return logp, (logp - ref), int(inputs["attention_mask"].sum())
+
     if good:
         inputs = collate(good, pad_id, device)
         logp, counts = token_logprobs(model, inputs)
         loss = loss - logp.sum() / counts.sum().clamp(min=1)
         tokens += int(inputs["attention_mask"].sum())
     if bad:
-        inputs = collate(bad, pad_id, device)
-        logp, _ = token_logprobs(model, inputs)
-        with torch.no_grad(), model.disable_adapter():
-            ref, _ = token_logprobs(model, inputs)
-        loss = loss + tcfg.kto_weight * torch.sigmoid(tcfg.kto_beta * (logp - ref)).mean()
-        tokens += int(inputs["attention_mask"].sum())
+        _, r, n = ratio(bad)
+        z0 = r.detach().mean().clamp(min=0)
+        loss = loss + tcfg.kto_weight * torch.sigmoid(tcfg.kto_beta * (r - z0)).mean()
+        tokens += n
+    if pairs and tcfg.pair_weight > 0:
+        _, r, n = ratio([c for c, _ in pairs] + [j for _, j in pairs])
+        margin = r[:len(pairs)] - r[len(pairs):]
+        loss = loss + tcfg.pair_weight * -F.logsigmoid(tcfg.dpo_beta * margin).mean()
+        tokens += n
     return loss, tokens
 
 
@@ -182,15 +217,23 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
     data = load_dataset(Path(dataset_dir), trainable=True)
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
+    taste = best_of_n(cfg, data, init_adapter)  # before the QLoRA base: one model at a time
+    examples = [*data.train, *taste.examples]
     base = load_base(cfg)
     tokenizer, device = base.tokenizer, base.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
         tokenizer.eos_token_id)
     model = attach_lora(base.model, tcfg, init_adapter)
 
-    pool = [e for e in data.train if e.desirable or tcfg.method == "kto"]
+    pool = [e for e in examples if e.desirable or tcfg.method == "kto"]
     train_enc = encode_examples(tokenizer, pool, tcfg.max_seq_tokens)
     desirable = [e.desirable for e in pool]
+    pairs: list[Pair] = preference_pairs(examples) if tcfg.pair_weight > 0 else []
+    pair_enc = list(zip(encode_examples(tokenizer, [p.chosen for p in pairs], tcfg.max_seq_tokens),
+                        encode_examples(tokenizer, [p.rejected for p in pairs],
+                                        tcfg.max_seq_tokens), strict=True))
+    pair_batches = _batches(len(pair_enc), max(1, tcfg.batch_size // 2),
+                            random.Random(tcfg.seed + 1)) if pair_enc else None
     heldout_enc = encode_examples(tokenizer, [e for e in data.heldout if e.desirable],
                                   tcfg.max_seq_tokens)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -219,8 +262,9 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
             break
         t0 = time.perf_counter()
         idx = next(batches)
+        pair_idx = next(pair_batches) if pair_batches else []
         loss, n = _step_loss(model, [train_enc[i] for i in idx], [desirable[i] for i in idx],
-                             tcfg, pad_id, device)
+                             tcfg, pad_id, device, [pair_enc[i] for i in pair_idx])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
         optimizer.step()
@@ -266,6 +310,7 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
         adapter_dir=str(out_dir.resolve()), dataset_id=data.dataset_id, method=tcfg.method,
         steps=step, stop_reason=stop, best_step=best_step, initial_heldout_loss=initial,
         best_heldout_loss=best_loss, train_examples=len(train_enc),
+        synthetic_examples=sum(e.synthetic for e in pool), pairs=len(pair_enc),
         heldout_examples=len(heldout_enc), tokens=tokens, answer_tokens=answer_tokens,
         tokens_per_s=tokens / max(train_s, 1e-9), train_s=train_s,
         duration_s=time.monotonic() - started, peak_rss_mb=rss, peak_accelerator_mb=acc,
@@ -278,10 +323,16 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
         "seed": tcfg.seed,
         "init_adapter": str(Path(init_adapter).resolve()) if init_adapter else None,
         "dataset_id": data.dataset_id,
+        "schedule": {"rule": "steps = min(max_steps, ceil(max_epochs * examples / batch_size))",
+                     "examples": len(train_enc), "real_examples": len(train_enc) - sum(
+                         e.synthetic for e in pool), "pairs": len(pair_enc),
+                     "steps_budget": total_steps, "steps_taken": step,
+                     "epochs": round(step * tcfg.batch_size / max(len(train_enc), 1), 2),
+                     "learning_rate": tcfg.learning_rate},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-    write_adapter(model, out_dir, data, train_config, report)
+    write_adapter(model, out_dir, data, train_config, report, taste)
     return report
 
 
@@ -297,14 +348,21 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _write_synthetic(examples: list[Example], folder: Path, dataset_id: str) -> None:
+    write_examples(examples, folder, dataset_id=f"{dataset_id}-taste",
+                   source={"best_of_n_from": dataset_id})
+
+
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def write_adapter(model: Any, out_dir: Path, data: LoadedDataset, train_config: dict[str, Any],
-                  report: TrainReport) -> Path:
+                  report: TrainReport, taste: TasteOutcome | None = None) -> Path:
     """Write the adapter folder atomically: everything goes into a hidden sibling folder that is
-    renamed to `out_dir` only when complete; on any failure the partial folder is removed."""
+    renamed to `out_dir` only when complete; on any failure the partial folder is removed.
+    With a taste step: its report, the fitted taste model and the synthetic examples (a
+    dataset folder of the one schema) go in too."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):  # from a killed run
         shutil.rmtree(stale, ignore_errors=True)
@@ -314,6 +372,12 @@ def write_adapter(model: Any, out_dir: Path, data: LoadedDataset, train_config: 
         _write_json(tmp / TRAIN_CONFIG, train_config)
         shutil.copyfile(data.folder / MANIFEST_FILE, tmp / DATASET_MANIFEST)
         _write_json(tmp / TRAIN_REPORT, dataclasses.asdict(report))
+        if taste is not None:
+            _write_json(tmp / TASTE_REPORT, taste.report)
+            if taste.model is not None:
+                taste.model.save(tmp / TASTE_FILE)
+            if taste.examples:
+                _write_synthetic(taste.examples, tmp / TASTE_EXAMPLES, data.dataset_id)
         for name in ADAPTER_FILES:
             if not (tmp / name).is_file():
                 raise TrainingError(f"peft did not write {name}: check the peft version "

@@ -1,0 +1,148 @@
+"""The taste model learns a visible preference from votes (and finds none in coin flips),
+preference pairs are found where a dataset holds them, and synthetic examples round-trip
+through the one dataset schema."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from errors import TrainingError
+from tests.training.conftest import THINGS, example, write_dataset
+from training.dataset.pairs import preference_pairs
+from training.dataset.schema import Example, load_dataset, write_examples
+from training.taste.features import FEATURE_NAMES, answer_features
+from training.taste.model import TasteModel, auc, fit_taste
+from training.validate.taste_gate import paired_interval
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from bench import raters  # noqa: E402
+
+
+def _answers(n: int, seed: int) -> list[tuple[str, str]]:
+    """Answers of every length, complete or cut off, to varied questions."""
+    rng = random.Random(seed)
+    words = "the a water light energy plant sun cell grows makes because and of".split()
+    out = []
+    for i in range(n):
+        length = rng.choice([8, 15, 25, 40, 60, 90, 120])
+        text = " ".join(rng.choice(words) for _ in range(length))
+        text = text.capitalize() + ("." if rng.random() < 0.6 else "")
+        out.append((f"What is {THINGS[i % len(THINGS)]}?", text))
+    return out
+
+
+def test_auc_counts_ranking_and_ties():
+    assert auc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
+    assert auc([0.1, 0.9], [1, 0]) == 0.0
+    assert auc([0.5, 0.5], [1, 0]) == 0.5
+    assert auc([0.3, 0.4], [1, 1]) is None
+
+
+def test_the_taste_model_learns_a_length_preference_and_predicts_it_on_new_answers():
+    train = [(q, a) for q, a in _answers(160, 0) if raters.brevity(q, a)]
+    labels = [int(raters.brevity(q, a) == "up") for q, a in train]
+    model = fit_taste(train, labels, None, seed=0)
+    assert model.cv_auc is not None and model.cv_auc > 0.9
+    fresh = [(q, a) for q, a in _answers(80, 1) if raters.brevity(q, a)]
+    truth = [int(raters.brevity(q, a) == "up") for q, a in fresh]
+    assert auc(model.predict(fresh, None).tolist(), truth) > 0.9
+
+
+def test_coin_flip_votes_give_a_taste_model_near_chance():
+    pairs = _answers(160, 2)
+    labels = [int(raters.random_rater(q, a) == "up") for q, a in pairs]
+    model = fit_taste(pairs, labels, None, seed=0)
+    assert model.cv_auc < 0.65  # below taste.min_cv_auc: not used, the gate refuses
+
+
+def test_a_taste_model_needs_both_kinds_of_votes_and_round_trips(tmp_path):
+    pairs = _answers(20, 3)
+    with pytest.raises(TrainingError, match="both 👍 and 👎"):
+        fit_taste(pairs, [1] * 20, None)
+    labels = [int(raters.brevity(q, a) == "up") for q, a in pairs]
+    model = fit_taste(pairs, labels, None)
+    again = TasteModel.load(model.save(tmp_path / "taste.json"))
+    assert again.predict(pairs, None).tolist() == pytest.approx(
+        model.predict(pairs, None).tolist())
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(TrainingError, match="not a taste model"):
+        TasteModel.load(tmp_path / "bad.json")
+
+
+def test_cheap_features_see_length_structure_citations_and_summary():
+    f = dict(zip(FEATURE_NAMES, answer_features("Q?", "Bees make honey [1].\nIn short, "
+                                                "bees are busy."), strict=True))
+    assert f["complete"] == 1 and f["citations"] > 0 and f["closing_summary"] == 1
+    g = dict(zip(FEATURE_NAMES, answer_features("Q?", "it's " * 120), strict=True))
+    assert g["words_over_100"] == 1 and g["complete"] == 0 and g["contractions_per_100w"] > 0
+
+
+def test_preference_pairs_come_from_shared_turns_and_questions():
+    q = example("What is tea?", "Tea is a drink.", n=1)
+    rows = [Example(**{"voters": 1, **q}),
+            Example(**{"voters": 1, **q, "target": "Tea is a long long story",
+                       "label": "undesirable"}),
+            Example(**{"voters": 1, **example("What is tea?", "A drink made from leaves.",
+                                              label="undesirable", n=2)}),
+            Example(**{"voters": 1, **example("What is coffee?", "A drink.", n=3)})]
+    pairs = preference_pairs(rows)
+    assert {(p.chosen.target, p.rejected.target, p.origin) for p in pairs} == {
+        ("Tea is a drink.", "Tea is a long long story", "same_turn"),
+        ("Tea is a drink.", "A drink made from leaves.", "same_question")}
+
+
+def test_synthetic_examples_round_trip_and_never_sit_in_heldout(tmp_path):
+    real = Example(**{"voters": 1, **example("What is tea?", "Tea is a drink.", n=1)})
+    synthetic = Example("bon-t1", "c1", real.messages, "Tea: a drink.", "desirable", "train", 0,
+                        True)
+    manifest = write_examples([real, synthetic], tmp_path / "ds", dataset_id="ds",
+                              source={"test": True})
+    assert manifest.format_version == 2
+    loaded = load_dataset(tmp_path / "ds")
+    assert [e.synthetic for e in loaded.train] == [False, True]
+    plain = write_dataset(tmp_path / "plain", [example("Q?", "A.")], [])
+    assert json.loads((plain / "manifest.json").read_text())["format_version"] == 1
+    bad = Example("bon-t2", "c2", real.messages, "x", "desirable", "heldout", 0, True)
+    write_examples([real, bad], tmp_path / "bad", dataset_id="bad", source={})
+    with pytest.raises(TrainingError, match="synthetic example in the 'heldout' split"):
+        load_dataset(tmp_path / "bad")
+
+
+def test_sentence_prefixes_are_shorter_cuts_at_sentence_ends():
+    from training.taste.distill import sentence_prefixes
+
+    assert sentence_prefixes("One. Two! Three? Four. Five") == [
+        "One.", "One. Two!", "One. Two! Three?"]
+    assert sentence_prefixes("Only one sentence.") == []
+
+
+def test_paired_interval_excludes_zero_only_for_a_real_difference():
+    mean, low, high = paired_interval([1, 0, 1, 1, 0, 1, 1, 1, 0, 1] * 10)
+    assert mean == pytest.approx(0.7) and low > 0
+    mean, low, high = paired_interval([1, -1] * 50)
+    assert mean == 0 and low < 0 < high
+
+
+def test_every_shipped_rater_has_a_visible_preference():
+    short, long_cut = "Bees make honey.", "Bees " * 90
+    assert raters.brevity("q", short) == "up" and raters.brevity("q", long_cut) == "down"
+    assert raters.contrarian("q", short) == "down" and raters.contrarian("q", long_cut) == "up"
+    assert raters.one_liner("q", short) == "up"
+    assert raters.one_liner("q", "One. Two. Three.") == "down"
+    assert raters.summary_line("q", "Bees fly.\nIn short, bees fly.") == "up"
+    assert raters.summary_line("q", short) == "down"
+    assert raters.cites_sources("q", "Bees make honey [1].") == "up"
+    assert raters.cites_sources("q", short) == "down"
+    formal = ("The honey bee is an insect that produces honey and pollinates many of the "
+              "flowering plants that people grow for food.")
+    assert raters.formal("q", formal) == "up"
+    assert raters.formal("q", "Bees don't sleep, it's awesome!") == "down"
+    assert raters.detailed("q", short) == "down"
+    votes = [raters.random_rater(f"q{i}", short) for i in range(200)]
+    assert 70 < votes.count("up") < 130

@@ -1,0 +1,171 @@
+"""Best-of-n distillation: fit the taste model on the dataset's real votes, sample several
+answers per training question with the starting model (batched), and keep the best as extra
+desirable targets and the worst as their undesirable pair, within a bounded synthetic share."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config import Config
+from training.dataset.schema import Example, LoadedDataset
+from training.taste.model import TasteModel, fit_taste, load_taste_embedder
+from training.taste.sampling import SamplingSpec, sample_answers
+from training.validate.checks import has_pii
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TasteOutcome:
+    """What the taste step produced: the model (None when it could not be fitted or is not
+    trusted), the synthetic examples, and a report for the adapter folder."""
+
+    model: TasteModel | None
+    examples: list[Example] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def real_votes(examples: list[Example]) -> tuple[list[tuple[str, str]], list[int]]:
+    """(question, answer) pairs and labels (1 = 👍 or a correction, 0 = 👎) of real votes."""
+    real = [e for e in examples if not e.synthetic]
+    return ([(e.messages[-1]["content"], e.target) for e in real],
+            [int(e.desirable) for e in real])
+
+
+def taste_embedder(cfg: Config) -> Any:
+    """The frozen embedder the taste model reads (None when taste.use_embeddings is off)."""
+    if not cfg.taste.use_embeddings:
+        return None
+    return load_taste_embedder(cfg.retrieval.embedder, Path(cfg.root))
+
+
+def enough_votes(cfg: Config, examples: list[Example]) -> str | None:
+    """Why the votes are too few for a taste model, or None when they suffice."""
+    _, labels = real_votes(examples)
+    ups, downs = sum(labels), len(labels) - sum(labels)
+    if min(ups, downs) < cfg.taste.min_votes_per_label:
+        return (f"{ups} 👍 and {downs} 👎 training votes; a taste model needs "
+                f"{cfg.taste.min_votes_per_label} of each (taste.min_votes_per_label)")
+    return None
+
+
+def fit_on_votes(cfg: Config, data: LoadedDataset, embedder: Any) -> tuple[TasteModel | None,
+                                                                            str]:
+    """The taste model fitted on the train split's real votes, or None and why not."""
+    tc = cfg.taste
+    pairs, labels = real_votes(data.train)
+    ups, downs = sum(labels), len(labels) - sum(labels)
+    model = fit_taste(pairs, labels, embedder, folds=tc.cv_folds, seed=cfg.training.seed)
+    if model.cv_auc is None or model.cv_auc < tc.min_cv_auc:
+        return None, (f"cross-validated AUC {model.cv_auc:.3f} is below taste.min_cv_auc "
+                      f"{tc.min_cv_auc}: the votes show no preference the taste model can "
+                      "learn")
+    return model, f"cross-validated AUC {model.cv_auc:.3f} on {ups} 👍 / {downs} 👎 votes"
+
+
+def sampling_spec(cfg: Config, max_new_tokens: int, temperature: float, seed: int
+                  ) -> SamplingSpec:
+    """The serving sampling settings with the taste step's length, temperature and seed."""
+    return SamplingSpec(max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_p=cfg.model.top_p, repetition_penalty=cfg.model.repetition_penalty,
+                        context_window=cfg.model.context_window,
+                        batch_size=cfg.taste.batch_size, seed=seed)
+
+
+def sampling_model(cfg: Config, adapter: Path | None) -> tuple[Any, Any, str]:
+    """The base (dequantized once on the CPU, in taste.sample_dtype) with `adapter` applied:
+    a fast copy of the served function for sampling many answers."""
+    import torch
+
+    from core.base_model import dequantized_on_cpu, load_base
+
+    base = load_base(cfg)
+    model = dequantized_on_cpu(base)
+    if base.device == "cpu" and cfg.taste.sample_dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    return model, base.tokenizer, base.device
+
+
+def sentence_prefixes(answer: str, most: int = 3) -> list[str]:
+    """The answer cut after each of its first `most` sentences (shorter than the whole)."""
+    import re
+
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
+    return [" ".join(sentences[:k]) for k in range(1, min(len(sentences), most + 1))]
+
+
+def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> TasteOutcome:
+    """The whole taste step of a training run (see the module docstring)."""
+    tc = cfg.taste
+    started = time.monotonic()
+    report: dict[str, Any] = {"enabled": tc.enabled}
+    if not tc.enabled:
+        return TasteOutcome(None, [], {**report, "reason": "taste.enabled is false"})
+    too_few = enough_votes(cfg, data.train)
+    if too_few:
+        return TasteOutcome(None, [], {**report, "reason": too_few, "cv_auc": None})
+    embedder = taste_embedder(cfg)
+    taste, why = fit_on_votes(cfg, data, embedder)
+    report.update(reason=why, cv_auc=taste.cv_auc if taste else None)
+    if taste is None or tc.candidates < 2:
+        return TasteOutcome(taste, [], {**report, "fit_s": time.monotonic() - started})
+    seen: dict[str, Example] = {}
+    for e in data.train:
+        if not e.synthetic:
+            seen.setdefault(" ".join(e.messages[-1]["content"].lower().split()), e)
+    sources = list(seen.values())[-tc.max_questions:]  # the most recent questions
+    real = sum(not e.synthetic for e in data.train)
+    cap = int(real * tc.max_synthetic_share / max(1e-9, 1 - tc.max_synthetic_share))
+    model, tokenizer, device = sampling_model(cfg, init_adapter)
+    t = time.monotonic()
+    spec = sampling_spec(cfg, tc.max_new_tokens, tc.temperature, cfg.training.seed)
+    answers = sample_answers(model, tokenizer, [e.messages for e in sources], spec,
+                             device=device, n=tc.candidates)
+    sample_s = time.monotonic() - t
+    del model
+    sampled = sum(len(c) for c in answers)
+    sampled_tokens = sum(len(tokenizer.encode(a)) for c in answers for a in c)
+    if tc.sentence_prefixes:  # free extra candidates: the samples cut at sentence ends
+        answers = [cands + [p for a in cands for p in sentence_prefixes(a)] for cands in answers]
+    scored = []
+    flat = [(e.messages[-1]["content"], a) for e, cands in zip(sources, answers, strict=True)
+            for a in cands]
+    probs = taste.predict(flat, embedder).tolist()
+    k = 0
+    for e, cands in zip(sources, answers, strict=True):
+        ps = probs[k:k + len(cands)]
+        k += len(cands)
+        ok = [(p, a) for p, a in zip(ps, cands, strict=True) if a.strip() and not has_pii(a)]
+        if len(ok) < 2:
+            continue
+        best, worst = max(ok), min(ok)
+        if best[0] >= tc.min_best_score and best[0] - worst[0] >= tc.min_gap:
+            scored.append((best, worst, e))
+    scored.sort(key=lambda item: -item[0][0])
+    examples: list[Example] = []
+    for best, worst, e in scored[:max(0, cap // 2)]:
+        turn = f"bon-{e.turn_id}"
+        examples.append(Example(turn, e.conversation_id, e.messages, best[1], "desirable",
+                                "train", 0, True))
+        examples.append(Example(turn, e.conversation_id, e.messages, worst[1], "undesirable",
+                                "train", 0, True))
+    kept = scored[:max(0, cap // 2)]
+    report.update(
+        questions=len(sources), candidates_per_question=tc.candidates,
+        candidates=sampled, prefix_candidates=len(flat) - sampled, sample_s=round(sample_s, 1),
+        tokens_per_s=round(sampled_tokens / max(sample_s, 1e-9), 1),
+        mean_predicted_up_all=round(sum(probs) / max(len(probs), 1), 4),
+        mean_predicted_up_kept=round(sum(b[0] for b, _, _ in kept) / max(len(kept), 1), 4),
+        pairs=len(kept), synthetic_examples=len(examples), synthetic_cap=cap,
+        real_examples=real, fit_s=round(time.monotonic() - started - sample_s, 1))
+    log.info("taste: %s", report)
+    return TasteOutcome(taste, examples, report)
