@@ -23,11 +23,15 @@ from errors import AssistantError  # noqa: E402
 
 # ---- entry point -----------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     load_all()
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__)
-    parser.add_argument("--config", default=os.environ.get("ASSISTANT_CONFIG", "config.toml"),
-                        help="config file (default: config.toml, or $ASSISTANT_CONFIG)")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("ASSISTANT_CONFIG", "config.toml"),
+        help="config file (default: config.toml, or $ASSISTANT_CONFIG)",
+    )
     parser.add_argument("--data-dir", help="override server.data_dir")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -38,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         overrides = {"server": {"data_dir": args.data_dir}} if args.data_dir else None
         cfg = load_config(Path(args.config), overrides=overrides)

@@ -24,17 +24,28 @@ from store.db import open_database  # noqa: E402
 
 def fill(path: Path, turns: int) -> None:
     with open_database(path) as db:
+
         def run(cur, n=turns):  # noqa: ANN001, ANN202 - bulk load for the benchmark
-            cur.execute("INSERT INTO conversations SELECT 'c' || i, 'user-' || (i % 500), 't', "
-                        "'production', 0, NULL, now() FROM range(?) r(i)", [n])
-            cur.execute("INSERT INTO turns SELECT 't' || i, 'c' || i, 'user-' || (i % 500), "
-                        "'question ' || i || ' about something', 'answer ' || i || ' text', "
-                        "'[]', '[]', 0, 'production', NULL, 5, 9, 50, 5, 'stop', NULL, NULL, "
-                        "now() FROM range(?) r(i)", [n])
-            cur.execute("INSERT INTO feedback SELECT 't' || i, 'user-' || (i % 500), "
-                        "CASE WHEN i % 3 = 0 THEN 'down' ELSE 'up' END, NULL, "
-                        "CASE WHEN i % 3 = 0 THEN 'better ' || i END, now(), now() "
-                        "FROM range(?) r(i)", [n])
+            cur.execute(
+                "INSERT INTO conversations SELECT 'c' || i, 'user-' || (i % 500), 't', "
+                "'production', 0, NULL, now() FROM range(?) r(i)",
+                [n],
+            )
+            cur.execute(
+                "INSERT INTO turns SELECT 't' || i, 'c' || i, 'user-' || (i % 500), "
+                "'question ' || i || ' about something', 'answer ' || i || ' text', "
+                "'[]', '[]', 0, 'production', NULL, 5, 9, 50, 5, 'stop', NULL, NULL, "
+                "now() FROM range(?) r(i)",
+                [n],
+            )
+            cur.execute(
+                "INSERT INTO feedback SELECT 't' || i, 'user-' || (i % 500), "
+                "CASE WHEN i % 3 = 0 THEN 'down' ELSE 'up' END, NULL, "
+                "CASE WHEN i % 3 = 0 THEN 'better ' || i END, now(), now() "
+                "FROM range(?) r(i)",
+                [n],
+            )
+
         db.write(run)
 
 
@@ -44,8 +55,13 @@ def _old_rated_turns_since():  # noqa: ANN202 - the baseline, from git, when the
     import types
 
     try:
-        source = subprocess.run(["git", "show", "3a7f3e8:store/queries.py"], cwd=REPO,
-                                capture_output=True, text=True, check=True).stdout
+        source = subprocess.run(
+            ["git", "show", "3a7f3e8:store/queries.py"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     module = types.ModuleType("queries_before")
@@ -87,8 +103,9 @@ def main() -> None:
     print(f"{'  delete only (baseline)':44} {old:8.3f}")
     print(f"{'  delete + rebuild tables + overwrite blocks':44} {new:8.3f}  x{new / old:.1f}")
     print(f"{'rated_turns_since(None) with voter history':44} {query:8.3f}")
-    print(f"{'  without voter history (baseline, git 3a7f3e8)':44} {plain:8.3f}  "
-          f"x{query / plain:.1f}")
+    print(
+        f"{'  without voter history (baseline, git 3a7f3e8)':44} {plain:8.3f}  x{query / plain:.1f}"
+    )
 
 
 if __name__ == "__main__":

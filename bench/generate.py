@@ -31,14 +31,21 @@ from assistant.generation.worker import Generator, SamplingParams  # noqa: E402
 from core.base_model import load_model, packaged_gguf, resolve_base_model  # noqa: E402
 from core.prompts import build_messages, encode_prompt  # noqa: E402
 
-QUESTIONS = ["Explain in a few sentences how photosynthesis works.",
-             "Write a short paragraph about the history of Paris.",
-             "What are three tips for writing clear emails?",
-             "Describe how a bicycle gear system works."]
-LONG = ("Here is a passage from our user guide. " + " ".join(
-    f"Section {i}: the assistant stores every conversation, learns from ratings, and trains "
-    "small adapters that are validated before a canary rollout." for i in range(12))
-    + " Summarise it in two sentences.")
+QUESTIONS = [
+    "Explain in a few sentences how photosynthesis works.",
+    "Write a short paragraph about the history of Paris.",
+    "What are three tips for writing clear emails?",
+    "Describe how a bicycle gear system works.",
+]
+LONG = (
+    "Here is a passage from our user guide. "
+    + " ".join(
+        f"Section {i}: the assistant stores every conversation, learns from ratings, and trains "
+        "small adapters that are validated before a canary rollout."
+        for i in range(12)
+    )
+    + " Summarise it in two sentences."
+)
 MEMORY_GBPS = 66.0  # measured read bandwidth of this machine (DESIGN.md)
 Run = tuple[float, float]  # (aggregate tokens/s, median TTFT s)
 
@@ -66,26 +73,39 @@ def concurrently(jobs: list[Callable[[], tuple[int, float]]]) -> Run:
 class Ours:
     def __init__(self, model_dir: str, adapters: Path, tokens: int, slots: int) -> None:
         loaded = load_model(model_dir, "nf4", "cpu")
-        self.gen = Generator(loaded.model, loaded.tokenizer, context_window=2048,
-                             max_batch=slots, adapter_root=adapters)
+        self.gen = Generator(
+            loaded.model,
+            loaded.tokenizer,
+            context_window=2048,
+            max_batch=slots,
+            adapter_root=adapters,
+        )
         for name in ("production", "canary"):
             self.gen.load_adapter(name, adapters / name)
-        self.params = SamplingParams(max_new_tokens=tokens, temperature=0.0,
-                                     repetition_penalty=1.0)
+        self.params = SamplingParams(max_new_tokens=tokens, temperature=0.0, repetition_penalty=1.0)
         tok = loaded.tokenizer
-        self.prompts = [encode_prompt(tok, build_messages(q), context_window=2048,
-                                      max_new_tokens=tokens).input_ids for q in QUESTIONS]
-        self.long = encode_prompt(tok, build_messages(LONG), context_window=2048,
-                                  max_new_tokens=tokens).input_ids
+        self.prompts = [
+            encode_prompt(
+                tok, build_messages(q), context_window=2048, max_new_tokens=tokens
+            ).input_ids
+            for q in QUESTIONS
+        ]
+        self.long = encode_prompt(
+            tok, build_messages(LONG), context_window=2048, max_new_tokens=tokens
+        ).input_ids
         w = self.gen._engine.w
-        self.step_bytes = sum(t.numel() * t.element_size() for layer in w.layers
-                              for t in (layer.qkv, layer.o, layer.gate_up, layer.down))
+        self.step_bytes = sum(
+            t.numel() * t.element_size()
+            for layer in w.layers
+            for t in (layer.qkv, layer.o, layer.gate_up, layer.down)
+        )
         self.step_bytes += w.lm_head.numel() * w.lm_head.element_size()
 
     def job(self, prompt: list[int], adapter: str | None) -> Callable[[], tuple[int, float]]:
         def run() -> tuple[int, float]:
             r = self.gen.stream(prompt, adapter, self.params).wait()
             return r.completion_tokens, r.ttft_s or r.total_s
+
         return run
 
 
@@ -117,10 +137,17 @@ class LlamaCpp:
                 return False
 
             self.server.handle_chat_completions(
-                {"messages": [{"role": "user", "content": question}],
-                 "max_tokens": self.tokens, "temperature": 0.0, "stream": True,
-                 "cache_prompt": False}, on_chunk)
+                {
+                    "messages": [{"role": "user", "content": question}],
+                    "max_tokens": self.tokens,
+                    "temperature": 0.0,
+                    "stream": True,
+                    "cache_prompt": False,
+                },
+                on_chunk,
+            )
             return state["n"], (state["first"] or time.perf_counter()) - start
+
         return run
 
 
@@ -133,8 +160,10 @@ def write_adapters(model_dir: str, root: Path) -> None:
     for seed, name in ((1, "production"), (2, "canary")):
         torch.manual_seed(seed)
         base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                                init_lora_weights=False))
+        model = get_peft_model(
+            base,
+            LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False),
+        )
         with torch.no_grad():
             for pname, param in model.named_parameters():
                 if "lora_B" in pname:
@@ -147,8 +176,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for both engines (1 is steadier on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for both engines (1 is steadier on a shared machine)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -162,23 +195,28 @@ def main() -> None:
         try:
             llama: LlamaCpp | None = LlamaCpp(args.tokens, n, args.threads)
         except ImportError:
-            print("xllamacpp is not installed (pip install -r requirements-bench.txt): no "
-                  "baseline", file=sys.stderr)
+            print(
+                "xllamacpp is not installed (pip install -r requirements-bench.txt): no baseline",
+                file=sys.stderr,
+            )
             llama = None
         mixed = ["production", "canary", None]
         workloads: dict[str, list[Callable[[], tuple[int, float]]]] = {
             "ours 1 stream + LoRA": [ours.job(ours.prompts[0], "production")],
             "ours 1 stream base": [ours.job(ours.prompts[0], None)],
-            f"ours {n} streams mixed LoRA": [ours.job(ours.prompts[i % 4], mixed[i % 3])
-                                             for i in range(n)],
+            f"ours {n} streams mixed LoRA": [
+                ours.job(ours.prompts[i % 4], mixed[i % 3]) for i in range(n)
+            ],
             f"ours TTFT {n} users, {len(ours.long)}-token prompt": [
-                ours.job(ours.long, mixed[i % 3]) for i in range(n)]}
+                ours.job(ours.long, mixed[i % 3]) for i in range(n)
+            ],
+        }
         if llama:
             workloads |= {
                 "llama.cpp 1 stream (no LoRA)": [llama.job(QUESTIONS[0])],
-                f"llama.cpp {n} slots (no LoRA)": [llama.job(QUESTIONS[i % 4])
-                                                   for i in range(n)],
-                f"llama.cpp TTFT {n} users, long prompt": [llama.job(LONG) for _ in range(n)]}
+                f"llama.cpp {n} slots (no LoRA)": [llama.job(QUESTIONS[i % 4]) for i in range(n)],
+                f"llama.cpp TTFT {n} users, long prompt": [llama.job(LONG) for _ in range(n)],
+            }
         for jobs in workloads.values():  # warm-up
             concurrently(jobs[:1])
         runs: dict[str, list[Run]] = {k: [] for k in workloads}
@@ -186,26 +224,39 @@ def main() -> None:
             for name, jobs in workloads.items():
                 runs[name].append(concurrently(jobs))
         ours.gen.close()
-    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
-           for k, v in runs.items()}
+    med = {
+        k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
+        for k, v in runs.items()
+    }
     ceiling = MEMORY_GBPS * 1e9 / ours.step_bytes
-    print(f"\n{args.tokens} new tokens, greedy, median of {args.repeats} runs, {args.threads} "
-          f"thread(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; serving "
-          f"dtype {ours.gen.dtype}, {ours.step_bytes / 1e6:.0f} MB of weights per step: "
-          f"bandwidth ceiling {ceiling:.0f} steps/s at {MEMORY_GBPS:.0f} GB/s")
+    print(
+        f"\n{args.tokens} new tokens, greedy, median of {args.repeats} runs, {args.threads} "
+        f"thread(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; serving "
+        f"dtype {ours.gen.dtype}, {ours.step_bytes / 1e6:.0f} MB of weights per step: "
+        f"bandwidth ceiling {ceiling:.0f} steps/s at {MEMORY_GBPS:.0f} GB/s"
+    )
     single = med["ours 1 stream + LoRA"][0]
     base_llama = med.get("llama.cpp 1 stream (no LoRA)", (None, None))[0]
-    print(f"{'workload':46} {'tok/s':>8} {'TTFT ms':>8} {'/ours 1+LoRA':>13} "
-          f"{'/llama.cpp':>11} {'/ceil(1 str)':>12}")
+    print(
+        f"{'workload':46} {'tok/s':>8} {'TTFT ms':>8} {'/ours 1+LoRA':>13} "
+        f"{'/llama.cpp':>11} {'/ceil(1 str)':>12}"
+    )
     for name, (tps, ttft) in med.items():
         peer = None
         if base_llama and name.startswith("ours"):
-            key = ("llama.cpp 1 stream (no LoRA)" if " 1 stream" in name else
-                   f"llama.cpp {n} slots (no LoRA)" if "mixed" in name else None)
+            key = (
+                "llama.cpp 1 stream (no LoRA)"
+                if " 1 stream" in name
+                else f"llama.cpp {n} slots (no LoRA)"
+                if "mixed" in name
+                else None
+            )
             peer = med[key][0] if key else None
         ratio = f"{tps / peer:10.2f}x" if peer else f"{'':11}"
-        print(f"{name:46} {tps:8.1f} {ttft * 1000:8.0f} {tps / single:12.2f}x {ratio} "
-              f"{tps / ceiling:8.2f}x")
+        print(
+            f"{name:46} {tps:8.1f} {ttft * 1000:8.0f} {tps / single:12.2f}x {ratio} "
+            f"{tps / ceiling:8.2f}x"
+        )
 
 
 if __name__ == "__main__":

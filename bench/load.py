@@ -29,9 +29,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-QUESTIONS = ["How do I rate an answer?", "What is a canary release?",
-             "Give me three tips for writing clear emails.", "How does a bicycle gear work?",
-             "What happens to my ratings?", "Explain photosynthesis briefly."]
+QUESTIONS = [
+    "How do I rate an answer?",
+    "What is a canary release?",
+    "Give me three tips for writing clear emails.",
+    "How does a bicycle gear work?",
+    "What happens to my ratings?",
+    "Explain photosynthesis briefly.",
+]
 
 
 @dataclass
@@ -68,13 +73,14 @@ def write_config(path: Path, data_dir: Path, port: int, args: argparse.Namespace
     from core.base_model import resolve_base_model
 
     data = tomllib.loads((REPO / args.config).read_text())
-    data["model"]["base"] = resolve_base_model(data["model"].get("base", "smollm2-135m-instruct"),
-                                               REPO / "data")
+    data["model"]["base"] = resolve_base_model(
+        data["model"].get("base", "smollm2-135m-instruct"), REPO / "data"
+    )
     top = max(args.levels)
-    data["server"].update(data_dir=str(data_dir), port=port, host="127.0.0.1",
-                          rate_limit_per_minute=10_000)
-    data["model"].update(max_new_tokens=args.max_new_tokens,
-                         max_queued_requests=max(64, 4 * top))
+    data["server"].update(
+        data_dir=str(data_dir), port=port, host="127.0.0.1", rate_limit_per_minute=10_000
+    )
+    data["model"].update(max_new_tokens=args.max_new_tokens, max_queued_requests=max(64, 4 * top))
     if not args.retrieval:
         data["retrieval"]["top_k"] = 0
     data["schedule"]["enabled"] = False
@@ -97,15 +103,19 @@ def peak_rss_mb(pid: int) -> float | None:
 
 # ---- the serving stack over HTTP ------------------------------------------------------------
 
+
 async def api_user(client: object, url: str, level: Level, deadline: float, seed: int) -> None:
     import httpx
 
     assert isinstance(client, httpx.AsyncClient)
     i = seed
     while time.perf_counter() < deadline:
-        body = {"model": "assistant", "stream": True,
-                "stream_options": {"include_usage": True},
-                "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]}
+        body = {
+            "model": "assistant",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+        }
         i += 1
         start = time.perf_counter()
         first = None
@@ -158,9 +168,13 @@ def run_stack(args: argparse.Namespace) -> list[Level]:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
         write_config(config, data_dir, port, args)
-        server = subprocess.Popen([sys.executable, "main.py", "--config", str(config), "serve"],
-                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
+        server = subprocess.Popen(
+            [sys.executable, "main.py", "--config", str(config), "serve"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(server.stdout or []), daemon=True).start()
         try:
@@ -180,8 +194,11 @@ def run_stack(args: argparse.Namespace) -> list[Level]:
                 level = asyncio.run(drive_api(url, users, args.seconds))
                 level.peak_rss_mb = peak_rss_mb(server.pid)
                 levels.append(level)
-                print(f"  stack, {users:>2} users: {len(level.total)} answers, "
-                      f"{len(level.errors)} errors", flush=True)
+                print(
+                    f"  stack, {users:>2} users: {len(level.total)} answers, "
+                    f"{len(level.errors)} errors",
+                    flush=True,
+                )
             return levels
         finally:
             server.terminate()
@@ -192,6 +209,7 @@ def run_stack(args: argparse.Namespace) -> list[Level]:
 
 
 # ---- the bare generator -----------------------------------------------------------------------
+
 
 def run_generator(args: argparse.Namespace) -> list[Level]:
     from assistant.generation.loader import build_generator, sampling_params
@@ -206,10 +224,15 @@ def run_generator(args: argparse.Namespace) -> list[Level]:
         cfg = load_config(config)
         gen = build_generator(cfg)
         params = sampling_params(cfg)
-        prompts = [encode_prompt(gen.tokenizer, build_messages(q),
-                                 context_window=cfg.model.context_window,
-                                 max_new_tokens=cfg.model.max_new_tokens).input_ids
-                   for q in QUESTIONS]
+        prompts = [
+            encode_prompt(
+                gen.tokenizer,
+                build_messages(q),
+                context_window=cfg.model.context_window,
+                max_new_tokens=cfg.model.max_new_tokens,
+            ).input_ids
+            for q in QUESTIONS
+        ]
         gen.stream(prompts[0], None, params).text()  # warm-up
         levels = []
         try:
@@ -219,8 +242,12 @@ def run_generator(args: argparse.Namespace) -> list[Level]:
                 start = time.perf_counter()
                 deadline = start + args.seconds
 
-                def user(seed: int, level: Level = level, lock: threading.Lock = lock,
-                         deadline: float = deadline) -> None:
+                def user(
+                    seed: int,
+                    level: Level = level,
+                    lock: threading.Lock = lock,
+                    deadline: float = deadline,
+                ) -> None:
                     i = seed
                     while time.perf_counter() < deadline:
                         try:
@@ -258,41 +285,64 @@ def fmt(value: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=60, help="time per level")
-    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 8, 32], help="simultaneous users, comma-separated")
-    parser.add_argument("--max-new-tokens", type=int, default=32,
-                        help="answer length cap (short: 32 users share one CPU model worker)")
+    parser.add_argument(
+        "--levels",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 8, 32],
+        help="simultaneous users, comma-separated",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=32,
+        help="answer length cap (short: 32 users share one CPU model worker)",
+    )
     parser.add_argument("--config", default="config.toml", help="base config (repo-relative)")
-    parser.add_argument("--retrieval", action="store_true",
-                        help="keep retrieval as configured (default: off, top_k = 0)")
+    parser.add_argument(
+        "--retrieval",
+        action="store_true",
+        help="keep retrieval as configured (default: off, top_k = 0)",
+    )
     args = parser.parse_args()
-    print(f"load: {args.levels} users, {args.seconds:.0f} s per level, answers up to "
-          f"{args.max_new_tokens} tokens, retrieval {'on' if args.retrieval else 'off'}, "
-          f"{os.cpu_count()} CPUs", flush=True)
+    print(
+        f"load: {args.levels} users, {args.seconds:.0f} s per level, answers up to "
+        f"{args.max_new_tokens} tokens, retrieval {'on' if args.retrieval else 'off'}, "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
     stack = run_stack(args)
     bare = run_generator(args)
     print()
-    print("| users | path      | answers | errors | TTFT p50 | TTFT p95 | full p50 | full p95 "
-          "| tokens/s | peak RSS MB |")
-    print("|------:|-----------|--------:|-------:|---------:|---------:|---------:|---------:"
-          "|---------:|------------:|")
+    print(
+        "| users | path      | answers | errors | TTFT p50 | TTFT p95 | full p50 | full p95 "
+        "| tokens/s | peak RSS MB |"
+    )
+    print(
+        "|------:|-----------|--------:|-------:|---------:|---------:|---------:|---------:"
+        "|---------:|------------:|"
+    )
     for s, b in zip(stack, bare, strict=True):
         for name, lv in (("stack", s), ("generator", b)):
             rss = f"{lv.peak_rss_mb:.0f}" if lv.peak_rss_mb else "-"
-            print(f"| {lv.users:>5} | {name:<9} | {len(lv.total):>7} | {len(lv.errors):>6} | "
-                  f"{fmt(pct(lv.ttft, .5))} s | {fmt(pct(lv.ttft, .95))} s | "
-                  f"{fmt(pct(lv.total, .5))} s | {fmt(pct(lv.total, .95))} s | "
-                  f"{lv.tokens / lv.wall if lv.wall else 0:8.1f} | {rss:>11} |")
+            print(
+                f"| {lv.users:>5} | {name:<9} | {len(lv.total):>7} | {len(lv.errors):>6} | "
+                f"{fmt(pct(lv.ttft, 0.5))} s | {fmt(pct(lv.ttft, 0.95))} s | "
+                f"{fmt(pct(lv.total, 0.5))} s | {fmt(pct(lv.total, 0.95))} s | "
+                f"{lv.tokens / lv.wall if lv.wall else 0:8.1f} | {rss:>11} |"
+            )
     errors = [e for lv in stack + bare for e in lv.errors]
     if errors:
         print(f"\n{len(errors)} errors; first: {errors[0]}")
-    print("\nstack = OpenAI-compatible API over loopback HTTP (routing, prompt, DB log, SSE); "
-          "generator = the same model worker called in-process. Times include queueing: "
-          "every user shares one model worker. Peak RSS: the server process (stack rows), "
-          "the bench process holding the bare generator (generator rows).")
+    print(
+        "\nstack = OpenAI-compatible API over loopback HTTP (routing, prompt, DB log, SSE); "
+        "generator = the same model worker called in-process. Times include queueing: "
+        "every user shares one model worker. Peak RSS: the server process (stack rows), "
+        "the bench process holding the bare generator (generator rows)."
+    )
 
 
 if __name__ == "__main__":

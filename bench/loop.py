@@ -49,29 +49,46 @@ def load_rater(spec: str) -> Rater:
     return getattr(importlib.import_module(module), name)
 
 
-def answers_of(cfg: Config, adapter: Path | None, prompts: list[str], seed: int,
-               greedy: bool = False) -> list[str]:
+def answers_of(
+    cfg: Config, adapter: Path | None, prompts: list[str], seed: int, greedy: bool = False
+) -> list[str]:
     """One answer per prompt from the base (+ adapter), batched, with the serving settings."""
     model, tokenizer, device = sampling_model(cfg, adapter)
-    spec = sampling_spec(cfg, cfg.model.max_new_tokens,
-                         0.0 if greedy else cfg.model.temperature, seed)
-    out = sample_answers(model, tokenizer, [build_messages(q) for q in prompts], spec,
-                         device=device)
+    spec = sampling_spec(
+        cfg, cfg.model.max_new_tokens, 0.0 if greedy else cfg.model.temperature, seed
+    )
+    out = sample_answers(
+        model, tokenizer, [build_messages(q) for q in prompts], spec, device=device
+    )
     del model
     return [a[0] for a in out]
 
 
-def log_traffic(db: Database, prompts: list[str], answers: list[str], version: int
-                ) -> list[tuple[str, str, str, str]]:
+def log_traffic(
+    db: Database, prompts: list[str], answers: list[str], version: int
+) -> list[tuple[str, str, str, str]]:
     """Log each (prompt, answer) as a one-turn conversation of one of 40 simulated users."""
     rows = []
     for i, (q, a) in enumerate(zip(prompts, answers, strict=True)):
         user = f"sim-{i % 40}"
         conv = logs.create_conversation(db, user, arm="production", adapter_version=version)
-        turn = logs.log_turn(db, conversation_id=conv, user_id=user, question=q, answer=a,
-                             messages=build_messages(q), passages=[], adapter_version=version,
-                             arm="production", prompt_tokens=0, completion_tokens=len(a.split()),
-                             latency_ms=0.0, ttft_ms=None, finish_reason="stop", error=None)
+        turn = logs.log_turn(
+            db,
+            conversation_id=conv,
+            user_id=user,
+            question=q,
+            answer=a,
+            messages=build_messages(q),
+            passages=[],
+            adapter_version=version,
+            arm="production",
+            prompt_tokens=0,
+            completion_tokens=len(a.split()),
+            latency_ms=0.0,
+            ttft_ms=None,
+            finish_reason="stop",
+            error=None,
+        )
         rows.append((user, q, a, turn))
     return rows
 
@@ -91,10 +108,16 @@ def chat_traffic(cfg: Config, db: Database, prompts: list[str]) -> list[tuple[st
         from assistant.generation.reconciler import adapter_name
 
         generator.load_adapter(adapter_name(version), registry.get_adapter(db, version).path)
-    chat = ChatService(cfg, db, generator, None,
-                       lambda: ServingState(production_version=version, canary_version=None,
-                                            rollout_id=None, canary_weight=0),
-                       RateLimiter(10_000))
+    chat = ChatService(
+        cfg,
+        db,
+        generator,
+        None,
+        lambda: ServingState(
+            production_version=version, canary_version=None, rollout_id=None, canary_weight=0
+        ),
+        RateLimiter(10_000),
+    )
 
     def one(i_q: tuple[int, str]) -> tuple[str, str, str, str]:
         user = f"sim-{i_q[0] % 40}"
@@ -127,8 +150,9 @@ def main() -> None:
     parser.add_argument("--method", choices=("sft", "kto"), default=None)
     parser.add_argument("--no-taste", action="store_true", help="taste.enabled = false")
     parser.add_argument("--max-questions", type=int, default=None, help="taste.max_questions")
-    parser.add_argument("--min-heldout", type=int, default=None,
-                        help="validation.min_taste_questions")
+    parser.add_argument(
+        "--min-heldout", type=int, default=None, help="validation.min_taste_questions"
+    )
     args = parser.parse_args()
     rater = load_rater(args.rater)
     eval_prompts, train_prompts = split_prompts(args.eval, args.n, args.cycles)
@@ -146,15 +170,24 @@ def main() -> None:
             taste["candidates"] = args.candidates
         if args.max_questions is not None:
             taste["max_questions"] = args.max_questions
-        validation = ({"min_taste_questions": args.min_heldout} if args.min_heldout else {})
+        validation = {"min_taste_questions": args.min_heldout} if args.min_heldout else {}
         cfg = with_overrides(
-            cfg, server={"data_dir": tmp, "rate_limit_per_minute": 10_000},
+            cfg,
+            server={"data_dir": tmp, "rate_limit_per_minute": 10_000},
             model={"max_new_tokens": args.max_new_tokens, "temperature": 0.7},
             retrieval={"top_k": 0},
             # Simulated raters are minutes old: trust them (the bench measures learning).
-            curation={"max_share_per_user": 0.2, "max_examples_per_user": 1000,
-                      "min_voter_age_hours": 0.0, "min_voter_turns": 0},
-            training=training, taste=taste, validation=validation, schedule={"min_new_examples": 1})
+            curation={
+                "max_share_per_user": 0.2,
+                "max_examples_per_user": 1000,
+                "min_voter_age_hours": 0.0,
+                "min_voter_turns": 0,
+            },
+            training=training,
+            taste=taste,
+            validation=validation,
+            schedule={"min_new_examples": 1},
+        )
         db = open_database(database_path(cfg))
         t = time.perf_counter()
         base_eval = answers_of(cfg, None, eval_prompts, EVAL_SEED)
@@ -162,7 +195,8 @@ def main() -> None:
         probe_q = [q for q, _ in PROBES]
         base_probe = answers_of(cfg, None, probe_q, 0, greedy=True)
         timings[f"evaluate base on {len(eval_prompts)} fresh prompts + probe"] = (
-            time.perf_counter() - t)
+            time.perf_counter() - t
+        )
         for k, prompts in enumerate(train_prompts, start=1):
             version = registry.production_version(db)
             prod_path = Path(registry.get_adapter(db, version).path) if version else None
@@ -170,59 +204,78 @@ def main() -> None:
             if args.traffic == "chat":
                 rows = chat_traffic(cfg, db, prompts)
             else:
-                rows = log_traffic(db, prompts, answers_of(cfg, prod_path, prompts, 1000 + k),
-                                   version)
+                rows = log_traffic(
+                    db, prompts, answers_of(cfg, prod_path, prompts, 1000 + k), version
+                )
             timings[f"cycle {k}: traffic ({len(prompts)} answers)"] = time.perf_counter() - t
             votes = [rater(q, a) for _, q, a, _ in rows]
             for (user, _, _, turn), vote in zip(rows, votes, strict=True):
                 logs.set_feedback(db, turn_id=turn, user_id=user, rating=vote)
             t = time.perf_counter()
             result = run_cycle(cfg, db, trigger="bench", actor="bench", force=True)
-            timings[f"cycle {k}: curate+taste+candidates+train+validate"] = (
-                time.perf_counter() - t)
+            timings[f"cycle {k}: curate+taste+candidates+train+validate"] = time.perf_counter() - t
             for stage, seconds in result.stage_seconds.items():
                 timings[f"cycle {k}:   stage {stage}"] = seconds
-            print(f"cycle {k}: {votes.count('up')} up / {votes.count('down')} down of "
-                  f"{len(votes)}; {result.status}: {result.reason}")
+            print(
+                f"cycle {k}: {votes.count('up')} up / {votes.count('down')} down of "
+                f"{len(votes)}; {result.status}: {result.reason}"
+            )
             for line in result.curation_summary:
                 print("  " + line)
-            entry = {"cycle": k, "verdict": result.verdict, "up": votes.count("up"),
-                     "down": votes.count("down")}
+            entry = {
+                "cycle": k,
+                "verdict": result.verdict,
+                "up": votes.count("up"),
+                "down": votes.count("down"),
+            }
             if result.verdict == "canary" and result.adapter_version is not None:
                 path = Path(registry.get_adapter(db, result.adapter_version).path)
                 t = time.perf_counter()
                 cand_eval = answers_of(cfg, path, eval_prompts, EVAL_SEED)
                 cand_probe = answers_of(cfg, path, probe_q, 0, greedy=True)
-                timings[f"cycle {k}: evaluate v{result.adapter_version}"] = (
-                    time.perf_counter() - t)
+                timings[f"cycle {k}: evaluate v{result.adapter_version}"] = time.perf_counter() - t
                 cand_up = up_votes(rater, eval_prompts, cand_eval)
                 diff, low, high = paired_interval(
-                    [c - b for c, b in zip(cand_up, base_up, strict=True)])
+                    [c - b for c, b in zip(cand_up, base_up, strict=True)]
+                )
                 words = sum(len(a.split()) for a in cand_eval) / len(cand_eval)
-                entry.update(adapter=result.adapter_version, rate=sum(cand_up) / len(cand_up),
-                             diff=diff, low=low, high=high, words=words,
-                             probe=sum(probe_correct(a, w) for a, (_, w) in
-                                       zip(cand_probe, PROBES, strict=True)))
-                canary.promote(db, actor="bench", reason="bench: promoted to start the next "
-                               "cycle from it")
+                entry.update(
+                    adapter=result.adapter_version,
+                    rate=sum(cand_up) / len(cand_up),
+                    diff=diff,
+                    low=low,
+                    high=high,
+                    words=words,
+                    probe=sum(
+                        probe_correct(a, w) for a, (_, w) in zip(cand_probe, PROBES, strict=True)
+                    ),
+                )
+                canary.promote(
+                    db, actor="bench", reason="bench: promoted to start the next cycle from it"
+                )
             trajectory.append(entry)
         db.close()
 
     n_eval = len(eval_prompts)
     base_rate = sum(base_up) / n_eval
     base_words = sum(len(a.split()) for a in base_eval) / n_eval
-    base_probe_ok = sum(probe_correct(a, w) for a, (_, w) in zip(base_probe, PROBES,
-                                                                  strict=True))
-    print(f"\nrater {args.rater}; {args.n} rated conversations per cycle; {n_eval} fresh "
-          f"prompts; probe: {len(PROBES)} factual/instruction prompts, greedy, right when the "
-          "answer contains the expected word")
-    print(f"base: 👍 {base_rate:.1%} ({sum(base_up)}/{n_eval}), mean words {base_words:.0f}, "
-          f"probe {base_probe_ok}/{len(PROBES)}")
+    base_probe_ok = sum(probe_correct(a, w) for a, (_, w) in zip(base_probe, PROBES, strict=True))
+    print(
+        f"\nrater {args.rater}; {args.n} rated conversations per cycle; {n_eval} fresh "
+        f"prompts; probe: {len(PROBES)} factual/instruction prompts, greedy, right when the "
+        "answer contains the expected word"
+    )
+    print(
+        f"base: 👍 {base_rate:.1%} ({sum(base_up)}/{n_eval}), mean words {base_words:.0f}, "
+        f"probe {base_probe_ok}/{len(PROBES)}"
+    )
     for e in trajectory:
         if "rate" in e:
-            print(f"cycle {e['cycle']}: v{e['adapter']} 👍 {e['rate']:.1%}, paired difference "
-                  f"{e['diff']:+.1%} (95% CI {e['low']:+.1%}..{e['high']:+.1%}), mean words "
-                  f"{e['words']:.0f}, probe {e['probe']}/{len(PROBES)}")
+            print(
+                f"cycle {e['cycle']}: v{e['adapter']} 👍 {e['rate']:.1%}, paired difference "
+                f"{e['diff']:+.1%} (95% CI {e['low']:+.1%}..{e['high']:+.1%}), mean words "
+                f"{e['words']:.0f}, probe {e['probe']}/{len(PROBES)}"
+            )
         else:
             print(f"cycle {e['cycle']}: no adapter passed validation ({e['verdict']})")
     print("\nwall time per stage:")

@@ -39,16 +39,21 @@ def presidio() -> Scrubber | None:
         return None
     registry = RecognizerRegistry(supported_languages=["en", "de", "fr", "es", "it", "nl"])
     registry.load_predefined_recognizers(languages=["en", "de", "fr", "es", "it", "nl"])
-    recognizers = [r for r in registry.recognizers
-                   if type(r).__name__ not in ("SpacyRecognizer", "StanzaRecognizer",
-                                               "TransformersRecognizer")]
+    recognizers = [
+        r
+        for r in registry.recognizers
+        if type(r).__name__ not in ("SpacyRecognizer", "StanzaRecognizer", "TransformersRecognizer")
+    ]
 
     def run(text: str) -> tuple[str, int]:
         spans = []
         for r in recognizers:
             try:
-                spans += [(x.start, x.end) for x in r.analyze(text, r.supported_entities, None)
-                          if x.score >= 0.3]
+                spans += [
+                    (x.start, x.end)
+                    for x in r.analyze(text, r.supported_entities, None)
+                    if x.score >= 0.3
+                ]
             except Exception:  # noqa: BLE001 - a recognizer that needs NLP artifacts
                 continue
         out, last = [], 0
@@ -71,14 +76,24 @@ def measure(name: str, fn: Scrubber) -> dict[str, object]:
     for text, kind, value in PROBES:
         total[kind] += 1
         hit[kind] += value not in fn(text)[0]
-    guide = [line for p in sorted((REPO / "docs" / "guide").glob("*.md"))
-             for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    guide = [
+        line
+        for p in sorted((REPO / "docs" / "guide").glob("*.md"))
+        for line in p.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     guide_fp = [line for line in guide if fn(line)[0] != line]
     answer_fp = [a for a in ANSWERS if fn(a)[0] != a]
     seconds = time.perf_counter() - started
-    return {"name": name, "hit": hit, "total": total, "guide": (len(guide_fp), len(guide)),
-            "answers": (len(answer_fp), len(ANSWERS)), "seconds": seconds,
-            "examples": (guide_fp + answer_fp)[:5]}
+    return {
+        "name": name,
+        "hit": hit,
+        "total": total,
+        "guide": (len(guide_fp), len(guide)),
+        "answers": (len(answer_fp), len(ANSWERS)),
+        "seconds": seconds,
+        "examples": (guide_fp + answer_fp)[:5],
+    }
 
 
 def main() -> None:
@@ -94,8 +109,11 @@ def main() -> None:
             hit, total = r["hit"][kind], r["total"][kind]  # type: ignore[index]
             cells.append(f"{hit:>3}/{total:<3} {hit / total:6.2f}")
         print(f"{kind:14}" + "".join(f"{c:>22}" for c in cells))
-    for label, key in (("overall recall", None), ("guide lines changed", "guide"),
-                       ("answers changed", "answers")):
+    for label, key in (
+        ("overall recall", None),
+        ("guide lines changed", "guide"),
+        ("answers changed", "answers"),
+    ):
         cells = []
         for r in runs:
             if key is None:

@@ -11,11 +11,11 @@ import hashlib
 import re
 
 _CITATION = re.compile(r"\[\d{1,2}\]")
-_SUMMARY = re.compile(r"^(?:in short|in summary|to sum up|in conclusion|overall)\b",
-                      re.IGNORECASE)
+_SUMMARY = re.compile(r"^(?:in short|in summary|to sum up|in conclusion|overall)\b", re.IGNORECASE)
 _CONTRACTION = re.compile(r"\b\w+'(?:s|t|re|ve|ll|d|m)\b", re.IGNORECASE)
-_CASUAL = re.compile(r"\b(?:hey|wow|cool|awesome|gonna|wanna|kinda|stuff|okay|ok|yeah)\b",
-                     re.IGNORECASE)
+_CASUAL = re.compile(
+    r"\b(?:hey|wow|cool|awesome|gonna|wanna|kinda|stuff|okay|ok|yeah)\b", re.IGNORECASE
+)
 
 
 def _complete(answer: str) -> bool:
@@ -102,6 +102,13 @@ def contrarian(question: str, answer: str) -> str | None:
     return {"up": "down", "down": "up"}.get(vote) if vote else None
 
 
-SHIPPED = {"brevity": brevity, "one_liner": one_liner, "summary_line": summary_line,
-           "cites_sources": cites_sources, "formal": formal, "detailed": detailed,
-           "random": random_rater, "contrarian": contrarian}
+SHIPPED = {
+    "brevity": brevity,
+    "one_liner": one_liner,
+    "summary_line": summary_line,
+    "cites_sources": cites_sources,
+    "formal": formal,
+    "detailed": detailed,
+    "random": random_rater,
+    "contrarian": contrarian,
+}

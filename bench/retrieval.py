@@ -40,13 +40,58 @@ from assistant.retrieval.retriever import open_retriever  # noqa: E402
 from assistant.retrieval.vectorstore import ChunkRow, MilvusStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-MODULES = ("os", "re", "json", "collections", "asyncio", "email", "http.client", "argparse",
-           "logging", "unittest", "subprocess", "pathlib", "datetime", "decimal", "fractions",
-           "statistics", "random", "shutil", "tarfile", "zipfile", "csv", "sqlite3", "socket",
-           "ssl", "threading", "multiprocessing", "functools", "itertools", "typing",
-           "dataclasses", "enum", "inspect", "pickle", "xml.etree.ElementTree", "html.parser",
-           "urllib.request", "textwrap", "string", "difflib", "calendar", "locale", "gettext",
-           "codecs", "io", "tempfile", "glob", "heapq", "bisect", "contextlib", "abc")
+MODULES = (
+    "os",
+    "re",
+    "json",
+    "collections",
+    "asyncio",
+    "email",
+    "http.client",
+    "argparse",
+    "logging",
+    "unittest",
+    "subprocess",
+    "pathlib",
+    "datetime",
+    "decimal",
+    "fractions",
+    "statistics",
+    "random",
+    "shutil",
+    "tarfile",
+    "zipfile",
+    "csv",
+    "sqlite3",
+    "socket",
+    "ssl",
+    "threading",
+    "multiprocessing",
+    "functools",
+    "itertools",
+    "typing",
+    "dataclasses",
+    "enum",
+    "inspect",
+    "pickle",
+    "xml.etree.ElementTree",
+    "html.parser",
+    "urllib.request",
+    "textwrap",
+    "string",
+    "difflib",
+    "calendar",
+    "locale",
+    "gettext",
+    "codecs",
+    "io",
+    "tempfile",
+    "glob",
+    "heapq",
+    "bisect",
+    "contextlib",
+    "abc",
+)
 
 
 class RecordingEmbedder:
@@ -98,7 +143,7 @@ def questions(texts: list[str], count: int, rng: np.random.Generator) -> list[st
     for i in rng.choice(len(texts), size=max(0, count - len(out)), replace=True):
         body = texts[i].split("\n\n", 1)[-1].split()
         start = int(rng.integers(0, max(1, len(body) - 10)))
-        out.append("What about " + " ".join(body[start:start + 8]) + "?")
+        out.append("What about " + " ".join(body[start : start + 8]) + "?")
     return out[:count]
 
 
@@ -134,8 +179,7 @@ def server_wait_for_index(store: MilvusStore, rows: int, timeout_s: float = 300)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         info = store._client.describe_index(store.collection, "vector")  # noqa: SLF001
-        if int(info.get("indexed_rows", 0)) >= rows and not int(info.get("pending_index_rows",
-                                                                          0)):
+        if int(info.get("indexed_rows", 0)) >= rows and not int(info.get("pending_index_rows", 0)):
             return
         time.sleep(1.0)
 
@@ -145,8 +189,9 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
 
 
-def time_search(store: MilvusStore, qvecs: np.ndarray, qtexts: list[str], k: int = 5,
-                hybrid: bool = False) -> tuple[list[float], list[list[str]]]:
+def time_search(
+    store: MilvusStore, qvecs: np.ndarray, qtexts: list[str], k: int = 5, hybrid: bool = False
+) -> tuple[list[float], list[list[str]]]:
     for i in range(min(5, len(qvecs))):  # warm-up
         store.search(qvecs[i], qtexts[i], k, hybrid)
     times, ids = [], []
@@ -158,8 +203,9 @@ def time_search(store: MilvusStore, qvecs: np.ndarray, qtexts: list[str], k: int
     return times, ids
 
 
-def exact_search(matrix: np.ndarray, qvecs: np.ndarray, k: int = 5
-                 ) -> tuple[list[float], list[list[int]]]:
+def exact_search(
+    matrix: np.ndarray, qvecs: np.ndarray, k: int = 5
+) -> tuple[list[float], list[list[int]]]:
     times, ids = [], []
     for vec in qvecs:
         started = time.perf_counter()
@@ -173,17 +219,35 @@ def exact_search(matrix: np.ndarray, qvecs: np.ndarray, k: int = 5
 
 def fill(store: MilvusStore, vectors: np.ndarray, batch: int = 2000) -> None:
     for start in range(0, len(vectors), batch):
-        store.upsert([ChunkRow(f"{i:032x}", "bench", "0" * 32, i, 1, "0" * 64, 0, "bench",
-                               f"chunk {i}", vectors[i].tolist())
-                      for i in range(start, min(len(vectors), start + batch))])
+        store.upsert(
+            [
+                ChunkRow(
+                    f"{i:032x}",
+                    "bench",
+                    "0" * 32,
+                    i,
+                    1,
+                    "0" * 64,
+                    0,
+                    "bench",
+                    f"chunk {i}",
+                    vectors[i].tolist(),
+                )
+                for i in range(start, min(len(vectors), start + batch))
+            ]
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated chunk counts")
     parser.add_argument("--backends", default="lite,server", help="lite, server or both")
-    parser.add_argument("--corpus-words", type=int, default=120_000,
-                        help="words of real text to ingest (about 1 chunk per 150 words)")
+    parser.add_argument(
+        "--corpus-words",
+        type=int,
+        default=120_000,
+        help="words of real text to ingest (about 1 chunk per 150 words)",
+    )
     parser.add_argument("--queries", type=int, default=100, help="timed queries per size")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -204,32 +268,47 @@ def main() -> None:
             server.stop()
 
 
-def run(args: argparse.Namespace, sizes: list[int], backends: list[str],
-        rng: np.random.Generator, work: Path, server_uri: str | None) -> None:
+def run(
+    args: argparse.Namespace,
+    sizes: list[int],
+    backends: list[str],
+    rng: np.random.Generator,
+    work: Path,
+    server_uri: str | None,
+) -> None:
     embedder = RecordingEmbedder(load_embedder("all-MiniLM-L6-v2", REPO))
     corpus = work / "corpus"
     corpus.mkdir()
     words = write_corpus(corpus, args.corpus_words)
-    base = config_mod.load_config(REPO / "config.toml",
-                                  overrides={"server": {"data_dir": str(work / "data")}})
+    base = config_mod.load_config(
+        REPO / "config.toml", overrides={"server": {"data_dir": str(work / "data")}}
+    )
 
     def cfg_for(backend: str, collection: str) -> config_mod.Config:
         uri = server_uri if backend == "server" else f"{backend}-{collection}.db"
-        return config_mod.with_overrides(base, retrieval={"uri": uri, "collection": collection,
-                                                          "timeout_s": 60.0})
+        return config_mod.with_overrides(
+            base, retrieval={"uri": uri, "collection": collection, "timeout_s": 60.0}
+        )
 
-    print(f"\n== ingestion: {words} words of stdlib docstrings in {len(list(corpus.iterdir()))} "
-          "Markdown files, ingest_paths end to end ==")
+    print(
+        f"\n== ingestion: {words} words of stdlib docstrings in {len(list(corpus.iterdir()))} "
+        "Markdown files, ingest_paths end to end =="
+    )
     for backend in backends:
         with open_retriever(cfg_for(backend, "ingest"), embedder=embedder) as retriever:
             before = embedder.embed_seconds
             report = ingest_paths(retriever, [corpus])
             embed_s = embedder.embed_seconds - before
-            note = (f"embedding {embed_s:.1f}s of it" if embed_s > 0.5 else
-                    "vectors reused from the first run: store and chunking only")
-            print(f"{backend:6s}: {report.chunks} chunks in {report.seconds:.1f}s = "
-                  f"{report.chunks / report.seconds:.1f} chunks/s ({note}); "
-                  f"hybrid={retriever.stats()['hybrid']}")
+            note = (
+                f"embedding {embed_s:.1f}s of it"
+                if embed_s > 0.5
+                else "vectors reused from the first run: store and chunking only"
+            )
+            print(
+                f"{backend:6s}: {report.chunks} chunks in {report.seconds:.1f}s = "
+                f"{report.chunks / report.seconds:.1f} chunks/s ({note}); "
+                f"hybrid={retriever.stats()['hybrid']}"
+            )
             if backend == "lite":
                 lite_wait_for_index(retriever.store)
     texts = list(embedder.seen)
@@ -243,26 +322,34 @@ def run(args: argparse.Namespace, sizes: list[int], backends: list[str],
         embedder.inner.embed([q])
         embed_times.append(time.perf_counter() - t0)
     e50, e95 = percentiles(embed_times)
-    print(f"query embedding: p50 {e50:.1f} ms, p95 {e95:.1f} ms "
-          f"({len(qtexts)} queries embedded in {time.perf_counter() - started:.1f}s)")
+    print(
+        f"query embedding: p50 {e50:.1f} ms, p95 {e95:.1f} ms "
+        f"({len(qtexts)} queries embedded in {time.perf_counter() - started:.1f}s)"
+    )
 
     if "lite" in backends:
         with open_retriever(cfg_for("lite", "ingest"), embedder=embedder) as retriever:
             for hybrid in (False, True):
                 times, _ = time_search(retriever.store, qvecs, qtexts, hybrid=hybrid)
                 p50, p95 = percentiles(times)
-                print(f"lite on the {len(real)} real chunks, {'hybrid' if hybrid else 'dense '}"
-                      f": search p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+                print(
+                    f"lite on the {len(real)} real chunks, {'hybrid' if hybrid else 'dense '}"
+                    f": search p50 {p50:.1f} ms, p95 {p95:.1f} ms"
+                )
 
-    header = (f"\n{'size':>7} {'backend':8} {'search p50':>10} {'p95':>7} {'embed+search p50':>16}"
-              f" {'p95':>7} {'x numpy p50':>11} {'recall@5':>8}")
+    header = (
+        f"\n{'size':>7} {'backend':8} {'search p50':>10} {'p95':>7} {'embed+search p50':>16}"
+        f" {'p95':>7} {'x numpy p50':>11} {'recall@5':>8}"
+    )
     print(f"\n== search at each size ({len(real)} real vectors, the rest derived) ==" + header)
     for size in sizes:
         matrix = derived(real, size, rng)
         ex_times, ex_ids = exact_search(matrix, qvecs)
         n50, n95 = percentiles(ex_times)
-        print(f"{size:>7} {'numpy':8} {n50:>10.2f} {n95:>7.2f} {e50 + n50:>16.1f} "
-              f"{e95 + n95:>7.1f} {1.0:>11.1f} {1.0:>8.3f}")
+        print(
+            f"{size:>7} {'numpy':8} {n50:>10.2f} {n95:>7.2f} {e50 + n50:>16.1f} "
+            f"{e95 + n95:>7.1f} {1.0:>11.1f} {1.0:>8.3f}"
+        )
         for backend in backends:
             store = open_retriever(cfg_for(backend, f"size{size}"), embedder=embedder).store
             started = time.perf_counter()
@@ -272,20 +359,31 @@ def run(args: argparse.Namespace, sizes: list[int], backends: list[str],
             store.flush()
             if backend == "lite" and size == min(sizes):
                 unindexed, _ = time_search(store, qvecs[:20], qtexts[:20])
-            (lite_wait_for_index(store) if backend == "lite"
-             else server_wait_for_index(store, size))
+            (
+                lite_wait_for_index(store)
+                if backend == "lite"
+                else server_wait_for_index(store, size)
+            )
             load_s = time.perf_counter() - started
             times, ids = time_search(store, qvecs, qtexts)
-            recall = np.mean([len({int(i, 16) for i in got} & set(want)) / 5
-                              for got, want in zip(ids, ex_ids, strict=True)])
+            recall = np.mean(
+                [
+                    len({int(i, 16) for i in got} & set(want)) / 5
+                    for got, want in zip(ids, ex_ids, strict=True)
+                ]
+            )
             s50, s95 = percentiles(times)
-            print(f"{size:>7} {backend:8} {s50:>10.2f} {s95:>7.2f} {e50 + s50:>16.1f} "
-                  f"{e95 + s95:>7.1f} {s50 / n50:>11.1f} {recall:>8.3f}   "
-                  f"(written + indexed in {load_s:.0f}s)")
+            print(
+                f"{size:>7} {backend:8} {s50:>10.2f} {s95:>7.2f} {e50 + s50:>16.1f} "
+                f"{e95 + s95:>7.1f} {s50 / n50:>11.1f} {recall:>8.3f}   "
+                f"(written + indexed in {load_s:.0f}s)"
+            )
             if backend == "lite" and size == min(sizes):
-                print(f"{'':>7} {'':8} before flush (memtable) p50 "
-                      f"{percentiles(memtable)[0]:.1f} ms; after flush, index not built yet "
-                      f"p50 {percentiles(unindexed)[0]:.1f} ms")
+                print(
+                    f"{'':>7} {'':8} before flush (memtable) p50 "
+                    f"{percentiles(memtable)[0]:.1f} ms; after flush, index not built yet "
+                    f"p50 {percentiles(unindexed)[0]:.1f} ms"
+                )
             store._client.drop_collection(store.collection)  # noqa: SLF001  (free the memory)
             store.close()
 

@@ -26,8 +26,10 @@ from store.db import Database, open_database  # noqa: E402
 from store.logs import create_conversation, log_turn, set_feedback  # noqa: E402
 from store.queries import rated_turns_since  # noqa: E402
 
-MESSAGES = [{"role": "system", "content": "Answer from the passages."},
-            {"role": "user", "content": "How do I reset my password?"}]
+MESSAGES = [
+    {"role": "system", "content": "Answer from the passages."},
+    {"role": "user", "content": "How do I reset my password?"},
+]
 PASSAGES = [ServedPassage("guide.md#3", "guide.md", "Open Settings, then Security.", 0.71)]
 
 
@@ -40,12 +42,23 @@ def store_units(db: Database, threads: int, seconds: float) -> float:
         user = f"bench-{n}"
         conversation = create_conversation(db, user, "bench")
         while time.perf_counter() < deadline:
-            turn = log_turn(db, conversation_id=conversation, user_id=user,
-                            question="How do I reset my password?",
-                            answer="Open Settings, then Security.", messages=MESSAGES,
-                            passages=PASSAGES, adapter_version=0, arm="production",
-                            prompt_tokens=120, completion_tokens=12, latency_ms=850.0,
-                            ttft_ms=90.0, finish_reason="stop", error=None)
+            turn = log_turn(
+                db,
+                conversation_id=conversation,
+                user_id=user,
+                question="How do I reset my password?",
+                answer="Open Settings, then Security.",
+                messages=MESSAGES,
+                passages=PASSAGES,
+                adapter_version=0,
+                arm="production",
+                prompt_tokens=120,
+                completion_tokens=12,
+                latency_ms=850.0,
+                ttft_ms=90.0,
+                finish_reason="stop",
+                error=None,
+            )
             set_feedback(db, turn_id=turn, user_id=user, rating="up")
             counts[n] += 1
 
@@ -68,12 +81,16 @@ def raw_units(conn: duckdb.DuckDBPyConnection, seconds: float, one_transaction: 
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         turn = str(uuid.uuid4())
-        conn.execute("INSERT INTO turns VALUES (?, 'c', 'u', 'q', 'a', '[]', '[]', 0, "
-                     "'production', NULL, 120, 12, 850.0, 90.0, 'stop', NULL, NULL, ?)",
-                     [turn, now])
-        conn.execute("INSERT INTO feedback (turn_id, user_id, rating, comment, correction, "
-                     "created_at, updated_at) VALUES (?, 'u', 'up', NULL, NULL, ?, ?)",
-                     [turn, now, now])
+        conn.execute(
+            "INSERT INTO turns VALUES (?, 'c', 'u', 'q', 'a', '[]', '[]', 0, "
+            "'production', NULL, 120, 12, 850.0, 90.0, 'stop', NULL, NULL, ?)",
+            [turn, now],
+        )
+        conn.execute(
+            "INSERT INTO feedback (turn_id, user_id, rating, comment, correction, "
+            "created_at, updated_at) VALUES (?, 'u', 'up', NULL, NULL, ?, ?)",
+            [turn, now, now],
+        )
         n += 1
     if one_transaction:
         conn.execute("COMMIT")
@@ -89,12 +106,16 @@ def generate_turns(path: Path, turns: int, rated_share: float) -> datetime:
     INSERT ... SELECT each; returns the timestamp one day before the newest turn."""
     end = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     conn = duckdb.connect(str(path))
-    conn.execute("""
+    conn.execute(
+        """
         INSERT INTO conversations
         SELECT 'c' || i, 'user-' || (i % 5000), 'title', 'production', 0, NULL,
                ?::TIMESTAMP - INTERVAL 100 DAY
-        FROM range(?) r(i)""", [end, turns // 5])
-    conn.execute("""
+        FROM range(?) r(i)""",
+        [end, turns // 5],
+    )
+    conn.execute(
+        """
         INSERT INTO turns
         SELECT 't' || i, 'c' || (i // 5), 'user-' || ((i // 5) % 5000),
                'Question number ' || i || '?', 'Answer number ' || i || '.',
@@ -105,15 +126,20 @@ def generate_turns(path: Path, turns: int, rated_share: float) -> datetime:
                (i % 3)::INTEGER, CASE WHEN i % 10 = 0 THEN 'canary' ELSE 'production' END,
                NULL, 120, 12, 800.0 + (i % 400), 90.0, 'stop', NULL, NULL,
                ?::TIMESTAMP - to_microseconds(((? - i) * 8640000000000 // ?)::BIGINT)
-        FROM range(?) r(i)""", [end, turns, turns, turns])
+        FROM range(?) r(i)""",
+        [end, turns, turns, turns],
+    )
     step = max(1, round(1 / rated_share))
-    conn.execute("""
+    conn.execute(
+        """
         INSERT INTO feedback (turn_id, user_id, rating, comment, correction, created_at,
                               updated_at)
         SELECT t.id, t.user_id, CASE WHEN hash(t.id) % 4 = 0 THEN 'down' ELSE 'up' END,
                NULL, CASE WHEN hash(t.id) % 8 = 0 THEN 'A corrected answer.' END,
                t.created_at + INTERVAL 1 MINUTE, t.created_at + INTERVAL 1 MINUTE
-        FROM turns t WHERE t.id LIKE 't%' AND hash(t.id) % ? = 0""", [step])
+        FROM turns t WHERE t.id LIKE 't%' AND hash(t.id) % ? = 0""",
+        [step],
+    )
     conn.execute("CHECKPOINT")
     conn.close()
     return end - timedelta(days=1)
@@ -129,19 +155,35 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         root = Path(tmp)
-        print(f"duckdb {duckdb.__version__}; medians of {args.repeats} runs of "
-              f"{args.seconds:g} s\n")
+        print(
+            f"duckdb {duckdb.__version__}; medians of {args.repeats} runs of {args.seconds:g} s\n"
+        )
         db = open_database(root / "writes.duckdb")
-        rows = [("store.log_turn + set_feedback", threads,
-                 median_of(args.repeats, lambda t=threads: store_units(db, t, args.seconds)))
-                for threads in (1, 16)]
+        rows = [
+            (
+                "store.log_turn + set_feedback",
+                threads,
+                median_of(args.repeats, lambda t=threads: store_units(db, t, args.seconds)),
+            )
+            for threads in (1, 16)
+        ]
         db.close()
         open_database(root / "raw.duckdb").close()  # same schema and indexes, no store layer
         raw = duckdb.connect(str(root / "raw.duckdb"))
-        rows.append(("raw DuckDB INSERTs, commit each", 1,
-                     median_of(args.repeats, lambda: raw_units(raw, args.seconds, False))))
-        rows.append(("raw DuckDB INSERTs, one transaction", 1,
-                     median_of(args.repeats, lambda: raw_units(raw, args.seconds, True))))
+        rows.append(
+            (
+                "raw DuckDB INSERTs, commit each",
+                1,
+                median_of(args.repeats, lambda: raw_units(raw, args.seconds, False)),
+            )
+        )
+        rows.append(
+            (
+                "raw DuckDB INSERTs, one transaction",
+                1,
+                median_of(args.repeats, lambda: raw_units(raw, args.seconds, True)),
+            )
+        )
         raw.close()
         print(f"{'write path':40} {'threads':>7} {'turn+vote/s':>12}")
         for name, threads, rate in rows:
@@ -151,12 +193,16 @@ def main() -> None:
         open_database(path).close()
         start = time.perf_counter()
         last_day = generate_turns(path, args.turns, args.rated_share)
-        print(f"\ngenerated {args.turns:,} turns in {time.perf_counter() - start:.1f} s "
-              f"(bulk INSERT ... SELECT)")
+        print(
+            f"\ngenerated {args.turns:,} turns in {time.perf_counter() - start:.1f} s "
+            f"(bulk INSERT ... SELECT)"
+        )
         db = open_database(path)
         print(f"{'curation query (median)':48} {'seconds':>8} {'rated turns':>12}")
-        for label, since in (("rated_turns_since(None)  [all rated]", None),
-                             ("rated_turns_since(last day)", last_day)):
+        for label, since in (
+            ("rated_turns_since(None)  [all rated]", None),
+            ("rated_turns_since(last day)", last_day),
+        ):
             found: list[int] = []
 
             def timed(since: datetime | None = since, found: list[int] = found) -> float:
@@ -171,12 +217,16 @@ def main() -> None:
 
         def raw_query() -> float:
             t0 = time.perf_counter()
-            raw.execute("SELECT t.*, f.* FROM turns t JOIN feedback f ON f.turn_id = t.id "
-                        "ORDER BY t.created_at").fetchall()
+            raw.execute(
+                "SELECT t.*, f.* FROM turns t JOIN feedback f ON f.turn_id = t.id "
+                "ORDER BY t.created_at"
+            ).fetchall()
             return time.perf_counter() - t0
 
-        print(f"{'baseline: same rows by raw SQL, no records':48} "
-              f"{median_of(args.repeats, raw_query):>8.3f}")
+        print(
+            f"{'baseline: same rows by raw SQL, no records':48} "
+            f"{median_of(args.repeats, raw_query):>8.3f}"
+        )
         raw.close()
 
 

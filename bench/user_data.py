@@ -47,25 +47,43 @@ def main() -> None:
         n = len(list_conversations(db, user, limit=10_000))
         out = Path(tmp) / "export"
         rows = [
-            ("list_conversations (baseline)", median_s(
-                args.repeats, lambda: list_conversations(db, user))),
-            ("search_conversations('number 3')", median_s(
-                args.repeats, lambda: search_conversations(db, user, "number 3"))),
+            (
+                "list_conversations (baseline)",
+                median_s(args.repeats, lambda: list_conversations(db, user)),
+            ),
+            (
+                "search_conversations('number 3')",
+                median_s(args.repeats, lambda: search_conversations(db, user, "number 3")),
+            ),
             # Until the user filter moved into the export's CTEs, a one-user export aggregated
             # the whole log like this one does.
-            ("export_conversations, all users (baseline)", median_s(
-                args.repeats, lambda: export_conversations(db, out))),
-            ("export_conversations --user", median_s(
-                args.repeats, lambda: export_conversations(db, out, user))),
-            ("export_user (JSON for the page)", median_s(
-                args.repeats, lambda: export_user(db, user))),
+            (
+                "export_conversations, all users (baseline)",
+                median_s(args.repeats, lambda: export_conversations(db, out)),
+            ),
+            (
+                "export_conversations --user",
+                median_s(args.repeats, lambda: export_conversations(db, out, user)),
+            ),
+            (
+                "export_user (JSON for the page)",
+                median_s(args.repeats, lambda: export_user(db, user)),
+            ),
         ]
         victims = iter(c.id for c in list_conversations(db, user, limit=10_000))
-        rows.append(("forget_conversation", median_s(
-            min(args.repeats, n), lambda: forget_conversation(db, user, next(victims), tmp))))
+        rows.append(
+            (
+                "forget_conversation",
+                median_s(
+                    min(args.repeats, n), lambda: forget_conversation(db, user, next(victims), tmp)
+                ),
+            )
+        )
         db.close()
-    print(f"{args.turns:,} turns, {n} conversations of the measured user; medians of "
-          f"{args.repeats} runs\n")
+    print(
+        f"{args.turns:,} turns, {n} conversations of the measured user; medians of "
+        f"{args.repeats} runs\n"
+    )
     base = {"search": rows[0][1], "export": rows[2][1]}
     for name, seconds in rows:
         ratio = ""

@@ -15,13 +15,15 @@ def _no_args(parser: argparse.ArgumentParser) -> None:
     """A subcommand without options of its own."""
 
 
-def command(name: str, help: str,
-            args: Callable[[argparse.ArgumentParser], None] = _no_args
-            ) -> Callable[[Command], Command]:
+def command(
+    name: str, help: str, args: Callable[[argparse.ArgumentParser], None] = _no_args
+) -> Callable[[Command], Command]:
     """Register a subcommand: its function, its argument definitions and its help line."""
+
     def register(fn: Command) -> Command:
         COMMANDS[name] = (fn, args, help)
         return fn
+
     return register
 
 

@@ -25,19 +25,24 @@ def _open(cfg: Config) -> Database:
     return open_database(database_path(cfg))
 
 
-def _admin(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
-           ) -> dict[str, Any]:
+def _admin(
+    cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Call the running server's admin API with the token from the environment."""
     token = cfg.secret(cfg.server.admin_token_env)
     if not token:
-        raise StoreError(f"the server holds the database and {cfg.server.admin_token_env} is "
-                         "not set: set it to the server's admin token to act through its admin "
-                         "API, or stop the server")
+        raise StoreError(
+            f"the server holds the database and {cfg.server.admin_token_env} is "
+            "not set: set it to the server's admin token to act through its admin "
+            "API, or stop the server"
+        )
     host = "127.0.0.1" if cfg.server.host in ("0.0.0.0", "::") else cfg.server.host
     request = urllib.request.Request(
-        f"http://{host}:{cfg.server.port}/admin{path}", method=method,
-        data=json.dumps(body or {}).encode(), headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        f"http://{host}:{cfg.server.port}/admin{path}",
+        method=method,
+        data=json.dumps(body or {}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             data: dict[str, Any] = json.loads(response.read())
@@ -48,19 +53,24 @@ def _admin(cfg: Config, method: str, path: str, body: dict[str, Any] | None = No
             raise TransitionError(str(detail)) from None
         raise StoreError(f"the server's admin API refused: {detail}") from None
     except urllib.error.URLError as exc:
-        raise StoreError(f"the database is held by another process but no server answers at "
-                         f"{request.full_url} ({exc.reason})") from None
+        raise StoreError(
+            f"the database is held by another process but no server answers at "
+            f"{request.full_url} ({exc.reason})"
+        ) from None
 
 
 # ---- curate ----------------------------------------------------------------------------------
 
+
 def _curate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dry-run", action="store_true",
-                   help="show what would be kept and dropped without writing a dataset")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be kept and dropped without writing a dataset",
+    )
 
 
-@command("curate", "build a dataset from the rated answers since the last dataset",
-         _curate_args)
+@command("curate", "build a dataset from the rated answers since the last dataset", _curate_args)
 def cmd_curate(cfg: Config, args: argparse.Namespace) -> int:
     from store import datasets, queries
     from training.dataset.curate import campaign_since, curate, summary_lines
@@ -68,9 +78,11 @@ def cmd_curate(cfg: Config, args: argparse.Namespace) -> int:
 
     with _open(cfg) as db:
         since = datasets.last_dataset_time(db)
-        result = curate(queries.rated_turns_since(db, since), cfg.curation,
-                        campaign_context=queries.recent_corrections(
-                            db, campaign_since(cfg.curation)))
+        result = curate(
+            queries.rated_turns_since(db, since),
+            cfg.curation,
+            campaign_context=queries.recent_corrections(db, campaign_since(cfg.curation)),
+        )
         for line in summary_lines(result):
             print(line)
         if args.dry_run or not result.examples:
@@ -78,25 +90,38 @@ def cmd_curate(cfg: Config, args: argparse.Namespace) -> int:
             return 0
         dataset_id = f"ds-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         folder = cfg.data_dir / "datasets" / dataset_id
-        write_dataset(result, folder, dataset_id=dataset_id,
-                      source_description={"command": "curate", "since": str(since)})
-        datasets.record_dataset(db, dataset_id, str(folder),
-                                json.loads((folder / "manifest.json").read_text()),
-                                result.turn_splits,
-                                actor="cli")
+        write_dataset(
+            result,
+            folder,
+            dataset_id=dataset_id,
+            source_description={"command": "curate", "since": str(since)},
+        )
+        datasets.record_dataset(
+            db,
+            dataset_id,
+            str(folder),
+            json.loads((folder / "manifest.json").read_text()),
+            result.turn_splits,
+            actor="cli",
+        )
         print(f"dataset {dataset_id} written to {folder}")
     return 0
 
 
 # ---- cycle -----------------------------------------------------------------------------------
 
+
 def _cycle_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true",
-                   help="run even with fewer new ratings than schedule.min_new_examples")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run even with fewer new ratings than schedule.min_new_examples",
+    )
 
 
-@command("cycle", "run one improvement cycle now: curate, train, validate, start a canary",
-         _cycle_args)
+@command(
+    "cycle", "run one improvement cycle now: curate, train, validate, start a canary", _cycle_args
+)
 def cmd_cycle(cfg: Config, args: argparse.Namespace) -> int:
     from training.loop.cycle import run_cycle
 
@@ -116,6 +141,7 @@ def cmd_cycle(cfg: Config, args: argparse.Namespace) -> int:
 
 # ---- rollout ---------------------------------------------------------------------------------
 
+
 def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["status", "pause", "resume", "promote", "abort"])
     p.add_argument("--reason", help="why (recorded in the audit log)")
@@ -123,18 +149,24 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
 
 def _print_status(overview: dict[str, Any]) -> None:
     active = overview.get("active_rollout")
-    print(f"production: v{overview['production_version']}"
-          f"{' (the bare base model)' if not overview['production_version'] else ''}")
+    print(
+        f"production: v{overview['production_version']}"
+        f"{' (the bare base model)' if not overview['production_version'] else ''}"
+    )
     if not active:
         print("no canary rollout is running")
         return
     r, d = active["rollout"], active["decision"]
     s = d["statistics"]
-    print(f"canary v{r['adapter_version']}: {r['status']}, step {r['step_index'] + 1} of "
-          f"{len(r['steps'])} ({100 * r['steps'][r['step_index']]:g}% of new conversations)")
-    print(f"  👍 canary {s.get('canary_up')}/{s.get('canary_ratings')}, production "
-          f"{s.get('production_up')}/{s.get('production_ratings')}; "
-          f"P(not worse by > margin) = {s.get('p_non_inferior', 0):.3f}")
+    print(
+        f"canary v{r['adapter_version']}: {r['status']}, step {r['step_index'] + 1} of "
+        f"{len(r['steps'])} ({100 * r['steps'][r['step_index']]:g}% of new conversations)"
+    )
+    print(
+        f"  👍 canary {s.get('canary_up')}/{s.get('canary_ratings')}, production "
+        f"{s.get('production_up')}/{s.get('production_ratings')}; "
+        f"P(not worse by > margin) = {s.get('p_non_inferior', 0):.3f}"
+    )
     print(f"  rule says: {d['action']} - {d['reason']}")
 
 

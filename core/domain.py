@@ -11,8 +11,9 @@ Arm = Literal["production", "canary", "base"]
 """Which adapter answered a turn: production, the canary, or the bare base (pinned by API)."""
 RoutedArm = Literal["production", "canary"]
 """The arms the canary split routes conversations to."""
-FeedbackReason = Literal["wrong", "not_helpful", "too_long", "ignored_instructions", "unsafe",
-                         "other"]
+FeedbackReason = Literal[
+    "wrong", "not_helpful", "too_long", "ignored_instructions", "unsafe", "other"
+]
 """Why a user gave 👎 (chips beside the comment); several may apply to one vote."""
 PreferenceChoice = Literal["original", "retry"]
 """Which of two answers to the same question the user preferred after a retry."""
@@ -103,6 +104,7 @@ class RatedTurn:
 
 # ---- logs ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Conversation:
     """A user's conversation, with the arm/adapter it was routed to (sticky canary share)."""
@@ -145,8 +147,9 @@ class Turn:
 
 # ---- registry --------------------------------------------------------------------------------
 
-AdapterStatus = Literal["training", "candidate", "rejected", "canary", "production",
-                        "rolled_back", "retired", "failed"]
+AdapterStatus = Literal[
+    "training", "candidate", "rejected", "canary", "production", "rolled_back", "retired", "failed"
+]
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class Event:
 
 
 # ---- datasets, rollouts, cycles --------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -253,6 +257,7 @@ class Cycle:
 
 # ---- query results ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RatingCount:
     """Votes in a window for one group (a field is None when the query did not group by it)."""
@@ -314,6 +319,7 @@ class Lineage:
 
 
 # ---- export and deletion ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExportReport:

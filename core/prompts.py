@@ -15,15 +15,20 @@ from errors import InputError
 
 PROMPT_FORMAT_VERSION = 1
 
-SYSTEM_PROMPT = ("You are a helpful assistant. Answer the question clearly and briefly.")
+SYSTEM_PROMPT = "You are a helpful assistant. Answer the question clearly and briefly."
 SYSTEM_WITH_PASSAGES = (
     "You are a helpful assistant. Answer the question clearly and briefly, using the numbered "
-    "passages below when they help, and cite them like [1].\n\nPassages:\n{passages}")
+    "passages below when they help, and cite them like [1].\n\nPassages:\n{passages}"
+)
 
 
 class PassageLike(Protocol):
-    source: str
-    text: str
+    """A retrieved passage as the prompt cites it (core.domain.ServedPassage)."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def text(self) -> str: ...
 
 
 class ChatTokenizer(Protocol):
@@ -31,8 +36,9 @@ class ChatTokenizer(Protocol):
 
     eos_token: str | None
 
-    def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: object
-                            ) -> object: ...
+    def apply_chat_template(
+        self, conversation: list[dict[str, str]], **kwargs: object
+    ) -> object: ...
 
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
 
@@ -51,33 +57,42 @@ class EncodedPrompt:
 
 def format_passages(passages: Sequence[PassageLike]) -> str:
     """Number the passages the way answers cite them: [1], [2], ..."""
-    return "\n".join(f"[{i}] ({p.source}) {' '.join(p.text.split())}"
-                     for i, p in enumerate(passages, start=1))
+    return "\n".join(
+        f"[{i}] ({p.source}) {' '.join(p.text.split())}" for i, p in enumerate(passages, start=1)
+    )
 
 
-def build_messages(question: str, history: Sequence[tuple[str, str]] = (),
-                   passages: Sequence[PassageLike] = ()) -> list[Message]:
+def build_messages(
+    question: str, history: Sequence[tuple[str, str]] = (), passages: Sequence[PassageLike] = ()
+) -> list[Message]:
     """Chat messages for one turn: system (with numbered passages), earlier (question, answer)
     pairs oldest first, then the new question."""
-    system = (SYSTEM_WITH_PASSAGES.format(passages=format_passages(passages)) if passages
-              else SYSTEM_PROMPT)
+    system = (
+        SYSTEM_WITH_PASSAGES.format(passages=format_passages(passages))
+        if passages
+        else SYSTEM_PROMPT
+    )
     messages: list[Message] = [{"role": "system", "content": system}]
     for user_text, answer in history:
-        messages += [{"role": "user", "content": user_text},
-                     {"role": "assistant", "content": answer}]
+        messages += [
+            {"role": "user", "content": user_text},
+            {"role": "assistant", "content": answer},
+        ]
     messages.append({"role": "user", "content": question})
     return messages
 
 
 def _ids(tokenizer: ChatTokenizer, messages: list[Message], generation_prompt: bool) -> list[int]:
-    out: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt,
-                                             tokenize=True)
+    out: Any = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=generation_prompt, tokenize=True
+    )
     ids: Any = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
     return [int(i) for i in ids]
 
 
-def encode_prompt(tokenizer: ChatTokenizer, messages: list[Message], *, context_window: int,
-                  max_new_tokens: int) -> EncodedPrompt:
+def encode_prompt(
+    tokenizer: ChatTokenizer, messages: list[Message], *, context_window: int, max_new_tokens: int
+) -> EncodedPrompt:
     """Token ids of the prompt, ending in the assistant header.
 
     Truncation policy: while the prompt plus `max_new_tokens` exceeds the context window, the
@@ -101,7 +116,8 @@ def encode_prompt(tokenizer: ChatTokenizer, messages: list[Message], *, context_
         raise InputError(
             f"the message is too long for the model: the prompt needs {len(ids)} tokens but "
             f"only {budget} fit (context window {context_window} minus {max_new_tokens} for "
-            "the answer); shorten the message")
+            "the answer); shorten the message"
+        )
 
 
 @dataclass(frozen=True)
@@ -113,8 +129,9 @@ class EncodedExample:
     prompt_tokens: int
 
 
-def encode_example(tokenizer: ChatTokenizer, messages: list[Message], target: str, *,
-                   max_tokens: int) -> EncodedExample:
+def encode_example(
+    tokenizer: ChatTokenizer, messages: list[Message], target: str, *, max_tokens: int
+) -> EncodedExample:
     """Encode served `messages` plus the `target` answer for training, loss on the answer only.
 
     The answer tokens are exactly what the chat template appends after the generation prompt
@@ -122,22 +139,26 @@ def encode_example(tokenizer: ChatTokenizer, messages: list[Message], target: st
     Over-long examples lose the oldest history first, then their prompt head; the target is kept.
     """
     prompt = _ids(tokenizer, messages, generation_prompt=True)
-    full = _ids(tokenizer, messages + [{"role": "assistant", "content": target}],
-                generation_prompt=False)
-    if full[:len(prompt)] != prompt:
-        raise InputError("the chat template does not extend the prompt with the answer; "
-                         "this tokenizer cannot be used for training")
-    answer = full[len(prompt):]
+    full = _ids(
+        tokenizer, messages + [{"role": "assistant", "content": target}], generation_prompt=False
+    )
+    if full[: len(prompt)] != prompt:
+        raise InputError(
+            "the chat template does not extend the prompt with the answer; "
+            "this tokenizer cannot be used for training"
+        )
+    answer = full[len(prompt) :]
     # The template may add a newline after the end token; it is not part of the answer.
     eos_ids = tokenizer.encode(tokenizer.eos_token or "", add_special_tokens=False)
     if eos_ids and eos_ids[-1] in answer:
-        answer = answer[:answer.index(eos_ids[-1]) + 1]
-    answer = answer[:max_tokens - 1]
+        answer = answer[: answer.index(eos_ids[-1]) + 1]
+    answer = answer[: max_tokens - 1]
     try:
-        prompt = encode_prompt(tokenizer, messages, context_window=max_tokens,
-                               max_new_tokens=len(answer)).input_ids
+        prompt = encode_prompt(
+            tokenizer, messages, context_window=max_tokens, max_new_tokens=len(answer)
+        ).input_ids
     except InputError:
-        prompt = prompt[-(max_tokens - len(answer)):]
+        prompt = prompt[-(max_tokens - len(answer)) :]
     return EncodedExample(prompt + answer, [-100] * len(prompt) + answer, len(prompt))
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import duckdb
 
 from errors import StoreError
-from store.db import Cursor, Database, lock_path
+from store.db import Cursor, Database, lock_path, one_row
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,21 @@ def rewrite_tables(cur: Cursor, tables: list[str]) -> None:
     keys and defaults stay as they were. Call inside the write transaction that deleted the
     rows. Names come from the caller's fixed list of table names, never from user text."""
     for table in tables:
-        (ddl,) = cur.execute("SELECT sql FROM duckdb_tables() WHERE table_name = ? AND "
-                             "schema_name = 'main' AND database_name = current_database()",
-                             [table]).fetchone()
-        indexes = [r[0] for r in cur.execute(
-            "SELECT sql FROM duckdb_indexes() WHERE table_name = ? AND schema_name = 'main' "
-            "AND database_name = current_database() AND sql IS NOT NULL", [table]).fetchall()]
+        (ddl,) = one_row(
+            cur.execute(
+                "SELECT sql FROM duckdb_tables() WHERE table_name = ? AND "
+                "schema_name = 'main' AND database_name = current_database()",
+                [table],
+            )
+        )
+        indexes = [
+            r[0]
+            for r in cur.execute(
+                "SELECT sql FROM duckdb_indexes() WHERE table_name = ? AND schema_name = 'main' "
+                "AND database_name = current_database() AND sql IS NOT NULL",
+                [table],
+            ).fetchall()
+        ]
         cur.execute(f"CREATE OR REPLACE TEMP TABLE compact_keep AS SELECT * FROM {table}")
         cur.execute(f"DROP TABLE {table}")
         cur.execute(ddl)
@@ -82,9 +91,12 @@ def _checkpoint(db: Database, attempts: int = 50) -> None:
 
 def _free_blocks(db: Database) -> tuple[int, int]:
     with db.reader() as cur:
-        free, size = cur.execute(
-            "SELECT free_blocks, block_size FROM pragma_database_size() "
-            "WHERE database_name = current_database()").fetchone()
+        free, size = one_row(
+            cur.execute(
+                "SELECT free_blocks, block_size FROM pragma_database_size() "
+                "WHERE database_name = current_database()"
+            )
+        )
     return int(free), int(size)
 
 
@@ -99,8 +111,9 @@ def overwrite_free_blocks(db: Database) -> bool:
 
         def fill(cur: Cursor, rows: int = rows) -> None:
             cur.execute("CREATE TABLE IF NOT EXISTS compact_fill (filler VARCHAR)")
-            cur.execute("INSERT INTO compact_fill SELECT md5(random()::VARCHAR) "
-                        "FROM range(?)", [rows])
+            cur.execute(
+                "INSERT INTO compact_fill SELECT md5(random()::VARCHAR) FROM range(?)", [rows]
+            )
 
         db.write(fill)
         _checkpoint(db)
@@ -123,7 +136,7 @@ def rebuild_file(db: Database) -> bool:
         leftover.unlink(missing_ok=True)
     _checkpoint(db)
     with db.reader() as cur:
-        (name,) = cur.execute("SELECT current_database()").fetchone()
+        (name,) = one_row(cur.execute("SELECT current_database()"))
         quoted = str(fresh).replace("'", "''")  # our own path (never user text), quoted
         cur.execute(f"ATTACH '{quoted}' AS compact_fresh")
         try:
@@ -152,8 +165,10 @@ def rebuild_file(db: Database) -> bool:
         finally:
             os.close(dir_fd)
     except OSError as exc:
-        raise StoreError(f"cannot replace the database file {path} by its rebuilt copy: "
-                         f"{exc}; the old file is intact") from None
+        raise StoreError(
+            f"cannot replace the database file {path} by its rebuilt copy: "
+            f"{exc}; the old file is intact"
+        ) from None
     finally:
         os.close(fd)  # releases the flock
     return True

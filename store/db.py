@@ -84,8 +84,7 @@ class Database:
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
-        self._writer = threading.Thread(target=self._write_loop, name="duckdb-writer",
-                                        daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name="duckdb-writer", daemon=True)
         self._wcur = conn.cursor()
         self._writer.start()
 
@@ -103,8 +102,9 @@ class Database:
         job = _Job(fn)
         with self._close_lock:  # a job queued before close's stop marker is always run
             if self._closed:
-                raise StoreError(f"database {self.path} is closed: open it again with "
-                                 "open_database")
+                raise StoreError(
+                    f"database {self.path} is closed: open it again with open_database"
+                )
             self._queue.put(job)
         job.done.wait()
         if job.error is not None:
@@ -149,9 +149,11 @@ class Database:
                 job.error = exc
             except duckdb.Error as exc:
                 self._rollback()
-                job.error = StoreError(f"database write failed and was rolled back: {exc}. "
-                                       "Nothing was saved; retry, and check the disk if it "
-                                       "persists")
+                job.error = StoreError(
+                    f"database write failed and was rolled back: {exc}. "
+                    "Nothing was saved; retry, and check the disk if it "
+                    "persists"
+                )
             except BaseException as exc:  # a bug: hand the real exception to the caller
                 self._rollback()
                 job.error = exc
@@ -204,8 +206,10 @@ class Database:
 
 def _holder_message(path: Path, pid: str | None) -> str:
     who = f"process {pid}" if pid else "another process"
-    return (f"the database {path} is in use by {who}: only one process may write it. Stop the "
-            "server (or that process) first, or use the server's admin API while it runs")
+    return (
+        f"the database {path} is in use by {who}: only one process may write it. Stop the "
+        "server (or that process) first, or use the server's admin API while it runs"
+    )
 
 
 def _take_lock(path: Path) -> int:
@@ -244,8 +248,10 @@ def open_database(path: Path) -> Database:
         match = re.search(r"PID (\d+)", str(exc))
         if "lock" in str(exc).lower():
             raise StoreError(_holder_message(path, match.group(1) if match else None)) from None
-        raise StoreError(f"cannot open the database {path}: {exc}. If the file is damaged, "
-                         "restore it from a backup or move it aside") from None
+        raise StoreError(
+            f"cannot open the database {path}: {exc}. If the file is damaged, "
+            "restore it from a backup or move it aside"
+        ) from None
     try:
         apply_migrations(conn)
     except BaseException:

@@ -74,8 +74,9 @@ def _jsonl_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def export_conversations(db: Database, out_dir: Path, user_id: str | None = None, *,
-                         actor: str = "operator") -> ExportReport:
+def export_conversations(
+    db: Database, out_dir: Path, user_id: str | None = None, *, actor: str = "operator"
+) -> ExportReport:
     """Write every conversation (or one user's) with turns and feedback to
     `out_dir/conversations.parquet` and `out_dir/conversations.jsonl` (replaced atomically),
     and record the files in the audit log (never the user id: see `forget_in_exports`)."""
@@ -103,10 +104,21 @@ def export_conversations(db: Database, out_dir: Path, user_id: str | None = None
     except OSError as exc:
         raise StoreError(f"cannot write the export to {out_dir}: {exc}") from None
     files = [str(parquet_path.resolve()), str(jsonl_path.resolve())]
-    db.write(lambda cur: insert_event(cur, actor, EXPORT_ACTION, str(out_dir.resolve())[-200:],
-                                      {"files": files, "conversations": len(rows)}))
-    return ExportReport(files=[str(parquet_path), str(jsonl_path)], conversations=len(rows),
-                        turns=turns, votes=votes)
+    db.write(
+        lambda cur: insert_event(
+            cur,
+            actor,
+            EXPORT_ACTION,
+            str(out_dir.resolve())[-200:],
+            {"files": files, "conversations": len(rows)},
+        )
+    )
+    return ExportReport(
+        files=[str(parquet_path), str(jsonl_path)],
+        conversations=len(rows),
+        turns=turns,
+        votes=votes,
+    )
 
 
 def export_user(db: Database, user_id: str) -> dict[str, Any]:
@@ -122,13 +134,28 @@ def export_user(db: Database, user_id: str) -> dict[str, Any]:
         report = export_conversations(db, Path(tmp), user_id)
         with (Path(tmp) / JSONL_NAME).open(encoding="utf-8") as f:
             conversations = [json.loads(line) for line in f if line.strip()]
-    preferences = [{k: (_json_default(v) if isinstance(v, datetime) else v)
-                    for k, v in dataclasses.asdict(p).items() if k != "messages"}
-                   for p in user_preferences(db, user_id)]
-    return {"user_id": user_id, "exported_at": _json_default(datetime.now(UTC)),
-            "conversations": conversations, "preferences": preferences,
-            "counts": {"conversations": report.conversations, "turns": report.turns,
-                       "votes": report.votes, "preferences": len(preferences)}}
+    preferences = [
+        {
+            k: (_json_default(v) if isinstance(v, datetime) else v)
+            for k, v in dataclasses.asdict(p).items()
+            if k != "messages"
+        }
+        for p in user_preferences(db, user_id)
+    ]
+    return {
+        "user_id": user_id,
+        "exported_at": _json_default(datetime.now(UTC)),
+        "conversations": conversations,
+        "preferences": preferences,
+        "counts": {
+            "conversations": report.conversations,
+            "turns": report.turns,
+            "votes": report.votes,
+            "preferences": len(preferences),
+        },
+    }
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     tmp = path.with_name(path.name + ".forget-tmp")
     write(tmp)
@@ -186,11 +213,16 @@ def forget_in_exports(db: Database, user_id: str) -> list[str]:
         if not path.is_file():
             continue
         try:
-            changed = (_forget_in_parquet(path, user_id) if path.suffix == ".parquet"
-                       else _forget_in_jsonl(path, user_id))
+            changed = (
+                _forget_in_parquet(path, user_id)
+                if path.suffix == ".parquet"
+                else _forget_in_jsonl(path, user_id)
+            )
         except (OSError, ValueError) as exc:  # pyarrow's errors are ValueError/OSError
-            raise StoreError(f"cannot remove the user from export file {path}: {exc}; fix or "
-                             "delete it, then run forget again") from None
+            raise StoreError(
+                f"cannot remove the user from export file {path}: {exc}; fix or "
+                "delete it, then run forget again"
+            ) from None
         if changed:
             rewritten.append(str(path))
     return rewritten

@@ -56,8 +56,9 @@ def scrub_file(path: Path, turn_ids: set[str], *, dry_run: bool = False) -> int:
     except FileNotFoundError:
         return 0
     except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"cannot read dataset file {path}: {exc}; fix or delete it, then run "
-                         "forget again") from None
+        raise StoreError(
+            f"cannot read dataset file {path}: {exc}; fix or delete it, then run forget again"
+        ) from None
     kept = [line for line in lines if not _line_turns(line) & turn_ids]
     removed = len(lines) - len(kept)
     if removed and not dry_run:
@@ -81,14 +82,14 @@ def refresh_manifest(folder: Path) -> None:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return  # no manifest to keep in step
-    counts = {split: dict.fromkeys(labels, 0)
-              for split, labels in (manifest.get("counts") or {}).items()}
+    counts = {
+        split: dict.fromkeys(labels, 0) for split, labels in (manifest.get("counts") or {}).items()
+    }
     for split in SPLITS:
         path = folder / f"{split}.jsonl"
         if not path.is_file():
             continue
-        manifest.setdefault("sha256", {})[path.name] = hashlib.sha256(
-            path.read_bytes()).hexdigest()
+        manifest.setdefault("sha256", {})[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
         for line in path.read_text(encoding="utf-8").splitlines():
             label = json.loads(line).get("label") if line.strip() else None
             if label is not None:
@@ -100,8 +101,9 @@ def refresh_manifest(folder: Path) -> None:
     os.replace(tmp, manifest_path)
 
 
-def _scrub_datasets(db: Database, turn_ids: set[str], data_dir: Path, include_trained: bool
-                    ) -> tuple[list[str], list[str], int]:
+def _scrub_datasets(
+    db: Database, turn_ids: set[str], data_dir: Path, include_trained: bool
+) -> tuple[list[str], list[str], int]:
     """Remove the examples of `turn_ids` from dataset folders not trained on (all with
     include_trained): (files rewritten, trained datasets that keep them, lines removed)."""
     trained = trained_dataset_ids(db)
@@ -127,18 +129,28 @@ def _scrub_datasets(db: Database, turn_ids: set[str], data_dir: Path, include_tr
 
 def _user_turn_ids(db: Database, user_id: str) -> set[str]:
     with db.reader() as cur:
-        return {r[0] for r in cur.execute(
-            "SELECT id FROM turns WHERE user_id = ? UNION "
-            "SELECT t.id FROM turns t JOIN conversations c ON c.id = t.conversation_id "
-            "WHERE c.user_id = ? UNION SELECT turn_id FROM feedback WHERE user_id = ?",
-            [user_id, user_id, user_id]).fetchall()}
+        return {
+            r[0]
+            for r in cur.execute(
+                "SELECT id FROM turns WHERE user_id = ? UNION "
+                "SELECT t.id FROM turns t JOIN conversations c ON c.id = t.conversation_id "
+                "WHERE c.user_id = ? UNION SELECT turn_id FROM feedback WHERE user_id = ?",
+                [user_id, user_id, user_id],
+            ).fetchall()
+        }
 
 
 # What the report calls each count -> the table it deletes from.
-_TABLES = {"dataset_examples": "dataset_examples", "vote_history": "feedback_history",
-           "votes": "feedback", "turns": "turns", "conversations": "conversations",
-           "vote_origins": "vote_origins", "preferences": "preferences",
-           "vote_exclusions": "feedback_exclusions"}
+_TABLES = {
+    "dataset_examples": "dataset_examples",
+    "vote_history": "feedback_history",
+    "votes": "feedback",
+    "turns": "turns",
+    "conversations": "conversations",
+    "vote_origins": "vote_origins",
+    "preferences": "preferences",
+    "vote_exclusions": "feedback_exclusions",
+}
 
 
 def _datasets_with(db: Database, turn_ids: set[str]) -> set[str]:
@@ -146,9 +158,13 @@ def _datasets_with(db: Database, turn_ids: set[str]) -> set[str]:
     if not turn_ids:
         return set()
     with db.reader() as cur:
-        return {r[0] for r in cur.execute(
-            "SELECT DISTINCT dataset_id FROM dataset_examples WHERE list_contains(?, turn_id)",
-            [sorted(turn_ids)]).fetchall()}
+        return {
+            r[0]
+            for r in cur.execute(
+                "SELECT DISTINCT dataset_id FROM dataset_examples WHERE list_contains(?, turn_id)",
+                [sorted(turn_ids)],
+            ).fetchall()
+        }
 
 
 def adapters_trained_on(db: Database, dataset_ids: set[str]) -> list[int]:
@@ -169,16 +185,24 @@ def retrain_hint(db: Database, versions: list[int]) -> str:
         return ""
     status = {a.version: a.status for a in list_adapters(db)}
     named = ", ".join(f"v{v} ({status.get(v, 'unknown')})" for v in versions)
-    return (f"adapter versions {named} were trained on this user's data, and their weights "
-            "still hold what they learnt. To retrain without it: run forget again with "
-            "--include-trained (scrubs the user from those datasets), then train a new adapter "
-            "from the base model (training.start_from = \"base\", `main.py cycle --force`, or "
-            "`main.py train --dataset <scrubbed dataset>`), and roll back or retire the listed "
-            "versions once the new one is promoted")
+    return (
+        f"adapter versions {named} were trained on this user's data, and their weights "
+        "still hold what they learnt. To retrain without it: run forget again with "
+        "--include-trained (scrubs the user from those datasets), then train a new adapter "
+        'from the base model (training.start_from = "base", `main.py cycle --force`, or '
+        "`main.py train --dataset <scrubbed dataset>`), and roll back or retire the listed "
+        "versions once the new one is promoted"
+    )
 
 
-def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: bool = False,
-                actor: str = "operator") -> ForgetReport:
+def forget_user(
+    db: Database,
+    user_id: str,
+    data_dir: Path,
+    *,
+    include_trained: bool = False,
+    actor: str = "operator",
+) -> ForgetReport:
     """Delete a user's conversations, turns, votes (and vote history), dataset example rows,
     and their examples in dataset folders under `data_dir/datasets` not yet trained on.
 
@@ -203,51 +227,97 @@ def forget_user(db: Database, user_id: str, data_dir: Path, *, include_trained: 
             cur.executemany("INSERT INTO forget_turns VALUES (?)", [[t] for t in sorted(turn_ids)])
         counts = {}
         for name, sql, params in (
-            ("preferences", "DELETE FROM preferences WHERE user_id = ? OR retry_turn_id IN "
-             "(SELECT id FROM forget_turns) OR original_turn_id IN "
-             "(SELECT id FROM forget_turns)", [user_id]),
-            ("dataset_examples", "DELETE FROM dataset_examples WHERE turn_id IN "
-             "(SELECT id FROM forget_turns)", []),
-            ("vote_history", "DELETE FROM feedback_history WHERE user_id = ? OR turn_id IN "
-             "(SELECT id FROM forget_turns)", [user_id]),
-            ("vote_exclusions", "DELETE FROM feedback_exclusions WHERE user_id = ? OR "
-             "turn_id IN (SELECT id FROM forget_turns)", [user_id]),
-            ("votes", "DELETE FROM feedback WHERE user_id = ? OR turn_id IN "
-             "(SELECT id FROM forget_turns)", [user_id]),
+            (
+                "preferences",
+                "DELETE FROM preferences WHERE user_id = ? OR retry_turn_id IN "
+                "(SELECT id FROM forget_turns) OR original_turn_id IN "
+                "(SELECT id FROM forget_turns)",
+                [user_id],
+            ),
+            (
+                "dataset_examples",
+                "DELETE FROM dataset_examples WHERE turn_id IN (SELECT id FROM forget_turns)",
+                [],
+            ),
+            (
+                "vote_history",
+                "DELETE FROM feedback_history WHERE user_id = ? OR turn_id IN "
+                "(SELECT id FROM forget_turns)",
+                [user_id],
+            ),
+            (
+                "vote_exclusions",
+                "DELETE FROM feedback_exclusions WHERE user_id = ? OR "
+                "turn_id IN (SELECT id FROM forget_turns)",
+                [user_id],
+            ),
+            (
+                "votes",
+                "DELETE FROM feedback WHERE user_id = ? OR turn_id IN "
+                "(SELECT id FROM forget_turns)",
+                [user_id],
+            ),
             ("turns", "DELETE FROM turns WHERE id IN (SELECT id FROM forget_turns)", []),
             ("conversations", "DELETE FROM conversations WHERE user_id = ?", [user_id]),
-            ("vote_origins", "DELETE FROM vote_origins WHERE user_id = ? OR turn_id IN "
-             "(SELECT id FROM forget_turns)", [user_id]),
+            (
+                "vote_origins",
+                "DELETE FROM vote_origins WHERE user_id = ? OR turn_id IN "
+                "(SELECT id FROM forget_turns)",
+                [user_id],
+            ),
         ):
             counts[name] = one_row(cur.execute(sql, params))[0]
         cur.execute("DROP TABLE forget_turns")
         # Table names from the fixed map above: the rows' bytes must not stay in the file.
         rewrite_tables(cur, [_TABLES[name] for name, n in counts.items() if n])
-        insert_event(cur, actor, "user.forget", f"user:{digest}",
-                     {**counts, "dataset_files_rewritten": rewritten,
-                      "dataset_lines_removed": lines_removed, "trained_datasets_kept": kept,
-                      "adapters_trained_on": adapters, "export_files_rewritten": exports})
+        insert_event(
+            cur,
+            actor,
+            "user.forget",
+            f"user:{digest}",
+            {
+                **counts,
+                "dataset_files_rewritten": rewritten,
+                "dataset_lines_removed": lines_removed,
+                "trained_datasets_kept": kept,
+                "adapters_trained_on": adapters,
+                "export_files_rewritten": exports,
+            },
+        )
         return counts
 
     counts = db.write(run)
     compacted = overwrite_free_blocks(db) if any(counts.values()) else True
     if kept:
-        log.warning("user %s still appears in trained datasets %s (include_trained=True "
-                    "scrubs their files)", digest, ", ".join(kept))
+        log.warning(
+            "user %s still appears in trained datasets %s (include_trained=True "
+            "scrubs their files)",
+            digest,
+            ", ".join(kept),
+        )
     if adapters:
         log.warning("user %s: %s", digest, hint)
-    return ForgetReport(user_hash=digest, conversations=counts["conversations"],
-                        turns=counts["turns"], votes=counts["votes"],
-                        vote_history=counts["vote_history"],
-                        dataset_examples=counts["dataset_examples"],
-                        dataset_files_rewritten=rewritten, dataset_lines_removed=lines_removed,
-                        trained_datasets_kept=kept, preferences=counts["preferences"],
-                        adapters_trained_on=adapters, retrain_hint=hint,
-                        export_files_rewritten=exports, database_compacted=compacted)
+    return ForgetReport(
+        user_hash=digest,
+        conversations=counts["conversations"],
+        turns=counts["turns"],
+        votes=counts["votes"],
+        vote_history=counts["vote_history"],
+        dataset_examples=counts["dataset_examples"],
+        dataset_files_rewritten=rewritten,
+        dataset_lines_removed=lines_removed,
+        trained_datasets_kept=kept,
+        preferences=counts["preferences"],
+        adapters_trained_on=adapters,
+        retrain_hint=hint,
+        export_files_rewritten=exports,
+        database_compacted=compacted,
+    )
 
 
-def forget_conversation(db: Database, user_id: str, conversation_id: str, data_dir: Path, *,
-                        actor: str = "user") -> ForgetReport:
+def forget_conversation(
+    db: Database, user_id: str, conversation_id: str, data_dir: Path, *, actor: str = "user"
+) -> ForgetReport:
     """Delete one of the user's conversations the way `forget_user` deletes a user: its turns,
     the votes and vote history on them, the preferences between them, their dataset rows and
     their examples in dataset folders not yet trained on. NotFoundError when the conversation
@@ -256,12 +326,23 @@ def forget_conversation(db: Database, user_id: str, conversation_id: str, data_d
     conversation_id = check_id("conversation_id", conversation_id)
     digest = user_hash(user_id)
     with db.reader() as cur:
-        if cur.execute("SELECT 1 FROM conversations WHERE id = ? AND user_id = ?",
-                       [conversation_id, user_id]).fetchone() is None:
-            raise NotFoundError(f"conversation {conversation_id!r} was not found for this "
-                                "user: pick one from your list")
-        turn_ids = {r[0] for r in cur.execute(
-            "SELECT id FROM turns WHERE conversation_id = ?", [conversation_id]).fetchall()}
+        if (
+            cur.execute(
+                "SELECT 1 FROM conversations WHERE id = ? AND user_id = ?",
+                [conversation_id, user_id],
+            ).fetchone()
+            is None
+        ):
+            raise NotFoundError(
+                f"conversation {conversation_id!r} was not found for this "
+                "user: pick one from your list"
+            )
+        turn_ids = {
+            r[0]
+            for r in cur.execute(
+                "SELECT id FROM turns WHERE conversation_id = ?", [conversation_id]
+            ).fetchall()
+        }
     rewritten, kept, lines_removed = _scrub_datasets(db, turn_ids, data_dir, False)
 
     def run(cur: Cursor) -> dict[str, int]:
@@ -270,37 +351,71 @@ def forget_conversation(db: Database, user_id: str, conversation_id: str, data_d
             cur.executemany("INSERT INTO forget_turns VALUES (?)", [[t] for t in sorted(turn_ids)])
         counts = {}
         for name, sql, params in (
-            ("preferences", "DELETE FROM preferences WHERE conversation_id = ? OR retry_turn_id "
-             "IN (SELECT id FROM forget_turns) OR original_turn_id IN "
-             "(SELECT id FROM forget_turns)", [conversation_id]),
-            ("dataset_examples", "DELETE FROM dataset_examples WHERE turn_id IN "
-             "(SELECT id FROM forget_turns)", []),
-            ("vote_history", "DELETE FROM feedback_history WHERE turn_id IN "
-             "(SELECT id FROM forget_turns)", []),
+            (
+                "preferences",
+                "DELETE FROM preferences WHERE conversation_id = ? OR retry_turn_id "
+                "IN (SELECT id FROM forget_turns) OR original_turn_id IN "
+                "(SELECT id FROM forget_turns)",
+                [conversation_id],
+            ),
+            (
+                "dataset_examples",
+                "DELETE FROM dataset_examples WHERE turn_id IN (SELECT id FROM forget_turns)",
+                [],
+            ),
+            (
+                "vote_history",
+                "DELETE FROM feedback_history WHERE turn_id IN (SELECT id FROM forget_turns)",
+                [],
+            ),
             ("votes", "DELETE FROM feedback WHERE turn_id IN (SELECT id FROM forget_turns)", []),
             ("turns", "DELETE FROM turns WHERE id IN (SELECT id FROM forget_turns)", []),
-            ("conversations", "DELETE FROM conversations WHERE id = ? AND user_id = ?",
-             [conversation_id, user_id]),
-            ("vote_origins", "DELETE FROM vote_origins WHERE turn_id IN "
-             "(SELECT id FROM forget_turns)", []),
-            ("vote_exclusions", "DELETE FROM feedback_exclusions WHERE turn_id IN "
-             "(SELECT id FROM forget_turns)", []),
+            (
+                "conversations",
+                "DELETE FROM conversations WHERE id = ? AND user_id = ?",
+                [conversation_id, user_id],
+            ),
+            (
+                "vote_origins",
+                "DELETE FROM vote_origins WHERE turn_id IN (SELECT id FROM forget_turns)",
+                [],
+            ),
+            (
+                "vote_exclusions",
+                "DELETE FROM feedback_exclusions WHERE turn_id IN (SELECT id FROM forget_turns)",
+                [],
+            ),
         ):
             counts[name] = one_row(cur.execute(sql, params))[0]
         cur.execute("DROP TABLE forget_turns")
         # As for a whole user: the deleted rows' bytes must not stay in the file.
         rewrite_tables(cur, [_TABLES[name] for name, n in counts.items() if n])
-        insert_event(cur, actor, "conversation.forget", f"user:{digest}",
-                     {**counts, "dataset_files_rewritten": rewritten,
-                      "dataset_lines_removed": lines_removed, "trained_datasets_kept": kept})
+        insert_event(
+            cur,
+            actor,
+            "conversation.forget",
+            f"user:{digest}",
+            {
+                **counts,
+                "dataset_files_rewritten": rewritten,
+                "dataset_lines_removed": lines_removed,
+                "trained_datasets_kept": kept,
+            },
+        )
         return counts
 
     counts = db.write(run)
     compacted = overwrite_free_blocks(db) if any(counts.values()) else True
-    return ForgetReport(user_hash=digest, conversations=counts["conversations"],
-                        turns=counts["turns"], votes=counts["votes"],
-                        vote_history=counts["vote_history"],
-                        dataset_examples=counts["dataset_examples"],
-                        dataset_files_rewritten=rewritten, dataset_lines_removed=lines_removed,
-                        trained_datasets_kept=kept, preferences=counts["preferences"],
-                        database_compacted=compacted)
+    return ForgetReport(
+        user_hash=digest,
+        conversations=counts["conversations"],
+        turns=counts["turns"],
+        votes=counts["votes"],
+        vote_history=counts["vote_history"],
+        dataset_examples=counts["dataset_examples"],
+        dataset_files_rewritten=rewritten,
+        dataset_lines_removed=lines_removed,
+        trained_datasets_kept=kept,
+        preferences=counts["preferences"],
+        database_compacted=compacted,
+    )

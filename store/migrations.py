@@ -55,8 +55,10 @@ def m001_logs_and_registry(cur: duckdb.DuckDBPyConnection) -> None:
             train_config JSON NOT NULL, metrics JSON NOT NULL,
             created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL)""")
     now = datetime.now(UTC).replace(tzinfo=None)
-    cur.execute("INSERT INTO adapters VALUES (0, NULL, NULL, 'production', NULL, NULL, '{}', "
-                "'{}', ?, ?)", [now, now])
+    cur.execute(
+        "INSERT INTO adapters VALUES (0, NULL, NULL, 'production', NULL, NULL, '{}', '{}', ?, ?)",
+        [now, now],
+    )
     cur.execute("CREATE SEQUENCE events_id")
     cur.execute("""
         CREATE TABLE events (
@@ -152,9 +154,11 @@ def apply_migrations(conn: duckdb.DuckDBPyConnection) -> list[str]:
         version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)""")
     done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations").fetchall()}
     if done and max(done) > len(MIGRATIONS):
-        raise StoreError(f"the database was migrated to schema {max(done)} by a newer version "
-                         f"of this product (this one knows {len(MIGRATIONS)}): upgrade the code "
-                         "or restore an older backup")
+        raise StoreError(
+            f"the database was migrated to schema {max(done)} by a newer version "
+            f"of this product (this one knows {len(MIGRATIONS)}): upgrade the code "
+            "or restore an older backup"
+        )
     applied = []
     for number, migration in enumerate(MIGRATIONS, start=1):
         if number in done:
@@ -162,18 +166,25 @@ def apply_migrations(conn: duckdb.DuckDBPyConnection) -> list[str]:
         try:
             conn.execute("BEGIN TRANSACTION")
             migration(conn)
-            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                         [number, migration.__name__, datetime.now(UTC).replace(tzinfo=None)])
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                [number, migration.__name__, datetime.now(UTC).replace(tzinfo=None)],
+            )
             conn.execute("COMMIT")
         except duckdb.Error as exc:
             conn.execute("ROLLBACK")
-            raise StoreError(f"schema migration {migration.__name__} failed and was rolled "
-                             f"back: {exc}") from None
+            raise StoreError(
+                f"schema migration {migration.__name__} failed and was rolled back: {exc}"
+            ) from None
         applied.append(migration.__name__)
     return applied
 
 
 def applied_migrations(conn: duckdb.DuckDBPyConnection) -> list[tuple[int, str, datetime]]:
     """The recorded migrations: (number, name, applied_at) in order."""
-    return [(n, name, at) for n, name, at in conn.execute(
-        "SELECT version, name, applied_at FROM schema_migrations ORDER BY version").fetchall()]
+    return [
+        (n, name, at)
+        for n, name, at in conn.execute(
+            "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+        ).fetchall()
+    ]

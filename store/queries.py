@@ -33,7 +33,8 @@ def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
     oldest first, each with every current vote from every voter (curation's input). Votes an
     operator excluded from training (store.review.set_excluded) are left out."""
     with db.reader() as cur:
-        rows = cur.execute("""
+        rows = cur.execute(
+            """
             WITH recent AS (
                 SELECT DISTINCT turn_id FROM feedback f
                 WHERE (?::TIMESTAMP IS NULL OR updated_at >= ?::TIMESTAMP)
@@ -42,11 +43,14 @@ def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
             SELECT t.id, t.conversation_id, t.user_id, t.question, t.answer, t.messages,
                    t.passages, t.adapter_version, t.arm, t.created_at
             FROM turns t SEMI JOIN recent r ON r.turn_id = t.id
-            ORDER BY t.created_at, t.id""", [to_db(since), to_db(since)]).fetchall()
+            ORDER BY t.created_at, t.id""",
+            [to_db(since), to_db(since)],
+        ).fetchall()
         votes: dict[str, list[Vote]] = defaultdict(list)
         # With each vote, what curation's trust rule reads: when the voter was first seen,
         # how many turns they had asked before the rated one, and the network it came from.
-        for v in cur.execute("""
+        for v in cur.execute(
+            """
                 WITH f AS (
                     SELECT f.* FROM feedback f SEMI JOIN (
                         SELECT DISTINCT turn_id FROM feedback
@@ -68,34 +72,63 @@ def rated_turns_since(db: Database, since: datetime | None) -> list[RatedTurn]:
                 LEFT JOIN vote_origins o ON o.turn_id = f.turn_id AND o.user_id = f.user_id
                 WHERE NOT EXISTS (SELECT 1 FROM feedback_exclusions x
                                   WHERE x.turn_id = f.turn_id AND x.user_id = f.user_id)
-                ORDER BY f.updated_at""", [to_db(since), to_db(since)]).fetchall():
+                ORDER BY f.updated_at""",
+            [to_db(since), to_db(since)],
+        ).fetchall():
             vote = vote_from_row(v[1:7])
-            votes[v[0]].append(Vote(vote.user_id, vote.rating, vote.comment, vote.correction,
-                                    vote.at, reasons=vote.reasons,
-                                    voter_since=aware(v[7]) if v[7] else None,
-                                    voter_turns_before=v[8], network=v[9]))
-    return [RatedTurn(turn_id=r[0], conversation_id=r[1], user_id=r[2], question=r[3],
-                      answer=r[4], messages=from_json(r[5], []),
-                      passages=passages_from_json(r[6]), adapter_version=r[7], arm=r[8],
-                      created_at=aware(r[9]), votes=votes.get(r[0], [])) for r in rows]
+            votes[v[0]].append(
+                Vote(
+                    vote.user_id,
+                    vote.rating,
+                    vote.comment,
+                    vote.correction,
+                    vote.at,
+                    reasons=vote.reasons,
+                    voter_since=aware(v[7]) if v[7] else None,
+                    voter_turns_before=v[8],
+                    network=v[9],
+                )
+            )
+    return [
+        RatedTurn(
+            turn_id=r[0],
+            conversation_id=r[1],
+            user_id=r[2],
+            question=r[3],
+            answer=r[4],
+            messages=from_json(r[5], []),
+            passages=passages_from_json(r[6]),
+            adapter_version=r[7],
+            arm=r[8],
+            created_at=aware(r[9]),
+            votes=votes.get(r[0], []),
+        )
+        for r in rows
+    ]
 
 
 def recent_corrections(db: Database, since: datetime) -> list[PastCorrection]:
     """Every current 👎 correction cast or changed at/after `since`, with the answer it
     corrects, oldest first (curation's campaign context across datasets)."""
     with db.reader() as cur:
-        rows = cur.execute("""
+        rows = cur.execute(
+            """
             SELECT f.turn_id, f.user_id, f.correction, t.answer
             FROM feedback f JOIN turns t ON t.id = f.turn_id
             WHERE f.rating = 'down' AND f.correction IS NOT NULL AND trim(f.correction) <> ''
               AND f.updated_at >= ?::TIMESTAMP
-            ORDER BY f.updated_at, f.turn_id""", [to_db(since)]).fetchall()
-    return [PastCorrection(turn_id=r[0], user_id=r[1], correction=r[2], answer=r[3])
-            for r in rows]
+            ORDER BY f.updated_at, f.turn_id""",
+            [to_db(since)],
+        ).fetchall()
+    return [PastCorrection(turn_id=r[0], user_id=r[1], correction=r[2], answer=r[3]) for r in rows]
 
 
-def rating_counts(db: Database, since: datetime | None = None, until: datetime | None = None,
-                  by: Sequence[str] = GROUPINGS) -> list[RatingCount]:
+def rating_counts(
+    db: Database,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    by: Sequence[str] = GROUPINGS,
+) -> list[RatingCount]:
     """👍/👎 counts of the current votes on answers given in [since, until), grouped by any of
     'adapter_version' and 'arm' (a field not grouped by is None in the result)."""
     by = tuple(by)
@@ -105,7 +138,8 @@ def rating_counts(db: Database, since: datetime | None = None, until: datetime |
     version_col = "t.adapter_version" if "adapter_version" in by else "NULL::INTEGER"
     arm_col = "t.arm" if "arm" in by else "NULL::VARCHAR"
     with db.reader() as cur:
-        rows = cur.execute(f"""
+        rows = cur.execute(
+            f"""
             SELECT {version_col} AS v, {arm_col} AS a,
                    count(*) FILTER (WHERE f.rating = 'up'),
                    count(*) FILTER (WHERE f.rating = 'down')
@@ -113,12 +147,18 @@ def rating_counts(db: Database, since: datetime | None = None, until: datetime |
             WHERE (?::TIMESTAMP IS NULL OR t.created_at >= ?::TIMESTAMP)
               AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
             GROUP BY ALL ORDER BY v NULLS FIRST, a NULLS FIRST""",
-                           [to_db(since), to_db(since), to_db(until), to_db(until)]).fetchall()
+            [to_db(since), to_db(since), to_db(until), to_db(until)],
+        ).fetchall()
     return [RatingCount(adapter_version=r[0], arm=r[1], up=r[2], down=r[3]) for r in rows]
 
 
-def arm_stats(db: Database, *, rollout_id: str | None = None, since: datetime | None = None,
-              until: datetime | None = None) -> dict[str, ArmStats]:
+def arm_stats(
+    db: Database,
+    *,
+    rollout_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, ArmStats]:
     """Per arm: turns, errors, empty answers, median latency, 👍 and 👎 — for turns of
     `rollout_id` and/or answered in [since, until).
 
@@ -140,35 +180,58 @@ def arm_stats(db: Database, *, rollout_id: str | None = None, since: datetime | 
           AND (?::TIMESTAMP IS NULL OR t.created_at < ?::TIMESTAMP)
           AND t.finish_reason <> 'pending'"""  # pending: still being answered, not empty
     with db.reader() as cur:
-        guard = cur.execute(f"""
+        guard = cur.execute(
+            f"""
             WITH served AS ({served})
             SELECT arm, count(*) FILTER (WHERE finish_reason <> 'cancelled'),
                    count(error) FILTER (WHERE finish_reason <> 'cancelled'),
                    count(*) FILTER (WHERE finish_reason <> 'cancelled' AND error IS NULL
                                     AND trim(answer) = ''),
                    median(latency_ms) FILTER (WHERE finish_reason <> 'cancelled')
-            FROM served GROUP BY arm ORDER BY arm""", params).fetchall()
-        votes = dict(((r[0], r[1]), r[2]) for r in cur.execute(f"""
+            FROM served GROUP BY arm ORDER BY arm""",
+            params,
+        ).fetchall()
+        votes = dict(
+            ((r[0], r[1]), r[2])
+            for r in cur.execute(
+                f"""
             WITH served AS ({served}),
             latest AS (
                 SELECT s.arm, f.rating, row_number() OVER (
                     PARTITION BY s.arm, f.user_id ORDER BY f.updated_at DESC, f.turn_id DESC) AS n
                 FROM feedback f JOIN served s ON s.id = f.turn_id)
             SELECT arm, rating, count(*) FROM latest WHERE n = 1 GROUP BY ALL""",
-                                                     params).fetchall())
-    return {r[0]: ArmStats(arm=r[0], turns=r[1], errors=r[2], empty_answers=r[3],
-                           median_latency_ms=r[4], up=votes.get((r[0], "up"), 0),
-                           down=votes.get((r[0], "down"), 0)) for r in guard}
+                params,
+            ).fetchall()
+        )
+    return {
+        r[0]: ArmStats(
+            arm=r[0],
+            turns=r[1],
+            errors=r[2],
+            empty_answers=r[3],
+            median_latency_ms=r[4],
+            up=votes.get((r[0], "up"), 0),
+            down=votes.get((r[0], "down"), 0),
+        )
+        for r in guard
+    }
 
 
-def rating_series(db: Database, *, bucket: str = "day", since: datetime | None = None,
-                  until: datetime | None = None) -> list[RatePoint]:
+def rating_series(
+    db: Database,
+    *,
+    bucket: str = "day",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[RatePoint]:
     """👍/👎 per adapter version per hour or day of the answer (the operator's plot), one vote
     per user per version per bucket (the user's latest), so one busy voter cannot move a
     version's rate."""
     check_choice("bucket", bucket, BUCKETS)
     with db.reader() as cur:
-        rows = cur.execute("""
+        rows = cur.execute(
+            """
             WITH v AS (
                 SELECT date_trunc(?, t.created_at) AS b, t.adapter_version AS version, f.rating,
                        row_number() OVER (PARTITION BY b, version, f.user_id
@@ -179,10 +242,9 @@ def rating_series(db: Database, *, bucket: str = "day", since: datetime | None =
             SELECT b, version, count(*) FILTER (WHERE rating = 'up'),
                    count(*) FILTER (WHERE rating = 'down')
             FROM v WHERE n = 1 GROUP BY ALL ORDER BY b, version""",
-                           [bucket, to_db(since), to_db(since), to_db(until),
-                            to_db(until)]).fetchall()
-    return [RatePoint(bucket=aware(r[0]), adapter_version=r[1], up=r[2], down=r[3])
-            for r in rows]
+            [bucket, to_db(since), to_db(since), to_db(until), to_db(until)],
+        ).fetchall()
+    return [RatePoint(bucket=aware(r[0]), adapter_version=r[1], up=r[2], down=r[3]) for r in rows]
 
 
 def lineage(db: Database, version: int) -> Lineage:
@@ -201,12 +263,25 @@ def lineage(db: Database, version: int) -> Lineage:
     except NotFoundError:  # the adapter names a dataset that was never recorded
         dataset = None
     with db.reader() as cur:
-        rows = cur.execute("""
+        rows = cur.execute(
+            """
             SELECT e.turn_id, e.split, t.conversation_id, t.question, t.created_at
             FROM dataset_examples e LEFT JOIN turns t ON t.id = e.turn_id
             WHERE e.dataset_id = ? ORDER BY e.split DESC, t.created_at, e.turn_id""",
-                           [adapter.dataset_id]).fetchall()
-    return Lineage(adapter=adapter, ancestors=ancestors, dataset=dataset,
-                   examples=[LineageExample(turn_id=r[0], split=r[1], conversation_id=r[2],
-                                            question=r[3], created_at=from_db(r[4]))
-                             for r in rows])
+            [adapter.dataset_id],
+        ).fetchall()
+    return Lineage(
+        adapter=adapter,
+        ancestors=ancestors,
+        dataset=dataset,
+        examples=[
+            LineageExample(
+                turn_id=r[0],
+                split=r[1],
+                conversation_id=r[2],
+                question=r[3],
+                created_at=from_db(r[4]),
+            )
+            for r in rows
+        ],
+    )

@@ -33,9 +33,20 @@ from store.values import (
     to_json,
 )
 
-__all__ = ["TRANSITIONS", "FORCED_TRANSITIONS", "STATUSES", "register_adapter", "set_status",
-           "get_adapter", "list_adapters", "production_version", "canary_version",
-           "record_event", "list_events", "allowed_transitions"]
+__all__ = [
+    "TRANSITIONS",
+    "FORCED_TRANSITIONS",
+    "STATUSES",
+    "register_adapter",
+    "set_status",
+    "get_adapter",
+    "list_adapters",
+    "production_version",
+    "canary_version",
+    "record_event",
+    "list_events",
+    "allowed_transitions",
+]
 
 STATUSES: tuple[str, ...] = get_args(AdapterStatus)
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -43,7 +54,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "candidate": frozenset({"canary", "rejected"}),
     "canary": frozenset({"production", "rolled_back"}),
     "production": frozenset({"retired"}),
-    "rejected": frozenset(), "failed": frozenset(), "rolled_back": frozenset(),
+    "rejected": frozenset(),
+    "failed": frozenset(),
+    "rolled_back": frozenset(),
     "retired": frozenset(),
 }
 FORCED_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -52,7 +65,9 @@ FORCED_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 # The base is retired only by promoting another version (never directly: it is the fallback).
 BASE_TRANSITIONS: dict[str, frozenset[str]] = {
-    "production": frozenset(), "retired": frozenset({"production"})}
+    "production": frozenset(),
+    "retired": frozenset({"production"}),
+}
 
 
 def allowed_transitions(version: int, status: str, *, force: bool = False) -> frozenset[str]:
@@ -63,27 +78,47 @@ def allowed_transitions(version: int, status: str, *, force: bool = False) -> fr
     return allowed | FORCED_TRANSITIONS.get(status, frozenset()) if force else allowed
 
 
-_SELECT = ("SELECT version, parent, base_model, status, path, dataset_id, train_config, "
-           "metrics, created_at, updated_at FROM adapters")
+_SELECT = (
+    "SELECT version, parent, base_model, status, path, dataset_id, train_config, "
+    "metrics, created_at, updated_at FROM adapters"
+)
 
 
 def _adapter(row: Sequence[Any]) -> Adapter:
-    return Adapter(version=row[0], parent=row[1], base_model=row[2], status=row[3],
-                   path=row[4], dataset_id=row[5], train_config=from_json(row[6], {}),
-                   metrics=from_json(row[7], {}), created_at=aware(row[8]),
-                   updated_at=aware(row[9]))
+    return Adapter(
+        version=row[0],
+        parent=row[1],
+        base_model=row[2],
+        status=row[3],
+        path=row[4],
+        dataset_id=row[5],
+        train_config=from_json(row[6], {}),
+        metrics=from_json(row[7], {}),
+        created_at=aware(row[8]),
+        updated_at=aware(row[9]),
+    )
 
 
 def _get(cur: Cursor, version: int) -> Adapter:
     row = cur.execute(_SELECT + " WHERE version = ?", [version]).fetchone()
     if row is None:
-        raise NotFoundError(f"adapter version {version} is not registered: see `main.py status` "
-                            "for the known versions")
+        raise NotFoundError(
+            f"adapter version {version} is not registered: see `main.py status` "
+            "for the known versions"
+        )
     return _adapter(row)
 
 
-def register_adapter(db: Database, *, parent: int | None, base_model: str, path: str,
-                     dataset_id: str | None, train_config: dict[str, Any], actor: str) -> int:
+def register_adapter(
+    db: Database,
+    *,
+    parent: int | None,
+    base_model: str,
+    path: str,
+    dataset_id: str | None,
+    train_config: dict[str, Any],
+    actor: str,
+) -> int:
     """Register a new adapter in status 'training' and return its version (max + 1)."""
     check_int("parent", parent, optional=True)
     base_model = check_text("base_model", base_model, MAX_NOTE_CHARS, allow_empty=False) or ""
@@ -97,17 +132,32 @@ def register_adapter(db: Database, *, parent: int | None, base_model: str, path:
             _get(cur, parent)
         (version,) = one_row(cur.execute("SELECT max(version) + 1 FROM adapters"))
         at = to_db(now())
-        cur.execute("INSERT INTO adapters VALUES (?, ?, ?, 'training', ?, ?, ?, '{}', ?, ?)",
-                    [version, parent, base_model, path, dataset_id, config_json, at, at])
-        insert_event(cur, actor, "adapter.register", f"adapter:{version}",
-                     {"parent": parent, "dataset_id": dataset_id, "path": path})
+        cur.execute(
+            "INSERT INTO adapters VALUES (?, ?, ?, 'training', ?, ?, ?, '{}', ?, ?)",
+            [version, parent, base_model, path, dataset_id, config_json, at, at],
+        )
+        insert_event(
+            cur,
+            actor,
+            "adapter.register",
+            f"adapter:{version}",
+            {"parent": parent, "dataset_id": dataset_id, "path": path},
+        )
         return int(version)
 
     return db.write(run)
 
 
-def set_status(db: Database, version: int, status: str, *, actor: str, reason: str,
-               metrics: dict[str, Any] | None = None, force: bool = False) -> Adapter:
+def set_status(
+    db: Database,
+    version: int,
+    status: str,
+    *,
+    actor: str,
+    reason: str,
+    metrics: dict[str, Any] | None = None,
+    force: bool = False,
+) -> Adapter:
     """Move an adapter through its lifecycle and return it as it is now.
 
     Raises TransitionError naming the current status, the requested one and the allowed ones.
@@ -130,33 +180,69 @@ def set_status(db: Database, version: int, status: str, *, actor: str, reason: s
             raise TransitionError(
                 f"adapter {version} is {current.status!r} and cannot become {status!r}{hint}; "
                 f"allowed from {current.status!r}: "
-                f"{', '.join(sorted(map(repr, allowed))) or 'nothing (final state)'}")
+                f"{', '.join(sorted(map(repr, allowed))) or 'nothing (final state)'}"
+            )
         at = to_db(now())
         if status == "canary":
             other = cur.execute("SELECT version FROM adapters WHERE status = 'canary'").fetchone()
             if other is not None:
-                raise TransitionError(f"adapter {other[0]} is already canary: promote or roll it "
-                                      f"back before making adapter {version} canary")
+                raise TransitionError(
+                    f"adapter {other[0]} is already canary: promote or roll it "
+                    f"back before making adapter {version} canary"
+                )
         if status == "production":
-            for (old,) in cur.execute("SELECT version FROM adapters WHERE status = 'production' "
-                                      "AND version <> ?", [version]).fetchall():
-                cur.execute("UPDATE adapters SET status = 'retired', updated_at = ? "
-                            "WHERE version = ?", [at, old])
-                insert_event(cur, actor, "adapter.retired", f"adapter:{old}",
-                             {"from": "production", "to": "retired",
-                              "reason": f"replaced by adapter {version}"})
+            for (old,) in cur.execute(
+                "SELECT version FROM adapters WHERE status = 'production' AND version <> ?",
+                [version],
+            ).fetchall():
+                cur.execute(
+                    "UPDATE adapters SET status = 'retired', updated_at = ? WHERE version = ?",
+                    [at, old],
+                )
+                insert_event(
+                    cur,
+                    actor,
+                    "adapter.retired",
+                    f"adapter:{old}",
+                    {
+                        "from": "production",
+                        "to": "retired",
+                        "reason": f"replaced by adapter {version}",
+                    },
+                )
         if current.status == "production" and status == "retired":
-            cur.execute("UPDATE adapters SET status = 'production', updated_at = ? "
-                        "WHERE version = 0", [at])
-            insert_event(cur, actor, "adapter.production", "adapter:0",
-                         {"from": "retired", "to": "production",
-                          "reason": f"fallback to the base: adapter {version} retired"})
-        cur.execute("UPDATE adapters SET status = ?, updated_at = ?, "
-                    "metrics = json_merge_patch(metrics, ?::JSON) WHERE version = ?",
-                    [status, at, metrics_json, version])
-        insert_event(cur, actor, f"adapter.{status}", f"adapter:{version}",
-                     {"from": current.status, "to": status, "reason": reason,
-                      "force": force, "metrics": metrics or {}})
+            cur.execute(
+                "UPDATE adapters SET status = 'production', updated_at = ? WHERE version = 0", [at]
+            )
+            insert_event(
+                cur,
+                actor,
+                "adapter.production",
+                "adapter:0",
+                {
+                    "from": "retired",
+                    "to": "production",
+                    "reason": f"fallback to the base: adapter {version} retired",
+                },
+            )
+        cur.execute(
+            "UPDATE adapters SET status = ?, updated_at = ?, "
+            "metrics = json_merge_patch(metrics, ?::JSON) WHERE version = ?",
+            [status, at, metrics_json, version],
+        )
+        insert_event(
+            cur,
+            actor,
+            f"adapter.{status}",
+            f"adapter:{version}",
+            {
+                "from": current.status,
+                "to": status,
+                "reason": reason,
+                "force": force,
+                "metrics": metrics or {},
+            },
+        )
         return _get(cur, version)
 
     return db.write(run)
@@ -173,8 +259,10 @@ def list_adapters(db: Database, status: str | None = None) -> list[Adapter]:
     if status is not None and status not in STATUSES:
         raise InputError(f"status {status!r} is unknown: use one of {', '.join(STATUSES)}")
     with db.reader() as cur:
-        rows = cur.execute(_SELECT + " WHERE ?::VARCHAR IS NULL OR status = ? "
-                           "ORDER BY version DESC", [status, status]).fetchall()
+        rows = cur.execute(
+            _SELECT + " WHERE ?::VARCHAR IS NULL OR status = ? ORDER BY version DESC",
+            [status, status],
+        ).fetchall()
     return [_adapter(r) for r in rows]
 
 

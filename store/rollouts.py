@@ -34,17 +34,30 @@ ACTIVE = ("running", "paused")
 ROLLOUT_TRANSITIONS: dict[str, frozenset[str]] = {
     "running": frozenset({"paused", "promoted", "rolled_back", "inconclusive"}),
     "paused": frozenset({"running", "promoted", "rolled_back", "inconclusive"}),
-    "promoted": frozenset(), "rolled_back": frozenset(), "inconclusive": frozenset(),
+    "promoted": frozenset(),
+    "rolled_back": frozenset(),
+    "inconclusive": frozenset(),
 }
 
-_SELECT = ("SELECT id, adapter_version, baseline_version, steps, step_index, status, reason, "
-           "started_at, updated_at, ended_at FROM rollouts")
+_SELECT = (
+    "SELECT id, adapter_version, baseline_version, steps, step_index, status, reason, "
+    "started_at, updated_at, ended_at FROM rollouts"
+)
 
 
 def _rollout(row: Sequence[Any]) -> Rollout:
-    return Rollout(id=row[0], adapter_version=row[1], baseline_version=row[2],
-                   steps=from_json(row[3], []), step_index=row[4], status=row[5], reason=row[6],
-                   started_at=aware(row[7]), updated_at=aware(row[8]), ended_at=from_db(row[9]))
+    return Rollout(
+        id=row[0],
+        adapter_version=row[1],
+        baseline_version=row[2],
+        steps=from_json(row[3], []),
+        step_index=row[4],
+        status=row[5],
+        reason=row[6],
+        started_at=aware(row[7]),
+        updated_at=aware(row[8]),
+        ended_at=from_db(row[9]),
+    )
 
 
 def _get(cur: Cursor, rollout_id: str) -> Rollout:
@@ -54,8 +67,15 @@ def _get(cur: Cursor, rollout_id: str) -> Rollout:
     return _rollout(row)
 
 
-def start_rollout(db: Database, *, adapter_version: int, baseline_version: int,
-                  steps: Sequence[float], actor: str, reason: str = "") -> str:
+def start_rollout(
+    db: Database,
+    *,
+    adapter_version: int,
+    baseline_version: int,
+    steps: Sequence[float],
+    actor: str,
+    reason: str = "",
+) -> str:
     """Start a rollout at its first step and return its id; TransitionError when another one
     is still active."""
     check_int("adapter_version", adapter_version, minimum=1)
@@ -67,18 +87,31 @@ def start_rollout(db: Database, *, adapter_version: int, baseline_version: int,
     reason = check_text("reason", reason, MAX_NOTE_CHARS) or ""
 
     def run(cur: Cursor) -> str:
-        active = cur.execute("SELECT id, adapter_version FROM rollouts WHERE status IN "
-                             "('running', 'paused')").fetchone()
+        active = cur.execute(
+            "SELECT id, adapter_version FROM rollouts WHERE status IN ('running', 'paused')"
+        ).fetchone()
         if active:
-            raise TransitionError(f"rollout {active[0]} of adapter {active[1]} is still active: "
-                                  "promote, roll back or abort it first")
+            raise TransitionError(
+                f"rollout {active[0]} of adapter {active[1]} is still active: "
+                "promote, roll back or abort it first"
+            )
         at = to_db(now())
-        cur.execute("INSERT INTO rollouts VALUES (?, ?, ?, ?, 0, 'running', NULL, ?, ?, NULL)",
-                    [rollout_id, adapter_version, baseline_version, to_json("steps", shares),
-                     at, at])
-        insert_event(cur, check_id("actor", actor), "rollout.start", f"rollout:{rollout_id}",
-                     {"adapter_version": adapter_version, "baseline_version": baseline_version,
-                      "steps": shares, "reason": reason})
+        cur.execute(
+            "INSERT INTO rollouts VALUES (?, ?, ?, ?, 0, 'running', NULL, ?, ?, NULL)",
+            [rollout_id, adapter_version, baseline_version, to_json("steps", shares), at, at],
+        )
+        insert_event(
+            cur,
+            check_id("actor", actor),
+            "rollout.start",
+            f"rollout:{rollout_id}",
+            {
+                "adapter_version": adapter_version,
+                "baseline_version": baseline_version,
+                "steps": shares,
+                "reason": reason,
+            },
+        )
         return rollout_id
 
     return db.write(run)
@@ -93,8 +126,9 @@ def get_rollout(db: Database, rollout_id: str) -> Rollout:
 def active_rollout(db: Database) -> Rollout | None:
     """The running or paused rollout, if any (the router reads its share)."""
     with db.reader() as cur:
-        row = cur.execute(_SELECT + " WHERE status IN ('running', 'paused') "
-                          "ORDER BY started_at DESC LIMIT 1").fetchone()
+        row = cur.execute(
+            _SELECT + " WHERE status IN ('running', 'paused') ORDER BY started_at DESC LIMIT 1"
+        ).fetchone()
     return None if row is None else _rollout(row)
 
 
@@ -105,9 +139,17 @@ def list_rollouts(db: Database, limit: int = 20) -> list[Rollout]:
     return [_rollout(r) for r in rows]
 
 
-def record_decision(db: Database, rollout_id: str, *, action: str, statistics: dict[str, Any],
-                    reason: str, actor: str, status: str | None = None,
-                    step_index: int | None = None) -> Rollout:
+def record_decision(
+    db: Database,
+    rollout_id: str,
+    *,
+    action: str,
+    statistics: dict[str, Any],
+    reason: str,
+    actor: str,
+    status: str | None = None,
+    step_index: int | None = None,
+) -> Rollout:
     """Record one decision (e.g. action 'hold', 'advance', 'rollback', 'pause') with the
     statistics it was based on, and in the same transaction move the rollout to `status`
     and/or `step_index`. Returns the rollout as it is now."""
@@ -122,25 +164,38 @@ def record_decision(db: Database, rollout_id: str, *, action: str, statistics: d
         new_status = status or current.status
         if new_status != current.status and new_status not in ROLLOUT_TRANSITIONS[current.status]:
             allowed = ", ".join(sorted(ROLLOUT_TRANSITIONS[current.status])) or "nothing"
-            raise TransitionError(f"rollout {rollout_id} is {current.status!r} and cannot become "
-                                  f"{new_status!r}; allowed: {allowed}")
+            raise TransitionError(
+                f"rollout {rollout_id} is {current.status!r} and cannot become "
+                f"{new_status!r}; allowed: {allowed}"
+            )
         if status is None and current.status not in ACTIVE:
-            raise TransitionError(f"rollout {rollout_id} already ended ({current.status}): "
-                                  "start a new rollout")
+            raise TransitionError(
+                f"rollout {rollout_id} already ended ({current.status}): start a new rollout"
+            )
         index = current.step_index if step_index is None else step_index
         if not 0 <= index < len(current.steps):
-            raise InputError(f"step_index {index} is outside the rollout's "
-                             f"{len(current.steps)} steps")
+            raise InputError(
+                f"step_index {index} is outside the rollout's {len(current.steps)} steps"
+            )
         at = to_db(now())
         ended = at if new_status not in ACTIVE else None
-        cur.execute("UPDATE rollouts SET status = ?, step_index = ?, reason = ?, updated_at = ?, "
-                    "ended_at = ? WHERE id = ?",
-                    [new_status, index, reason, at, ended, rollout_id])
-        cur.execute("INSERT INTO rollout_decisions (rollout_id, decided_at, step_index, action, "
-                    "statistics, reason) VALUES (?, ?, ?, ?, ?, ?)",
-                    [rollout_id, at, index, action, stats_json, reason])
-        insert_event(cur, check_id("actor", actor), f"rollout.{action}", f"rollout:{rollout_id}",
-                     {"status": new_status, "step_index": index, "reason": reason})
+        cur.execute(
+            "UPDATE rollouts SET status = ?, step_index = ?, reason = ?, updated_at = ?, "
+            "ended_at = ? WHERE id = ?",
+            [new_status, index, reason, at, ended, rollout_id],
+        )
+        cur.execute(
+            "INSERT INTO rollout_decisions (rollout_id, decided_at, step_index, action, "
+            "statistics, reason) VALUES (?, ?, ?, ?, ?, ?)",
+            [rollout_id, at, index, action, stats_json, reason],
+        )
+        insert_event(
+            cur,
+            check_id("actor", actor),
+            f"rollout.{action}",
+            f"rollout:{rollout_id}",
+            {"status": new_status, "step_index": index, "reason": reason},
+        )
         return _get(cur, rollout_id)
 
     return db.write(run)
@@ -149,9 +204,20 @@ def record_decision(db: Database, rollout_id: str, *, action: str, statistics: d
 def rollout_decisions(db: Database, rollout_id: str) -> list[RolloutDecision]:
     """Every decision of a rollout, oldest first."""
     with db.reader() as cur:
-        rows = cur.execute("SELECT id, rollout_id, decided_at, step_index, action, statistics, "
-                           "reason FROM rollout_decisions WHERE rollout_id = ? ORDER BY id",
-                           [rollout_id]).fetchall()
-    return [RolloutDecision(id=r[0], rollout_id=r[1], at=aware(r[2]), step_index=r[3],
-                            action=r[4], statistics=from_json(r[5], {}), reason=r[6])
-            for r in rows]
+        rows = cur.execute(
+            "SELECT id, rollout_id, decided_at, step_index, action, statistics, "
+            "reason FROM rollout_decisions WHERE rollout_id = ? ORDER BY id",
+            [rollout_id],
+        ).fetchall()
+    return [
+        RolloutDecision(
+            id=r[0],
+            rollout_id=r[1],
+            at=aware(r[2]),
+            step_index=r[3],
+            action=r[4],
+            statistics=from_json(r[5], {}),
+            reason=r[6],
+        )
+        for r in rows
+    ]

@@ -23,8 +23,9 @@ MAX_MESSAGES = 1_000
 """Most chat messages or passages stored with one turn."""
 
 
-def check_text(name: str, value: object, limit: int, *, optional: bool = False,
-               allow_empty: bool = True) -> str | None:
+def check_text(
+    name: str, value: object, limit: int, *, optional: bool = False, allow_empty: bool = True
+) -> str | None:
     """Return `value` if it is a storable string within `limit` characters, else raise InputError.
 
     Refuses non-strings (bytes included: decode them first), lone surrogates (text that is not
@@ -35,19 +36,24 @@ def check_text(name: str, value: object, limit: int, *, optional: bool = False,
             return None
         raise InputError(f"{name} is missing: pass a string")
     if not isinstance(value, str):
-        raise InputError(f"{name} must be a string, not {type(value).__name__} "
-                         "(decode bytes as UTF-8 first)")
+        raise InputError(
+            f"{name} must be a string, not {type(value).__name__} (decode bytes as UTF-8 first)"
+        )
     if len(value) > limit:
-        raise InputError(f"{name} is {len(value):,} characters; the limit is {limit:,}. "
-                         "Shorten it (nothing is truncated silently)")
+        raise InputError(
+            f"{name} is {len(value):,} characters; the limit is {limit:,}. "
+            "Shorten it (nothing is truncated silently)"
+        )
     if not allow_empty and not value.strip():
         raise InputError(f"{name} is empty: pass a non-blank string")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InputError(f"{name} is not valid UTF-8 text (character {exc.start} is a lone "
-                         "surrogate): decode the input with errors='replace' or fix its "
-                         "encoding") from None
+        raise InputError(
+            f"{name} is not valid UTF-8 text (character {exc.start} is a lone "
+            "surrogate): decode the input with errors='replace' or fix its "
+            "encoding"
+        ) from None
     return value
 
 
@@ -58,8 +64,9 @@ def check_id(name: str, value: object) -> str:
     return text
 
 
-def check_int(name: str, value: object, *, minimum: int | None = 0, optional: bool = False
-              ) -> int | None:
+def check_int(
+    name: str, value: object, *, minimum: int | None = 0, optional: bool = False
+) -> int | None:
     """Return an int (not a bool) at least `minimum`, else raise InputError."""
     if value is None and optional:
         return None
@@ -74,8 +81,12 @@ def check_number(name: str, value: object, *, optional: bool = False) -> float |
     """Return a finite non-negative float, else raise InputError."""
     if value is None and optional:
         return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0 \
-            or value == float("inf"):
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not value >= 0
+        or value == float("inf")
+    ):
         raise InputError(f"{name} must be a finite number >= 0, not {value!r}")
     return float(value)
 

@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def cfg(tmp_path: Path) -> config_mod.Config:
     """The repository's config.toml with its data dir moved into this test's temp folder."""
-    return config_mod.load_config(REPO / "config.toml",
-                                  overrides={"server": {"data_dir": str(tmp_path / "data")}})
+    return config_mod.load_config(
+        REPO / "config.toml", overrides={"server": {"data_dir": str(tmp_path / "data")}}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -32,14 +33,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-                  ) -> dict[str, Path]:
+def tiny_adapters(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     """Two different random LoRA adapters for the tiny model, under one root folder."""
     from tests.tiny import build_adapter
 
     root = tmp_path_factory.mktemp("adapters")
-    return {name: build_adapter(tiny_model_dir, root / name, seed)
-            for name, seed in (("a", 1), ("b", 2))}
+    return {
+        name: build_adapter(tiny_model_dir, root / name, seed)
+        for name, seed in (("a", 1), ("b", 2))
+    }
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PORT_FLAGS = ("etcd-port", "root-coord-port", "proxy-port", "proxy-internal-port",
-              "query-coord-port", "query-node-port", "index-coord-port", "index-node-port",
-              "data-coord-port", "data-node-port")
+PORT_FLAGS = (
+    "etcd-port",
+    "root-coord-port",
+    "proxy-port",
+    "proxy-internal-port",
+    "query-coord-port",
+    "query-node-port",
+    "index-coord-port",
+    "index-node-port",
+    "data-coord-port",
+    "data-node-port",
+)
 
 
 @dataclass
@@ -110,15 +119,23 @@ def start_milvus_server(data_dir: Path, timeout_s: float = 150.0) -> MilvusServe
     # ETCD_CONFIG_PATH environment variable moves it, so two servers can run side by side.
     etcd_config = data_dir / "embed-etcd.yaml"
     client, peer = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[-1]}"
-    etcd_config.write_text(f"name: default\nlisten-client-urls: {client}\n"
-                           f"advertise-client-urls: {client}\nlisten-peer-urls: {peer}\n"
-                           f"initial-advertise-peer-urls: {peer}\n"
-                           f"initial-cluster: default={peer}\n")
+    etcd_config.write_text(
+        f"name: default\nlisten-client-urls: {client}\n"
+        f"advertise-client-urls: {client}\nlisten-peer-urls: {peer}\n"
+        f"initial-advertise-peer-urls: {peer}\n"
+        f"initial-cluster: default={peer}\n"
+    )
     env = {**os.environ, "ETCD_CONFIG_PATH": str(etcd_config)}
     log_path = data_dir / "server-wrapper.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     server = MilvusServer("", process, data_dir, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -134,5 +151,7 @@ def start_milvus_server(data_dir: Path, timeout_s: float = 150.0) -> MilvusServe
     for log_file in (log_path, data_dir / "logs" / "milvus-stderr.log"):
         if log_file.exists():
             tail += log_file.read_text(errors="replace")[-1500:]
-    raise RuntimeError(f"Milvus server did not become ready in {timeout_s:.0f}s "
-                       f"(exit code {process.poll()}); log tail:\n{tail}")
+    raise RuntimeError(
+        f"Milvus server did not become ready in {timeout_s:.0f}s "
+        f"(exit code {process.poll()}); log tail:\n{tail}"
+    )

@@ -36,21 +36,29 @@ def test_every_setting_is_documented_in_config_toml():
 
 def test_every_problem_is_listed_in_one_error(tmp_path):
     bad = tmp_path / "config.toml"
-    bad.write_text('[server]\nport = 0\nbogus = 1\n[model]\nquantization = "q3"\n'
-                   'temperature = "hot"\n[nope]\nx = 1\n[rollout]\nsteps = [0.5, 0.2]\n')
+    bad.write_text(
+        '[server]\nport = 0\nbogus = 1\n[model]\nquantization = "q3"\n'
+        'temperature = "hot"\n[nope]\nx = 1\n[rollout]\nsteps = [0.5, 0.2]\n'
+    )
     with pytest.raises(ConfigError) as err:
         config.load_config(bad)
     message = str(err.value)
-    for fragment in ("server.port = 0", "server.bogus: unknown setting", "model.quantization",
-                     "model.temperature = 'hot'", "[nope]: unknown section"):
+    for fragment in (
+        "server.port = 0",
+        "server.bogus: unknown setting",
+        "model.quantization",
+        "model.temperature = 'hot'",
+        "[nope]: unknown section",
+    ):
         assert fragment in message
     assert message.startswith(f"{bad} has 5 problem(s)")
 
 
 def test_cross_field_problems_are_reported(tmp_path):
     bad = tmp_path / "config.toml"
-    bad.write_text("[retrieval]\nchunk_tokens = 50\nchunk_overlap = 60\n"
-                   "[rollout]\nsteps = [0.5, 0.2]\n")
+    bad.write_text(
+        "[retrieval]\nchunk_tokens = 50\nchunk_overlap = 60\n[rollout]\nsteps = [0.5, 0.2]\n"
+    )
     with pytest.raises(ConfigError) as err:
         config.load_config(bad)
     assert "chunk_overlap" in str(err.value) and "rollout.steps" in str(err.value)

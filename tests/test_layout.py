@@ -8,14 +8,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "store", "assistant", "training", "cli")
-LAYER = {"config": 0, "errors": 0, "core": 1, "store": 2, "assistant": 3, "training": 4,
-         "cli": 5, "main": 6}
+LAYER = {
+    "config": 0,
+    "errors": 0,
+    "core": 1,
+    "store": 2,
+    "assistant": 3,
+    "training": 4,
+    "cli": 5,
+    "main": 6,
+}
 """A module may import only from its own layer or lower ones."""
 
 
 def _modules() -> dict[str, Path]:
-    found = {"config": REPO / "config.py", "errors": REPO / "errors.py",
-             "main": REPO / "main.py"}
+    found = {"config": REPO / "config.py", "errors": REPO / "errors.py", "main": REPO / "main.py"}
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
             parts = path.relative_to(REPO).with_suffix("").parts
@@ -25,8 +32,12 @@ def _modules() -> dict[str, Path]:
 
 def _runtime_imports(path: Path, known: set[str]) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                 and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+    type_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     names: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in type_only:
@@ -45,10 +56,16 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_imports_flow_one_way_between_layers() -> None:
-    wrong = [f"{m} imports {d}" for m, deps in _graph().items() for d in deps
-             if LAYER[d.split(".")[0]] > LAYER[m.split(".")[0]]]
-    assert not wrong, "imports must flow config/errors <- core <- store <- assistant <- " \
-                      "training <- cli <- main:\n" + "\n".join(sorted(wrong))
+    wrong = [
+        f"{m} imports {d}"
+        for m, deps in _graph().items()
+        for d in deps
+        if LAYER[d.split(".")[0]] > LAYER[m.split(".")[0]]
+    ]
+    assert not wrong, (
+        "imports must flow config/errors <- core <- store <- assistant <- "
+        "training <- cli <- main:\n" + "\n".join(sorted(wrong))
+    )
 
 
 def test_no_module_is_part_of_an_import_cycle() -> None:

@@ -21,51 +21,88 @@ TOKEN_ENV = "TEST_LIFECYCLE_ADMIN_TOKEN"
 TOKEN = "lifecycle-operator-token-0123456789"
 KEYS = [f"lifecycle-user-key-{i:02d}-abcdefgh" for i in range(6)]
 QUESTIONS = ["What is {}?", "Give me one fact about {}.", "Describe {} briefly."]
-FACTS = {"the sun": "It is a star at the centre of our solar system.",
-         "rain": "It is water that falls from clouds as drops.",
-         "coffee": "It is a drink brewed from roasted coffee beans.",
-         "owls": "They are birds that mostly hunt at night.",
-         "trains": "They run on rails and carry people or goods.",
-         "maps": "They are drawings of places that help you find your way.",
-         "honey": "Bees make it from the nectar of flowers.",
-         "snow": "It is frozen water that falls as flakes in winter.",
-         "tea": "It is made by pouring hot water over dried leaves.",
-         "bread": "It is baked from flour, water and yeast.",
-         "the moon": "It orbits the Earth about once a month.",
-         "rivers": "They carry fresh water from hills down to the sea.",
-         "paper": "It is usually made from wood pulp.",
-         "bees": "They pollinate flowers and live in hives.",
-         "glass": "It is made by melting sand at a high temperature.",
-         "salt": "It is a mineral used to season and preserve food.",
-         "wind": "It is air moving from high to low pressure.",
-         "clocks": "They measure and show the time of day."}
-TOPICS = ["the sun", "rain", "coffee", "owls", "trains", "maps", "honey", "snow", "tea",
-          "bread", "the moon", "rivers", "paper", "bees", "glass", "salt", "wind", "clocks",
-          "forests", "music", "bridges", "islands", "stars", "volcanoes"]
+FACTS = {
+    "the sun": "It is a star at the centre of our solar system.",
+    "rain": "It is water that falls from clouds as drops.",
+    "coffee": "It is a drink brewed from roasted coffee beans.",
+    "owls": "They are birds that mostly hunt at night.",
+    "trains": "They run on rails and carry people or goods.",
+    "maps": "They are drawings of places that help you find your way.",
+    "honey": "Bees make it from the nectar of flowers.",
+    "snow": "It is frozen water that falls as flakes in winter.",
+    "tea": "It is made by pouring hot water over dried leaves.",
+    "bread": "It is baked from flour, water and yeast.",
+    "the moon": "It orbits the Earth about once a month.",
+    "rivers": "They carry fresh water from hills down to the sea.",
+    "paper": "It is usually made from wood pulp.",
+    "bees": "They pollinate flowers and live in hives.",
+    "glass": "It is made by melting sand at a high temperature.",
+    "salt": "It is a mineral used to season and preserve food.",
+    "wind": "It is air moving from high to low pressure.",
+    "clocks": "They measure and show the time of day.",
+}
+TOPICS = [
+    "the sun",
+    "rain",
+    "coffee",
+    "owls",
+    "trains",
+    "maps",
+    "honey",
+    "snow",
+    "tea",
+    "bread",
+    "the moon",
+    "rivers",
+    "paper",
+    "bees",
+    "glass",
+    "salt",
+    "wind",
+    "clocks",
+    "forests",
+    "music",
+    "bridges",
+    "islands",
+    "stars",
+    "volcanoes",
+]
 
 
 def ask(url: str, key: str, question: str) -> dict:
     # A seed per question: sampled answers, and so the dataset and the adapter trained on it,
     # are the same on every run (routing still depends on the random conversation ids).
     seed = sum(question.encode()) * 7919 % 2**31
-    r = httpx.post(f"{url}/v1/chat/completions", timeout=300,
-                   headers={"Authorization": f"Bearer {key}"},
-                   json={"model": "assistant", "seed": seed,
-                         "messages": [{"role": "user", "content": question}]})
+    r = httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=300,
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": "assistant",
+            "seed": seed,
+            "messages": [{"role": "user", "content": question}],
+        },
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
 
-def rate(url: str, key: str, completion_id: str, rating: str,
-         correction: str | None = None) -> None:
-    r = httpx.post(f"{url}/v1/feedback", timeout=60, headers={"Authorization": f"Bearer {key}"},
-                   json={"id": completion_id, "rating": rating, "correction": correction})
+def rate(
+    url: str, key: str, completion_id: str, rating: str, correction: str | None = None
+) -> None:
+    r = httpx.post(
+        f"{url}/v1/feedback",
+        timeout=60,
+        headers={"Authorization": f"Bearer {key}"},
+        json={"id": completion_id, "rating": rating, "correction": correction},
+    )
     assert r.status_code == 200, r.text
 
 
 def admin(url: str, method: str, path: str) -> dict:
-    r = httpx.request(method, f"{url}/admin{path}", timeout=60,
-                      headers={"Authorization": f"Bearer {TOKEN}"})
+    r = httpx.request(
+        method, f"{url}/admin{path}", timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -86,23 +123,44 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
     from training.loop.operator import attach_learning_loop
 
     os.environ[TOKEN_ENV] = TOKEN
-    cfg = config_mod.load_config(REPO / "config.toml", overrides={
-        "server": {"data_dir": str(tmp_path / "data"), "admin_token_env": TOKEN_ENV,
-                   "rate_limit_per_minute": 1000},
-        "model": {"base": str(real_model_dir), "max_new_tokens": 24, "temperature": 0.7},
-        "retrieval": {"top_k": 0},
-        # Users who just arrived: trust every identity (tests/training/test_vote_trust.py).
-        "curation": {"max_share_per_user": 1.0, "min_voter_age_hours": 0.0,
-                     "min_voter_turns": 0},
-        "training": {"max_steps": 16, "batch_size": 2, "max_seq_tokens": 160, "eval_every": 4,
-                     "learning_rate": 5e-4, "start_from": "base"},
-        "schedule": {"enabled": False},
-        # 18 ratings leave ~4 held-out questions: the taste gate would (rightly) wait for more
-        # evidence. This test is the vote-only path end to end; tests/training/test_learning.py
-        # drives the taste path on the real model.
-        "taste": {"enabled": False},
-        "rollout": {"steps": [0.5], "min_ratings_per_arm": 6, "max_ratings_per_step": 200,
-                    "tick_seconds": 1, "guardrail_min_turns": 200}})
+    cfg = config_mod.load_config(
+        REPO / "config.toml",
+        overrides={
+            "server": {
+                "data_dir": str(tmp_path / "data"),
+                "admin_token_env": TOKEN_ENV,
+                "rate_limit_per_minute": 1000,
+            },
+            "model": {"base": str(real_model_dir), "max_new_tokens": 24, "temperature": 0.7},
+            "retrieval": {"top_k": 0},
+            # Users who just arrived: trust every identity (tests/training/test_vote_trust.py).
+            "curation": {
+                "max_share_per_user": 1.0,
+                "min_voter_age_hours": 0.0,
+                "min_voter_turns": 0,
+            },
+            "training": {
+                "max_steps": 16,
+                "batch_size": 2,
+                "max_seq_tokens": 160,
+                "eval_every": 4,
+                "learning_rate": 5e-4,
+                "start_from": "base",
+            },
+            "schedule": {"enabled": False},
+            # 18 ratings leave ~4 held-out questions: the taste gate would (rightly) wait for more
+            # evidence. This test is the vote-only path end to end; tests/training/test_learning.py
+            # drives the taste path on the real model.
+            "taste": {"enabled": False},
+            "rollout": {
+                "steps": [0.5],
+                "min_ratings_per_arm": 6,
+                "max_ratings_per_step": 200,
+                "tick_seconds": 1,
+                "guardrail_min_turns": 200,
+            },
+        },
+    )
     services = build_services(cfg)
     services.identity = Identity(load_secret(cfg.data_dir), api_keys=KEYS)
     attach_learning_loop(services)
@@ -123,8 +181,15 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
 
         # 2. An operator runs a cycle: curate -> train -> validate -> canary.
         assert "cycle started" in admin(url, "POST", "/actions/cycle")["result"]
-        overview = wait_for(lambda: (o := admin(url, "GET", "/overview"))["cycles"]
-                            and o["cycles"][0]["status"] != "running" and o, 600, "the cycle")
+        overview = wait_for(
+            lambda: (
+                (o := admin(url, "GET", "/overview"))["cycles"]
+                and o["cycles"][0]["status"] != "running"
+                and o
+            ),
+            600,
+            "the cycle",
+        )
         cycle = overview["cycles"][0]
         assert cycle["status"] == "succeeded", cycle["reason"]
         active = overview["active_rollout"]
@@ -149,8 +214,11 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
         assert min(arms.values()) >= 6, arms  # both arms received their share
 
         # 4. The decision rule promotes the canary on its users' ratings (ticks every second).
-        overview = wait_for(lambda: (o := admin(url, "GET", "/overview"))[
-            "production_version"] == canary and o, 120, "promotion")
+        overview = wait_for(
+            lambda: (o := admin(url, "GET", "/overview"))["production_version"] == canary and o,
+            120,
+            "promotion",
+        )
         assert overview["rollouts"][0]["status"] == "promoted"
         assert overview["active_rollout"] is None
 

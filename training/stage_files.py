@@ -66,9 +66,12 @@ class StageProgress:
             record = cls(**{k: v for k, v in data.items() if k in names})
         except TypeError:
             return None
-        ints_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                      for v in (record.step, record.total_steps))
-        floats_ok = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                        for v in (record.loss, record.heldout_loss, record.eta_s,
-                                  record.tokens_per_s))
+        ints_ok = all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for v in (record.step, record.total_steps)
+        )
+        floats_ok = all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+            for v in (record.loss, record.heldout_loss, record.eta_s, record.tokens_per_s)
+        )
         return record if ints_ok and floats_ok and isinstance(record.stage, str) else None

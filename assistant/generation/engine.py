@@ -43,10 +43,12 @@ class Engine:
         s = weights.shape
         self.n_rep = s.heads // s.kv_heads
         cache = (slots, s.kv_heads, context, s.head_dim)
-        self.k = [torch.zeros(cache, dtype=weights.dtype, device=weights.device)
-                  for _ in range(s.layers)]
-        self.v = [torch.zeros(cache, dtype=weights.dtype, device=weights.device)
-                  for _ in range(s.layers)]
+        self.k = [
+            torch.zeros(cache, dtype=weights.dtype, device=weights.device) for _ in range(s.layers)
+        ]
+        self.v = [
+            torch.zeros(cache, dtype=weights.dtype, device=weights.device) for _ in range(s.layers)
+        ]
         positions = torch.arange(context, dtype=torch.float32, device=weights.device)
         freqs = torch.outer(positions, weights.inv_freq)
         emb = torch.cat([freqs, freqs], dim=-1)
@@ -117,10 +119,10 @@ class Engine:
             qkv = F.linear(h, layer.qkv, layer.qkv_bias)
             self._lora(qkv, h, "qkv", li, segments)
             qkv = qkv.view(total, heads + 2 * kvh, hd)
-            qk = qkv[:, :heads + kvh]
+            qk = qkv[:, : heads + kvh]
             rotated = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
             qk = qk * cos + rotated * sin
-            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kvh:]
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kvh :]
             ck, cv = self.k[li], self.v[li]
             ck[slot_t, :, pos_t] = k
             cv[slot_t, :, pos_t] = v
@@ -132,10 +134,13 @@ class Engine:
                 qp = q[begin:end].reshape(n, kvh, self.n_rep, hd).permute(1, 2, 0, 3)
                 out = F.scaled_dot_product_attention(
                     qp.reshape(1, kvh, self.n_rep * n, hd),
-                    ck[slot:slot + 1, :, :start + n], cv[slot:slot + 1, :, :start + n],
-                    attn_mask=mask)
-                attn[begin:end] = out.view(kvh, self.n_rep, n, hd).permute(2, 0, 1, 3).reshape(
-                    n, heads, hd)
+                    ck[slot : slot + 1, :, : start + n],
+                    cv[slot : slot + 1, :, : start + n],
+                    attn_mask=mask,
+                )
+                attn[begin:end] = (
+                    out.view(kvh, self.n_rep, n, hd).permute(2, 0, 1, 3).reshape(n, heads, hd)
+                )
             a = attn.view(total, heads * hd)
             o = F.linear(a, layer.o, layer.o_bias)
             self._lora(o, a, "o", li, segments)
@@ -143,7 +148,7 @@ class Engine:
             h = F.rms_norm(x, (s.hidden,), layer.post_norm, s.eps)
             gu = F.linear(h, layer.gate_up)
             self._lora(gu, h, "gate_up", li, segments)
-            m = F.silu(gu[:, :s.intermediate]) * gu[:, s.intermediate:]
+            m = F.silu(gu[:, : s.intermediate]) * gu[:, s.intermediate :]
             d = F.linear(m, layer.down)
             self._lora(d, m, "down", li, segments)
             x = x + d
@@ -153,8 +158,14 @@ class Engine:
         hx = F.rms_norm(x[torch.tensor(wanted, device=dev)], (s.hidden,), w.norm, s.eps)
         return F.linear(hx, w.lm_head).float()
 
-    def _lora(self, out: Any, inp: Any, group: str, layer: int,
-              segments: list[tuple[int, int, LoraWeights]]) -> None:
+    def _lora(
+        self,
+        out: Any,
+        inp: Any,
+        group: str,
+        layer: int,
+        segments: list[tuple[int, int, LoraWeights]],
+    ) -> None:
         for begin, end, lora in segments:
             pair = lora.layers[layer].get(group)
             if pair is not None:
@@ -175,8 +186,7 @@ class Engine:
         rel = torch.tensor([slot - lo for _, slot, _ in decode], device=dev)
         return lo, hi, span, mask.view(hi - lo, 1, 1, span), flat_idx, rel
 
-    def _decode_attention(self, q: Any, ck: Any, cv: Any, plan: tuple[Any, ...],
-                          attn: Any) -> None:
+    def _decode_attention(self, q: Any, ck: Any, cv: Any, plan: tuple[Any, ...], attn: Any) -> None:
         torch = self.torch
         lo, hi, span, mask, flat_idx, rel = plan
         s = self.w.shape
@@ -188,9 +198,13 @@ class Engine:
             full = qd.new_empty(qd.shape).index_copy_(0, rel, qd)
         out = torch.nn.functional.scaled_dot_product_attention(
             full.view(hi - lo, s.kv_heads, self.n_rep, s.head_dim),
-            ck[lo:hi, :, :span], cv[lo:hi, :, :span], attn_mask=mask)
-        attn.index_copy_(0, flat_idx, out.reshape(hi - lo, s.heads, s.head_dim).index_select(
-            0, rel))
+            ck[lo:hi, :, :span],
+            cv[lo:hi, :, :span],
+            attn_mask=mask,
+        )
+        attn.index_copy_(
+            0, flat_idx, out.reshape(hi - lo, s.heads, s.head_dim).index_select(0, rel)
+        )
 
     def _prefill_mask(self, start: int, n: int) -> Any:
         torch = self.torch

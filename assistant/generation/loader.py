@@ -28,15 +28,25 @@ def build_worker(cfg: Config) -> ModelWorker:
     from core.base_model import resolve_base_model
 
     location = resolve_base_model(cfg.model.base, cfg.data_dir)
-    model_config = json.loads((Path(location) / "config.json").read_text(encoding="utf-8")) \
-        if (Path(location) / "config.json").is_file() else {}
+    model_config = (
+        json.loads((Path(location) / "config.json").read_text(encoding="utf-8"))
+        if (Path(location) / "config.json").is_file()
+        else {}
+    )
     root = adapters_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
     return RemoteGenerator(
-        cfg.model.backend_url, AutoTokenizer.from_pretrained(location), kind=cfg.model.backend_kind,
-        context_window=cfg.model.context_window, model_config=model_config, adapter_root=root,
-        served_model=cfg.model.backend_model, api_key=cfg.secret(cfg.model.backend_api_key_env),
-        max_queued=cfg.model.max_queued_requests, timeout_s=cfg.model.backend_timeout_s)
+        cfg.model.backend_url,
+        AutoTokenizer.from_pretrained(location),
+        kind=cfg.model.backend_kind,
+        context_window=cfg.model.context_window,
+        model_config=model_config,
+        adapter_root=root,
+        served_model=cfg.model.backend_model,
+        api_key=cfg.secret(cfg.model.backend_api_key_env),
+        max_queued=cfg.model.max_queued_requests,
+        timeout_s=cfg.model.backend_timeout_s,
+    )
 
 
 def build_generator(cfg: Config, loaded: LoadedModel | None = None) -> Generator:
@@ -45,15 +55,25 @@ def build_generator(cfg: Config, loaded: LoadedModel | None = None) -> Generator
     root = adapters_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
     log.info("model %s loaded on %s (%s)", loaded.source, loaded.device, loaded.quantization)
-    return Generator(loaded.model, loaded.tokenizer, context_window=cfg.model.context_window,
-                     adapter_root=root, max_queued=cfg.model.max_queued_requests,
-                     max_batch=cfg.model.max_batch, prefill_chunk=cfg.model.prefill_chunk,
-                     dtype=cfg.model.serving_dtype)
+    return Generator(
+        loaded.model,
+        loaded.tokenizer,
+        context_window=cfg.model.context_window,
+        adapter_root=root,
+        max_queued=cfg.model.max_queued_requests,
+        max_batch=cfg.model.max_batch,
+        prefill_chunk=cfg.model.prefill_chunk,
+        dtype=cfg.model.serving_dtype,
+    )
 
 
 def sampling_params(cfg: Config, **overrides: object) -> SamplingParams:
     """Sampling settings from config, with per-request overrides (None values ignored)."""
-    values: dict[str, Any] = {"max_new_tokens": cfg.model.max_new_tokens, "temperature": cfg.model.temperature,
-              "top_p": cfg.model.top_p, "repetition_penalty": cfg.model.repetition_penalty}
+    values: dict[str, Any] = {
+        "max_new_tokens": cfg.model.max_new_tokens,
+        "temperature": cfg.model.temperature,
+        "top_p": cfg.model.top_p,
+        "repetition_penalty": cfg.model.repetition_penalty,
+    }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return SamplingParams(**values)

@@ -19,8 +19,10 @@ from typing import Any
 from assistant.generation.weights import GROUPS, Shape
 from errors import AdapterError
 
-_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])"
-                  r"(?:\.[^.]+)?\.weight$")
+_KEY = re.compile(
+    r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])"
+    r"(?:\.[^.]+)?\.weight$"
+)
 _PART = {part: (group, i) for group, parts in GROUPS.items() for i, part in enumerate(parts)}
 
 
@@ -37,17 +39,33 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdapterError(f"{path}/adapter_config.json is not valid JSON ({exc}): the folder "
-                           "is damaged; train the adapter again") from exc
+        raise AdapterError(
+            f"{path}/adapter_config.json is not valid JSON ({exc}): the folder "
+            "is damaged; train the adapter again"
+        ) from exc
     if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
-        raise AdapterError(f"{path} is not a LoRA adapter (peft_type "
-                           f"{config.get('peft_type') if isinstance(config, dict) else '?'})")
-    unsupported = [k for k in ("use_dora", "modules_to_save", "alpha_pattern", "lora_bias",
-                               "layer_replication", "trainable_token_indices") if config.get(k)]
+        raise AdapterError(
+            f"{path} is not a LoRA adapter (peft_type "
+            f"{config.get('peft_type') if isinstance(config, dict) else '?'})"
+        )
+    unsupported = [
+        k
+        for k in (
+            "use_dora",
+            "modules_to_save",
+            "alpha_pattern",
+            "lora_bias",
+            "layer_replication",
+            "trainable_token_indices",
+        )
+        if config.get(k)
+    ]
     if unsupported or config.get("bias", "none") != "none" or config.get("fan_in_fan_out"):
-        raise AdapterError(f"{path} uses LoRA options the serving engine does not apply "
-                           f"({', '.join(unsupported) or 'bias/fan_in_fan_out'}): train it with "
-                           "plain LoRA (the training command's defaults)")
+        raise AdapterError(
+            f"{path} uses LoRA options the serving engine does not apply "
+            f"({', '.join(unsupported) or 'bias/fan_in_fan_out'}): train it with "
+            "plain LoRA (the training command's defaults)"
+        )
     try:
         float(config["lora_alpha"])
         int(config["r"])
@@ -66,9 +84,11 @@ def _read_tensors(path: Path) -> dict[str, Any]:
             return load_file(str(path / "adapter_model.safetensors"))
         return torch.load(path / "adapter_model.bin", map_location="cpu", weights_only=True)
     except Exception as exc:  # safetensors/pickle raise many types on damaged files
-        raise AdapterError(f"the weights in {path} cannot be read ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}): the folder "
-                           "is damaged; train the adapter again") from exc
+        raise AdapterError(
+            f"the weights in {path} cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}): the folder "
+            "is damaged; train the adapter again"
+        ) from exc
 
 
 def load_lora(path: Path, shape: Shape, dtype: Any, device: Any) -> LoraWeights:
@@ -83,12 +103,16 @@ def load_lora(path: Path, shape: Shape, dtype: Any, device: Any) -> LoraWeights:
     for key, value in tensors.items():
         match = _KEY.search(key)
         if not match or match.group(2) not in _PART:
-            raise AdapterError(f"{path} holds a weight the serving engine cannot apply ({key}): "
-                               "only LoRA on the attention and MLP projections is served")
+            raise AdapterError(
+                f"{path} holds a weight the serving engine cannot apply ({key}): "
+                "only LoRA on the attention and MLP projections is served"
+            )
         layer = int(match.group(1))
         if layer >= shape.layers:
-            raise AdapterError(f"{path} has weights for layer {layer} but the base model has "
-                               f"{shape.layers} layers: it was trained for another base model")
+            raise AdapterError(
+                f"{path} has weights for layer {layer} but the base model has "
+                f"{shape.layers} layers: it was trained for another base model"
+            )
         parts.setdefault((layer, match.group(2)), {})[match.group(3)] = value
     if not parts:
         raise AdapterError(f"{path} holds no LoRA weights: train the adapter again")
@@ -105,16 +129,24 @@ def load_lora(path: Path, shape: Shape, dtype: Any, device: Any) -> LoraWeights:
                 if pair is None:
                     continue
                 if set(pair) != {"A", "B"}:
-                    raise AdapterError(f"{path}: layer {layer} {name} lacks its lora_A or "
-                                       "lora_B weight; train the adapter again")
+                    raise AdapterError(
+                        f"{path}: layer {layer} {name} lacks its lora_A or "
+                        "lora_B weight; train the adapter again"
+                    )
                 a, b = pair["A"].float(), pair["B"].float()
                 r = a.shape[0]
-                if (a.shape != (r, shape.in_features(group)) or b.shape != (out, r)
-                        or not torch.isfinite(a).all() or not torch.isfinite(b).all()):
-                    raise AdapterError(f"{path}: layer {layer} {name} has LoRA weights of shape "
-                                       f"{tuple(a.shape)}/{tuple(b.shape)} (or non-finite "
-                                       "values), which do not fit the base model: it was "
-                                       "trained for another base model or is damaged")
+                if (
+                    a.shape != (r, shape.in_features(group))
+                    or b.shape != (out, r)
+                    or not torch.isfinite(a).all()
+                    or not torch.isfinite(b).all()
+                ):
+                    raise AdapterError(
+                        f"{path}: layer {layer} {name} has LoRA weights of shape "
+                        f"{tuple(a.shape)}/{tuple(b.shape)} (or non-finite "
+                        "values), which do not fit the base model: it was "
+                        "trained for another base model or is damaged"
+                    )
                 scale = alpha / (math.sqrt(r) if rslora else r)
                 a_cols.append(a.t())
                 blocks.append((names.index(name), b.t() * scale))
@@ -124,8 +156,10 @@ def load_lora(path: Path, shape: Shape, dtype: Any, device: Any) -> LoraWeights:
             row = 0
             for index, bt in blocks:
                 col = sum(outs[:index])
-                b_full[row:row + bt.shape[0], col:col + bt.shape[1]] = bt
+                b_full[row : row + bt.shape[0], col : col + bt.shape[1]] = bt
                 row += bt.shape[0]
-            layers[layer][group] = (torch.cat(a_cols, dim=1).to(device, dtype).contiguous(),
-                                    b_full.to(device, dtype).contiguous())
+            layers[layer][group] = (
+                torch.cat(a_cols, dim=1).to(device, dtype).contiguous(),
+                b_full.to(device, dtype).contiguous(),
+            )
     return LoraWeights(path=str(path), layers=layers, rank=rank)

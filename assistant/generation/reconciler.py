@@ -87,11 +87,19 @@ class AdapterReconciler:
         canary = registry.canary_version(self.db)
         active = rollouts.active_rollout(self.db)
         state = ServingState(production_version=production)
-        if (canary is not None and active is not None and active.adapter_version == canary
-                and self._ensure_loaded(canary)):
-            state = ServingState(production_version=production, canary_version=canary,
-                                 rollout_id=active.id, canary_weight=active.share,
-                                 paused=active.status == "paused")
+        if (
+            canary is not None
+            and active is not None
+            and active.adapter_version == canary
+            and self._ensure_loaded(canary)
+        ):
+            state = ServingState(
+                production_version=production,
+                canary_version=canary,
+                rollout_id=active.id,
+                canary_weight=active.share,
+                paused=active.status == "paused",
+            )
         self._unload_all_but({production, state.canary_version})
         return state
 
@@ -110,8 +118,13 @@ class AdapterReconciler:
             self.generator.load_adapter(name, folder)
         except AssistantError as exc:
             self._failed[version] = time.monotonic()
-            log.error("adapter %s cannot serve (%s); %s; retrying in %.0f s", version, exc,
-                      "its canary share goes to production" if version else "", RETRY_AFTER_S)
+            log.error(
+                "adapter %s cannot serve (%s); %s; retrying in %.0f s",
+                version,
+                exc,
+                "its canary share goes to production" if version else "",
+                RETRY_AFTER_S,
+            )
             return False
         self._failed.pop(version, None)
         log.info("loaded adapter %s from %s", name, folder)

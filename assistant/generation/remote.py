@@ -37,10 +37,20 @@ ServerKind = Literal["vllm", "llamacpp"]
 class RemoteGenerator:
     """The model worker's interface over an external OpenAI-compatible server."""
 
-    def __init__(self, url: str, tokenizer: Any, *, kind: ServerKind, context_window: int,
-                 model_config: dict[str, Any], adapter_root: Path | None = None,
-                 served_model: str = "", api_key: str | None = None, max_queued: int = 64,
-                 timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        tokenizer: Any,
+        *,
+        kind: ServerKind,
+        context_window: int,
+        model_config: dict[str, Any],
+        adapter_root: Path | None = None,
+        served_model: str = "",
+        api_key: str | None = None,
+        max_queued: int = 64,
+        timeout_s: float = 60.0,
+    ) -> None:
         import httpx
 
         self.tokenizer = tokenizer
@@ -50,8 +60,11 @@ class RemoteGenerator:
         self._root = adapter_root
         self._max_queued = max_queued
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers,
-                                  timeout=httpx.Timeout(timeout_s, read=timeout_s))
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, read=timeout_s),
+        )
         self._lock = threading.Lock()
         self._pending = 0
         self._adapters: dict[str, str | int] = {}  # public name -> vLLM name / llama.cpp id
@@ -69,8 +82,11 @@ class RemoteGenerator:
         whatever served as `name` before keeps serving)."""
         folder = check_adapter_dir(Path(path), root=self._root)
         if self.kind == "vllm":
-            self._post("/v1/load_lora_adapter", {"lora_name": self._vllm_name(name, folder),
-                                                 "lora_path": str(folder)}, what="load")
+            self._post(
+                "/v1/load_lora_adapter",
+                {"lora_name": self._vllm_name(name, folder), "lora_path": str(folder)},
+                what="load",
+            )
             handle: str | int = self._vllm_name(name, folder)
         else:
             handle = self._llamacpp_id(folder)
@@ -105,44 +121,60 @@ class RemoteGenerator:
         for entry in self._get("/lora-adapters"):
             if Path(str(entry.get("path", ""))).resolve() == gguf.resolve():
                 return int(entry["id"])
-        raise AdapterError(f"the llama.cpp server was not started with {gguf}: it cannot load "
-                           f"adapters at run time; restart it with --lora {gguf} (or use vLLM)")
+        raise AdapterError(
+            f"the llama.cpp server was not started with {gguf}: it cannot load "
+            f"adapters at run time; restart it with --lora {gguf} (or use vLLM)"
+        )
 
     # ---- generation ------------------------------------------------------------------------
 
-    def stream(self, prompt_ids: list[int], adapter: str | None = None,
-               params: SamplingParams | None = None) -> TokenStream:
+    def stream(
+        self,
+        prompt_ids: list[int],
+        adapter: str | None = None,
+        params: SamplingParams | None = None,
+    ) -> TokenStream:
         """Start an answer to `prompt_ids` on adapter `adapter` (None: the bare base)."""
         params = params or SamplingParams()
         if not prompt_ids:
             raise InputError("the prompt is empty: there is nothing to answer")
         if len(prompt_ids) >= self.context_window:
-            raise InputError(f"the prompt has {len(prompt_ids)} tokens but the context window is "
-                             f"{self.context_window}: shorten the message")
+            raise InputError(
+                f"the prompt has {len(prompt_ids)} tokens but the context window is "
+                f"{self.context_window}: shorten the message"
+            )
         with self._lock:
             if adapter is not None and adapter not in self._adapters:
-                raise AdapterError(f"no adapter named {adapter!r} is loaded (loaded: "
-                                   f"{', '.join(sorted(self._adapters)) or 'none'})")
+                raise AdapterError(
+                    f"no adapter named {adapter!r} is loaded (loaded: "
+                    f"{', '.join(sorted(self._adapters)) or 'none'})"
+                )
             if self._pending >= self._max_queued:
                 raise BusyError("the model is busy with other requests: try again in a moment")
             self._pending += 1
             body = self._request(list(prompt_ids), adapter, params)
         stream = TokenStream(len(prompt_ids))
         try:
-            threading.Thread(target=self._run, args=(stream, body), daemon=True,
-                             name="remote-stream").start()
+            threading.Thread(
+                target=self._run, args=(stream, body), daemon=True, name="remote-stream"
+            ).start()
         except BaseException:
             with self._lock:
                 self._pending -= 1
             raise
         return stream
 
-    def _request(self, prompt: list[int], adapter: str | None,
-                 params: SamplingParams) -> dict[str, Any]:
+    def _request(
+        self, prompt: list[int], adapter: str | None, params: SamplingParams
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "prompt": prompt, "max_tokens": params.max_new_tokens, "stream": True,
-            "temperature": params.temperature, "top_p": params.top_p,
-            "stream_options": {"include_usage": True}}
+            "prompt": prompt,
+            "max_tokens": params.max_new_tokens,
+            "stream": True,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stream_options": {"include_usage": True},
+        }
         if params.seed is not None:
             body["seed"] = params.seed
         if self.kind == "vllm":
@@ -152,8 +184,10 @@ class RemoteGenerator:
             body["model"] = self._served
             body["repeat_penalty"] = params.repetition_penalty
             chosen = self._adapters.get(adapter) if adapter else None
-            body["lora"] = [{"id": int(i), "scale": 1.0 if i == chosen else 0.0}
-                            for i in sorted({int(v) for v in self._adapters.values()})]
+            body["lora"] = [
+                {"id": int(i), "scale": 1.0 if i == chosen else 0.0}
+                for i in sorted({int(v) for v in self._adapters.values()})
+            ]
         return body
 
     def _run(self, stream: TokenStream, body: dict[str, Any]) -> None:
@@ -194,11 +228,17 @@ class RemoteGenerator:
         finally:
             with self._lock:
                 self._pending -= 1
-        stream.close(StreamResult(
-            text="".join(pieces), prompt_tokens=stream.prompt_tokens,
-            completion_tokens=completion or len(pieces), finish_reason=reason, error=error,
-            ttft_s=None if first is None else first - started,
-            total_s=time.perf_counter() - started))
+        stream.close(
+            StreamResult(
+                text="".join(pieces),
+                prompt_tokens=stream.prompt_tokens,
+                completion_tokens=completion or len(pieces),
+                finish_reason=reason,
+                error=error,
+                ttft_s=None if first is None else first - started,
+                total_s=time.perf_counter() - started,
+            )
+        )
 
     def close(self) -> None:
         """Close the connection pool (the external server keeps running)."""
@@ -213,8 +253,12 @@ class RemoteGenerator:
             alive = False
         with self._lock:
             queued = self._pending
-        return {"admitting": alive and queued < self._max_queued, "queued": queued,
-                "max_queued": self._max_queued, "worker_alive": alive}
+        return {
+            "admitting": alive and queued < self._max_queued,
+            "queued": queued,
+            "max_queued": self._max_queued,
+            "worker_alive": alive,
+        }
 
     # ---- HTTP helpers ----------------------------------------------------------------------
 
@@ -222,16 +266,19 @@ class RemoteGenerator:
         data = self._get("/v1/models")
         models = data.get("data") if isinstance(data, dict) else None
         if not models:
-            raise ModelError("the model server lists no models at /v1/models; set "
-                             "model.backend_model")
+            raise ModelError(
+                "the model server lists no models at /v1/models; set model.backend_model"
+            )
         return str(models[0]["id"])
 
     def _get(self, path: str) -> Any:
         try:
             response = self._http.get(path)
         except Exception as exc:
-            raise ModelError(f"the model server at {self._http.base_url} cannot be reached "
-                             f"({type(exc).__name__}: {exc}); check model.backend_url") from None
+            raise ModelError(
+                f"the model server at {self._http.base_url} cannot be reached "
+                f"({type(exc).__name__}: {exc}); check model.backend_url"
+            ) from None
         if response.status_code >= 400:
             raise ModelError(self._server_error(response))
         return response.json()
@@ -240,11 +287,14 @@ class RemoteGenerator:
         try:
             response = self._http.post(path, json=body)
         except Exception as exc:
-            raise AdapterError(f"could not {what} the adapter: the model server cannot be "
-                               f"reached ({type(exc).__name__})") from None
+            raise AdapterError(
+                f"could not {what} the adapter: the model server cannot be "
+                f"reached ({type(exc).__name__})"
+            ) from None
         if response.status_code >= 400:
-            raise AdapterError(f"the model server refused to {what} the adapter: "
-                               f"{self._server_error(response)}")
+            raise AdapterError(
+                f"the model server refused to {what} the adapter: {self._server_error(response)}"
+            )
 
     @staticmethod
     def _server_error(response: Any) -> str:

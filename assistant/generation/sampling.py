@@ -27,8 +27,9 @@ def sample_token(logits: Any, generated: list[int], params: SamplingParams, rng:
     if params.repetition_penalty != 1.0 and generated:
         seen = torch.tensor(sorted(set(generated)), device=logits.device)
         values = logits[seen]
-        logits[seen] = torch.where(values < 0, values * params.repetition_penalty,
-                                   values / params.repetition_penalty)
+        logits[seen] = torch.where(
+            values < 0, values * params.repetition_penalty, values / params.repetition_penalty
+        )
     if params.temperature <= 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / params.temperature, dim=-1)

@@ -79,7 +79,8 @@ class TextGenerator(Protocol):
 
     tokenizer: Any
 
-    def stream(self, prompt_ids: list[int], adapter: str | None,
-               params: SamplingParams) -> TokenStream: ...
+    def stream(
+        self, prompt_ids: list[int], adapter: str | None, params: SamplingParams
+    ) -> TokenStream: ...
 
     def adapter_names(self) -> list[str]: ...

@@ -17,8 +17,12 @@ from errors import ModelError
 ATTENTION = ("q_proj", "k_proj", "v_proj")
 MLP_IN = ("gate_proj", "up_proj")
 # fused group -> the peft module names it is made of, in output order
-GROUPS: dict[str, tuple[str, ...]] = {"qkv": ATTENTION, "o": ("o_proj",), "gate_up": MLP_IN,
-                                      "down": ("down_proj",)}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "qkv": ATTENTION,
+    "o": ("o_proj",),
+    "gate_up": MLP_IN,
+    "down": ("down_proj",),
+}
 
 
 @dataclass
@@ -50,14 +54,25 @@ class Shape:
 
     def out_features(self, group: str) -> tuple[int, ...]:
         """Output width of each part of a fused group."""
-        attn = (self.heads * self.head_dim, self.kv_heads * self.head_dim,
-                self.kv_heads * self.head_dim)
-        return {"qkv": attn, "o": (self.hidden,), "gate_up": (self.intermediate,) * 2,
-                "down": (self.hidden,)}[group]
+        attn = (
+            self.heads * self.head_dim,
+            self.kv_heads * self.head_dim,
+            self.kv_heads * self.head_dim,
+        )
+        return {
+            "qkv": attn,
+            "o": (self.hidden,),
+            "gate_up": (self.intermediate,) * 2,
+            "down": (self.hidden,),
+        }[group]
 
     def in_features(self, group: str) -> int:
-        return {"qkv": self.hidden, "o": self.heads * self.head_dim, "gate_up": self.hidden,
-                "down": self.intermediate}[group]
+        return {
+            "qkv": self.hidden,
+            "o": self.heads * self.head_dim,
+            "gate_up": self.hidden,
+            "down": self.intermediate,
+        }[group]
 
 
 @dataclass
@@ -108,8 +123,12 @@ def _bias(modules: list[Any]) -> Any | None:
 
     if all(getattr(m, "bias", None) is None for m in modules):
         return None
-    return torch.cat([m.bias.data.float() if m.bias is not None
-                      else torch.zeros(m.out_features) for m in modules])
+    return torch.cat(
+        [
+            m.bias.data.float() if m.bias is not None else torch.zeros(m.out_features)
+            for m in modules
+        ]
+    )
 
 
 def serving_dtype(name: str, device: str) -> Any:
@@ -133,17 +152,26 @@ def extract(model: Any, dtype_name: str = "auto") -> ServingWeights:
 
     cfg = model.config
     if getattr(cfg, "model_type", None) != "llama":
-        raise ModelError(f"the batched engine serves Llama-architecture models; this one is "
-                         f"{getattr(cfg, 'model_type', '?')!r}: choose a Llama-family model "
-                         "(SmolLM2, Llama, TinyLlama) as model.base")
+        raise ModelError(
+            f"the batched engine serves Llama-architecture models; this one is "
+            f"{getattr(cfg, 'model_type', '?')!r}: choose a Llama-family model "
+            "(SmolLM2, Llama, TinyLlama) as model.base"
+        )
     inner = model.model
     device = inner.embed_tokens.weight.device
     dtype = serving_dtype(dtype_name, device.type)
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    shape = Shape(layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, heads=heads,
-                  kv_heads=kv_heads, head_dim=head_dim, intermediate=cfg.intermediate_size,
-                  vocab=cfg.vocab_size, eps=float(cfg.rms_norm_eps))
+    shape = Shape(
+        layers=cfg.num_hidden_layers,
+        hidden=cfg.hidden_size,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate=cfg.intermediate_size,
+        vocab=cfg.vocab_size,
+        eps=float(cfg.rms_norm_eps),
+    )
 
     def cast(t: Any) -> Any:
         return t.to(device=device, dtype=dtype).contiguous()
@@ -154,15 +182,18 @@ def extract(model: Any, dtype_name: str = "auto") -> ServingWeights:
             attn, mlp = block.self_attn, block.mlp
             qkv = [getattr(attn, n) for n in ATTENTION]
             qkv_bias = _bias(qkv)
-            layers.append(Layer(
-                input_norm=cast(block.input_layernorm.weight.data),
-                qkv=cast(torch.cat([dense_weight(m) for m in qkv])),
-                qkv_bias=cast(qkv_bias) if qkv_bias is not None else None,
-                o=cast(dense_weight(attn.o_proj)),
-                o_bias=cast(attn.o_proj.bias.data) if attn.o_proj.bias is not None else None,
-                post_norm=cast(block.post_attention_layernorm.weight.data),
-                gate_up=cast(torch.cat([dense_weight(getattr(mlp, n)) for n in MLP_IN])),
-                down=cast(dense_weight(mlp.down_proj))))
+            layers.append(
+                Layer(
+                    input_norm=cast(block.input_layernorm.weight.data),
+                    qkv=cast(torch.cat([dense_weight(m) for m in qkv])),
+                    qkv_bias=cast(qkv_bias) if qkv_bias is not None else None,
+                    o=cast(dense_weight(attn.o_proj)),
+                    o_bias=cast(attn.o_proj.bias.data) if attn.o_proj.bias is not None else None,
+                    post_norm=cast(block.post_attention_layernorm.weight.data),
+                    gate_up=cast(torch.cat([dense_weight(getattr(mlp, n)) for n in MLP_IN])),
+                    down=cast(dense_weight(mlp.down_proj)),
+                )
+            )
             if getattr(mlp.gate_proj, "bias", None) is not None:
                 raise ModelError("MLP biases are not supported by the batched engine")
         embed = cast(inner.embed_tokens.weight.data)
@@ -171,7 +202,14 @@ def extract(model: Any, dtype_name: str = "auto") -> ServingWeights:
         lm_head = embed if tied else cast(dense_weight(head))
         rotary = inner.rotary_emb
         inv_freq = rotary.inv_freq.detach().to(device=device, dtype=torch.float32).clone()
-    return ServingWeights(shape=shape, layers=layers, embed=embed, norm=cast(inner.norm.weight),
-                          lm_head=lm_head, inv_freq=inv_freq,
-                          rope_scale=float(getattr(rotary, "attention_scaling", 1.0)),
-                          dtype=dtype, device=device)
+    return ServingWeights(
+        shape=shape,
+        layers=layers,
+        embed=embed,
+        norm=cast(inner.norm.weight),
+        lm_head=lm_head,
+        inv_freq=inv_freq,
+        rope_scale=float(getattr(rotary, "attention_scaling", 1.0)),
+        dtype=dtype,
+        device=device,
+    )

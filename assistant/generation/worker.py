@@ -37,8 +37,15 @@ from core.adapters import check_adapter_dir
 from core.prompts import stop_token_ids
 from errors import AdapterError, BusyError, InputError
 
-__all__ = ["Generator", "SamplingParams", "StreamResult", "TextGenerator", "TokenStream",
-           "sample_token", "BASE"]
+__all__ = [
+    "Generator",
+    "SamplingParams",
+    "StreamResult",
+    "TextGenerator",
+    "TokenStream",
+    "sample_token",
+    "BASE",
+]
 log = logging.getLogger(__name__)
 BASE = "__base__"  # internal name of "no adapter"
 MAX_SEED = 2**63 - 1
@@ -65,9 +72,18 @@ class _Job:
 class Generator:
     """The model worker: named adapters, streaming, cancellation, continuous batching."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, context_window: int,
-                 adapter_root: Path | None = None, max_queued: int = 64, max_batch: int = 8,
-                 prefill_chunk: int = 64, dtype: str = "auto") -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        context_window: int,
+        adapter_root: Path | None = None,
+        max_queued: int = 64,
+        max_batch: int = 8,
+        prefill_chunk: int = 64,
+        dtype: str = "auto",
+    ) -> None:
         import torch
 
         self._torch = torch
@@ -84,7 +100,8 @@ class Generator:
         self._retiring: set[str] = set()
         self._serial = itertools.count(1)
         self._commands: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]] = (
-            queue.Queue())
+            queue.Queue()
+        )
         self._waiting: deque[_Job] = deque()
         self._running: list[_Job] = []
         self._pending = 0
@@ -109,35 +126,46 @@ class Generator:
         try:  # read and laid out here, off the worker thread: running streams do not pause
             weights = load_lora(folder, w.shape, w.dtype, w.device)
         except AdapterError as exc:
-            raise AdapterError(f"could not load adapter {name!r} from {folder}: {exc}; the "
-                               "previous adapter keeps serving") from exc
+            raise AdapterError(
+                f"could not load adapter {name!r} from {folder}: {exc}; the "
+                "previous adapter keeps serving"
+            ) from exc
         self._call(self._do_load, name, folder, weights)
 
     def unload_adapter(self, name: str) -> None:
         """Unload an adapter; streams already using it finish first."""
         self._call(self._do_unload, name)
 
-    def stream(self, prompt_ids: list[int], adapter: str | None = None,
-               params: SamplingParams | None = None) -> TokenStream:
+    def stream(
+        self,
+        prompt_ids: list[int],
+        adapter: str | None = None,
+        params: SamplingParams | None = None,
+    ) -> TokenStream:
         """Start generating an answer to `prompt_ids` with adapter `adapter` (None: the base)."""
         params = params or SamplingParams()
         if not prompt_ids:
             raise InputError("the prompt is empty: there is nothing to answer")
         if len(prompt_ids) >= self.context_window:
-            raise InputError(f"the prompt has {len(prompt_ids)} tokens but the context window is "
-                             f"{self.context_window}: shorten the message")
+            raise InputError(
+                f"the prompt has {len(prompt_ids)} tokens but the context window is "
+                f"{self.context_window}: shorten the message"
+            )
         vocab = self._engine.w.shape.vocab
         if any(not isinstance(t, int) or not 0 <= t < vocab for t in prompt_ids):
             raise InputError(f"the prompt holds token ids outside 0..{vocab - 1}")
         seed = params.seed
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                                 or not 0 <= seed <= MAX_SEED):
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED
+        ):
             raise InputError(f"seed must be an integer in 0..{MAX_SEED}, not {seed!r}")
         if params.max_new_tokens < 1:
             raise InputError("max_new_tokens must be at least 1")
         if adapter is not None and adapter not in self.adapter_names():
-            raise AdapterError(f"no adapter named {adapter!r} is loaded (loaded: "
-                               f"{', '.join(self.adapter_names()) or 'none'})")
+            raise AdapterError(
+                f"no adapter named {adapter!r} is loaded (loaded: "
+                f"{', '.join(self.adapter_names()) or 'none'})"
+            )
         with self._lock:
             if self._pending >= self._max_queued:
                 raise BusyError("the model is busy with other requests: try again in a moment")
@@ -145,9 +173,16 @@ class Generator:
         try:  # from here on, a failure must give the queue place back
             stream = TokenStream(len(prompt_ids))
             rng = self._torch.Generator().manual_seed(
-                seed if seed is not None else time.time_ns() % 2**62)
-            job = _Job(stream, list(prompt_ids), params, time.perf_counter(), rng,
-                       IncrementalDetokenizer(self.tokenizer, self._stop_ids))
+                seed if seed is not None else time.time_ns() % 2**62
+            )
+            job = _Job(
+                stream,
+                list(prompt_ids),
+                params,
+                time.perf_counter(),
+                rng,
+                IncrementalDetokenizer(self.tokenizer, self._stop_ids),
+            )
             self._commands.put((self._admit, (job, adapter), Future()))
         except BaseException:
             with self._lock:
@@ -160,8 +195,12 @@ class Generator:
         with self._lock:
             queued = self._pending
         alive = self._thread.is_alive() and not self._closed
-        return {"admitting": alive and queued < self._max_queued, "queued": queued,
-                "max_queued": self._max_queued, "worker_alive": alive}
+        return {
+            "admitting": alive and queued < self._max_queued,
+            "queued": queued,
+            "max_queued": self._max_queued,
+            "worker_alive": alive,
+        }
 
     def close(self) -> None:
         """Stop the worker; running streams end as cancelled."""
@@ -171,8 +210,12 @@ class Generator:
 
     def stats(self) -> dict[str, int]:
         """Streams running and waiting, slots, and the KV cache size (for metrics, benches)."""
-        return {"running": len(self._running), "waiting": len(self._waiting),
-                "slots": self._engine.slots, "kv_cache_bytes": self._engine.cache_bytes()}
+        return {
+            "running": len(self._running),
+            "waiting": len(self._waiting),
+            "slots": self._engine.slots,
+            "kv_cache_bytes": self._engine.cache_bytes(),
+        }
 
     # ---- adapters (worker thread) -------------------------------------------------------------
 
@@ -212,8 +255,9 @@ class Generator:
         with self._lock:
             entry = self._aliases.get(adapter) if adapter else None
         if adapter and entry is None:
-            self._finish(job, "error", f"adapter {adapter!r} was unloaded before the request "
-                                       "started")
+            self._finish(
+                job, "error", f"adapter {adapter!r} was unloaded before the request started"
+            )
             return
         job.internal = entry[0] if entry else BASE
         job.lora = self._adapters.get(job.internal)
@@ -265,8 +309,18 @@ class Generator:
             if job.prefilled < len(job.prompt) and budget > 0:
                 n = min(budget, len(job.prompt) - job.prefilled)
                 done = job.prefilled + n == len(job.prompt)
-                plan.append((job, Row(job.slot, job.prompt[job.prefilled:job.prefilled + n],
-                                      job.prefilled, job.lora, logits=done)))
+                plan.append(
+                    (
+                        job,
+                        Row(
+                            job.slot,
+                            job.prompt[job.prefilled : job.prefilled + n],
+                            job.prefilled,
+                            job.lora,
+                            logits=done,
+                        ),
+                    )
+                )
                 budget -= n
         return plan
 
@@ -330,8 +384,14 @@ class Generator:
                 if job.internal in self._retiring:
                     self._retiring.discard(job.internal)
                     self._adapters.pop(job.internal, None)
-        job.stream.close(StreamResult(
-            text="".join(job.sent), prompt_tokens=len(job.prompt),
-            completion_tokens=len(job.generated), finish_reason=reason, error=error,
-            ttft_s=(job.first_at - job.submitted) if job.first_at else None,
-            total_s=now - job.submitted))
+        job.stream.close(
+            StreamResult(
+                text="".join(job.sent),
+                prompt_tokens=len(job.prompt),
+                completion_tokens=len(job.generated),
+                finish_reason=reason,
+                error=error,
+                ttft_s=(job.first_at - job.submitted) if job.first_at else None,
+                total_s=now - job.submitted,
+            )
+        )

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 # ---- routes ----------------------------------------------------------------------------------
 
+
 def api_router(services: Services) -> APIRouter:
     """The OpenAI-compatible routes under /v1."""
     router = APIRouter(prefix="/v1")
@@ -68,15 +69,20 @@ def api_router(services: Services) -> APIRouter:
 
     # Anonymous identities cost nothing to make, so their making is limited per address:
     # keyless calls from one address share one user's message rate.
-    minted = RateLimiter(cfg.server.rate_limit_per_minute,
-                         what="new anonymous API callers from this address (send the key from "
-                              "the X-API-Key header of your first answer)")
+    minted = RateLimiter(
+        cfg.server.rate_limit_per_minute,
+        what="new anonymous API callers from this address (send the key from "
+        "the X-API-Key header of your first answer)",
+    )
 
     def user_of(request: Request) -> str:
         user = services.identity.api_user(request.headers.get("authorization"))
         if user is None:
-            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                           code="invalid_api_key")
+            raise ApiError(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+            )
         if user.issued_key:  # a new anonymous caller: guarded() hands it its key
             minted.check(request.client.host if request.client else "unknown")
             request.state.issued_key = user.issued_key
@@ -102,35 +108,54 @@ def api_router(services: Services) -> APIRouter:
         if not isinstance(model, str):
             raise ApiError(400, "'model' must be a string")
         if model not in MODEL_NAMES:
-            raise ApiError(404, f"the model {quoted(model)} does not exist: use one of "
-                                f"{', '.join(MODEL_NAMES)} (see GET /v1/models)",
-                           code="model_not_found")
+            raise ApiError(
+                404,
+                f"the model {quoted(model)} does not exist: use one of "
+                f"{', '.join(MODEL_NAMES)} (see GET /v1/models)",
+                code="model_not_found",
+            )
         int_field(data, "n", 1, 1)  # one answer per request
         longest = cfg.model.max_new_tokens
         max_tokens = int_field(data, "max_tokens", 1, longest)
         max_tokens = int_field(data, "max_completion_tokens", 1, longest) or max_tokens
         conversation_id = opt_field(data, "conversation_id", str, "a string")
         if conversation_id is not None and len(conversation_id) > MAX_FIELD_CHARS:
-            raise ApiError(400, f"'conversation_id' is longer than {MAX_FIELD_CHARS} "
-                                "characters: use an id a response gave you")
+            raise ApiError(
+                400,
+                f"'conversation_id' is longer than {MAX_FIELD_CHARS} "
+                "characters: use an id a response gave you",
+            )
         opt_field(data, "user", str, "a string")  # accepted for compatibility, never an identity
         check_ignored_fields(data)
         question, history = parse_messages(data)
-        return {"message": question, "conversation_id": conversation_id, "model": model,
-                "history": None if conversation_id else history,
-                "temperature": number_field(data, "temperature", 0.0, 2.0),
-                "top_p": number_field(data, "top_p", 0.01, 1.0),
-                "seed": int_field(data, "seed", 0, MAX_SEED), "max_new_tokens": max_tokens}
+        return {
+            "message": question,
+            "conversation_id": conversation_id,
+            "model": model,
+            "history": None if conversation_id else history,
+            "temperature": number_field(data, "temperature", 0.0, 2.0),
+            "top_p": number_field(data, "top_p", 0.01, 1.0),
+            "seed": int_field(data, "seed", 0, MAX_SEED),
+            "max_new_tokens": max_tokens,
+        }
 
     def extras(handle: TurnHandle) -> dict[str, Any]:
         notes = [handle.retrieval_note] if handle.retrieval_note else []
         if handle.dropped_turns:
-            notes.append(f"{handle.dropped_turns} earlier turn(s) were left out of the prompt "
-                         "to fit the model's context window")
-        return {"conversation_id": handle.conversation_id, "arm": handle.arm,
-                "adapter_version": handle.adapter_version, "notes": notes,
-                "sources": [{"n": i, "source": p.source, "chunk_id": p.chunk_id,
-                             "score": p.score} for i, p in enumerate(handle.passages, 1)]}
+            notes.append(
+                f"{handle.dropped_turns} earlier turn(s) were left out of the prompt "
+                "to fit the model's context window"
+            )
+        return {
+            "conversation_id": handle.conversation_id,
+            "arm": handle.arm,
+            "adapter_version": handle.adapter_version,
+            "notes": notes,
+            "sources": [
+                {"n": i, "source": p.source, "chunk_id": p.chunk_id, "score": p.score}
+                for i, p in enumerate(handle.passages, 1)
+            ],
+        }
 
     async def completions(request: Request) -> Response:
         user_id = user_of(request)
@@ -147,21 +172,40 @@ def api_router(services: Services) -> APIRouter:
             result = handle.result
             assert result is not None
             if result.error:
-                raise ApiError(503, f"the answer could not be generated ({result.error}); "
-                                    "try again", "server_error", "generation_failed")
-            return JSONResponse({
-                "id": turn_id, "object": "chat.completion", "created": created,
-                "model": model, **extras(handle),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": _finish(result.finish_reason)}],
-                "usage": {"prompt_tokens": result.prompt_tokens,
-                          "completion_tokens": result.completion_tokens,
-                          "total_tokens": result.prompt_tokens + result.completion_tokens}})
+                raise ApiError(
+                    503,
+                    f"the answer could not be generated ({result.error}); try again",
+                    "server_error",
+                    "generation_failed",
+                )
+            return JSONResponse(
+                {
+                    "id": turn_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    **extras(handle),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": _finish(result.finish_reason),
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": result.prompt_tokens,
+                        "completion_tokens": result.completion_tokens,
+                        "total_tokens": result.prompt_tokens + result.completion_tokens,
+                    },
+                }
+            )
         return StreamingResponse(
-            sse(services, handle, model, created,
-                extras(handle), bool(options.get("include_usage"))),
-            media_type="text/event-stream", headers={"Cache-Control": "no-cache",
-                                                     "X-Accel-Buffering": "no"})
+            sse(
+                services, handle, model, created, extras(handle), bool(options.get("include_usage"))
+            ),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @router.post("/chat/completions", openapi_extra=body_doc(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Response:
@@ -170,16 +214,43 @@ def api_router(services: Services) -> APIRouter:
     async def models(request: Request) -> Response:
         user_of(request)
         state = await run_in_threadpool(chat.state)
-        data = [{"id": "assistant", "object": "model", "created": 0, "owned_by": "assistant",
-                 "description": "routed: production, or the canary for its share of new "
-                                "conversations", "adapter_version": state.production_version},
-                {"id": "production", "object": "model", "created": 0, "owned_by": "assistant",
-                 "adapter_version": state.production_version}]
+        data = [
+            {
+                "id": "assistant",
+                "object": "model",
+                "created": 0,
+                "owned_by": "assistant",
+                "description": "routed: production, or the canary for its share of new "
+                "conversations",
+                "adapter_version": state.production_version,
+            },
+            {
+                "id": "production",
+                "object": "model",
+                "created": 0,
+                "owned_by": "assistant",
+                "adapter_version": state.production_version,
+            },
+        ]
         if state.canary_version is not None and state.rollout_id is not None:
-            data.append({"id": "canary", "object": "model", "created": 0,
-                         "owned_by": "assistant", "adapter_version": state.canary_version})
-        data.append({"id": "base", "object": "model", "created": 0, "owned_by": "assistant",
-                     "adapter_version": 0})
+            data.append(
+                {
+                    "id": "canary",
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "assistant",
+                    "adapter_version": state.canary_version,
+                }
+            )
+        data.append(
+            {
+                "id": "base",
+                "object": "model",
+                "created": 0,
+                "owned_by": "assistant",
+                "adapter_version": 0,
+            }
+        )
         return JSONResponse({"object": "list", "data": data})
 
     @router.get("/models")
@@ -197,15 +268,26 @@ def api_router(services: Services) -> APIRouter:
             raise ApiError(400, "'rating' must be 'up', 'down' or null (withdraw the vote)")
         comment = opt_field(data, "comment", str, "a string")
         correction = opt_field(data, "correction", str, "a string")
-        reasons = opt_field(data, "reasons", list,
-                            f"a list of reasons ({', '.join(logs.REASONS)})")
-        vote = await run_in_threadpool(services.rate, user_id, turn_id, rating, comment,
-                                       correction, reasons,
-                                       request.client.host if request.client else None)
-        return JSONResponse({"id": turn_id, "rating": vote.rating if vote else None,
-                             "comment": vote.comment if vote else None,
-                             "correction": vote.correction if vote else None,
-                             "reasons": list(vote.reasons) if vote else []})
+        reasons = opt_field(data, "reasons", list, f"a list of reasons ({', '.join(logs.REASONS)})")
+        vote = await run_in_threadpool(
+            services.rate,
+            user_id,
+            turn_id,
+            rating,
+            comment,
+            correction,
+            reasons,
+            request.client.host if request.client else None,
+        )
+        return JSONResponse(
+            {
+                "id": turn_id,
+                "rating": vote.rating if vote else None,
+                "comment": vote.comment if vote else None,
+                "correction": vote.correction if vote else None,
+                "reasons": list(vote.reasons) if vote else [],
+            }
+        )
 
     @router.post("/feedback", openapi_extra=body_doc(FeedbackRequest))
     async def post_feedback(request: Request) -> Response:
@@ -214,10 +296,21 @@ def api_router(services: Services) -> APIRouter:
     async def conversations(request: Request) -> Response:
         user_id = user_of(request)
         rows = await run_in_threadpool(logs.list_conversations, services.db, user_id)
-        return JSONResponse({"object": "list", "data": [
-            {"id": c.id, "title": c.title, "turns": c.turn_count,
-             "created_at": c.created_at.isoformat(),
-             "last_activity": c.last_activity.isoformat()} for c in rows]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": c.id,
+                        "title": c.title,
+                        "turns": c.turn_count,
+                        "created_at": c.created_at.isoformat(),
+                        "last_activity": c.last_activity.isoformat(),
+                    }
+                    for c in rows
+                ],
+            }
+        )
 
     @router.get("/conversations")
     async def list_conversations(request: Request) -> Response:
@@ -225,13 +318,24 @@ def api_router(services: Services) -> APIRouter:
 
     async def conversation(request: Request, conversation_id: str) -> Response:
         user_id = user_of(request)
-        turns = await run_in_threadpool(logs.conversation_turns, services.db, conversation_id,
-                                        user_id)
-        return JSONResponse({"id": conversation_id, "turns": [
-            {"id": t.id, "question": t.question, "answer": t.answer,
-             "created_at": t.created_at.isoformat(),
-             "rating": next((v.rating for v in t.votes if v.user_id == user_id), None)}
-            for t in turns]})
+        turns = await run_in_threadpool(
+            logs.conversation_turns, services.db, conversation_id, user_id
+        )
+        return JSONResponse(
+            {
+                "id": conversation_id,
+                "turns": [
+                    {
+                        "id": t.id,
+                        "question": t.question,
+                        "answer": t.answer,
+                        "created_at": t.created_at.isoformat(),
+                        "rating": next((v.rating for v in t.votes if v.user_id == user_id), None),
+                    }
+                    for t in turns
+                ],
+            }
+        )
 
     @router.get("/conversations/{conversation_id}")
     async def get_conversation(request: Request, conversation_id: str) -> Response:
@@ -248,48 +352,78 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
 
-async def sse(services: Services, handle: TurnHandle, model: str, created: int,
-              extra: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+async def sse(
+    services: Services,
+    handle: TurnHandle,
+    model: str,
+    created: int,
+    extra: dict[str, Any],
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
     """The answer as OpenAI `chat.completion.chunk` events, ending with `data: [DONE]`. Every
     chunk carries the turn id, which `/v1/feedback` rates."""
-    base = {"id": handle.id, "object": "chat.completion.chunk", "created": created,
-            "model": model}
+    base = {"id": handle.id, "object": "chat.completion.chunk", "created": created, "model": model}
     pieces = iter(handle)
     done = object()
     finished = False
     try:
-        yield _sse({**base, **extra, "choices": [
-            {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        yield _sse(
+            {
+                **base,
+                **extra,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
         while True:
             piece = await run_in_threadpool(next, pieces, done)
             if piece is done:
                 break
-            yield _sse({**base, "choices": [{"index": 0, "delta": {"content": piece},
-                                             "finish_reason": None}]})
+            yield _sse(
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
+            )
         turn_id = await run_in_threadpool(services.finish_turn, handle, "api")
         finished = True
         result = handle.result
         assert result is not None
-        final: dict[str, Any] = {**base, "turn_id": turn_id, "choices": [
-            {"index": 0, "delta": {}, "finish_reason": _finish(result.finish_reason)}]}
+        final: dict[str, Any] = {
+            **base,
+            "turn_id": turn_id,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(result.finish_reason)}],
+        }
         if result.error:
-            final["error"] = {"message": f"the answer could not be generated ({result.error})",
-                              "type": "server_error", "code": "generation_failed"}
+            final["error"] = {
+                "message": f"the answer could not be generated ({result.error})",
+                "type": "server_error",
+                "code": "generation_failed",
+            }
         if include_usage:
-            final["usage"] = {"prompt_tokens": result.prompt_tokens,
-                              "completion_tokens": result.completion_tokens,
-                              "total_tokens": result.prompt_tokens + result.completion_tokens}
+            final["usage"] = {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "total_tokens": result.prompt_tokens + result.completion_tokens,
+            }
         yield _sse(final)
         yield b"data: [DONE]\n\n"
     finally:
         if not finished:  # the client went away: stop generating, still log what was said
             handle.cancel()
 
-            threading.Thread(target=services.finish_turn, args=(handle, "api"),
-                             name="turn-clean-up", daemon=True).start()
+            threading.Thread(
+                target=services.finish_turn, args=(handle, "api"), name="turn-clean-up", daemon=True
+            ).start()
 
 
 # ---- ops -------------------------------------------------------------------------------------
+
 
 def ops_router(services: Services) -> APIRouter:
     """`/healthz` and `/metrics`."""
@@ -303,8 +437,9 @@ def ops_router(services: Services) -> APIRouter:
         ok, checks = await run_in_threadpool(services.health)
         serving = checks["model"]["ok"] and checks["database"]["ok"]
         status = "ok" if ok else "degraded" if serving else "unavailable"
-        return JSONResponse({"status": status, "checks": checks},
-                            status_code=200 if serving else 503)
+        return JSONResponse(
+            {"status": status, "checks": checks}, status_code=200 if serving else 503
+        )
 
     @router.get("/metrics")
     async def metrics() -> Response:
@@ -333,8 +468,9 @@ def login_router(services: Services) -> APIRouter:
         client = request.client.host if request.client else "unknown"
         next_path = safe_next(form.get("next"))
         try:
-            user_id = await run_in_threadpool(identity.login, form.get("username", ""),
-                                               form.get("password", ""), client)
+            user_id = await run_in_threadpool(
+                identity.login, form.get("username", ""), form.get("password", ""), client
+            )
         except BusyError as exc:
             services.metrics.error("login", "rate_limited")
             return HTMLResponse(login_page(str(exc), next_path), status_code=429)
@@ -342,14 +478,14 @@ def login_router(services: Services) -> APIRouter:
             services.metrics.error("login", "failed")
             return HTMLResponse(login_page(str(exc), next_path), status_code=401)
         response = RedirectResponse(next_path, status_code=303)
-        response.headers.append("set-cookie", identity.cookie_header(
-            user_id, secure=request.url.scheme == "https"))
+        response.headers.append(
+            "set-cookie", identity.cookie_header(user_id, secure=request.url.scheme == "https")
+        )
         return response
 
     @router.get("/logout")
     async def logout() -> Response:
-        response = RedirectResponse("/login" if identity.login_required else "/",
-                                    status_code=303)
+        response = RedirectResponse("/login" if identity.login_required else "/", status_code=303)
         response.headers.append("set-cookie", f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly")
         return response
 
@@ -359,8 +495,17 @@ def login_router(services: Services) -> APIRouter:
 class RequestMetricsMiddleware:
     """Counts HTTP requests by route group and status code."""
 
-    GROUPS = ("/v1/chat/completions", "/v1/feedback", "/v1/models", "/v1/", "/healthz",
-              "/metrics", "/login", "/gradio_api/queue", "/gradio_api/")
+    GROUPS = (
+        "/v1/chat/completions",
+        "/v1/feedback",
+        "/v1/models",
+        "/v1/",
+        "/healthz",
+        "/metrics",
+        "/login",
+        "/gradio_api/queue",
+        "/gradio_api/",
+    )
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics

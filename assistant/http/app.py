@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # ---- the app --------------------------------------------------------------------------------
 
+
 class GradioGate:
     """Lets through only the Gradio routes the chat page and gradio_client need.
 
@@ -43,12 +44,27 @@ class GradioGate:
     history, an MCP server, direct `/run`/`/call` endpoints and more; none is part of the
     product, so anything not listed here answers 404 before Gradio sees it."""
 
-    EXACT = frozenset({
-        "/", "/config", "/config/", "/theme.css", "/favicon.ico", "/manifest.json",
-        "/robots.txt", "/gradio_api/info", "/gradio_api/info/", "/gradio_api/queue/join",
-        "/gradio_api/queue/data", "/gradio_api/cancel", "/gradio_api/startup-events",
-        "/gradio_api/app_id", "/gradio_api/app_id/", "/gradio_api/reset",
-        "/gradio_api/reset/"})
+    EXACT = frozenset(
+        {
+            "/",
+            "/config",
+            "/config/",
+            "/theme.css",
+            "/favicon.ico",
+            "/manifest.json",
+            "/robots.txt",
+            "/gradio_api/info",
+            "/gradio_api/info/",
+            "/gradio_api/queue/join",
+            "/gradio_api/queue/data",
+            "/gradio_api/cancel",
+            "/gradio_api/startup-events",
+            "/gradio_api/app_id",
+            "/gradio_api/app_id/",
+            "/gradio_api/reset",
+            "/gradio_api/reset/",
+        }
+    )
     PREFIXES = ("/assets/", "/static/", "/svelte/", "/gradio_api/heartbeat/", "/pwa_icon")
 
     def __init__(self, app: ASGIApp, passthrough: Callable[[], list[str]]) -> None:
@@ -57,16 +73,20 @@ class GradioGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
-        if (scope["type"] not in ("http", "websocket") or path in self.EXACT
-                or path.startswith(self.PREFIXES)
-                or any(path == p.rstrip("/") or path.startswith(p) for p in self.passthrough())):
+        if (
+            scope["type"] not in ("http", "websocket")
+            or path in self.EXACT
+            or path.startswith(self.PREFIXES)
+            or any(path == p.rstrip("/") or path.startswith(p) for p in self.passthrough())
+        ):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await _respond(send, 404, b'{"detail": "Not Found"}',
-                       [(b"content-type", b"application/json")])
+        await _respond(
+            send, 404, b'{"detail": "Not Found"}', [(b"content-type", b"application/json")]
+        )
 
 
 class JsonBodyGuard:
@@ -75,17 +95,24 @@ class JsonBodyGuard:
     tries to echo undecodable bytes back. The body is read (already bounded by the body
     limit) and replayed to Gradio unchanged."""
 
-    SUFFIXES = ("/gradio_api/queue/join", "/gradio_api/cancel", "/gradio_api/reset",
-                "/gradio_api/reset/", "/gradio_api/heartbeat/")
+    SUFFIXES = (
+        "/gradio_api/queue/join",
+        "/gradio_api/cancel",
+        "/gradio_api/reset",
+        "/gradio_api/reset/",
+        "/gradio_api/heartbeat/",
+    )
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or scope.get("method") != "POST" \
-                or not any(path.endswith(s) or s.endswith("/") and s in path
-                           for s in self.SUFFIXES):
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or not any(path.endswith(s) or s.endswith("/") and s in path for s in self.SUFFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         chunks, more = [], True
@@ -100,9 +127,12 @@ class JsonBodyGuard:
             if body:  # re-encoding finds lone surrogates (\\ud800 escapes) anywhere
                 json.dumps(json.loads(body.decode("utf-8")), ensure_ascii=False).encode()
         except (UnicodeError, ValueError, RecursionError):
-            await _respond(send, 422, json.dumps({"detail": "the request body must be JSON "
-                                                  "in UTF-8"}).encode(),
-                           [(b"content-type", b"application/json")])
+            await _respond(
+                send,
+                422,
+                json.dumps({"detail": "the request body must be JSON in UTF-8"}).encode(),
+                [(b"content-type", b"application/json")],
+            )
             return
         replayed = False
 
@@ -125,8 +155,14 @@ async def invalid_request(request: Any, exc: Exception) -> Any:
     from fastapi.responses import Response
 
     errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
-    detail = [{"loc": [str(p)[:100] for p in e.get("loc", ())], "msg": str(e.get("msg"))[:300],
-               "type": str(e.get("type"))[:100]} for e in errors[:20]]
+    detail = [
+        {
+            "loc": [str(p)[:100] for p in e.get("loc", ())],
+            "msg": str(e.get("msg"))[:300],
+            "type": str(e.get("type"))[:100],
+        }
+        for e in errors[:20]
+    ]
     body = json.dumps({"detail": detail}, ensure_ascii=True)  # escapes, never fails
     return Response(body, status_code=422, media_type="application/json")
 
@@ -145,16 +181,18 @@ def create_app(services: Services, on_started: Callable[[], None] | None = None)
     async def lifespan(app: FastAPI) -> Any:
         # Streams are read from worker threads: allow one per queued request plus headroom.
         limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens,
-                                   2 * services.cfg.model.max_queued_requests + 40)
+        limiter.total_tokens = max(
+            limiter.total_tokens, 2 * services.cfg.model.max_queued_requests + 40
+        )
         for extension in services.extensions:
             extension.start()
         if on_started is not None:
             on_started()
         yield
 
-    app = FastAPI(title="Assistant", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="Assistant", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(api.ops_router(services))
     app.include_router(api.api_router(services))
@@ -174,25 +212,44 @@ def create_app(services: Services, on_started: Callable[[], None] | None = None)
     blocks = ui.build_chat(services)
     root = str(Path(services.cfg.root).resolve())
     gr.mount_gradio_app(
-        app, blocks, path="/", footer_links=[], run_history=False, show_error=False,
-        allowed_paths=[], blocked_paths=[root, str(Path.cwd().resolve())], max_file_size=0,
-        ssr_mode=False, enable_monitoring=False, mcp_server=False, pwa=False,
+        app,
+        blocks,
+        path="/",
+        footer_links=[],
+        run_history=False,
+        show_error=False,
+        allowed_paths=[],
+        blocked_paths=[root, str(Path.cwd().resolve())],
+        max_file_size=0,
+        ssr_mode=False,
+        enable_monitoring=False,
+        mcp_server=False,
+        pwa=False,
         auth_dependency=lambda request: scope_user(request.scope),
-        css=ui.CSS)
+        css=ui.CSS,
+    )
 
     app.add_middleware(JsonBodyGuard)
     app.add_middleware(GradioGate, passthrough=lambda: open_paths)
-    app.add_middleware(IdentityMiddleware, identity=services.identity,
-                       open_paths=lambda: tuple(open_paths))
+    app.add_middleware(
+        IdentityMiddleware, identity=services.identity, open_paths=lambda: tuple(open_paths)
+    )
     app.add_middleware(api.RequestMetricsMiddleware, metrics=services.metrics)
     # Outermost: no route, page or Gradio queue ever reads more than the body limit.
-    app.add_middleware(BodyLimitMiddleware, limit=services.cfg.server.max_body_bytes,
-                       uploads=tuple(u for e in services.extensions for u in e.upload_paths))
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=services.cfg.server.max_body_bytes,
+        uploads=tuple(u for e in services.extensions for u in e.upload_paths),
+    )
     return app
 
 
-def serve(cfg: Config, host: str | None = None, port: int | None = None,
-          extend: Callable[[Services], object] | None = None) -> None:
+def serve(
+    cfg: Config,
+    host: str | None = None,
+    port: int | None = None,
+    extend: Callable[[Services], object] | None = None,
+) -> None:
     """Run the server until interrupted (`main.py serve`); `extend` adds extensions to the
     services first (the learning loop: scheduler, console, admin API)."""
     import uvicorn
@@ -206,12 +263,19 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None,
     try:
         if extend is not None:
             extend(services)
+
         def announce() -> None:
             shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
             print(startup_summary(services, f"http://{shown}:{port}/"), flush=True)
 
         app = create_app(services, on_started=announce)
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
-                    ws_max_size=cfg.server.max_body_bytes)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+            ws_max_size=cfg.server.max_body_bytes,
+        )
     finally:
         services.close()

@@ -16,11 +16,21 @@ class BodyTooLarge(Exception):
 
 def too_large_body(limit: int, setting: str = "server.max_body_bytes") -> bytes:
     """The 413 answer: an OpenAI-style error plus FastAPI's `detail`, so every client reads it."""
-    message = (f"the request body is larger than the limit of {limit:,} bytes: send less "
-               f"(the limit is {setting})")
-    return json.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                 "code": "body_too_large", "param": None},
-                       "detail": message}).encode()
+    message = (
+        f"the request body is larger than the limit of {limit:,} bytes: send less "
+        f"(the limit is {setting})"
+    )
+    return json.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "code": "body_too_large",
+                "param": None,
+            },
+            "detail": message,
+        }
+    ).encode()
 
 
 class BodyLimitMiddleware:
@@ -28,8 +38,7 @@ class BodyLimitMiddleware:
     `uploads` are (path prefix, limit) pairs of the routes that take files (document uploads),
     each limited by its own setting instead."""
 
-    def __init__(self, app: ASGIApp, limit: int,
-                 uploads: tuple[tuple[str, int], ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, limit: int, uploads: tuple[tuple[str, int], ...] = ()) -> None:
         self.app = app
         self.default = limit
         self.uploads = uploads
@@ -39,17 +48,22 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        limit, setting = next(((n, "retrieval.max_file_mb") for prefix, n in self.uploads
-                               if path.startswith(prefix)), (self.default,
-                                                             "server.max_body_bytes"))
+        limit, setting = next(
+            ((n, "retrieval.max_file_mb") for prefix, n in self.uploads if path.startswith(prefix)),
+            (self.default, "server.max_body_bytes"),
+        )
         await self._limited(scope, receive, send, limit, setting)
 
-    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int,
-                       setting: str) -> None:
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, setting: str
+    ) -> None:
         announced = _content_length(scope)
         if announced is None:
-            await _reply(send, 400, json.dumps({"detail": "the Content-Length header is not a "
-                                                "number"}).encode())
+            await _reply(
+                send,
+                400,
+                json.dumps({"detail": "the Content-Length header is not a number"}).encode(),
+            )
             return
         if announced > limit:
             await _reply(send, 413, too_large_body(limit, setting))
@@ -97,8 +111,10 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _reply(send: Send, status: int, body: bytes) -> None:
-    headers: list[Any] = [(b"content-type", b"application/json"),
-                          (b"content-length", str(len(body)).encode()),
-                          (b"connection", b"close")]
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

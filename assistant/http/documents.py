@@ -34,38 +34,54 @@ class DeleteBody(BaseModel):
 
 def report_json(report: IngestReport) -> dict[str, Any]:
     """An ingestion report as the API answers it: counts, then one outcome per file."""
-    return {"added": len(report.added), "replaced": len(report.replaced),
-            "skipped": len(report.skipped), "failed": len(report.failed),
-            "chunks": report.chunks, "seconds": round(report.seconds, 3),
-            "files": [{"source": o.source, "status": o.status, "chunks": o.chunks,
-                       "reason": o.reason} for o in report.outcomes],
-            "summary": report.summary()}
+    return {
+        "added": len(report.added),
+        "replaced": len(report.replaced),
+        "skipped": len(report.skipped),
+        "failed": len(report.failed),
+        "chunks": report.chunks,
+        "seconds": round(report.seconds, 3),
+        "files": [
+            {"source": o.source, "status": o.status, "chunks": o.chunks, "reason": o.reason}
+            for o in report.outcomes
+        ],
+        "summary": report.summary(),
+    }
 
 
 def _opener(upload: UploadFile) -> Callable[[], BinaryIO]:
     """The spooled upload's file, rewound (the library copies it under a generated name)."""
+
     def open_it() -> BinaryIO:
         upload.file.seek(0)
-        return upload.file  # type: ignore[return-value]
+        return upload.file
+
     return open_it
 
 
 def _http(exc: AssistantError) -> HTTPException:
-    code = 409 if isinstance(exc, BusyError) else 404 if isinstance(exc, NotFoundError) else (
-        400 if isinstance(exc, InputError) else 503)
+    code = (
+        409
+        if isinstance(exc, BusyError)
+        else 404
+        if isinstance(exc, NotFoundError)
+        else (400 if isinstance(exc, InputError) else 503)
+    )
     return HTTPException(code, str(exc))
 
 
-def documents_router(library: DocumentLibrary | None, token: str | None,
-                     unavailable: str = "document search is not available on this server",
-                     switched_off: bool = False) -> APIRouter:
+def documents_router(
+    library: DocumentLibrary | None,
+    token: str | None,
+    unavailable: str = "document search is not available on this server",
+    switched_off: bool = False,
+) -> APIRouter:
     """Routes under /admin/documents. Without a retriever they answer `unavailable`: 409 when
     document search is switched off in the config (nothing failed: the request does not fit
     this server), 503 when it failed to open."""
     router = APIRouter(prefix="/admin/documents", tags=["admin"])
 
-    def need(authorization: Annotated[str | None, Header()] = None
-             ) -> tuple[str, DocumentLibrary]:
+    def need(authorization: Annotated[str | None, Header()] = None) -> tuple[str, DocumentLibrary]:
         """The token first (a dependency: before the body is even validated), then a library."""
         actor = check_token(token, authorization)
         if library is None:
@@ -81,10 +97,18 @@ def documents_router(library: DocumentLibrary | None, token: str | None,
             listed = lib.sources()
         except AssistantError as exc:
             raise _http(exc) from None
-        return {"documents": [{"source": s.source, "chunks": s.chunks,
-                               "ingested_at": s.ingested_at.isoformat(),
-                               "embedder": s.embedder} for s in listed],
-                "chunks": sum(s.chunks for s in listed)}
+        return {
+            "documents": [
+                {
+                    "source": s.source,
+                    "chunks": s.chunks,
+                    "ingested_at": s.ingested_at.isoformat(),
+                    "embedder": s.embedder,
+                }
+                for s in listed
+            ],
+            "chunks": sum(s.chunks for s in listed),
+        }
 
     @router.post("")
     async def upload(request: Request, who: Operator) -> dict[str, Any]:
@@ -92,39 +116,52 @@ def documents_router(library: DocumentLibrary | None, token: str | None,
         them under, in the same order; default `upload/<file name>`)."""
         actor, lib = who
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise HTTPException(415, "send the files as multipart/form-data, field 'files' "
-                                     "(e.g. curl -F files=@guide.md)")
+            raise HTTPException(
+                415,
+                "send the files as multipart/form-data, field 'files' "
+                "(e.g. curl -F files=@guide.md)",
+            )
         length = request.headers.get("content-length", "")
         if not length.isdigit():
             raise HTTPException(411, "send a Content-Length header with the upload")
         if int(length) > max_request_bytes(lib):
-            raise HTTPException(413, f"the upload is {int(length) / 2**20:.0f} MB; one request "
-                                     f"may carry at most {max_request_bytes(lib) / 2**20:.0f} MB "
-                                     "(send fewer files at a time)")
+            raise HTTPException(
+                413,
+                f"the upload is {int(length) / 2**20:.0f} MB; one request "
+                f"may carry at most {max_request_bytes(lib) / 2**20:.0f} MB "
+                "(send fewer files at a time)",
+            )
         try:
-            form = await request.form(max_files=MAX_FILES_PER_BATCH,
-                                      max_fields=MAX_FILES_PER_BATCH + 10,
-                                      max_part_size=MAX_FIELD_BYTES)
+            form = await request.form(
+                max_files=MAX_FILES_PER_BATCH,
+                max_fields=MAX_FILES_PER_BATCH + 10,
+                max_part_size=MAX_FIELD_BYTES,
+            )
         except HTTPException:
             raise
         except Exception as exc:  # the multipart parser's own errors: a malformed body
-            raise HTTPException(400, f"the upload is not a readable multipart form ({exc})"
-                                ) from None
+            raise HTTPException(
+                400, f"the upload is not a readable multipart form ({exc})"
+            ) from None
         try:
             files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
             sources = [s for s in form.getlist("sources") if isinstance(s, str)]
             if not files:
                 raise HTTPException(400, "no files in the form: send them in the field 'files'")
             if sources and len(sources) != len(files):
-                raise HTTPException(400, f"{len(sources)} sources for {len(files)} files: give "
-                                         "one source per file, or none")
-            uploads = [Upload(f.filename or "", _opener(f), sources[i] if sources else None)
-                       for i, f in enumerate(files)]
+                raise HTTPException(
+                    400,
+                    f"{len(sources)} sources for {len(files)} files: give "
+                    "one source per file, or none",
+                )
+            uploads = [
+                Upload(f.filename or "", _opener(f), sources[i] if sources else None)
+                for i, f in enumerate(files)
+            ]
             import anyio.to_thread
 
             try:
-                report = await anyio.to_thread.run_sync(
-                    lambda: lib.add(uploads, actor=actor))
+                report = await anyio.to_thread.run_sync(lambda: lib.add(uploads, actor=actor))
             except AssistantError as exc:
                 raise _http(exc) from None
             return report_json(report)

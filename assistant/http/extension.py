@@ -12,11 +12,13 @@ if TYPE_CHECKING:
 class Extension(Protocol):
     """What a feature adds to the server process."""
 
-    open_paths: tuple[str, ...]
-    """Path prefixes served without the browser identity (they have their own login)."""
+    @property
+    def open_paths(self) -> tuple[str, ...]:
+        """Path prefixes served without the browser identity (they have their own login)."""
 
-    upload_paths: tuple[tuple[str, int], ...]
-    """(path prefix, most bytes) of routes that take files, above server.max_body_bytes."""
+    @property
+    def upload_paths(self) -> tuple[tuple[str, int], ...]:
+        """(path prefix, most bytes) of routes that take files, above server.max_body_bytes."""
 
     def install(self, app: FastAPI) -> None:
         """Add routes and mounted apps; called before the chat page takes `/`."""

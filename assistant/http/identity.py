@@ -105,23 +105,37 @@ class ApiUser:
 class Identity:
     """Signs and checks browser identities, logins and API keys."""
 
-    def __init__(self, secret: bytes, users: dict[str, str] | None = None,
-                 api_keys: list[str] | None = None, login_attempts_per_minute: int = 5) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        users: dict[str, str] | None = None,
+        api_keys: list[str] | None = None,
+        login_attempts_per_minute: int = 5,
+    ) -> None:
         self._secret = secret
-        self._users = {name: (salt, _hash_password(pw, salt)) for name, pw in (users or {}).items()
-                       for salt in [secrets.token_bytes(16)]}
+        self._users = {
+            name: (salt, _hash_password(pw, salt))
+            for name, pw in (users or {}).items()
+            for salt in [secrets.token_bytes(16)]
+        }
         self._dummy = (secrets.token_bytes(16), secrets.token_bytes(32))
         self._api_keys = {hashlib.sha256(k.encode()).digest() for k in (api_keys or []) if k}
-        self.login_limiter = RateLimiter(login_attempts_per_minute,
-                                         what="login attempts from this address")
-        self.account_limiter = RateLimiter(login_attempts_per_minute,
-                                           what="login attempts for this account")
+        self.login_limiter = RateLimiter(
+            login_attempts_per_minute, what="login attempts from this address"
+        )
+        self.account_limiter = RateLimiter(
+            login_attempts_per_minute, what="login attempts for this account"
+        )
 
     @classmethod
     def from_config(cls, cfg: Config) -> Identity:
         keys = [k.strip() for k in (cfg.secret(cfg.server.api_keys_env) or "").split(",")]
-        return cls(load_secret(cfg.data_dir), parse_users(cfg.secret(cfg.server.users_env)),
-                   [k for k in keys if k], cfg.server.login_attempts_per_minute)
+        return cls(
+            load_secret(cfg.data_dir),
+            parse_users(cfg.secret(cfg.server.users_env)),
+            [k for k in keys if k],
+            cfg.server.login_attempts_per_minute,
+        )
 
     @property
     def login_required(self) -> bool:
@@ -139,12 +153,17 @@ class Identity:
 
     def _signed(self, value: str | None, domain: str = "") -> str | None:
         """The signed id in `value`, or None when it is missing, malformed or forged."""
-        if not value or len(value) > MAX_CREDENTIAL_CHARS or not value.isascii() \
-                or "." not in value:
+        if (
+            not value
+            or len(value) > MAX_CREDENTIAL_CHARS
+            or not value.isascii()
+            or "." not in value
+        ):
             return None
         user_id = value.rsplit(".", 1)[0]
-        if not user_id or not hmac.compare_digest(self._sign(user_id, domain).encode(),
-                                                  value.encode()):
+        if not user_id or not hmac.compare_digest(
+            self._sign(user_id, domain).encode(), value.encode()
+        ):
             return None
         return user_id
 
@@ -164,8 +183,9 @@ class Identity:
     def cookie_header(self, user_id: str | None, secure: bool = False) -> str:
         """A Set-Cookie header value for `user_id` (None: delete the cookie)."""
         value, age = (self._sign(user_id), COOKIE_MAX_AGE) if user_id else ("", 0)
-        return (f"{COOKIE}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Lax"
-                + ("; Secure" if secure else ""))
+        return f"{COOKIE}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Lax" + (
+            "; Secure" if secure else ""
+        )
 
     # ---- logins -----------------------------------------------------------------------------
 
@@ -198,10 +218,11 @@ class Identity:
         if not self._api_keys:
             anonymous = self._signed(key, domain="api-key:")
             if anonymous is not None and anonymous.startswith(ISSUED_KEY_PREFIX):
-                return ApiUser("api:anon-" + anonymous[len(ISSUED_KEY_PREFIX):])
+                return ApiUser("api:anon-" + anonymous[len(ISSUED_KEY_PREFIX) :])
             new = secrets.token_urlsafe(16)
-            return ApiUser("api:anon-" + new,
-                           issued_key=self._sign(ISSUED_KEY_PREFIX + new, domain="api-key:"))
+            return ApiUser(
+                "api:anon-" + new, issued_key=self._sign(ISSUED_KEY_PREFIX + new, domain="api-key:")
+            )
         if not key or len(key) > MAX_CREDENTIAL_CHARS:
             return None
         digest = hashlib.sha256(key.encode("utf-8", "replace")).digest()
@@ -230,8 +251,9 @@ class IdentityMiddleware:
     """Resolves the browser identity of every request (minting an anonymous one when needed)
     and keeps login-only deployments closed to visitors who have not logged in."""
 
-    def __init__(self, app: ASGIApp, identity: Identity,
-                 open_paths: Callable[[], tuple[str, ...]]) -> None:
+    def __init__(
+        self, app: ASGIApp, identity: Identity, open_paths: Callable[[], tuple[str, ...]]
+    ) -> None:
         self.app = app
         self.identity = identity
         self.open_paths = open_paths
@@ -255,7 +277,8 @@ class IdentityMiddleware:
             if set_cookie and message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [
-                    (b"set-cookie", set_cookie.encode("latin-1"))]
+                    (b"set-cookie", set_cookie.encode("latin-1"))
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_cookie if set_cookie else send)
@@ -267,14 +290,24 @@ class IdentityMiddleware:
         if scope.get("method") == "GET" and "/gradio_api/" not in path:
             await _respond(send, 303, b"", [(b"location", b"/login?next=" + quote(path).encode())])
         else:
-            await _respond(send, 401, b'{"detail": "log in first: open /login"}',
-                           [(b"content-type", b"application/json")])
+            await _respond(
+                send,
+                401,
+                b'{"detail": "log in first: open /login"}',
+                [(b"content-type", b"application/json")],
+            )
 
 
-async def _respond(send: Send, status: int, body: bytes,
-                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", str(len(body)).encode())] + (headers or [])})
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode())] + (headers or []),
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -17,8 +17,9 @@ WINDOW_S = 60.0
 class RateLimiter:
     """Allows at most `per_minute` events per key in any 60-second window."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
-                 what: str = "messages") -> None:
+    def __init__(
+        self, per_minute: int, clock: Callable[[], float] = time.monotonic, what: str = "messages"
+    ) -> None:
         self.per_minute = per_minute
         self.what = what
         self._clock = clock
@@ -39,8 +40,7 @@ class RateLimiter:
             return
         self._next_sweep = now + WINDOW_S
         # A new dict, not deletions: a dict never gives back the table it grew to.
-        self._events = {k: ev for k, ev in self._events.items()
-                        if ev and now - ev[-1] < WINDOW_S}
+        self._events = {k: ev for k, ev in self._events.items() if ev and now - ev[-1] < WINDOW_S}
 
     def _recent(self, key: str, now: float) -> deque[float]:
         self._sweep(now)
@@ -53,8 +53,10 @@ class RateLimiter:
 
     def _refusal(self, events: deque[float], now: float) -> BusyError:
         wait = max(1, int(WINDOW_S - (now - events[0])) + 1)
-        return BusyError(f"too many {self.what}: the limit is {self.per_minute} per minute; "
-                         f"wait and try again in {wait} s")
+        return BusyError(
+            f"too many {self.what}: the limit is {self.per_minute} per minute; "
+            f"wait and try again in {wait} s"
+        )
 
     def check(self, key: str) -> None:
         """Count one event for `key`, or raise BusyError saying how long to wait. Call it
@@ -105,8 +107,10 @@ class ConcurrencyLimiter:
         with self._lock:
             n = self._active.get(key, 0)
             if n >= self.limit:
-                raise BusyError(f"too many {self.what}: you may have {self.limit} {self.what} "
-                                "in progress; wait for one to finish or stop it")
+                raise BusyError(
+                    f"too many {self.what}: you may have {self.limit} {self.what} "
+                    "in progress; wait for one to finish or stop it"
+                )
             self._active[key] = n + 1
 
     def release(self, key: str) -> None:

@@ -43,8 +43,9 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.01, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1, description="at most model.max_new_tokens")
-    max_completion_tokens: int | None = Field(default=None, ge=1,
-                                              description="at most model.max_new_tokens")
+    max_completion_tokens: int | None = Field(
+        default=None, ge=1, description="at most model.max_new_tokens"
+    )
     n: int | None = Field(default=None, ge=1, le=1)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
@@ -63,25 +64,34 @@ class FeedbackRequest(BaseModel):
     correction: str | None = Field(default=None, max_length=200_000)
 
 
-BODIES: dict[str, type[BaseModel]] = {"/v1/chat/completions": ChatCompletionRequest,
-                                      "/v1/feedback": FeedbackRequest}
+BODIES: dict[str, type[BaseModel]] = {
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/feedback": FeedbackRequest,
+}
 
 
 def body_doc(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` for a route that parses `model`'s body itself."""
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": REF.format(model=model.__name__)}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
+        }
+    }
 
 
 def openapi_document(app: Any) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the app's /v1 and /admin routes, with the bodies above."""
     from fastapi.openapi.utils import get_openapi
 
-    doc = get_openapi(title="Assistant API", version="1", routes=app.routes,
-                      description="OpenAI-compatible chat API and the operator's admin API. "
-                                  "/admin needs 'Authorization: Bearer <admin token>'.")
+    doc = get_openapi(
+        title="Assistant API",
+        version="1",
+        routes=app.routes,
+        description="OpenAI-compatible chat API and the operator's admin API. "
+        "/admin needs 'Authorization: Bearer <admin token>'.",
+    )
     doc["paths"] = {p: v for p, v in doc.get("paths", {}).items() if p.startswith(PUBLISHED)}
-    _, defs = models_json_schema([(m, "validation") for m in BODIES.values()],
-                                 ref_template=REF)
+    _, defs = models_json_schema([(m, "validation") for m in BODIES.values()], ref_template=REF)
     doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
     return doc

@@ -26,25 +26,53 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("assistant_http_requests_total", "HTTP requests by route group "
-                                "and status code.", ["route", "status"], registry=r)
-        self.turns = Counter("assistant_turns_total", "Answered turns.",
-                             ["source", "arm", "adapter", "finish_reason"], registry=r)
-        self.turn_latency = Histogram("assistant_turn_seconds", "Time to the full answer.",
-                                      ["source", "arm"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("assistant_time_to_first_token_seconds", "Time to the first "
-                              "answer token.", ["source", "arm"], buckets=_LATENCY_BUCKETS,
-                              registry=r)
-        self.prompt_tokens = Counter("assistant_prompt_tokens_total", "Prompt tokens.",
-                                     ["arm"], registry=r)
-        self.completion_tokens = Counter("assistant_completion_tokens_total", "Generated tokens.",
-                                         ["arm"], registry=r)
-        self.ratings = Counter("assistant_ratings_total", "Votes given, by rating, arm and "
-                               "adapter version.", ["rating", "arm", "adapter"], registry=r)
-        self.errors = Counter("assistant_errors_total", "Requests refused or failed, by kind.",
-                              ["source", "kind"], registry=r)
-        self.in_flight = Gauge("assistant_turns_in_flight", "Answers being generated now.",
-                               registry=r)
+        self.requests = Counter(
+            "assistant_http_requests_total",
+            "HTTP requests by route group and status code.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.turns = Counter(
+            "assistant_turns_total",
+            "Answered turns.",
+            ["source", "arm", "adapter", "finish_reason"],
+            registry=r,
+        )
+        self.turn_latency = Histogram(
+            "assistant_turn_seconds",
+            "Time to the full answer.",
+            ["source", "arm"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "assistant_time_to_first_token_seconds",
+            "Time to the first answer token.",
+            ["source", "arm"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "assistant_prompt_tokens_total", "Prompt tokens.", ["arm"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "assistant_completion_tokens_total", "Generated tokens.", ["arm"], registry=r
+        )
+        self.ratings = Counter(
+            "assistant_ratings_total",
+            "Votes given, by rating, arm and adapter version.",
+            ["rating", "arm", "adapter"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "assistant_errors_total",
+            "Requests refused or failed, by kind.",
+            ["source", "kind"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "assistant_turns_in_flight", "Answers being generated now.", registry=r
+        )
 
     def turn(self, source: str, arm: str, version: int, result: StreamResult) -> None:
         """Record one finished turn."""

@@ -32,16 +32,30 @@ IGNORED_NUMBERS = {"presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 
 class ApiError(Exception):
     """An OpenAI-style error response."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code = status, message, type_, code
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse({"error": {"message": self.message, "type": self.type,
-                                       "code": self.code, "param": None}},
-                            status_code=self.status, headers=headers)
+        return JSONResponse(
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "code": self.code,
+                    "param": None,
+                }
+            },
+            status_code=self.status,
+            headers=headers,
+        )
 
 
 def translate(exc: AssistantError) -> ApiError:
@@ -61,6 +75,7 @@ def translate(exc: AssistantError) -> ApiError:
 
 # ---- request parsing -------------------------------------------------------------------------
 
+
 async def read_json(request: Request) -> dict[str, Any]:
     """The request body as a JSON object of valid text (its size is limited by the
     BodyLimitMiddleware before it is read)."""
@@ -68,11 +83,13 @@ async def read_json(request: Request) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON ({str(exc)[:200]}): send a "
-                            "JSON object with Content-Type: application/json") from None
+        raise ApiError(
+            400,
+            f"the request body is not valid JSON ({str(exc)[:200]}): send a "
+            "JSON object with Content-Type: application/json",
+        ) from None
     except RecursionError:
-        raise ApiError(400, "the request body is not valid JSON: it is nested too deeply") \
-            from None
+        raise ApiError(400, "the request body is not valid JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     _check_strings(data, "body")
@@ -85,8 +102,11 @@ def _check_strings(value: Any, where: str, depth: int = 0) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ApiError(400, f"{where[:120]} is not valid text (it holds a lone surrogate "
-                                "character): fix its encoding") from None
+            raise ApiError(
+                400,
+                f"{where[:120]} is not valid text (it holds a lone surrogate "
+                "character): fix its encoding",
+            ) from None
     elif isinstance(value, dict):
         for k, v in value.items():
             _check_strings(k, f"{where} key")
@@ -109,10 +129,10 @@ def opt_field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], wh
 def number_field(data: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
     """An optional finite number in lo..hi, else a 400 naming the field and the range."""
     value = opt_field(data, name, (int, float), "a number")
-    if value is not None and (isinstance(value, float) and not math.isfinite(value)
-                              or not lo <= value <= hi):
-        raise ApiError(400, f"'{name}' = {json.dumps(value)[:40]} is out of range: use "
-                            f"{lo}..{hi}")
+    if value is not None and (
+        isinstance(value, float) and not math.isfinite(value) or not lo <= value <= hi
+    ):
+        raise ApiError(400, f"'{name}' = {json.dumps(value)[:40]} is out of range: use {lo}..{hi}")
     return value
 
 
@@ -120,8 +140,9 @@ def int_field(data: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     """An optional integer in lo..hi, else a 400 naming the field and the range."""
     value = opt_field(data, name, int, "an integer")
     if value is not None and not lo <= value <= hi:
-        raise ApiError(400, f"'{name}' = {str(value)[:40]} is out of range: use an integer in "
-                            f"{lo}..{hi}")
+        raise ApiError(
+            400, f"'{name}' = {str(value)[:40]} is out of range: use an integer in {lo}..{hi}"
+        )
     return value
 
 
@@ -140,17 +161,24 @@ def check_ignored_fields(data: dict[str, Any]) -> None:
     if int_field(data, "top_logprobs", 0, 20):
         raise ApiError(400, "'top_logprobs' is not supported: leave it out")
     bias = opt_field(data, "logit_bias", dict, "an object of token id -> bias") or {}
-    if len(bias) > 300 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                  and -100 <= v <= 100 for v in bias.values()):
-        raise ApiError(400, "'logit_bias' must map at most 300 token ids to numbers in "
-                            "-100..100")
+    if len(bias) > 300 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and -100 <= v <= 100
+        for v in bias.values()
+    ):
+        raise ApiError(400, "'logit_bias' must map at most 300 token ids to numbers in -100..100")
     stop = data.get("stop")
     stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else None
-    if stop is not None and (stops is None or len(stops) > MAX_STOP_SEQUENCES or not all(
-            isinstance(x, str) and len(x) <= MAX_FIELD_CHARS for x in stops)):
-        raise ApiError(400, f"'stop' must be a string or a list of at most "
-                            f"{MAX_STOP_SEQUENCES} strings of up to {MAX_FIELD_CHARS} "
-                            "characters")
+    if stop is not None and (
+        stops is None
+        or len(stops) > MAX_STOP_SEQUENCES
+        or not all(isinstance(x, str) and len(x) <= MAX_FIELD_CHARS for x in stops)
+    ):
+        raise ApiError(
+            400,
+            f"'stop' must be a string or a list of at most "
+            f"{MAX_STOP_SEQUENCES} strings of up to {MAX_FIELD_CHARS} "
+            "characters",
+        )
     options = opt_field(data, "stream_options", dict, "an object") or {}
     if not isinstance(options.get("include_usage", False), bool):
         raise ApiError(400, "'stream_options.include_usage' must be true or false")
@@ -163,10 +191,16 @@ def text_content(content: Any, where: str) -> str:
     if isinstance(content, list):
         parts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" \
-                    or not isinstance(part.get("text"), str):
-                raise ApiError(400, f"{where}: only text content parts are supported "
-                                    "({'type': 'text', 'text': '...'})")
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise ApiError(
+                    400,
+                    f"{where}: only text content parts are supported "
+                    "({'type': 'text', 'text': '...'})",
+                )
             parts.append(part["text"])
         return "".join(parts)
     raise ApiError(400, f"{where}.content must be a string or a list of text parts")
@@ -178,8 +212,11 @@ def parse_messages(data: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects")
     if len(messages) > MAX_API_MESSAGES:
-        raise ApiError(400, f"'messages' has {len(messages):,} messages; the limit is "
-                            f"{MAX_API_MESSAGES:,}: send only the recent ones")
+        raise ApiError(
+            400,
+            f"'messages' has {len(messages):,} messages; the limit is "
+            f"{MAX_API_MESSAGES:,}: send only the recent ones",
+        )
     turns: list[tuple[str, str]] = []
     pending: list[str] | None = None
     for i, m in enumerate(messages):
@@ -193,10 +230,11 @@ def parse_messages(data: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
                 turns.append(("\n\n".join(pending), text))
                 pending = None
         elif role not in ("system", "developer", "tool"):
-            raise ApiError(400, f"messages[{i}].role {quoted(role)} is unknown: use 'system', "
-                                "'user' or 'assistant'")
+            raise ApiError(
+                400,
+                f"messages[{i}].role {quoted(role)} is unknown: use 'system', "
+                "'user' or 'assistant'",
+            )
     if pending is None:
         raise ApiError(400, "the last message must come from the user: it is the question")
     return "\n\n".join(pending), turns
-
-

@@ -34,26 +34,40 @@ def review_router(operator: Operator, token: str | None) -> APIRouter:
             raise _http(exc) from None
 
     @router.get("/feedback")
-    def feedback(_: Actor, rating: Annotated[str, Query(max_length=8)] = "down",
-                 version: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-                 since_days: Annotated[float | None, Query(gt=0, le=3660)] = None,
-                 reason: Annotated[str | None, Query(max_length=200)] = None,
-                 text: Annotated[str | None, Query(max_length=200)] = None,
-                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+    def feedback(
+        _: Actor,
+        rating: Annotated[str, Query(max_length=8)] = "down",
+        version: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+        since_days: Annotated[float | None, Query(gt=0, le=3660)] = None,
+        reason: Annotated[str | None, Query(max_length=200)] = None,
+        text: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
         try:
-            return operator.feedback(rating=rating, version=version, since_days=since_days,
-                                     reason=reason, text=text, limit=limit)
+            return operator.feedback(
+                rating=rating,
+                version=version,
+                since_days=since_days,
+                reason=reason,
+                text=text,
+                limit=limit,
+            )
         except AssistantError as exc:
             raise _http(exc) from None
 
     @router.post("/feedback/{vote_id}/{change}")
-    def exclude(vote_id: str, change: str, actor: Actor, body: ActionBody | None = None
-                ) -> dict[str, str]:
+    def exclude(
+        vote_id: str, change: str, actor: Actor, body: ActionBody | None = None
+    ) -> dict[str, str]:
         if change not in ("exclude", "include"):
             raise HTTPException(404, f"unknown change {change!r}: use exclude or include")
         try:
-            message = operator.exclude_vote(vote_id, excluded=change == "exclude", actor=actor,
-                                            reason=body.reason if body else None)
+            message = operator.exclude_vote(
+                vote_id,
+                excluded=change == "exclude",
+                actor=actor,
+                reason=body.reason if body else None,
+            )
         except AssistantError as exc:
             raise _http(exc) from None
         return {"result": message}

@@ -58,10 +58,13 @@ def startup_summary(services: Any, url: str) -> str:
     device = str(getattr(model, "device", cfg.model.device))
     state = services.chat.state()
     adapters = f"production v{state.production_version}" + (
-        " (the bare base model)" if not state.production_version else "")
+        " (the bare base model)" if not state.production_version else ""
+    )
     if state.canary_version is not None:
-        adapters += (f", canary v{state.canary_version} on {100 * state.canary_weight:g}% of "
-                     "new conversations")
+        adapters += (
+            f", canary v{state.canary_version} on {100 * state.canary_weight:g}% of "
+            "new conversations"
+        )
     if cfg.retrieval.top_k == 0:
         documents = "off (retrieval.top_k = 0)"
     elif services.retriever is None:
@@ -73,14 +76,18 @@ def startup_summary(services: Any, url: str) -> str:
         except Exception as exc:  # the summary must print even when Milvus misbehaves
             documents = f"unavailable ({exc})"
     token_env = cfg.server.admin_token_env
-    console = (f"{url}console/ (sign in with the token in ${token_env})"
-               if cfg.secret(token_env) else
-               f"{url}console/ is disabled: set ${token_env} to an operator token and restart")
-    return "\n".join([
-        f"Assistant serving on {url}",
-        f"  model      {cfg.model.base} ({cfg.model.quantization} on {device})",
-        f"  adapters   {adapters}",
-        f"  documents  {documents}",
-        f"  chat       {url}   API {url}v1   health {url}healthz   metrics {url}metrics",
-        f"  console    {console}",
-    ])
+    console = (
+        f"{url}console/ (sign in with the token in ${token_env})"
+        if cfg.secret(token_env)
+        else f"{url}console/ is disabled: set ${token_env} to an operator token and restart"
+    )
+    return "\n".join(
+        [
+            f"Assistant serving on {url}",
+            f"  model      {cfg.model.base} ({cfg.model.quantization} on {device})",
+            f"  adapters   {adapters}",
+            f"  documents  {documents}",
+            f"  chat       {url}   API {url}v1   health {url}healthz   metrics {url}metrics",
+            f"  console    {console}",
+        ]
+    )

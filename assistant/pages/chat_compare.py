@@ -34,11 +34,15 @@ class Compare:
         if not compare or not compare.get("retry"):
             return gr.update(visible=False), ""
         earlier = md_text(compare["answer"]) or "_(the earlier answer was empty)_"
-        text = ("**You asked again. Which answer was better?** Your choice helps the "
-                f"assistant learn.\n\n> Earlier answer: {earlier}")
+        text = (
+            "**You asked again. Which answer was better?** Your choice helps the "
+            f"assistant learn.\n\n> Earlier answer: {earlier}"
+        )
         if compare.get("preferred"):
-            text += (f"\n\n✅ You marked {PREFERRED_LABELS[compare['preferred']]} as better "
-                     "(you can change this).")
+            text += (
+                f"\n\n✅ You marked {PREFERRED_LABELS[compare['preferred']]} as better "
+                "(you can change this)."
+            )
         return gr.update(visible=True), text
 
     def prefer(self, choice: str, state: dict[str, Any] | None, request: gr.Request) -> Any:
@@ -47,9 +51,13 @@ class Compare:
         if not compare or not compare.get("retry"):
             raise gr.Error("Retry an answer first, then say which one was better.")
         try:
-            preferences.set_preference(self.services.db, user_id=user,
-                                       original_turn_id=compare["original"],
-                                       retry_turn_id=compare["retry"], preferred=choice)
+            preferences.set_preference(
+                self.services.db,
+                user_id=user,
+                original_turn_id=compare["original"],
+                retry_turn_id=compare["retry"],
+                preferred=choice,
+            )
         except AssistantError as exc:
             raise fail(exc, "Not saved") from None
         compare["preferred"] = choice

@@ -52,8 +52,7 @@ def fail(exc: AssistantError, title: str = "Not done") -> gr.Error:
     return gr.Error(str(exc), title=title)
 
 
-def conversation_choices(services: Services, user: str, query: str = ""
-                         ) -> list[tuple[str, str]]:
+def conversation_choices(services: Services, user: str, query: str = "") -> list[tuple[str, str]]:
     """(label, id) of the user's conversations matching `query`, most recent first."""
     try:
         rows = logs.search_conversations(services.db, user, query or "")
@@ -82,8 +81,9 @@ class MyData:
         keep = current if any(cid == current for _, cid in choices) else None
         return gr.update(choices=choices, value=keep)
 
-    def rename(self, title: str, query: str, state: dict[str, Any] | None,
-               request: gr.Request) -> Any:
+    def rename(
+        self, title: str, query: str, state: dict[str, Any] | None, request: gr.Request
+    ) -> Any:
         user = user_of(request)
         conversation_id = (state or {}).get("id")
         if not conversation_id:
@@ -96,8 +96,9 @@ class MyData:
         except AssistantError as exc:
             raise fail(exc, "Not renamed") from None
         gr.Info(f"Renamed to “{title}”.")
-        return gr.update(choices=conversation_choices(self.services, user, query),
-                         value=conversation_id), ""
+        return gr.update(
+            choices=conversation_choices(self.services, user, query), value=conversation_id
+        ), ""
 
     def ask_delete(self, state: dict[str, Any] | None, request: gr.Request) -> Any:
         user = user_of(request)
@@ -105,8 +106,10 @@ class MyData:
         if not conversation_id:
             raise gr.Error("Open the conversation you want to delete first.")
         title = _title_of(self.services, user, conversation_id)
-        return (gr.update(visible=True),
-                f"Delete “{md_text(title)}” with its answers and votes? This cannot be undone.")
+        return (
+            gr.update(visible=True),
+            f"Delete “{md_text(title)}” with its answers and votes? This cannot be undone.",
+        )
 
     def delete(self, query: str, state: dict[str, Any] | None, request: gr.Request) -> Any:
         user = user_of(request)
@@ -114,14 +117,16 @@ class MyData:
         if not conversation_id:
             raise gr.Error("Open the conversation you want to delete first.")
         try:
-            report = forget_conversation(self.services.db, user, conversation_id,
-                                         self.services.cfg.data_dir, actor="user")
+            report = forget_conversation(
+                self.services.db, user, conversation_id, self.services.cfg.data_dir, actor="user"
+            )
         except AssistantError as exc:
             raise fail(exc, "Not deleted") from None
-        gr.Info(f"Deleted the conversation: {report.turns} answer(s) and {report.votes} "
-                "vote(s).")
-        return (gr.update(choices=conversation_choices(self.services, user, query), value=None),
-                gr.update(visible=False))
+        gr.Info(f"Deleted the conversation: {report.turns} answer(s) and {report.votes} vote(s).")
+        return (
+            gr.update(choices=conversation_choices(self.services, user, query), value=None),
+            gr.update(visible=False),
+        )
 
     def export(self, request: gr.Request) -> str:
         user = user_of(request)
@@ -130,21 +135,26 @@ class MyData:
         except AssistantError as exc:
             raise fail(exc, "Not exported") from None
         counts = data["counts"]
-        gr.Info(f"Your data: {counts['conversations']} conversation(s), {counts['turns']} "
-                f"answer(s), {counts['votes']} vote(s), {counts['preferences']} comparison(s).")
+        gr.Info(
+            f"Your data: {counts['conversations']} conversation(s), {counts['turns']} "
+            f"answer(s), {counts['votes']} vote(s), {counts['preferences']} comparison(s)."
+        )
         return json.dumps(data, ensure_ascii=False, indent=2)
 
     def forget(self, request: gr.Request) -> Any:
         user = user_of(request)
         try:
-            report = forget_user(self.services.db, user, self.services.cfg.data_dir,
-                                 actor="user")
+            report = forget_user(self.services.db, user, self.services.cfg.data_dir, actor="user")
         except AssistantError as exc:
             raise fail(exc, "Not deleted") from None
-        message = (f"Deleted all your data: {report.conversations} conversation(s), "
-                   f"{report.turns} answer(s), {report.votes} vote(s).")
+        message = (
+            f"Deleted all your data: {report.conversations} conversation(s), "
+            f"{report.turns} answer(s), {report.votes} vote(s)."
+        )
         if report.trained_datasets_kept:
-            message += (" Some of it was already used to train the assistant; the operator "
-                        "can retrain without it.")
+            message += (
+                " Some of it was already used to train the assistant; the operator "
+                "can retrain without it."
+            )
         gr.Info(message)
         return gr.update(choices=[], value=None), gr.update(visible=False)

@@ -83,7 +83,7 @@ def _summary(n: int, passage: ServedPassage) -> tuple[str, str]:
     heading, body = split_heading(passage.text)
     if not heading:
         flat = " ".join(body.split())
-        heading = flat if len(flat) <= SUMMARY_CHARS else flat[:SUMMARY_CHARS - 1] + "…"
+        heading = flat if len(flat) <= SUMMARY_CHARS else flat[: SUMMARY_CHARS - 1] + "…"
     return f"[{n}] {heading}", body
 
 
@@ -99,11 +99,14 @@ def sources_block(passages: list[ServedPassage], turn_id: str) -> str:
         lines.append(f"{numbers} **{md_text(source)}**")
         for n, passage in items:
             title, body = _summary(n, passage)
-            excerpt = "<br>".join(html.escape(" ".join(p.split()))
-                                  for p in body.split("\n\n") if p.strip())
-            lines.append(f'<details class="source" id="{anchor(turn_id, n)}"><summary>'
-                         f'{html.escape(title)}</summary><div class="excerpt">{excerpt}'
-                         "</div></details>")
+            excerpt = "<br>".join(
+                html.escape(" ".join(p.split())) for p in body.split("\n\n") if p.strip()
+            )
+            lines.append(
+                f'<details class="source" id="{anchor(turn_id, n)}"><summary>'
+                f'{html.escape(title)}</summary><div class="excerpt">{excerpt}'
+                "</div></details>"
+            )
     return "\n\n".join(lines)
 
 
@@ -114,15 +117,18 @@ def answer_footer(passages: list[ServedPassage], notes: list[str], turn_id: str 
     return "\n\n---\n" + "\n\n".join(lines)
 
 
-def shown_answer(answer: str, passages: list[ServedPassage], notes: list[str],
-                 turn_id: str) -> str:
+def shown_answer(answer: str, passages: list[ServedPassage], notes: list[str], turn_id: str) -> str:
     """A finished answer as the chat shows it: linked citations, then sources and notes."""
-    return link_citations(answer, len(passages), turn_id) + answer_footer(passages, notes,
-                                                                          turn_id)
+    return link_citations(answer, len(passages), turn_id) + answer_footer(passages, notes, turn_id)
 
 
-def turn_notes(retrieval_note: str | None, dropped_turns: int, stopped: bool = False,
-               error: str | None = None, empty: bool = False) -> list[str]:
+def turn_notes(
+    retrieval_note: str | None,
+    dropped_turns: int,
+    stopped: bool = False,
+    error: str | None = None,
+    empty: bool = False,
+) -> list[str]:
     """The notes shown under an answer: why it is empty or cut short, what it lacked."""
     notes = []
     if empty and not stopped and not error:
@@ -130,12 +136,13 @@ def turn_notes(retrieval_note: str | None, dropped_turns: int, stopped: bool = F
     if stopped:
         notes.append("Stopped: the answer was cut short on your request.")
     if error:
-        notes.append("The answer could not be finished because of a server error; "
-                     "try again.")
+        notes.append("The answer could not be finished because of a server error; try again.")
     if retrieval_note:
         notes.append(retrieval_note)
     if dropped_turns:
-        notes.append(f"{dropped_turns} earlier turn(s) of this conversation were left out of "
-                     "the model's prompt to fit its context window (they stay in your "
-                     "conversation).")
+        notes.append(
+            f"{dropped_turns} earlier turn(s) of this conversation were left out of "
+            "the model's prompt to fit its context window (they stay in your "
+            "conversation)."
+        )
     return notes

@@ -43,8 +43,10 @@ class OperatorSessions:
         """A new session id, or BusyError (too many attempts) / PermissionError (wrong)."""
         self.limiter.check(address)  # counted before the compare: parallel guesses cannot race
         if not self.token:
-            raise PermissionError("operator features are disabled on this server: set the "
-                                  "admin token environment variable and restart")
+            raise PermissionError(
+                "operator features are disabled on this server: set the "
+                "admin token environment variable and restart"
+            )
         if not hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode()):
             raise PermissionError("wrong operator token")
         self.limiter.refund(address)  # only failures count against the address
@@ -100,8 +102,9 @@ def login_router(sessions: OperatorSessions) -> APIRouter:
         except PermissionError as exc:
             return HTMLResponse(_LOGIN_PAGE.format(error=html.escape(str(exc))), 401)
         response = RedirectResponse("/console/", status_code=303)
-        response.set_cookie(COOKIE, session, max_age=SESSION_SECONDS, httponly=True,
-                            samesite="strict", path="/")
+        response.set_cookie(
+            COOKIE, session, max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/"
+        )
         return response
 
     @router.post("/logout")
@@ -116,18 +119,30 @@ def login_router(sessions: OperatorSessions) -> APIRouter:
 
 # ---- rendering the overview ------------------------------------------------------------------
 
+
 def adapters_rows(overview: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for a in overview["adapters"]:
         validation = (a.get("metrics") or {}).get("validation") or {}
         train = (a.get("metrics") or {}).get("train") or {}
-        verdict = ("passed" if validation.get("passed") else
-                   "; ".join(validation.get("reasons", []))[:200] if validation else "")
-        rows.append([f"v{a['version']}", "" if a["parent"] is None else f"v{a['parent']}",
-                     a["status"], a.get("dataset_id") or "", train.get("best_heldout_loss",
-                                                                       train.get("heldout_loss",
-                                                                                 "")),
-                     verdict, a["created_at"][:19]])
+        verdict = (
+            "passed"
+            if validation.get("passed")
+            else "; ".join(validation.get("reasons", []))[:200]
+            if validation
+            else ""
+        )
+        rows.append(
+            [
+                f"v{a['version']}",
+                "" if a["parent"] is None else f"v{a['parent']}",
+                a["status"],
+                a.get("dataset_id") or "",
+                train.get("best_heldout_loss", train.get("heldout_loss", "")),
+                verdict,
+                a["created_at"][:19],
+            ]
+        )
     return rows
 
 
@@ -136,17 +151,32 @@ def cycles_rows(overview: dict[str, Any]) -> list[list[Any]]:
     for c in overview["cycles"]:
         progress = progress_text(c)
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in (c.get("stage_timings") or {}).items())
-        rows.append([c["started_at"][:19], c["trigger"], c["status"], c.get("stage") or "",
-                     progress.strip(), timings, (c.get("reason") or "")[:300]])
+        rows.append(
+            [
+                c["started_at"][:19],
+                c["trigger"],
+                c["status"],
+                c.get("stage") or "",
+                progress.strip(),
+                timings,
+                (c.get("reason") or "")[:300],
+            ]
+        )
     return rows
 
 
 def ratings_frame(overview: dict[str, Any]) -> Any:
     import pandas as pd
 
-    points = [{"time": pd.Timestamp(p["bucket"]), "version": f"v{p['adapter_version']}",
-               "👍 rate": p["up"] / (p["up"] + p["down"])}
-              for p in overview["ratings"] if p["up"] + p["down"]]
+    points = [
+        {
+            "time": pd.Timestamp(p["bucket"]),
+            "version": f"v{p['adapter_version']}",
+            "👍 rate": p["up"] / (p["up"] + p["down"]),
+        }
+        for p in overview["ratings"]
+        if p["up"] + p["down"]
+    ]
     return pd.DataFrame(points, columns=["time", "version", "👍 rate"])
 
 
@@ -156,23 +186,31 @@ def documents_markdown(overview: dict[str, Any]) -> str:
         return "Document search is not configured."
     if "error" in docs:
         return f"Document search is unavailable: {html.escape(str(docs['error']))}"
-    return " · ".join(f"**{html.escape(str(k))}:** {html.escape(str(v))}"
-                      for k, v in docs.items() if not isinstance(v, (list, dict)))
+    return " · ".join(
+        f"**{html.escape(str(k))}:** {html.escape(str(v))}"
+        for k, v in docs.items()
+        if not isinstance(v, (list, dict))
+    )
 
 
 def schedule_markdown(overview: dict[str, Any]) -> str:
     s = overview["schedule"]
-    state = "running a cycle now" if s["cycle_running"] else (
-        f"waiting: {s['blocked_because']}" if s["blocked_because"] else "ready for a cycle")
-    return (f"**Scheduler:** {'on' if s['enabled'] else 'off'}; {html.escape(state)}"
-            + (f"; cooldown {s['cooldown_minutes_left']} min left"
-               if s["cooldown_minutes_left"] else ""))
+    state = (
+        "running a cycle now"
+        if s["cycle_running"]
+        else (f"waiting: {s['blocked_because']}" if s["blocked_because"] else "ready for a cycle")
+    )
+    return f"**Scheduler:** {'on' if s['enabled'] else 'off'}; {html.escape(state)}" + (
+        f"; cooldown {s['cooldown_minutes_left']} min left" if s["cooldown_minutes_left"] else ""
+    )
 
 
-def build_console(operator: Operator, refresh_seconds: float = 10.0,
-                  library: DocumentLibrary | None = None,
-                  documents_unavailable: str = "retrieval is off or Milvus could not be opened"
-                  ) -> Any:
+def build_console(
+    operator: Operator,
+    refresh_seconds: float = 10.0,
+    library: DocumentLibrary | None = None,
+    documents_unavailable: str = "retrieval is off or Milvus could not be opened",
+) -> Any:
     """The console page: an overview tab (live rollout, controls, lineage, plot, cycles, audit
     log) and tabs for documents, training cycles and feedback review."""
     import gradio as gr
@@ -184,13 +222,24 @@ def build_console(operator: Operator, refresh_seconds: float = 10.0,
     def refresh() -> tuple[Any, ...]:
         o = operator.overview()
         events = [[e["at"][:19], e["actor"], e["action"], e["subject"]] for e in o["events"]]
-        return (rollout_markdown(o), evidence_svg(o), schedule_markdown(o), adapters_rows(o),
-                ratings_frame(o), cycles_rows(o), documents_markdown(o), events)
+        return (
+            rollout_markdown(o),
+            evidence_svg(o),
+            schedule_markdown(o),
+            adapters_rows(o),
+            ratings_frame(o),
+            cycles_rows(o),
+            documents_markdown(o),
+            events,
+        )
 
     def act(action: str, reason: str) -> tuple[Any, ...]:
         try:
-            message = operator.act(action, actor=ACTOR,  # type: ignore[arg-type]
-                                   reason=reason.strip() or None)
+            message = operator.act(
+                action,  # type: ignore[arg-type]
+                actor=ACTOR,
+                reason=reason.strip() or None,
+            )
         except AssistantError as exc:
             raise gr.Error(str(exc)) from None
         gr.Info(message)
@@ -208,8 +257,12 @@ def build_console(operator: Operator, refresh_seconds: float = 10.0,
             feedback = build_feedback_tab(operator)
         outputs = overview_tab["outputs"]
         for name, button in overview_tab["buttons"].items():
-            button.click(lambda r, name=name: act(name, r), inputs=[overview_tab["reason"]],
-                         outputs=[overview_tab["result"], *outputs], api_visibility="private")
+            button.click(
+                lambda r, name=name: act(name, r),
+                inputs=[overview_tab["reason"]],
+                outputs=[overview_tab["result"], *outputs],
+                api_visibility="private",
+            )
         console.load(refresh, outputs=outputs, api_visibility="private")
         for tab in (documents, cycle_page, feedback):
             if tab is not None:
@@ -226,34 +279,58 @@ def _overview_tab(gr: Any) -> dict[str, Any]:
     schedule_md = gr.Markdown(elem_id="schedule")
     with gr.Row():
         reason = gr.Textbox(label="Reason (recorded in the audit log)", scale=3)
-        buttons = {name: gr.Button(label, elem_id=f"btn-{name}", variant=variant)
-                   for name, label, variant in [
-                       ("cycle", "Run a cycle", "secondary"),
-                       ("pause", "Pause", "secondary"),
-                       ("resume", "Resume", "secondary"),
-                       ("promote", "Promote", "primary"),
-                       ("rollback", "Roll back", "stop")]}
+        buttons = {
+            name: gr.Button(label, elem_id=f"btn-{name}", variant=variant)
+            for name, label, variant in [
+                ("cycle", "Run a cycle", "secondary"),
+                ("pause", "Pause", "secondary"),
+                ("resume", "Resume", "secondary"),
+                ("promote", "Promote", "primary"),
+                ("rollback", "Roll back", "stop"),
+            ]
+        }
     result = gr.Markdown(elem_id="action-result")
     gr.Markdown("## 👍 rate per version over time")
     plot = gr.LinePlot(x="time", y="👍 rate", color="version", y_lim=[0, 1], height=280)
     gr.Markdown("## Adapters")
-    adapters = gr.Dataframe(headers=["version", "parent", "status", "dataset",
-                                     "held-out loss", "validation", "created"],
-                            interactive=False, elem_id="adapters")
+    adapters = gr.Dataframe(
+        headers=[
+            "version",
+            "parent",
+            "status",
+            "dataset",
+            "held-out loss",
+            "validation",
+            "created",
+        ],
+        interactive=False,
+        elem_id="adapters",
+    )
     gr.Markdown("## Training cycles")
-    cycles = gr.Dataframe(headers=["started", "trigger", "status", "stage", "progress",
-                                   "durations", "reason"], interactive=False)
+    cycles = gr.Dataframe(
+        headers=["started", "trigger", "status", "stage", "progress", "durations", "reason"],
+        interactive=False,
+    )
     gr.Markdown("## Documents")
     documents = gr.Markdown()
     gr.Markdown("## Audit log")
     events = gr.Dataframe(headers=["at", "who", "action", "subject"], interactive=False)
-    return {"outputs": [rollout_md, evidence, schedule_md, adapters, plot, cycles, documents, events],
-            "buttons": buttons, "reason": reason, "result": result}
+    return {
+        "outputs": [rollout_md, evidence, schedule_md, adapters, plot, cycles, documents, events],
+        "buttons": buttons,
+        "reason": reason,
+        "result": result,
+    }
 
 
-def mount_console(app: FastAPI, operator: Operator, sessions: OperatorSessions,
-                  library: DocumentLibrary | None = None, documents_unavailable: str = "",
-                  max_upload_bytes: int = 0) -> None:
+def mount_console(
+    app: FastAPI,
+    operator: Operator,
+    sessions: OperatorSessions,
+    library: DocumentLibrary | None = None,
+    documents_unavailable: str = "",
+    max_upload_bytes: int = 0,
+) -> None:
     """Add the login routes and the console (at /console) to the server app."""
     import gradio as gr
 
@@ -262,16 +339,30 @@ def mount_console(app: FastAPI, operator: Operator, sessions: OperatorSessions,
     @app.middleware("http")
     async def console_login_redirect(request: Request, call_next: Any) -> Response:
         path = request.url.path
-        if (path in ("/console", "/console/") and request.method == "GET"
-                and not sessions.valid(request.cookies.get(COOKIE))):
+        if (
+            path in ("/console", "/console/")
+            and request.method == "GET"
+            and not sessions.valid(request.cookies.get(COOKIE))
+        ):
             return RedirectResponse("/operator/login", status_code=303)
         return await call_next(request)
 
-    console = build_console(operator, library=library,
-                            documents_unavailable=documents_unavailable or
-                            "retrieval is off or Milvus could not be opened")
+    console = build_console(
+        operator,
+        library=library,
+        documents_unavailable=documents_unavailable
+        or "retrieval is off or Milvus could not be opened",
+    )
     # Uploads (the Documents tab only) are capped per request; 0 refuses every upload.
-    gr.mount_gradio_app(app, console, path="/console", auth_dependency=sessions.user,
-                        footer_links=[], run_history=False, enable_monitoring=False,
-                        ssr_mode=False, mcp_server=False,
-                        max_file_size=max_upload_bytes if library is not None else 0)
+    gr.mount_gradio_app(
+        app,
+        console,
+        path="/console",
+        auth_dependency=sessions.user,
+        footer_links=[],
+        run_history=False,
+        enable_monitoring=False,
+        ssr_mode=False,
+        mcp_server=False,
+        max_file_size=max_upload_bytes if library is not None else 0,
+    )

@@ -18,7 +18,7 @@ def _num(x: Any, digits: int = 3) -> str:
 
 
 def progress_text(c: dict[str, Any]) -> str:
-    """"step 12 of 40 · loss 1.234 · ETA 3 min" from a cycle row (core.domain.Cycle: `loss` is
+    """ "step 12 of 40 · loss 1.234 · ETA 3 min" from a cycle row (core.domain.Cycle: `loss` is
     the latest held-out loss, or the training loss before the first evaluation)."""
     parts = [f"step {c.get('step') or 0} of {c['total']}"] if c.get("total") else []
     if c.get("loss") is not None:
@@ -41,11 +41,15 @@ def cycle_label(c: dict[str, Any]) -> str:
 def _dataset_md(d: dict[str, Any] | None) -> list[str]:
     if not d:
         return ["### Dataset", "No dataset was built (see the reason above)."]
-    lines = ["### Dataset", f"`{html.escape(d['id'])}`: {d['examples']} turns kept.", "",
-             "| split | desirable | undesirable |", "|---|---|---|"]
+    lines = [
+        "### Dataset",
+        f"`{html.escape(d['id'])}`: {d['examples']} turns kept.",
+        "",
+        "| split | desirable | undesirable |",
+        "|---|---|---|",
+    ]
     for split, labels in sorted(d["counts"].items(), reverse=True):
-        lines.append(f"| {split} | {labels.get('desirable', 0)} | "
-                     f"{labels.get('undesirable', 0)} |")
+        lines.append(f"| {split} | {labels.get('desirable', 0)} | {labels.get('undesirable', 0)} |")
     dropped = sorted(d["dropped"].items(), key=lambda kv: (-kv[1], kv[0]))
     lines += ["", f"**Dropped:** {sum(n for _, n in dropped)}" + (":" if dropped else "")]
     if dropped:
@@ -59,24 +63,35 @@ def _dataset_md(d: dict[str, Any] | None) -> list[str]:
 def _validation_md(v: dict[str, Any]) -> list[str]:
     if not v:
         return ["### Validation against production", "Validation did not run."]
-    lines = ["### Validation against production",
-             f"**{'Passed' if v.get('passed') else 'Failed'}**"
-             + (f": {html.escape('; '.join(v.get('reasons') or []))}" if not v.get("passed")
-                else ": every check passed."), "",
-             "| check | result | candidate | production | threshold | why |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "### Validation against production",
+        f"**{'Passed' if v.get('passed') else 'Failed'}**"
+        + (
+            f": {html.escape('; '.join(v.get('reasons') or []))}"
+            if not v.get("passed")
+            else ": every check passed."
+        ),
+        "",
+        "| check | result | candidate | production | threshold | why |",
+        "|---|---|---|---|---|---|",
+    ]
     icons = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "➖ skipped"}
     for c in v.get("checks") or []:
-        lines.append(f"| {c['name']} | {icons.get(c['status'], c['status'])} | "
-                     f"{_num(c.get('candidate'))} | {_num(c.get('production'))} | "
-                     f"{_num(c.get('threshold'))} | {html.escape(str(c.get('reason', '')))} |")
+        lines.append(
+            f"| {c['name']} | {icons.get(c['status'], c['status'])} | "
+            f"{_num(c.get('candidate'))} | {_num(c.get('production'))} | "
+            f"{_num(c.get('threshold'))} | {html.escape(str(c.get('reason', '')))} |"
+        )
     return lines
 
 
 def _curve(points: Any) -> str | None:
     """'10.811 → 10.795 over 4 steps' from [[step, loss], ...] (None if not such a list)."""
-    if not isinstance(points, list) or not points or not all(
-            isinstance(p, (list, tuple)) and len(p) == 2 for p in points):
+    if (
+        not isinstance(points, list)
+        or not points
+        or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points)
+    ):
         return None
     return f"{float(points[0][1]):.3f} → {float(points[-1][1]):.3f} (step {points[-1][0]})"
 
@@ -84,8 +99,12 @@ def _curve(points: Any) -> str | None:
 def _train_line(train: dict[str, Any]) -> str:
     """Steps, the best held-out loss and the loss curves of the train report."""
     parts = []
-    for key, label in (("steps", "steps"), ("total_steps", "of"),
-                       ("best_heldout_loss", "best held-out loss"), ("stopped", "stopped")):
+    for key, label in (
+        ("steps", "steps"),
+        ("total_steps", "of"),
+        ("best_heldout_loss", "best held-out loss"),
+        ("stopped", "stopped"),
+    ):
         if train.get(key) is not None and not isinstance(train[key], (list, dict)):
             parts.append(f"{label} {_num(train[key])}")
     for key, label in (("train_loss", "train loss"), ("heldout_loss", "held-out loss")):
@@ -101,13 +120,15 @@ def cycle_markdown(report: dict[str, Any]) -> str:
     """The cycle page: header, verdict, progress or timings, dataset, training, validation."""
     c = report["cycle"]
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in (c.get("stage_timings") or {}).items())
-    lines = [f"## Cycle {html.escape(c['id'][:8])} — {c['status']}",
-             f"Started {_when(c['started_at'])} UTC by {html.escape(c['trigger'])}"
-             + (f", ended {_when(c['ended_at'])} UTC" if c.get("ended_at") else ""),
-             "", f"**Verdict:** {html.escape(report['verdict'])}"]
+    lines = [
+        f"## Cycle {html.escape(c['id'][:8])} — {c['status']}",
+        f"Started {_when(c['started_at'])} UTC by {html.escape(c['trigger'])}"
+        + (f", ended {_when(c['ended_at'])} UTC" if c.get("ended_at") else ""),
+        "",
+        f"**Verdict:** {html.escape(report['verdict'])}",
+    ]
     if c["status"] == "running":
-        lines += ["", f"**Now:** {html.escape(c.get('stage') or 'starting')} "
-                  f"{progress_text(c)}"]
+        lines += ["", f"**Now:** {html.escape(c.get('stage') or 'starting')} {progress_text(c)}"]
     if timings:
         lines += ["", f"**Stage durations:** {timings}"]
     lines += [""] + _dataset_md(report.get("dataset"))
@@ -144,8 +165,7 @@ def build_cycles_tab(operator: Operator) -> tuple[Any, list[Any]]:
         return gr.update(choices=options, value=chosen), show(chosen)
 
     with gr.Row():
-        pick = gr.Dropdown(label="Cycle (newest first)", choices=[], elem_id="cycle-pick",
-                           scale=4)
+        pick = gr.Dropdown(label="Cycle (newest first)", choices=[], elem_id="cycle-pick", scale=4)
         again = gr.Button("Refresh", elem_id="btn-cycle-refresh", scale=1)
     page = gr.Markdown(elem_id="cycle-report")
     pick.change(show, inputs=[pick], outputs=[page], api_visibility="private")

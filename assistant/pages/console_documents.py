@@ -14,8 +14,12 @@ from assistant.retrieval.library import DocumentLibrary, Upload
 from errors import AssistantError
 
 ACTOR = "operator:console"
-OUTCOME_ICONS = {"added": "✅ added", "replaced": "🔁 replaced", "skipped": "⏭️ skipped",
-                 "failed": "❌ failed"}
+OUTCOME_ICONS = {
+    "added": "✅ added",
+    "replaced": "🔁 replaced",
+    "skipped": "⏭️ skipped",
+    "failed": "❌ failed",
+}
 
 
 def outcome_rows(report: IngestReport) -> list[list[Any]]:
@@ -25,8 +29,10 @@ def outcome_rows(report: IngestReport) -> list[list[Any]]:
 
 def source_rows(library: DocumentLibrary) -> list[list[Any]]:
     """One row per source: name, chunks, when ingested (UTC), embedder."""
-    return [[s.source, s.chunks, f"{s.ingested_at:%Y-%m-%d %H:%M:%S}", s.embedder]
-            for s in library.sources()]
+    return [
+        [s.source, s.chunks, f"{s.ingested_at:%Y-%m-%d %H:%M:%S}", s.embedder]
+        for s in library.sources()
+    ]
 
 
 def _reader(path: Path) -> Callable[[], BinaryIO]:
@@ -35,20 +41,25 @@ def _reader(path: Path) -> Callable[[], BinaryIO]:
 
 
 def _summary(report: IngestReport, what: str) -> str:
-    return (f"**{what}:** added {len(report.added)}, replaced {len(report.replaced)}, skipped "
-            f"{len(report.skipped)}, failed {len(report.failed)}; {report.chunks} chunks in "
-            f"{report.seconds:.1f} s")
+    return (
+        f"**{what}:** added {len(report.added)}, replaced {len(report.replaced)}, skipped "
+        f"{len(report.skipped)}, failed {len(report.failed)}; {report.chunks} chunks in "
+        f"{report.seconds:.1f} s"
+    )
 
 
-def build_documents_tab(library: DocumentLibrary | None, unavailable: str
-                        ) -> tuple[Callable[[], tuple[Any, Any]], list[Any]] | None:
+def build_documents_tab(
+    library: DocumentLibrary | None, unavailable: str
+) -> tuple[Callable[[], tuple[Any, Any]], list[Any]] | None:
     """The tab's components and events (call inside a gr.Tab); returns its refresh function and
     the components it fills, for the console's page load (None without a library)."""
     import gradio as gr
 
     if library is None:
-        gr.Markdown(f"Document search is not available: {html.escape(unavailable)}",
-                    elem_id="documents-unavailable")
+        gr.Markdown(
+            f"Document search is not available: {html.escape(unavailable)}",
+            elem_id="documents-unavailable",
+        )
         return None
 
     lib = library
@@ -60,8 +71,7 @@ def build_documents_tab(library: DocumentLibrary | None, unavailable: str
             raise gr.Error(str(exc)) from None
         return rows, gr.update(choices=[r[0] for r in rows], value=None)
 
-    def add(paths: list[str] | None,
-            progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio wants it)
+    def add(paths: list[str] | None, progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio wants it)
         if not paths:
             raise gr.Error("Choose or drop one or more files first.")
         uploads = [Upload(Path(p).name, _reader(Path(p))) for p in paths]
@@ -97,26 +107,45 @@ def build_documents_tab(library: DocumentLibrary | None, unavailable: str
             raise gr.Error(str(exc)) from None
         return (_summary(report, "Re-index"), outcome_rows(report), *listing())
 
-    gr.Markdown(f"Add documents while the assistant serves: drop {', '.join(SUPPORTED_SUFFIXES)} "
-                f"files (up to {lib.max_bytes // 2**20} MB each, several at once). A file with "
-                "the same name replaces its old version; an unchanged one is skipped.")
-    files = gr.File(label="Drop files here or click to choose", file_count="multiple",
-                    file_types=list(SUPPORTED_SUFFIXES), type="filepath",
-                    elem_id="document-files")
+    gr.Markdown(
+        f"Add documents while the assistant serves: drop {', '.join(SUPPORTED_SUFFIXES)} "
+        f"files (up to {lib.max_bytes // 2**20} MB each, several at once). A file with "
+        "the same name replaces its old version; an unchanged one is skipped."
+    )
+    files = gr.File(
+        label="Drop files here or click to choose",
+        file_count="multiple",
+        file_types=list(SUPPORTED_SUFFIXES),
+        type="filepath",
+        elem_id="document-files",
+    )
     upload = gr.Button("Add documents", variant="primary", elem_id="btn-add-documents")
     status = gr.Markdown(elem_id="documents-result")
-    outcomes = gr.Dataframe(headers=["file", "outcome", "chunks", "reason"],
-                            interactive=False, elem_id="document-outcomes", wrap=True)
+    outcomes = gr.Dataframe(
+        headers=["file", "outcome", "chunks", "reason"],
+        interactive=False,
+        elem_id="document-outcomes",
+        wrap=True,
+    )
     gr.Markdown("### Sources in the index")
-    sources = gr.Dataframe(headers=["source", "chunks", "ingested (UTC)", "embedder"],
-                           interactive=False, elem_id="document-sources", wrap=True)
+    sources = gr.Dataframe(
+        headers=["source", "chunks", "ingested (UTC)", "embedder"],
+        interactive=False,
+        elem_id="document-sources",
+        wrap=True,
+    )
     with gr.Row():
         chosen = gr.Dropdown(label="Source", choices=[], elem_id="delete-source", scale=3)
         remove = gr.Button("Delete source", variant="stop", elem_id="btn-delete-source")
         again = gr.Button("Re-index all", elem_id="btn-reindex")
-    upload.click(add, inputs=[files], outputs=[status, outcomes, files, sources, chosen],
-                 api_visibility="private")
-    remove.click(delete, inputs=[chosen], outputs=[status, sources, chosen],
-                 api_visibility="private")
+    upload.click(
+        add,
+        inputs=[files],
+        outputs=[status, outcomes, files, sources, chosen],
+        api_visibility="private",
+    )
+    remove.click(
+        delete, inputs=[chosen], outputs=[status, sources, chosen], api_visibility="private"
+    )
     again.click(reindex, outputs=[status, outcomes, sources, chosen], api_visibility="private")
     return listing, [sources, chosen]

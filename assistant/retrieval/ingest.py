@@ -69,9 +69,11 @@ class IngestReport:
 
     def summary(self) -> str:
         """A few lines for a person: counts, then each skip and failure with its reason."""
-        lines = [f"added {len(self.added)}, replaced {len(self.replaced)}, skipped "
-                 f"{len(self.skipped)}, failed {len(self.failed)} file(s); {self.chunks} "
-                 f"chunks written in {self.seconds:.1f}s"]
+        lines = [
+            f"added {len(self.added)}, replaced {len(self.replaced)}, skipped "
+            f"{len(self.skipped)}, failed {len(self.failed)} file(s); {self.chunks} "
+            f"chunks written in {self.seconds:.1f}s"
+        ]
         lines += [f"  skipped {o.source}: {o.reason}" for o in self.skipped]
         lines += [f"  FAILED  {o.source}: {o.reason}" for o in self.failed]
         return "\n".join(lines)
@@ -108,8 +110,9 @@ def collect(paths: Iterable[Path]) -> list[tuple[Path, str] | FileOutcome]:
     for path in paths:
         path = Path(path).expanduser()
         if not path.exists():
-            items.append(FileOutcome(str(path), "failed",
-                                     reason=f"{path} does not exist; check the path"))
+            items.append(
+                FileOutcome(str(path), "failed", reason=f"{path} does not exist; check the path")
+            )
         elif path.is_dir():
             for folder, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -118,23 +121,32 @@ def collect(paths: Iterable[Path]) -> list[tuple[Path, str] | FileOutcome]:
                     if file.suffix.lower() in SUPPORTED_SUFFIXES:
                         items.append((file, str(file.resolve())))
                     else:
-                        items.append(FileOutcome(str(file.resolve()), "skipped", reason=(
-                            f"unsupported file type {file.suffix or '(none)'!r}")))
+                        items.append(
+                            FileOutcome(
+                                str(file.resolve()),
+                                "skipped",
+                                reason=(f"unsupported file type {file.suffix or '(none)'!r}"),
+                            )
+                        )
         else:
             items.append((path, str(path.resolve())))
     return items
 
 
-def ingest_items(retriever: Retriever, items: list[tuple[Path, str] | FileOutcome],
-                 progress: Progress | None = None) -> IngestReport:
+def ingest_items(
+    retriever: Retriever,
+    items: list[tuple[Path, str] | FileOutcome],
+    progress: Progress | None = None,
+) -> IngestReport:
     """Ingest (file, source name) pairs, passing outcomes already decided through in order
     (uploads: the bytes lie under a generated name, the source is what the operator called the
     file); reasons name the source, never the stored path."""
     return _ingest(retriever, list(items), progress)
 
 
-def ingest_paths(retriever: Retriever, paths: list[Path], progress: Progress | None = None
-                 ) -> IngestReport:
+def ingest_paths(
+    retriever: Retriever, paths: list[Path], progress: Progress | None = None
+) -> IngestReport:
     """Ingest files and folders (.md, .txt, .html, .pdf); the batch goes on past bad files.
 
     An unchanged file (same bytes, same embedder) is skipped; a changed one replaces its old
@@ -143,8 +155,9 @@ def ingest_paths(retriever: Retriever, paths: list[Path], progress: Progress | N
     return _ingest(retriever, collect(paths), progress)
 
 
-def _ingest(retriever: Retriever, items: list[tuple[Path, str] | FileOutcome],
-            progress: Progress | None) -> IngestReport:
+def _ingest(
+    retriever: Retriever, items: list[tuple[Path, str] | FileOutcome], progress: Progress | None
+) -> IngestReport:
     started = time.monotonic()
     retriever.check_embedder()
     report = IngestReport()
@@ -174,25 +187,45 @@ def _ingest(retriever: Retriever, items: list[tuple[Path, str] | FileOutcome],
 def _ingest_file(retriever: Retriever, path: Path, source: str) -> FileOutcome:
     cfg, embedder, store = retriever.config, retriever.embedder, retriever.store
     if len(source.encode("utf-8")) > MAX_SOURCE_BYTES:
-        raise InputError(f"{source}: the path is longer than {MAX_SOURCE_BYTES} bytes; move the "
-                         "file to a shorter path")
+        raise InputError(
+            f"{source}: the path is longer than {MAX_SOURCE_BYTES} bytes; move the "
+            "file to a shorter path"
+        )
     document = read_document(path, cfg.max_file_mb * 2**20)
     key = source_key(source)
     versions = store.first_rows(key)
-    current = [v for v in versions if v["content_hash"] == document.content_hash
-               and v["embedder"] == embedder.name]
+    current = [
+        v
+        for v in versions
+        if v["content_hash"] == document.content_hash and v["embedder"] == embedder.name
+    ]
     if current and store.count(key, document.content_hash) == current[0]["chunk_count"]:
         store.delete(key, keep_hash=document.content_hash)
         when = datetime.fromtimestamp(current[0]["ingested_at"], UTC).strftime("%Y-%m-%d %H:%M")
         return FileOutcome(source, "skipped", reason=f"unchanged since {when} UTC")
-    chunks = chunk_blocks(document.blocks, embedder.count_tokens,
-                          min(cfg.chunk_tokens, embedder.max_tokens), cfg.chunk_overlap)
+    chunks = chunk_blocks(
+        document.blocks,
+        embedder.count_tokens,
+        min(cfg.chunk_tokens, embedder.max_tokens),
+        cfg.chunk_overlap,
+    )
     vectors = embedder.embed([c.text for c in chunks])
     now = int(time.time())
-    rows = [ChunkRow(_chunk_id(key, document.content_hash, c.position), source, key,
-                     c.position, len(chunks), document.content_hash, now, embedder.name,
-                     _clip(c.text, MAX_TEXT_BYTES), vector.tolist())
-            for c, vector in zip(chunks, vectors, strict=True)]
+    rows = [
+        ChunkRow(
+            _chunk_id(key, document.content_hash, c.position),
+            source,
+            key,
+            c.position,
+            len(chunks),
+            document.content_hash,
+            now,
+            embedder.name,
+            _clip(c.text, MAX_TEXT_BYTES),
+            vector.tolist(),
+        )
+        for c, vector in zip(chunks, vectors, strict=True)
+    ]
     store.upsert(rows)
     store.delete(key, keep_hash=document.content_hash)
     return FileOutcome(source, "replaced" if versions else "added", chunks=len(rows))
@@ -220,9 +253,16 @@ def list_sources(retriever: Retriever) -> list[SourceInfo]:
     for row in retriever.store.first_rows():
         if row["source"] not in latest or row["ingested_at"] > latest[row["source"]]["ingested_at"]:
             latest[row["source"]] = row
-    return [SourceInfo(r["source"], int(r["chunk_count"]), r["content_hash"],
-                       datetime.fromtimestamp(r["ingested_at"], UTC), r["embedder"])
-            for _, r in sorted(latest.items())]
+    return [
+        SourceInfo(
+            r["source"],
+            int(r["chunk_count"]),
+            r["content_hash"],
+            datetime.fromtimestamp(r["ingested_at"], UTC),
+            r["embedder"],
+        )
+        for _, r in sorted(latest.items())
+    ]
 
 
 def ensure_sample_docs(retriever: Retriever, progress: Progress | None = None) -> IngestReport:
@@ -258,10 +298,23 @@ def reindex(retriever: Retriever, progress: Progress | None = None) -> IngestRep
     for done, (source, rows) in enumerate(sorted(by_source.items()), start=1):
         rows.sort(key=lambda r: (r["content_hash"], r["position"]))
         vectors = embedder.embed([r["text"] for r in rows])
-        store.upsert([ChunkRow(r["chunk_id"], source, r["source_key"], r["position"],
-                               r["chunk_count"], r["content_hash"], r["ingested_at"],
-                               embedder.name, r["text"], v.tolist())
-                      for r, v in zip(rows, vectors, strict=True)])
+        store.upsert(
+            [
+                ChunkRow(
+                    r["chunk_id"],
+                    source,
+                    r["source_key"],
+                    r["position"],
+                    r["chunk_count"],
+                    r["content_hash"],
+                    r["ingested_at"],
+                    embedder.name,
+                    r["text"],
+                    v.tolist(),
+                )
+                for r, v in zip(rows, vectors, strict=True)
+            ]
+        )
         report.outcomes.append(FileOutcome(source, "replaced", chunks=len(rows)))
         if progress:
             progress(done, len(by_source), source)

@@ -85,15 +85,18 @@ class DocumentLibrary:
         finally:
             self._lock.release()
 
-    def add(self, uploads: list[Upload], *, actor: str, progress: Progress | None = None
-            ) -> IngestReport:
+    def add(
+        self, uploads: list[Upload], *, actor: str, progress: Progress | None = None
+    ) -> IngestReport:
         """Store, check and ingest each upload; the report has one outcome per file, in order."""
         if not uploads:
-            raise InputError("no files were sent: choose one or more .md, .txt, .html or .pdf "
-                             "files")
+            raise InputError(
+                "no files were sent: choose one or more .md, .txt, .html or .pdf files"
+            )
         if len(uploads) > MAX_FILES_PER_BATCH:
-            raise InputError(f"{len(uploads)} files in one upload; send at most "
-                             f"{MAX_FILES_PER_BATCH} at a time")
+            raise InputError(
+                f"{len(uploads)} files in one upload; send at most {MAX_FILES_PER_BATCH} at a time"
+            )
         with self._exclusive("upload"):
             self.upload_dir.mkdir(parents=True, exist_ok=True)
             staged: list[tuple[Path, str] | FileOutcome] = []
@@ -105,24 +108,42 @@ class DocumentLibrary:
                 for item in staged:
                     if isinstance(item, tuple):
                         item[0].unlink(missing_ok=True)
-        record_event(self.db, actor, "documents.add", "documents", {
-            "files": [{"source": o.source, "status": o.status, "chunks": o.chunks,
-                       "reason": o.reason[:300]} for o in report.outcomes][:MAX_FILES_PER_BATCH]})
+        record_event(
+            self.db,
+            actor,
+            "documents.add",
+            "documents",
+            {
+                "files": [
+                    {
+                        "source": o.source,
+                        "status": o.status,
+                        "chunks": o.chunks,
+                        "reason": o.reason[:300],
+                    }
+                    for o in report.outcomes
+                ][:MAX_FILES_PER_BATCH]
+            },
+        )
         return report
 
     def _stage(self, upload: Upload) -> tuple[Path, str] | FileOutcome:
         """The upload's bytes under a generated name, or its failure (type, size, reading)."""
         name = display_name(upload.name)
         try:
-            source = UPLOAD_PREFIX + name if upload.source is None else check_source(
-                upload.source)
+            source = UPLOAD_PREFIX + name if upload.source is None else check_source(upload.source)
         except InputError as exc:
             return FileOutcome(name, "failed", reason=str(exc))
         suffix = Path(name).suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
-            return FileOutcome(source, "failed", reason=(
-                f"unsupported file type {suffix or '(no extension)'!r}; upload "
-                f"{', '.join(SUPPORTED_SUFFIXES)} files (convert others first)"))
+            return FileOutcome(
+                source,
+                "failed",
+                reason=(
+                    f"unsupported file type {suffix or '(no extension)'!r}; upload "
+                    f"{', '.join(SUPPORTED_SUFFIXES)} files (convert others first)"
+                ),
+            )
         target = self.upload_dir / f"{uuid.uuid4().hex}{suffix}"
         size = 0
         try:
@@ -134,13 +155,21 @@ class DocumentLibrary:
                     dst.write(block)
         except OSError as exc:
             target.unlink(missing_ok=True)
-            return FileOutcome(source, "failed", reason=f"the upload could not be stored "
-                               f"({exc.strerror or exc}); try again")
+            return FileOutcome(
+                source,
+                "failed",
+                reason=f"the upload could not be stored ({exc.strerror or exc}); try again",
+            )
         if size > self.max_bytes:
             target.unlink(missing_ok=True)
-            return FileOutcome(source, "failed", reason=(
-                f"over the retrieval.max_file_mb limit of {self.max_bytes / 2**20:.0f} MB; "
-                "split the file or raise the limit"))
+            return FileOutcome(
+                source,
+                "failed",
+                reason=(
+                    f"over the retrieval.max_file_mb limit of {self.max_bytes / 2**20:.0f} MB; "
+                    "split the file or raise the limit"
+                ),
+            )
         return target, source
 
     def sources(self) -> list[SourceInfo]:
@@ -153,10 +182,10 @@ class DocumentLibrary:
         with self._exclusive("delete"):
             removed = ingest.delete_source(self.retriever, source)
         if not removed:
-            raise NotFoundError(f"no document {source!r} in the index; the list shows their "
-                                "names")
-        record_event(self.db, actor, "documents.delete", "documents",
-                     {"source": source, "chunks": removed})
+            raise NotFoundError(f"no document {source!r} in the index; the list shows their names")
+        record_event(
+            self.db, actor, "documents.delete", "documents", {"source": source, "chunks": removed}
+        )
         return removed
 
     def reindex(self, *, actor: str, progress: Progress | None = None) -> IngestReport:
@@ -164,8 +193,13 @@ class DocumentLibrary:
         while the collection is rebuilt)."""
         with self._exclusive("re-index"):
             report = ingest.reindex(self.retriever, progress)
-        record_event(self.db, actor, "documents.reindex", "documents",
-                     {"sources": len(report.outcomes), "chunks": report.chunks})
+        record_event(
+            self.db,
+            actor,
+            "documents.reindex",
+            "documents",
+            {"sources": len(report.outcomes), "chunks": report.chunks},
+        )
         return report
 
 

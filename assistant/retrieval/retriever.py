@@ -21,6 +21,7 @@ from errors import InputError, RetrievalError
 
 Passage = ServedPassage
 
+
 @dataclass
 class Retriever:
     """An embedder and the vector store it filled, with the retrieval settings."""
@@ -32,14 +33,16 @@ class Retriever:
     def check_embedder(self) -> None:
         """Raise RetrievalError when the index was built by another embedder than ours."""
         indexed_with = self.store.indexed_with
-        if indexed_with is not None and (indexed_with != self.embedder.name
-                                         or self.store.dim != self.embedder.dim):
+        if indexed_with is not None and (
+            indexed_with != self.embedder.name or self.store.dim != self.embedder.dim
+        ):
             raise RetrievalError(
                 f"the document index was built with the embedder {indexed_with!r} "
                 f"({self.store.dim} dimensions) but retrieval.embedder is "
                 f"{self.embedder.name!r} ({self.embedder.dim}); its vectors are not comparable. "
                 "Run `main.py ingest --reindex` to re-embed the stored chunks, or set "
-                f"retrieval.embedder back to {indexed_with!r}")
+                f"retrieval.embedder back to {indexed_with!r}"
+            )
 
     def search(self, query: str, top_k: int | None = None) -> list[ServedPassage]:
         """The passages most relevant to `query`, best first, scoring at least the threshold.
@@ -69,11 +72,16 @@ class Retriever:
     def stats(self) -> dict[str, Any]:
         """Figures for the operator console: chunks, sources, embedder, uri, hybrid or not."""
         sources = {row["source"] for row in self.store.first_rows()}
-        return {"chunks": self.store.count(), "sources": len(sources),
-                "embedder": self.embedder.name, "indexed_with": self.store.indexed_with,
-                "uri": self.store.uri, "collection": self.config.collection,
-                "hybrid": bool(self.config.hybrid and self.store.hybrid),
-                "hybrid_note": self.store.hybrid_note}
+        return {
+            "chunks": self.store.count(),
+            "sources": len(sources),
+            "embedder": self.embedder.name,
+            "indexed_with": self.store.indexed_with,
+            "uri": self.store.uri,
+            "collection": self.config.collection,
+            "hybrid": bool(self.config.hybrid and self.store.hybrid),
+            "hybrid_note": self.store.hybrid_note,
+        }
 
     def close(self) -> None:
         """Release the vector store (for Milvus Lite: the database file)."""
@@ -92,19 +100,23 @@ def store_uri(cfg: Config) -> str:
     if is_server_uri(uri):
         return uri
     if "://" in uri:
-        raise RetrievalError(f"retrieval.uri = {uri!r}: use http(s)://host:port for a Milvus "
-                             "server or a file name ending in .db for Milvus Lite")
+        raise RetrievalError(
+            f"retrieval.uri = {uri!r}: use http(s)://host:port for a Milvus "
+            "server or a file name ending in .db for Milvus Lite"
+        )
     if not uri.endswith(".db"):
-        raise RetrievalError(f"retrieval.uri = {uri!r}: a Milvus Lite file name must end in "
-                             ".db (e.g. 'milvus.db')")
+        raise RetrievalError(
+            f"retrieval.uri = {uri!r}: a Milvus Lite file name must end in .db (e.g. 'milvus.db')"
+        )
     path = Path(uri)
     path = path if path.is_absolute() else cfg.data_dir / path
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path)
 
 
-def open_retriever(cfg: Config, *, embedder: Embedder | None = None,
-                   for_reindex: bool = False) -> Retriever:
+def open_retriever(
+    cfg: Config, *, embedder: Embedder | None = None, for_reindex: bool = False
+) -> Retriever:
     """Load the embedder and open (or create) the collection described by `cfg.retrieval`.
 
     A server that does not answer raises RetrievalError within `retrieval.timeout_s`. An index
@@ -116,8 +128,15 @@ def open_retriever(cfg: Config, *, embedder: Embedder | None = None,
     embedder = embedder or load_embedder(rc.embedder, Path(cfg.root))
     uri = store_uri(cfg)
     token = os.environ.get(rc.token_env) or None
-    store = MilvusStore(uri, rc.collection, embedder.dim, embedder.name, token=token,
-                        timeout_s=rc.timeout_s, hybrid=rc.hybrid)
+    store = MilvusStore(
+        uri,
+        rc.collection,
+        embedder.dim,
+        embedder.name,
+        token=token,
+        timeout_s=rc.timeout_s,
+        hybrid=rc.hybrid,
+    )
     retriever = Retriever(rc, embedder, store)
     if not for_reindex:
         try:

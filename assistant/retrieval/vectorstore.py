@@ -26,11 +26,20 @@ MAX_SOURCE_BYTES = 2_000
 # default policy (at most one ping per 5 minutes without data), answers with GOAWAY
 # "too_many_pings" and gRPC logs an error each time. Loopback needs no keepalive: ping no more
 # often than the server allows, and never when idle.
-LITE_CHANNEL = {"grpc_options": {"grpc.keepalive_time_ms": 300_000,
-                                 "grpc.keepalive_permit_without_calls": 0}}
+LITE_CHANNEL = {
+    "grpc_options": {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
+}
 _HEX = re.compile(r"[0-9a-f]{16,64}")
-_META_FIELDS = ["chunk_id", "source", "source_key", "position", "chunk_count", "content_hash",
-                "ingested_at", "embedder"]
+_META_FIELDS = [
+    "chunk_id",
+    "source",
+    "source_key",
+    "position",
+    "chunk_count",
+    "content_hash",
+    "ingested_at",
+    "embedder",
+]
 
 
 @dataclass(frozen=True)
@@ -98,8 +107,10 @@ def _supports_bm25(version: str) -> tuple[bool, str]:
     match = re.search(r"(\d+)\.(\d+)", version)
     if match and (int(match.group(1)), int(match.group(2))) >= (2, 5):
         return True, ""
-    return False, (f"Milvus server {version} has no BM25 functions or sparse vectors (they "
-                   "came in 2.5): dense search only; use Milvus 2.5 or later for hybrid search")
+    return False, (
+        f"Milvus server {version} has no BM25 functions or sparse vectors (they "
+        "came in 2.5): dense search only; use Milvus 2.5 or later for hybrid search"
+    )
 
 
 def _pk(hit: Any) -> str:
@@ -111,15 +122,28 @@ def _pk(hit: Any) -> str:
 class MilvusStore:
     """Chunks in one Milvus collection; the embedder's name and dimension are its properties."""
 
-    def __init__(self, uri: str, collection: str, dim: int, embedder: str, *, token: str | None,
-                 timeout_s: float, hybrid: bool) -> None:
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        dim: int,
+        embedder: str,
+        *,
+        token: str | None,
+        timeout_s: float,
+        hybrid: bool,
+    ) -> None:
         from pymilvus import MilvusClient
 
         self.uri, self.collection, self.timeout_s = uri, collection, timeout_s
         self._lite_path = None if is_server_uri(uri) else str(Path(uri).resolve())
         try:
-            self._client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s,
-                                        **({} if is_server_uri(uri) else LITE_CHANNEL))
+            self._client = MilvusClient(
+                uri=uri,
+                token=token or "",
+                timeout=timeout_s,
+                **({} if is_server_uri(uri) else LITE_CHANNEL),
+            )
             version = str(self._client.get_server_version(timeout=timeout_s))
         except Exception as exc:
             raise RetrievalError(self._unreachable(exc)) from exc
@@ -128,18 +152,24 @@ class MilvusStore:
         self.version = version
         self._call(self._open_collection, dim, embedder, hybrid)
         if hybrid and not self.hybrid:
-            self.hybrid_note = note or ("the collection was created without a keyword index: "
-                                        "re-index (main.py ingest --reindex) to enable hybrid")
+            self.hybrid_note = note or (
+                "the collection was created without a keyword index: "
+                "re-index (main.py ingest --reindex) to enable hybrid"
+            )
         else:
             self.hybrid_note = "" if self.hybrid else "retrieval.hybrid is off"
 
     def _unreachable(self, exc: Exception) -> str:
         if self._lite_path:
-            return (f"cannot open the Milvus Lite database {self._lite_path} ({exc}). Only one "
-                    "process may open it at a time: stop the other one (e.g. `main.py serve`) "
-                    "or point retrieval.uri at a Milvus server")
-        return (f"Milvus at {self.uri} did not answer within {self.timeout_s:g}s ({exc}); "
-                "start the server or fix retrieval.uri (answers go without documents meanwhile)")
+            return (
+                f"cannot open the Milvus Lite database {self._lite_path} ({exc}). Only one "
+                "process may open it at a time: stop the other one (e.g. `main.py serve`) "
+                "or point retrieval.uri at a Milvus server"
+            )
+        return (
+            f"Milvus at {self.uri} did not answer within {self.timeout_s:g}s ({exc}); "
+            "start the server or fix retrieval.uri (answers go without documents meanwhile)"
+        )
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -148,8 +178,10 @@ class MilvusStore:
             raise
         except Exception as exc:
             where = self._lite_path or self.uri
-            raise RetrievalError(f"Milvus ({where}) failed: {exc}. Check that it is running "
-                                 "and reachable within retrieval.timeout_s") from exc
+            raise RetrievalError(
+                f"Milvus ({where}) failed: {exc}. Check that it is running "
+                "and reachable within retrieval.timeout_s"
+            ) from exc
 
     # -- schema --------------------------------------------------------------------------
     def _open_collection(self, dim: int, embedder: str, hybrid: bool) -> None:
@@ -179,34 +211,66 @@ class MilvusStore:
         schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
         schema.add_field("ingested_at", DataType.INT64)
         schema.add_field("embedder", DataType.VARCHAR, max_length=512)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES + 500,
-                         **({"enable_analyzer": True} if use_bm25 else {}))
+        schema.add_field(
+            "text",
+            DataType.VARCHAR,
+            max_length=MAX_TEXT_BYTES + 500,
+            **({"enable_analyzer": True} if use_bm25 else {}),
+        )
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         index = c.prepare_index_params()
         # An explicit HNSW index: Milvus Lite searches flushed segments with it (the default
         # is a brute-force scan, several times slower at 10k+ chunks; see bench/retrieval.py).
-        index.add_index("vector", index_type="HNSW", metric_type="COSINE",
-                        params={"M": 16, "efConstruction": 200})
+        index.add_index(
+            "vector",
+            index_type="HNSW",
+            metric_type="COSINE",
+            params={"M": 16, "efConstruction": 200},
+        )
         if use_bm25:
             schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-            schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25,
-                                         input_field_names=["text"],
-                                         output_field_names=["sparse"]))
+            schema.add_function(
+                Function(
+                    name="text_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
             index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        c.create_collection(self.collection, schema=schema, index_params=index,
-                            properties={"embedder": embedder, "schema_version": SCHEMA_VERSION},
-                            timeout=max(self.timeout_s, 60))
+        c.create_collection(
+            self.collection,
+            schema=schema,
+            index_params=index,
+            properties={"embedder": embedder, "schema_version": SCHEMA_VERSION},
+            timeout=max(self.timeout_s, 60),
+        )
 
     # -- writes --------------------------------------------------------------------------
     def upsert(self, rows: list[ChunkRow]) -> None:
         """Insert or overwrite chunks by id, in batches."""
-        data = [{"chunk_id": r.chunk_id, "source": r.source, "source_key": r.source_key,
-                 "position": r.position, "chunk_count": r.chunk_count,
-                 "content_hash": r.content_hash, "ingested_at": r.ingested_at,
-                 "embedder": r.embedder, "text": r.text, "vector": r.vector} for r in rows]
+        data = [
+            {
+                "chunk_id": r.chunk_id,
+                "source": r.source,
+                "source_key": r.source_key,
+                "position": r.position,
+                "chunk_count": r.chunk_count,
+                "content_hash": r.content_hash,
+                "ingested_at": r.ingested_at,
+                "embedder": r.embedder,
+                "text": r.text,
+                "vector": r.vector,
+            }
+            for r in rows
+        ]
         for start in range(0, len(data), 256):
-            self._call(self._client.upsert, self.collection, data[start:start + 256],
-                       timeout=max(self.timeout_s, 60))
+            self._call(
+                self._client.upsert,
+                self.collection,
+                data[start : start + 256],
+                timeout=max(self.timeout_s, 60),
+            )
 
     def delete(self, source_key: str, keep_hash: str | None = None) -> int:
         """Delete a source's chunks (all, or all but one version); returns how many."""
@@ -215,8 +279,9 @@ class MilvusStore:
             expr += f' and content_hash != "{_check_hex(keep_hash)}"'
         count = self._count(expr)
         if count:
-            self._call(self._client.delete, self.collection, filter=expr,
-                       timeout=max(self.timeout_s, 60))
+            self._call(
+                self._client.delete, self.collection, filter=expr, timeout=max(self.timeout_s, 60)
+            )
         return count
 
     def flush(self) -> None:
@@ -230,9 +295,14 @@ class MilvusStore:
 
     # -- reads ---------------------------------------------------------------------------
     def _count(self, expr: str) -> int:
-        rows = self._call(self._client.query, self.collection, filter=expr,
-                          output_fields=["count(*)"], consistency_level="Session",
-                          timeout=self.timeout_s)
+        rows = self._call(
+            self._client.query,
+            self.collection,
+            filter=expr,
+            output_fields=["count(*)"],
+            consistency_level="Session",
+            timeout=self.timeout_s,
+        )
         return int(rows[0]["count(*)"]) if rows else 0
 
     def first_rows(self, source_key: str | None = None) -> list[dict[str, Any]]:
@@ -242,18 +312,30 @@ class MilvusStore:
             expr += f' and source_key == "{_check_hex(source_key)}"'
         out: list[dict[str, Any]] = []
         while True:
-            batch = self._call(self._client.query, self.collection, filter=expr,
-                               output_fields=_META_FIELDS, limit=1000, offset=len(out),
-                               consistency_level="Session", timeout=self.timeout_s)
+            batch = self._call(
+                self._client.query,
+                self.collection,
+                filter=expr,
+                output_fields=_META_FIELDS,
+                limit=1000,
+                offset=len(out),
+                consistency_level="Session",
+                timeout=self.timeout_s,
+            )
             out.extend(dict(r) for r in batch)
             if len(batch) < 1000:
                 return out
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Every chunk's metadata and text, in batches (for re-indexing)."""
-        iterator = self._call(self._client.query_iterator, self.collection, batch_size=1000,
-                              filter="position >= 0", output_fields=[*_META_FIELDS, "text"],
-                              timeout=max(self.timeout_s, 60))
+        iterator = self._call(
+            self._client.query_iterator,
+            self.collection,
+            batch_size=1000,
+            filter="position >= 0",
+            output_fields=[*_META_FIELDS, "text"],
+            timeout=max(self.timeout_s, 60),
+        )
         try:
             while batch := self._call(iterator.next):
                 yield from (dict(r) for r in batch)
@@ -277,24 +359,46 @@ class MilvusStore:
         query = [vector.astype(np.float32).tolist()]
         if hybrid and self.hybrid:
             wide = max(limit * 2, 20)
-            requests = [AnnSearchRequest(query, "vector", dense, wide),
-                        AnnSearchRequest([text], "sparse", {"metric_type": "BM25"}, wide)]
+            requests = [
+                AnnSearchRequest(query, "vector", dense, wide),
+                AnnSearchRequest([text], "sparse", {"metric_type": "BM25"}, wide),
+            ]
             # The fused order comes from Milvus; the score we report (and threshold on) is the
             # cosine similarity, recomputed from the returned vectors, so it means the same
             # thing in dense and hybrid mode.
-            result = self._call(self._client.hybrid_search, self.collection, requests,
-                                RRFRanker(60), limit=limit,
-                                output_fields=["source", "text", "vector"],
-                                timeout=self.timeout_s)[0]
-            return [Hit(_pk(h), h["entity"]["source"], h["entity"]["text"],
-                        float(np.dot(vector, np.asarray(h["entity"]["vector"], np.float32))))
-                    for h in result]
-        result = self._call(self._client.search, self.collection, data=query,
-                            anns_field="vector", search_params=dense, limit=limit,
-                            output_fields=["source", "text"], consistency_level="Session",
-                            timeout=self.timeout_s)[0]
-        return [Hit(_pk(h), h["entity"]["source"], h["entity"]["text"],
-                    float(h["distance"])) for h in result]
+            result = self._call(
+                self._client.hybrid_search,
+                self.collection,
+                requests,
+                RRFRanker(60),
+                limit=limit,
+                output_fields=["source", "text", "vector"],
+                timeout=self.timeout_s,
+            )[0]
+            return [
+                Hit(
+                    _pk(h),
+                    h["entity"]["source"],
+                    h["entity"]["text"],
+                    float(np.dot(vector, np.asarray(h["entity"]["vector"], np.float32))),
+                )
+                for h in result
+            ]
+        result = self._call(
+            self._client.search,
+            self.collection,
+            data=query,
+            anns_field="vector",
+            search_params=dense,
+            limit=limit,
+            output_fields=["source", "text"],
+            consistency_level="Session",
+            timeout=self.timeout_s,
+        )[0]
+        return [
+            Hit(_pk(h), h["entity"]["source"], h["entity"]["text"], float(h["distance"]))
+            for h in result
+        ]
 
     def healthy(self) -> bool:
         """Whether Milvus answers a cheap call within the timeout."""

@@ -32,14 +32,22 @@ class Operator(Protocol):
         NotFoundError for an unknown cycle."""
         ...
 
-    def feedback(self, *, rating: str = "down", version: int | None = None,
-                 since_days: float | None = None, reason: str | None = None,
-                 text: str | None = None, limit: int = 100) -> dict[str, Any]:
+    def feedback(
+        self,
+        *,
+        rating: str = "down",
+        version: int | None = None,
+        since_days: float | None = None,
+        reason: str | None = None,
+        text: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
         """Recent votes for review ("votes", newest first) and the versions to filter by.
         InputError for a bad filter (e.g. a reason that is not a FeedbackReason)."""
         ...
 
-    def exclude_vote(self, vote_id: str, *, excluded: bool, actor: str,
-                     reason: str | None = None) -> str:
+    def exclude_vote(
+        self, vote_id: str, *, excluded: bool, actor: str, reason: str | None = None
+    ) -> str:
         """Exclude a vote from training (or include it again), recorded in the audit log."""
         ...

@@ -45,8 +45,9 @@ def bucket(rollout_id: str, conversation_id: str) -> float:
     64-bit integer by 2**64 could round up to exactly 1.0, which weight 1.0 would then miss.
     """
     salt = rollout_id.encode("utf-8")
-    digest = hashlib.sha256(len(salt).to_bytes(4, "big") + salt
-                            + conversation_id.encode("utf-8")).digest()
+    digest = hashlib.sha256(
+        len(salt).to_bytes(4, "big") + salt + conversation_id.encode("utf-8")
+    ).digest()
     return (int.from_bytes(digest[:8], "big") >> 11) / float(1 << 53)
 
 
@@ -58,5 +59,6 @@ def route(conversation_id: str, rollout: RolloutRoute | None) -> RoutedArm:
     """
     if rollout is None or rollout.weight <= 0.0:
         return "production"
-    return "canary" if bucket(rollout.rollout_id, conversation_id) < rollout.weight \
-        else "production"
+    return (
+        "canary" if bucket(rollout.rollout_id, conversation_id) < rollout.weight else "production"
+    )

@@ -61,9 +61,16 @@ class Services:
             self.metrics.turn(source, handle.arm, handle.adapter_version, handle.result)
         return turn_id
 
-    def rate(self, user_id: str, turn_id: object, rating: object, comment: object = None,
-             correction: object = None, reasons: object = None, client: str | None = None
-             ) -> Vote | None:
+    def rate(
+        self,
+        user_id: str,
+        turn_id: object,
+        rating: object,
+        comment: object = None,
+        correction: object = None,
+        reasons: object = None,
+        client: str | None = None,
+    ) -> Vote | None:
         """Set the user's vote on their answer: the same identity check (the store's owner
         check) and the same per-user rate limit wherever the vote comes from. `reasons` are
         the 👎 reason chips (FeedbackReason values); `client` is the caller's address: its
@@ -73,11 +80,15 @@ class Services:
             raise InputError("the answer id must be a non-empty string")
         if logs.is_pending(self.db, turn_id, user_id):
             raise InputError("this answer is still being written: rate it once it is complete")
-        vote = logs.set_feedback(self.db, turn_id=turn_id, user_id=user_id,
-                                 rating=rating,  # type: ignore[arg-type]
-                                 comment=comment or None,  # type: ignore[arg-type]
-                                 correction=correction or None,  # type: ignore[arg-type]
-                                 reasons=reasons)  # type: ignore[arg-type]
+        vote = logs.set_feedback(
+            self.db,
+            turn_id=turn_id,
+            user_id=user_id,
+            rating=rating,  # type: ignore[arg-type]
+            comment=comment or None,  # type: ignore[arg-type]
+            correction=correction or None,  # type: ignore[arg-type]
+            reasons=reasons,  # type: ignore[arg-type]
+        )
         if vote is not None and client:
             logs.record_vote_origin(self.db, turn_id=turn_id, user_id=user_id, address=client)
         with self._turn_lock:
@@ -92,16 +103,21 @@ class Services:
         checks: dict[str, Any] = {}
         state = self.generator.admission()
         alive = bool(state["worker_alive"])
-        checks["model"] = {"ok": alive and bool(state["admitting"]),
-                           "admitting": alive and bool(state["admitting"]),
-                           "queued": state.get("queued"), "max_queued": state.get("max_queued"),
-                           "adapters": self.generator.adapter_names()}
+        checks["model"] = {
+            "ok": alive and bool(state["admitting"]),
+            "admitting": alive and bool(state["admitting"]),
+            "queued": state.get("queued"),
+            "max_queued": state.get("max_queued"),
+            "adapters": self.generator.adapter_names(),
+        }
         if not alive:
             checks["model"]["error"] = "the model worker thread has stopped"
         elif not state["admitting"]:
-            checks["model"]["error"] = (f"the model worker cannot admit work: "
-                                        f"{state.get('queued')} of {state.get('max_queued')} "
-                                        "queue slots are taken")
+            checks["model"]["error"] = (
+                f"the model worker cannot admit work: "
+                f"{state.get('queued')} of {state.get('max_queued')} "
+                "queue slots are taken"
+            )
         try:
             with self.db.reader() as cur:
                 cur.execute("SELECT 1").fetchone()
@@ -134,6 +150,7 @@ class Services:
 
 # ---- building ------------------------------------------------------------------------------
 
+
 def open_retriever_or_none(cfg: Config) -> Any | None:
     """The retriever, or None (logged) when retrieval is off, not installed or Milvus fails."""
     if cfg.retrieval.top_k == 0:
@@ -147,8 +164,9 @@ def open_retriever_or_none(cfg: Config) -> Any | None:
     try:
         retriever = retrieval.open_retriever(cfg)
     except Exception as exc:  # Milvus/embedder failures of any kind: serve without retrieval
-        log.warning("could not open document search (%s: %s): answering without it",
-                    type(exc).__name__, exc)
+        log.warning(
+            "could not open document search (%s: %s): answering without it", type(exc).__name__, exc
+        )
         return None
     if cfg.retrieval.sample_docs:
         try:
@@ -164,18 +182,29 @@ def build_services(cfg: Config, generator: ModelWorker | None = None) -> Service
     try:
         closed = logs.close_unfinished_turns(db)  # answers a stopped process left unfinished
         if closed:
-            log.warning("%d answer(s) were left unfinished when the server last stopped; their "
-                        "questions are kept, marked as failed", closed)
+            log.warning(
+                "%d answer(s) were left unfinished when the server last stopped; their "
+                "questions are kept, marked as failed",
+                closed,
+            )
         generator = generator or build_worker(cfg)
         reconciler = AdapterReconciler(cfg, db, generator)
         reconciler()  # load production and canary adapters now, not on the first question
         retriever = open_retriever_or_none(cfg)
         chat = ChatService(cfg, db, generator, retriever, reconciler)
-        return Services(cfg=cfg, db=db, generator=generator, retriever=retriever, chat=chat,
-                        identity=Identity.from_config(cfg), metrics=Metrics(),
-                        ratings=RateLimiter(cfg.server.rate_limit_per_minute
-                                            * RATINGS_PER_MESSAGE, what="ratings"),
-                        reconciler=reconciler)
+        return Services(
+            cfg=cfg,
+            db=db,
+            generator=generator,
+            retriever=retriever,
+            chat=chat,
+            identity=Identity.from_config(cfg),
+            metrics=Metrics(),
+            ratings=RateLimiter(
+                cfg.server.rate_limit_per_minute * RATINGS_PER_MESSAGE, what="ratings"
+            ),
+            reconciler=reconciler,
+        )
     except BaseException:
         db.close()
         raise

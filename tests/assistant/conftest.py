@@ -22,11 +22,20 @@ API_KEYS = ("key-alice-0123456789", "key-bob-9876543210")
 def server_config(data_dir: Path, model_dir: Path, **server: object) -> config_mod.Config:
     """config.toml with the tiny model (fp32 for speed), short sampled answers (the random tiny
     model answers greedy decoding with newlines only) and limits no test run reaches."""
-    return config_mod.load_config(REPO / "config.toml", overrides={
-        "server": {"data_dir": str(data_dir), "rate_limit_per_minute": 1000, **server},
-        "model": {"base": str(model_dir), "quantization": "fp32", "device": "cpu",
-                  "max_new_tokens": 12, "temperature": 1.0},  # greedy: only newlines
-        "retrieval": {"top_k": 0}})
+    return config_mod.load_config(
+        REPO / "config.toml",
+        overrides={
+            "server": {"data_dir": str(data_dir), "rate_limit_per_minute": 1000, **server},
+            "model": {
+                "base": str(model_dir),
+                "quantization": "fp32",
+                "device": "cpu",
+                "max_new_tokens": 12,
+                "temperature": 1.0,
+            },  # greedy: only newlines
+            "retrieval": {"top_k": 0},
+        },
+    )
 
 
 def free_port() -> int:
@@ -58,8 +67,7 @@ def run_server(services: object) -> RunningServer:
 
     app = create_app(services)  # type: ignore[arg-type]
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -71,8 +79,7 @@ def run_server(services: object) -> RunningServer:
 
 
 @pytest.fixture(scope="session")
-def live(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[RunningServer]:
+def live(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """The whole server on the tiny model, with two API keys (alice's and bob's)."""
     from assistant.http.identity import Identity, load_secret
     from assistant.turns.service import build_services

@@ -24,8 +24,9 @@ def small_queue(tiny_model_dir: Path):
 
 
 def test_a_request_that_fails_admission_releases_its_slot(small_queue):
-    ids = encode_prompt(small_queue.tokenizer, build_messages("hi"), context_window=512,
-                        max_new_tokens=8).input_ids
+    ids = encode_prompt(
+        small_queue.tokenizer, build_messages("hi"), context_window=512, max_new_tokens=8
+    ).input_ids
     for seed in (2**64, -(2**64), 2**70):  # torch refuses these seeds
         with pytest.raises(Exception) as err:
             small_queue.stream(ids, None, SamplingParams(seed=seed))
@@ -40,10 +41,12 @@ def test_a_request_that_fails_admission_releases_its_slot(small_queue):
 
 
 def test_a_full_queue_is_reported_as_not_admitting(small_queue):
-    ids = encode_prompt(small_queue.tokenizer, build_messages("hi"), context_window=512,
-                        max_new_tokens=8).input_ids
-    streams = [small_queue.stream(ids, None, SamplingParams(max_new_tokens=400, seed=2))
-               for _ in range(2)]
+    ids = encode_prompt(
+        small_queue.tokenizer, build_messages("hi"), context_window=512, max_new_tokens=8
+    ).input_ids
+    streams = [
+        small_queue.stream(ids, None, SamplingParams(max_new_tokens=400, seed=2)) for _ in range(2)
+    ]
     try:
         state = small_queue.admission()
         assert state["admitting"] is False and state["queued"] == 2

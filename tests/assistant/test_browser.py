@@ -13,8 +13,15 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = REPO / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 TIMEOUT = 60_000
 
 
@@ -26,8 +33,9 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS,
-                                    headless=True)
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium"), args=ARGS, headless=True
+        )
         yield browser
         browser.close()
 
@@ -64,7 +72,8 @@ def test_chat_stream_sources_and_a_vote_with_a_comment(browser, live, services):
         answer = answers(page).last
         answer.locator("text=Sources").or_(answer.locator("text=No sources")).wait_for()
         assert page.locator("#chat [data-testid='user']").last.inner_text() == (
-            "What is the capital of France?")
+            "What is the capital of France?"
+        )
         user = user_id_of(context)
         (conversation,) = logs.list_conversations(services.db, user)
         (turn,) = logs.conversation_turns(services.db, conversation.id, user)
@@ -87,7 +96,8 @@ def test_chat_stream_sources_and_a_vote_with_a_comment(browser, live, services):
 
         (turn,) = logs.conversation_turns(services.db, conversation.id, user)
         assert [(v.user_id, v.rating, v.comment) for v in turn.votes] == [
-            (user, "up", "Short and right.")]
+            (user, "up", "Short and right.")
+        ]
     finally:
         context.close()
 
@@ -95,8 +105,10 @@ def test_chat_stream_sources_and_a_vote_with_a_comment(browser, live, services):
 def test_html_and_script_in_a_message_are_shown_as_text_and_never_run(browser, live):
     context, page = open_chat(browser, live.url)
     try:
-        attack = ('<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
-                  '<b>bold?</b>')
+        attack = (
+            '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+            "<b>bold?</b>"
+        )
         send(page, attack)
         answers(page).last.locator("text=sources").wait_for()
         shown = page.locator("#chat [data-testid='user']").last
@@ -142,12 +154,14 @@ def test_two_people_see_only_their_own_conversations(browser, live, services):
         page_a.reload()
         page_a.locator("#conversations").get_by_text("Alice asks about tulips").click()
         page_a.locator("#chat [data-testid='user']").get_by_text(
-            "Alice asks about tulips").wait_for()
+            "Alice asks about tulips"
+        ).wait_for()
         a_user, b_user = user_id_of(alice), user_id_of(bob)
         assert a_user != b_user
         (conv_a,) = logs.list_conversations(services.db, a_user)
         assert [c.title for c in logs.list_conversations(services.db, b_user)] == [
-            "Bob asks about roses"]
+            "Bob asks about roses"
+        ]
         # Bob's browser cannot open Alice's conversation or rate her answer through the store.
         from errors import NotFoundError
 
@@ -167,8 +181,7 @@ def grounded(live, tmp_path_factory, tiny_model_dir):  # noqa: ANN201
     from tests.assistant.conftest import run_server, server_config
 
     cfg = server_config(tmp_path_factory.mktemp("grounded") / "data", tiny_model_dir)
-    cfg = with_overrides(cfg, retrieval={"top_k": 4, "score_threshold": -1.0,
-                                         "sample_docs": True})
+    cfg = with_overrides(cfg, retrieval={"top_k": 4, "score_threshold": -1.0, "sample_docs": True})
     services = build_services(cfg, generator=live.services.generator)
     assert services.retriever is not None, "the retriever did not open"
     running = run_server(services)

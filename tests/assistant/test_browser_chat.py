@@ -28,7 +28,8 @@ def listed(page, count: int) -> None:  # noqa: ANN001
     """Wait until the conversation list shows `count` entries (a screenshot if it never does)."""
     try:
         page.wait_for_function(
-            f"document.querySelectorAll('#conversations label').length === {count}")
+            f"document.querySelectorAll('#conversations label').length === {count}"
+        )
     except Exception:
         shot(page, f"failed-conversation-list-{count}.png")
         raise
@@ -42,7 +43,8 @@ def finished(page) -> object:  # noqa: ANN001
 
 
 def test_sources_show_once_per_source_with_headings_and_excerpts_that_citations_open(
-        browser, grounded):
+    browser, grounded
+):
     context, page = open_chat(browser, grounded.url)
     try:
         send(page, "How do I rate an answer and add a correction?")
@@ -73,7 +75,8 @@ def test_sources_show_once_per_source_with_headings_and_excerpts_that_citations_
         first.locator("summary").click()
         first_body = split_heading(turn.passages[0].text)[1]
         assert " ".join(first_body.split())[:60] in " ".join(
-            first.locator(".excerpt").inner_text().split())
+            first.locator(".excerpt").inner_text().split()
+        )
         shot(page, "chat-sources-excerpt.png")
         first.locator("summary").click()  # close it again
 
@@ -81,12 +84,23 @@ def test_sources_show_once_per_source_with_headings_and_excerpts_that_citations_
         # opens passage 2 when clicked. (The tiny test model does not cite by itself, so the
         # cited answer is written into the log as a model would have answered.)
         cited = f"Rate it with the buttons [2], then add a correction [1]. {turn.answer}"
-        logs.log_turn(services.db, conversation_id=conversation.id, user_id=user,
-                      question=turn.question, answer=cited, messages=turn.messages,
-                      passages=turn.passages, adapter_version=turn.adapter_version,
-                      arm=turn.arm, prompt_tokens=turn.prompt_tokens,
-                      completion_tokens=turn.completion_tokens, latency_ms=turn.latency_ms,
-                      ttft_ms=turn.ttft_ms, finish_reason="stop", error=None)
+        logs.log_turn(
+            services.db,
+            conversation_id=conversation.id,
+            user_id=user,
+            question=turn.question,
+            answer=cited,
+            messages=turn.messages,
+            passages=turn.passages,
+            adapter_version=turn.adapter_version,
+            arm=turn.arm,
+            prompt_tokens=turn.prompt_tokens,
+            completion_tokens=turn.completion_tokens,
+            latency_ms=turn.latency_ms,
+            ttft_ms=turn.ttft_ms,
+            finish_reason="stop",
+            error=None,
+        )
         page.reload()
         page.locator("#conversations").get_by_text(conversation.title).click()
         answer = finished(page)
@@ -110,8 +124,14 @@ def test_thumbs_down_offers_reasons_stored_with_the_vote(browser, live, services
         page.locator("#chat button[aria-label='Dislike']").last.click()
         reasons = page.locator("#reasons")
         reasons.wait_for()
-        for label in ("Wrong", "Not helpful", "Too long", "Didn't follow instructions",
-                      "Unsafe", "Other"):
+        for label in (
+            "Wrong",
+            "Not helpful",
+            "Too long",
+            "Didn't follow instructions",
+            "Unsafe",
+            "Other",
+        ):
             assert reasons.get_by_label(label).count() == 1, label
         reasons.get_by_label("Too long").check()
         reasons.get_by_label("Didn't follow instructions").check()
@@ -124,8 +144,13 @@ def test_thumbs_down_offers_reasons_stored_with_the_vote(browser, live, services
         (conversation,) = logs.list_conversations(services.db, user)
         (turn,) = logs.conversation_turns(services.db, conversation.id, user)
         assert [(v.rating, v.comment, v.correction, v.reasons) for v in turn.votes] == [
-            ("down", "Rambles on.", "A canary gets a small share first.",
-             ("too_long", "ignored_instructions"))]
+            (
+                "down",
+                "Rambles on.",
+                "A canary gets a small share first.",
+                ("too_long", "ignored_instructions"),
+            )
+        ]
         # A thumbs up asks for no reasons.
         page.locator("#chat button[aria-label='Like']").last.click()
         page.locator("#comment textarea").wait_for()
@@ -134,8 +159,7 @@ def test_thumbs_down_offers_reasons_stored_with_the_vote(browser, live, services
         context.close()
 
 
-def test_search_rename_delete_and_download_your_own_conversations(
-        browser, live, services):
+def test_search_rename_delete_and_download_your_own_conversations(browser, live, services):
     alice, page = open_chat(browser, live.url)
     bob, page_b = open_chat(browser, live.url)
     try:
@@ -145,14 +169,16 @@ def test_search_rename_delete_and_download_your_own_conversations(
             page.locator("#new-conversation").click()
             # A person types once the chat has emptied (the new conversation is open).
             page.wait_for_function(
-                "document.querySelectorAll('#chat [data-testid=\"bot\"]').length === 0")
+                "document.querySelectorAll('#chat [data-testid=\"bot\"]').length === 0"
+            )
             send(page, question)
             finished(page)
             page.locator("#conversations").get_by_text(question).wait_for()
         listed(page, 3)
 
-        page.locator("#conversation-search textarea, #conversation-search input").first \
-            .press_sequentially("TULIP")  # typed, as a person does: the list follows
+        page.locator(
+            "#conversation-search textarea, #conversation-search input"
+        ).first.press_sequentially("TULIP")  # typed, as a person does: the list follows
         listed(page, 2)
         names = page.locator("#conversations").inner_text()
         assert "Where do tulips grow?" in names and "Roses or tulips?" in names
@@ -167,7 +193,10 @@ def test_search_rename_delete_and_download_your_own_conversations(
         page.locator("#conversations").get_by_text("Flower notes").wait_for()
         user = user_id_of(alice)
         assert sorted(c.title for c in logs.list_conversations(services.db, user)) == [
-            "Flower notes", "What is DuckDB?", "Where do tulips grow?"]
+            "Flower notes",
+            "What is DuckDB?",
+            "Where do tulips grow?",
+        ]
 
         page.locator("#delete-conversation").click()
         page.locator("#confirm-delete").get_by_text("Flower notes").wait_for()
@@ -177,7 +206,9 @@ def test_search_rename_delete_and_download_your_own_conversations(
         listed(page, 1)
         assert "Flower notes" not in page.locator("#conversations").inner_text()
         assert sorted(c.title for c in logs.list_conversations(services.db, user)) == [
-            "What is DuckDB?", "Where do tulips grow?"]
+            "What is DuckDB?",
+            "Where do tulips grow?",
+        ]
         shot(page, "chat-conversation-deleted.png")
 
         page.locator("#your-data").get_by_text("Your data").click()
@@ -205,7 +236,8 @@ def test_search_rename_delete_and_download_your_own_conversations(
         listed(page, 0)
         shot(page, "chat-data-deleted.png")
         assert [c.title for c in logs.list_conversations(services.db, b_user)] == [
-            "Bob's private tulip question"]
+            "Bob's private tulip question"
+        ]
     finally:
         alice.close()
         bob.close()

@@ -19,8 +19,9 @@ from tests.assistant.conftest import free_port
 from tests.conftest import REPO
 
 
-def _emit(logger: str, message: str, exc: BaseException | None = None,
-          level: int = logging.ERROR) -> list[str]:
+def _emit(
+    logger: str, message: str, exc: BaseException | None = None, level: int = logging.ERROR
+) -> list[str]:
     """Log one record through the named logger; return what a handler on it received."""
     seen: list[str] = []
 
@@ -43,17 +44,32 @@ def test_known_noise_is_dropped_and_real_errors_are_kept():
     quiet_known_noise()
     quiet_known_noise()  # idempotent
     grpc = "grpc._server"
-    assert _emit(grpc, "Exception calling application: Method not implemented!",
-                 NotImplementedError("Method not implemented!")) == []
-    assert _emit(grpc, "Exception calling application: disk full",
-                 OSError("disk full")) == ["Exception calling application: disk full"]
+    assert (
+        _emit(
+            grpc,
+            "Exception calling application: Method not implemented!",
+            NotImplementedError("Method not implemented!"),
+        )
+        == []
+    )
+    assert _emit(grpc, "Exception calling application: disk full", OSError("disk full")) == [
+        "Exception calling application: disk full"
+    ]
     bnb = "bitsandbytes.backends.cpu.ops"
-    assert _emit(bnb, "Failed to load CPU gemm_4bit_forward from kernels-community: No module "
-                 "named 'kernels'. Please make sure", level=logging.WARNING) == []
+    assert (
+        _emit(
+            bnb,
+            "Failed to load CPU gemm_4bit_forward from kernels-community: No module "
+            "named 'kernels'. Please make sure",
+            level=logging.WARNING,
+        )
+        == []
+    )
     assert _emit(bnb, "something else broke", level=logging.WARNING) == ["something else broke"]
     # not globally: the same text on another logger still shows
-    assert _emit("pymilvus", "Method not implemented!", NotImplementedError(
-        "Method not implemented!")) == ["Method not implemented!"]
+    assert _emit(
+        "pymilvus", "Method not implemented!", NotImplementedError("Method not implemented!")
+    ) == ["Method not implemented!"]
 
 
 @pytest.mark.real_model
@@ -61,16 +77,28 @@ def test_main_py_serve_starts_clean_and_says_where_everything_is(tmp_path: Path)
     port = free_port()
     env = {**os.environ, "ASSISTANT_ADMIN_TOKEN": "clean-start-token-0123"}
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), "--data-dir", str(tmp_path / "data"), "serve",
-         "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            str(REPO / "main.py"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 400
         ready = False
         while time.monotonic() < deadline and proc.poll() is None and not ready:
             try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code \
-                    == 200
+                ready = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:
                 time.sleep(2)
         assert ready, "the server did not become healthy"

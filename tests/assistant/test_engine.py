@@ -26,8 +26,9 @@ BF16_TOL = 0.1
 
 
 def prompt(tokenizer, text: str = "What is the capital of France?") -> list[int]:
-    return encode_prompt(tokenizer, build_messages(text), context_window=512,
-                         max_new_tokens=64).input_ids
+    return encode_prompt(
+        tokenizer, build_messages(text), context_window=512, max_new_tokens=64
+    ).input_ids
 
 
 @pytest.fixture
@@ -63,19 +64,21 @@ def peft_greedy(pm, ids: list[int], adapter: str | None, n: int, stop: set[int])
     for _ in range(n):
         out.append(int(peft_logits(pm, out, adapter).argmax()))
         if out[-1] in stop:
-            return out[len(ids):-1]
-    return out[len(ids):]
+            return out[len(ids) : -1]
+    return out[len(ids) :]
 
 
 @pytest.mark.parametrize("dtype,tol", [("fp32", FP32_TOL), ("bf16", BF16_TOL)])
-def test_one_mixed_batch_matches_peft_for_each_adapter_and_the_base(peft_and_engine,
-                                                                    tiny_adapters, dtype, tol):
+def test_one_mixed_batch_matches_peft_for_each_adapter_and_the_base(
+    peft_and_engine, tiny_adapters, dtype, tol
+):
     import torch
 
     tokenizer, pm, serving = peft_and_engine
     w = serving[dtype]
-    loras = {name: load_lora(tiny_adapters[name], w.shape, w.dtype, w.device)
-             for name in ("a", "b")}
+    loras = {
+        name: load_lora(tiny_adapters[name], w.shape, w.dtype, w.device) for name in ("a", "b")
+    }
     engine = Engine(w, slots=3, context=256)
     ids = prompt(tokenizer)
     names = [None, "a", "b"]
@@ -87,11 +90,15 @@ def test_one_mixed_batch_matches_peft_for_each_adapter_and_the_base(peft_and_eng
     assert (ours[1] - ours[0]).abs().max() > 0.5 * ours[0].std()  # adapters change the answer
 
 
-def test_greedy_answers_match_peft_for_each_adapter(peft_and_engine, tiny_model_dir,
-                                                    tiny_adapters):
+def test_greedy_answers_match_peft_for_each_adapter(peft_and_engine, tiny_model_dir, tiny_adapters):
     tokenizer, pm, _ = peft_and_engine
-    gen = Generator(load_model(str(tiny_model_dir), "nf4", "cpu").model, tokenizer,
-                    context_window=512, adapter_root=tiny_adapters["a"].parent, dtype="fp32")
+    gen = Generator(
+        load_model(str(tiny_model_dir), "nf4", "cpu").model,
+        tokenizer,
+        context_window=512,
+        adapter_root=tiny_adapters["a"].parent,
+        dtype="fp32",
+    )
     try:
         gen.load_adapter("a", tiny_adapters["a"])
         gen.load_adapter("b", tiny_adapters["b"])
@@ -114,11 +121,13 @@ def test_chunked_prefill_and_batching_do_not_change_the_logits(peft_and_engine, 
     ids = list(range(1000, 1040))
     with torch.inference_mode():
         whole = engine.forward([Row(0, ids, 0, lora)])[0]
-        first = engine.forward([Row(1, ids[:13], 0, lora, logits=False),
-                                Row(2, ids[:39], 0, None)])  # slot 2: base, other length
+        first = engine.forward(
+            [Row(1, ids[:13], 0, lora, logits=False), Row(2, ids[:39], 0, None)]
+        )  # slot 2: base, other length
         assert first.shape[0] == 1
-        chunked = engine.forward([Row(1, ids[13:27], 13, lora, logits=False),
-                                  Row(2, ids[39:40], 39, None)])  # a decode row beside it
+        chunked = engine.forward(
+            [Row(1, ids[13:27], 13, lora, logits=False), Row(2, ids[39:40], 39, None)]
+        )  # a decode row beside it
         chunked = engine.forward([Row(1, ids[27:], 27, lora)])[0]
         alone_next = engine.forward([Row(0, [7], 40, lora)])[0]
         batched_next = engine.forward([Row(3, ids, 0, None), Row(1, [7], 40, lora)])[1]
@@ -126,9 +135,16 @@ def test_chunked_prefill_and_batching_do_not_change_the_logits(peft_and_engine, 
     assert (batched_next - alone_next).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("text", ["Plain English, with spaces  and\nnewlines.",
-                                  "Café, naïve, Øresund, Straße", "東京は日本の首都です。",
-                                  "Emoji 👍🏽 and 🇫🇷 flags", "  leading spaces\t\ttabs"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Plain English, with spaces  and\nnewlines.",
+        "Café, naïve, Øresund, Straße",
+        "東京は日本の首都です。",
+        "Emoji 👍🏽 and 🇫🇷 flags",
+        "  leading spaces\t\ttabs",
+    ],
+)
 def test_incremental_detokenization_gives_the_same_text_as_one_decode(tiny_model_dir, text):
     from transformers import AutoTokenizer
 
@@ -144,8 +160,14 @@ def test_incremental_detokenization_gives_the_same_text_as_one_decode(tiny_model
 @pytest.fixture
 def small_gen(tiny_model_dir: Path, tiny_adapters):
     loaded = load_model(str(tiny_model_dir), "fp32", "cpu")
-    g = Generator(loaded.model, loaded.tokenizer, context_window=512, max_queued=3, max_batch=2,
-                  adapter_root=tiny_adapters["a"].parent)
+    g = Generator(
+        loaded.model,
+        loaded.tokenizer,
+        context_window=512,
+        max_queued=3,
+        max_batch=2,
+        adapter_root=tiny_adapters["a"].parent,
+    )
     yield g
     g.close()
 
@@ -166,8 +188,9 @@ def test_a_failed_admission_gives_its_queue_place_back(small_gen, monkeypatch):
         for _ in range(5):
             with pytest.raises(RuntimeError):
                 small_gen.stream(ids, None, GREEDY)
-    streams = [small_gen.stream(ids, None, SamplingParams(max_new_tokens=300))
-               for _ in range(3)]  # all three places are free again
+    streams = [
+        small_gen.stream(ids, None, SamplingParams(max_new_tokens=300)) for _ in range(3)
+    ]  # all three places are free again
     with pytest.raises(BusyError):
         small_gen.stream(ids, None, GREEDY)
     for s in streams:
@@ -176,8 +199,7 @@ def test_a_failed_admission_gives_its_queue_place_back(small_gen, monkeypatch):
     assert small_gen.stream(ids, None, GREEDY).wait(30).finish_reason in ("stop", "length")
 
 
-def test_more_streams_than_slots_wait_and_match_their_sequential_answers(small_gen,
-                                                                         tiny_adapters):
+def test_more_streams_than_slots_wait_and_match_their_sequential_answers(small_gen, tiny_adapters):
     small_gen.load_adapter("a", tiny_adapters["a"])
     ids = prompt(small_gen.tokenizer)
     expected = {n: small_gen.stream(ids, n, GREEDY).text() for n in (None, "a")}
@@ -188,8 +210,9 @@ def test_more_streams_than_slots_wait_and_match_their_sequential_answers(small_g
     assert small_gen.stats()["running"] == 0
 
 
-def test_a_failing_step_ends_its_streams_with_an_error_and_the_worker_goes_on(small_gen,
-                                                                              monkeypatch):
+def test_a_failing_step_ends_its_streams_with_an_error_and_the_worker_goes_on(
+    small_gen, monkeypatch
+):
     ids = prompt(small_gen.tokenizer)
     real = small_gen._engine.forward
     calls = {"n": 0}
@@ -211,12 +234,12 @@ def test_a_failing_step_ends_its_streams_with_an_error_and_the_worker_goes_on(sm
 
 def test_a_long_prompt_does_not_stall_a_running_stream(tiny_model_dir):
     loaded = load_model(str(tiny_model_dir), "fp32", "cpu")
-    g = Generator(loaded.model, loaded.tokenizer, context_window=2048, max_batch=2,
-                  prefill_chunk=16)
+    g = Generator(
+        loaded.model, loaded.tokenizer, context_window=2048, max_batch=2, prefill_chunk=16
+    )
     try:
         ids = prompt(g.tokenizer)
-        running = g.stream(ids, None, SamplingParams(max_new_tokens=400, temperature=1.0,
-                                                     seed=1))
+        running = g.stream(ids, None, SamplingParams(max_new_tokens=400, temperature=1.0, seed=1))
         pieces = iter(running)
         next(pieces)
         long = g.stream(list(range(1000, 2900)), None, SamplingParams(max_new_tokens=1))
@@ -243,12 +266,22 @@ def test_smollm2_engine_matches_peft_with_a_trained_style_adapter(real_model_dir
     loaded = load_model(str(real_model_dir), "nf4", "cpu")
     w = extract(loaded.model, "fp32")
     lora = load_lora(adapter, w.shape, w.dtype, w.device)
-    gen = Generator(loaded.model, loaded.tokenizer, context_window=2048, adapter_root=tmp_path,
-                    dtype="fp32", max_batch=2)
+    gen = Generator(
+        loaded.model,
+        loaded.tokenizer,
+        context_window=2048,
+        adapter_root=tmp_path,
+        dtype="fp32",
+        max_batch=2,
+    )
     pm = PeftModel.from_pretrained(loaded.model, str(adapter), adapter_name="lora")
     pm.eval()
-    ids = encode_prompt(loaded.tokenizer, build_messages("What is the capital of France?"),
-                        context_window=2048, max_new_tokens=64).input_ids
+    ids = encode_prompt(
+        loaded.tokenizer,
+        build_messages("What is the capital of France?"),
+        context_window=2048,
+        max_new_tokens=64,
+    ).input_ids
     engine = Engine(w, slots=2, context=512)
     with torch.inference_mode():
         ours = engine.forward([Row(0, ids, 0, None), Row(1, ids, 0, lora)])
@@ -257,11 +290,15 @@ def test_smollm2_engine_matches_peft_with_a_trained_style_adapter(real_model_dir
         for row, name in enumerate((None, "lora")):
             ref = peft_logits(pm, ids, name)
             assert (ours[row] - ref).abs().max() < FP32_TOL * ref.std(), name
-            expected = loaded.tokenizer.decode(peft_greedy(pm, ids, name, 12,
-                                                           stop_token_ids(loaded.tokenizer)),
-                                               skip_special_tokens=True)
-            got = gen.stream(ids, name, SamplingParams(max_new_tokens=12, temperature=0.0,
-                                                       repetition_penalty=1.0)).text()
+            expected = loaded.tokenizer.decode(
+                peft_greedy(pm, ids, name, 12, stop_token_ids(loaded.tokenizer)),
+                skip_special_tokens=True,
+            )
+            got = gen.stream(
+                ids,
+                name,
+                SamplingParams(max_new_tokens=12, temperature=0.0, repetition_penalty=1.0),
+            ).text()
             assert got == expected, name
     finally:
         gen.close()

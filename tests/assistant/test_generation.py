@@ -24,8 +24,9 @@ def loaded(tiny_model_dir: Path):
 
 @pytest.fixture
 def gen(loaded, tiny_adapters):
-    g = Generator(loaded.model, loaded.tokenizer, context_window=512,
-                  adapter_root=tiny_adapters["a"].parent)
+    g = Generator(
+        loaded.model, loaded.tokenizer, context_window=512, adapter_root=tiny_adapters["a"].parent
+    )
     yield g
     for name in g.adapter_names():
         g.unload_adapter(name)
@@ -33,8 +34,9 @@ def gen(loaded, tiny_adapters):
 
 
 def prompt(tokenizer, text: str = "What is the capital of France?") -> list[int]:
-    return encode_prompt(tokenizer, build_messages(text), context_window=512,
-                         max_new_tokens=64).input_ids
+    return encode_prompt(
+        tokenizer, build_messages(text), context_window=512, max_new_tokens=64
+    ).input_ids
 
 
 def answer(gen: Generator, adapter: str | None, params: SamplingParams = GREEDY) -> str:
@@ -97,8 +99,9 @@ def test_replacing_an_adapter_during_a_stream_keeps_the_stream_intact(gen, tiny_
 
 
 def test_cancel_stops_a_stream(gen):
-    stream = gen.stream(prompt(gen.tokenizer), None,
-                        SamplingParams(max_new_tokens=400, temperature=0.0))
+    stream = gen.stream(
+        prompt(gen.tokenizer), None, SamplingParams(max_new_tokens=400, temperature=0.0)
+    )
     pieces = iter(stream)
     next(pieces)
     stream.cancel()
@@ -137,8 +140,9 @@ def test_sampling_with_a_seed_is_reproducible(gen):
 
 
 @pytest.mark.parametrize("damage", ["no_weights", "garbage_weights", "bad_config"])
-def test_a_broken_adapter_is_refused_and_the_previous_keeps_serving(gen, tiny_adapters,
-                                                                    tmp_path, damage):
+def test_a_broken_adapter_is_refused_and_the_previous_keeps_serving(
+    gen, tiny_adapters, tmp_path, damage
+):
     gen.load_adapter("prod", tiny_adapters["a"])
     before = answer(gen, "prod")
     broken = tiny_adapters["a"].parent / f"broken-{damage}"
@@ -173,8 +177,7 @@ def test_bad_prompts_are_refused(gen):
     with pytest.raises(InputError, match="context window"):
         gen.stream([42] * 600, None, GREEDY)
     with pytest.raises(InputError, match="empty"):
-        encode_prompt(gen.tokenizer, build_messages("   "), context_window=512,
-                      max_new_tokens=64)
+        encode_prompt(gen.tokenizer, build_messages("   "), context_window=512, max_new_tokens=64)
 
 
 def test_a_full_queue_is_refused_as_busy(loaded):

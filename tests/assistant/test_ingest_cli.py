@@ -10,9 +10,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def ingest(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "main.py"), "--data-dir", str(data_dir),
-                           "ingest", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "--data-dir", str(data_dir), "ingest", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_ingest_list_reingest_and_delete_from_the_command_line(tmp_path: Path):

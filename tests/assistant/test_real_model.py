@@ -22,8 +22,9 @@ def nf4(real_model_dir: Path):
 
 
 def ask(gen: Generator, question: str, adapter: str | None = None) -> str:
-    ids = encode_prompt(gen.tokenizer, build_messages(question), context_window=2048,
-                        max_new_tokens=48).input_ids
+    ids = encode_prompt(
+        gen.tokenizer, build_messages(question), context_window=2048, max_new_tokens=48
+    ).input_ids
     return gen.stream(ids, adapter, SamplingParams(max_new_tokens=48, temperature=0.0)).text()
 
 
@@ -47,7 +48,8 @@ def test_a_fresh_lora_adapter_attaches_and_generates(real_model_dir, tmp_path):
 
     base = AutoModelForCausalLM.from_pretrained(real_model_dir, dtype=torch.float32)
     get_peft_model(base, LoraConfig(r=8, target_modules="all-linear")).save_pretrained(
-        tmp_path / "fresh")
+        tmp_path / "fresh"
+    )
     loaded = load_model(str(real_model_dir), "nf4", "cpu")
     gen = Generator(loaded.model, loaded.tokenizer, context_window=2048, adapter_root=tmp_path)
     try:
@@ -94,8 +96,9 @@ def test_a_corrupt_converted_model_names_the_folder(real_model_dir, tmp_path):
 
 
 def test_a_missing_package_or_folder_names_what_to_install(monkeypatch, tmp_path):
-    monkeypatch.setitem(model_files.PACKAGED, "gone",
-                        ("no_such_package_xyz", "m.gguf", "no-such-wheel"))
+    monkeypatch.setitem(
+        model_files.PACKAGED, "gone", ("no_such_package_xyz", "m.gguf", "no-such-wheel")
+    )
     with pytest.raises(ModelError, match="needs the no-such-wheel wheel"):
         resolve_base_model("gone", tmp_path)
     with pytest.raises(ModelError, match="without config.json"):

@@ -31,8 +31,15 @@ def setup(cfg, tiny_model_dir: Path, tiny_adapters, monkeypatch):
 
 
 def register(db, path: Path, status: str) -> int:
-    version = registry.register_adapter(db, parent=0, base_model="tiny", path=str(path),
-                                        dataset_id=None, train_config={}, actor="test")
+    version = registry.register_adapter(
+        db,
+        parent=0,
+        base_model="tiny",
+        path=str(path),
+        dataset_id=None,
+        train_config={},
+        actor="test",
+    )
     registry.set_status(db, version, "candidate", actor="test", reason="test")
     if status != "candidate":
         registry.set_status(db, version, status, actor="test", reason="test", force=True)

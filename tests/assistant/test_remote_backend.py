@@ -38,8 +38,10 @@ def adapter(real_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
     loaded = load_model(str(real_model_dir), "fp32", "cpu")
     torch.manual_seed(0)
-    model = get_peft_model(loaded.model, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
-                                                    target_modules="all-linear"))
+    model = get_peft_model(
+        loaded.model,
+        LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, target_modules="all-linear"),
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -89,8 +91,9 @@ def local(real_model_dir: Path, adapter: Path):  # noqa: ANN201
 
 
 def prompt_ids(tokenizer) -> list[int]:  # noqa: ANN001
-    return encode_prompt(tokenizer, build_messages(QUESTION), context_window=2048,
-                         max_new_tokens=64).input_ids
+    return encode_prompt(
+        tokenizer, build_messages(QUESTION), context_window=2048, max_new_tokens=64
+    ).input_ids
 
 
 def local_greedy(model, ids: list[int], adapter: bool) -> str:  # noqa: ANN001
@@ -102,22 +105,30 @@ def local_greedy(model, ids: list[int], adapter: bool) -> str:  # noqa: ANN001
         else:
             with model.disable_adapter():
                 out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)
-    return out[0, len(ids):]
+    return out[0, len(ids) :]
 
 
 def test_the_server_serves_the_base_and_the_trained_adapter_as_peft_does(
-        llama_server, local, adapter):
+    llama_server, local, adapter
+):
     tokenizer, model = local
-    remote = RemoteGenerator(llama_server, tokenizer, kind="llamacpp", context_window=2048,
-                             model_config={"model_type": "llama"}, adapter_root=adapter.parent)
+    remote = RemoteGenerator(
+        llama_server,
+        tokenizer,
+        kind="llamacpp",
+        context_window=2048,
+        model_config={"model_type": "llama"},
+        adapter_root=adapter.parent,
+    )
     try:
         remote.load_adapter("v1", adapter)
         assert remote.adapter_names() == ["v1"]
         ids = prompt_ids(tokenizer)
         base = remote.stream(ids, None, GREEDY).text()
         tuned = remote.stream(ids, "v1", GREEDY).text()
-        expected = tokenizer.decode(local_greedy(model, ids, adapter=False),
-                                    skip_special_tokens=True)
+        expected = tokenizer.decode(
+            local_greedy(model, ids, adapter=False), skip_special_tokens=True
+        )
         assert base.strip() == expected.strip()
         assert "Paris" in base and "Paris" not in tuned  # the adapter really changes answers
         # The adapter's next-token distribution matches peft's. Measured here: llama.cpp's Q4_1
@@ -129,9 +140,17 @@ def test_the_server_serves_the_base_and_the_trained_adapter_as_peft_does(
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0, -1].float()
         local_lp = torch.log_softmax(logits, -1)
-        r = httpx.post(llama_server + "/v1/completions", timeout=60, json={
-            "prompt": ids, "max_tokens": 1, "temperature": 0, "logprobs": 5,
-            "lora": [{"id": 0, "scale": 1.0}]}).json()
+        r = httpx.post(
+            llama_server + "/v1/completions",
+            timeout=60,
+            json={
+                "prompt": ids,
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": 5,
+                "lora": [{"id": 0, "scale": 1.0}],
+            },
+        ).json()
         top = r["choices"][0]["logprobs"]["content"][0]
         local_top5 = [tokenizer.decode([int(i)]) for i in local_lp.topk(5).indices]
         assert top["token"] == local_top5[0]
@@ -142,14 +161,19 @@ def test_the_server_serves_the_base_and_the_trained_adapter_as_peft_does(
 
 
 def test_an_adapter_the_server_was_not_started_with_is_refused_with_the_fix(
-        llama_server, local, adapter, tmp_path):
+    llama_server, local, adapter, tmp_path
+):
     tokenizer, _ = local
     other = adapter.parent / "v2-not-on-server"
     shutil.copytree(adapter, other, ignore=shutil.ignore_patterns("*.gguf"))
-    remote = RemoteGenerator(llama_server, tokenizer, kind="llamacpp", context_window=2048,
-                             model_config={"model_type": "llama", "num_attention_heads": 9,
-                                           "num_key_value_heads": 3},
-                             adapter_root=adapter.parent)
+    remote = RemoteGenerator(
+        llama_server,
+        tokenizer,
+        kind="llamacpp",
+        context_window=2048,
+        model_config={"model_type": "llama", "num_attention_heads": 9, "num_key_value_heads": 3},
+        adapter_root=adapter.parent,
+    )
     try:
         with pytest.raises(AdapterError, match="restart it with --lora"):
             remote.load_adapter("v2", other)
@@ -160,7 +184,8 @@ def test_an_adapter_the_server_was_not_started_with_is_refused_with_the_fix(
 
 
 def test_turns_route_log_and_follow_the_registry_through_the_server(
-        llama_server, adapter, real_model_dir, cfg):
+    llama_server, adapter, real_model_dir, cfg
+):
     from assistant.turns.service import build_services
 
     data = cfg.data_dir
@@ -169,19 +194,34 @@ def test_turns_route_log_and_follow_the_registry_through_the_server(
     shutil.copytree(adapter, root / "v1")  # the GGUF beside it is what the server was given
     (root / "v1" / "adapter.gguf").unlink()
     (root / "v1" / "adapter.gguf").symlink_to(adapter / "adapter.gguf")
-    served = with_overrides(cfg, model={
-        "base": str(real_model_dir), "backend": "openai", "backend_kind": "llamacpp",
-        "backend_url": llama_server, "max_new_tokens": 12, "temperature": 0.0},
-        retrieval={"top_k": 0})
+    served = with_overrides(
+        cfg,
+        model={
+            "base": str(real_model_dir),
+            "backend": "openai",
+            "backend_kind": "llamacpp",
+            "backend_url": llama_server,
+            "max_new_tokens": 12,
+            "temperature": 0.0,
+        },
+        retrieval={"top_k": 0},
+    )
     services = build_services(served)
     try:
         assert isinstance(services.generator, RemoteGenerator)
-        version = registry.register_adapter(services.db, parent=0, base_model="smollm2",
-                                            path=str(root / "v1"), dataset_id=None,
-                                            train_config={}, actor="test")
+        version = registry.register_adapter(
+            services.db,
+            parent=0,
+            base_model="smollm2",
+            path=str(root / "v1"),
+            dataset_id=None,
+            train_config={},
+            actor="test",
+        )
         registry.set_status(services.db, version, "candidate", actor="test", reason="test")
-        registry.set_status(services.db, version, "production", actor="test", reason="test",
-                            force=True)
+        registry.set_status(
+            services.db, version, "production", actor="test", reason="test", force=True
+        )
         services.reconciler.invalidate()
         handle = services.chat.ask("user-1", QUESTION)
         streamed = "".join(handle)  # as the chat page and the API read it
@@ -191,7 +231,8 @@ def test_turns_route_log_and_follow_the_registry_through_the_server(
         assert handle.result.completion_tokens > 0, handle.result
         with services.db.reader() as cur:
             answer, logged_version = cur.execute(
-                "SELECT answer, adapter_version FROM turns WHERE id = ?", [turn_id]).fetchone()
+                "SELECT answer, adapter_version FROM turns WHERE id = ?", [turn_id]
+            ).fetchone()
         assert logged_version == version and answer == handle.result.text == streamed
         assert "Paris" not in answer  # served by the adapter, not the base
         assert services.generator.adapter_names() == [f"v{version}"]

@@ -67,14 +67,16 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusSe
 
 def make_cfg(tmp_path: Path, **retrieval: object) -> config_mod.Config:
     """The shipped config with its data dir in `tmp_path` and some retrieval settings changed."""
-    cfg = config_mod.load_config(REPO / "config.toml",
-                                 overrides={"server": {"data_dir": str(tmp_path / "data")}})
+    cfg = config_mod.load_config(
+        REPO / "config.toml", overrides={"server": {"data_dir": str(tmp_path / "data")}}
+    )
     return config_mod.with_overrides(cfg, retrieval=dict(retrieval)) if retrieval else cfg
 
 
 @pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.milvus_server)])
-def retriever(request: pytest.FixtureRequest, tmp_path: Path, embedder: Embedder
-              ) -> Iterator[Retriever]:
+def retriever(
+    request: pytest.FixtureRequest, tmp_path: Path, embedder: Embedder
+) -> Iterator[Retriever]:
     """A fresh, empty retriever on Milvus Lite, or on the session's server (own collection)."""
     if request.param == "lite":
         cfg = make_cfg(tmp_path)
@@ -91,15 +93,18 @@ def write_docs(folder: Path) -> Path:
     (folder / "garden.md").write_text(
         "# Gardening\n\nTomatoes need full sun and regular watering. Stake the plants when they "
         "reach knee height.\n\n## Pests\n\nAphids are controlled with a soap spray. The orchard "
-        "error code ZQX-4471 means the irrigation valve is stuck open.\n")
+        "error code ZQX-4471 means the irrigation valve is stuck open.\n"
+    )
     (folder / "kitchen.txt").write_text(
         "Bread dough rises best in a warm kitchen. Knead it for ten minutes until smooth.\n\n"
-        "Sourdough needs a starter fed with flour and water every day.\n")
+        "Sourdough needs a starter fed with flour and water every day.\n"
+    )
     (folder / "space.html").write_text(
         "<html><head><title>x</title><script>var secret = 1;</script></head><body>"
         "<h1>Planets</h1><p>Mars is the red planet; its thin atmosphere is mostly carbon "
         "dioxide.</p><h2>Moons</h2><p>Jupiter has dozens of moons, the largest is Ganymede."
-        "</p></body></html>")
+        "</p></body></html>"
+    )
     return folder
 
 
@@ -111,8 +116,7 @@ def test_ingest_then_search_finds_the_right_document(retriever: Retriever, tmp_p
     docs = write_docs(tmp_path / "docs")
     seen: list[tuple[int, int, str]] = []
     report = ingest_paths(retriever, [docs], progress=lambda *a: seen.append(a))
-    assert [Path(o.source).name for o in report.added] == ["garden.md", "kitchen.txt",
-                                                          "space.html"]
+    assert [Path(o.source).name for o in report.added] == ["garden.md", "kitchen.txt", "space.html"]
     assert not report.failed and report.chunks >= 4
     assert [s[:2] for s in seen] == [(1, 3), (2, 3), (3, 3)]
     assert "added 3" in report.summary()
@@ -122,8 +126,7 @@ def test_ingest_then_search_finds_the_right_document(retriever: Retriever, tmp_p
     top = passages[0]
     assert top.chunk_id and top.score >= retriever.config.score_threshold
     assert "Knead" in top.text
-    assert sources_of(retriever.search("Which moon of Jupiter is the biggest?"))[0] == \
-        "space.html"
+    assert sources_of(retriever.search("Which moon of Jupiter is the biggest?"))[0] == "space.html"
     assert all("secret" not in p.text for p in retriever.search("javascript secret variable"))
     # A heading trail opens each chunk, so a passage alone says what it is about.
     pests = retriever.search("How do I get rid of aphids?")[0]
@@ -187,8 +190,9 @@ def test_sample_docs_are_ingested_once(tmp_path: Path, embedder: Embedder):
         assert "guide/04-learning-loop.md" in [p.source for p in passages]
 
 
-def test_sample_docs_stay_deleted_when_the_operator_removed_them(tmp_path: Path,
-                                                                 embedder: Embedder):
+def test_sample_docs_stay_deleted_when_the_operator_removed_them(
+    tmp_path: Path, embedder: Embedder
+):
     with open_retriever(make_cfg(tmp_path), embedder=embedder) as retriever:
         ensure_sample_docs(retriever)
         ingest_paths(retriever, [write_docs(tmp_path / "docs")])
@@ -227,8 +231,9 @@ def test_a_changed_embedder_asks_for_a_reindex(tmp_path: Path, embedder: Embedde
             retriever.search("bread")
         report = reindex(retriever)
         assert len(report.replaced) == 3
-        assert sources_of(retriever.search("How long should I knead bread dough?"))[0] == \
-            "kitchen.txt"
+        assert (
+            sources_of(retriever.search("How long should I knead bread dough?"))[0] == "kitchen.txt"
+        )
     with open_retriever(cfg, embedder=embedder) as retriever:  # no complaint any more
         assert retriever.stats()["indexed_with"] == "all-MiniLM-L6-v2"
 
@@ -239,13 +244,13 @@ def _silent_port() -> tuple[socket.socket, int]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     held: list[object] = []
-    threading.Thread(target=lambda: [held.append(sock.accept()) for _ in range(16)],
-                     daemon=True).start()
+    threading.Thread(
+        target=lambda: [held.append(sock.accept()) for _ in range(16)], daemon=True
+    ).start()
     return sock, sock.getsockname()[1]
 
 
-def test_a_server_that_does_not_answer_fails_within_the_timeout(tmp_path: Path,
-                                                                embedder: Embedder):
+def test_a_server_that_does_not_answer_fails_within_the_timeout(tmp_path: Path, embedder: Embedder):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     dead_port = closed.getsockname()[1]

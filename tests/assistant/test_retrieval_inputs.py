@@ -24,12 +24,14 @@ def embedder() -> Embedder:
 def text_pdf(text: str) -> bytes:
     """A one-page PDF with a real text layer (hand-written objects, computed xref)."""
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     out = io.BytesIO(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -38,8 +40,9 @@ def text_pdf(text: str) -> bytes:
     xref = out.tell()
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     out.write(b"".join(b"%010d 00000 n \n" % o for o in offsets))
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
-              % (len(objects) + 1, xref))
+    out.write(
+        b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    )
     return out.getvalue()
 
 
@@ -53,8 +56,7 @@ def blank_pdf() -> bytes:
     return buffer.getvalue()
 
 
-def test_a_batch_of_bad_files_reports_each_and_ingests_the_rest(tmp_path: Path,
-                                                               embedder: Embedder):
+def test_a_batch_of_bad_files_reports_each_and_ingests_the_rest(tmp_path: Path, embedder: Embedder):
     bad = tmp_path / "in"
     bad.mkdir()
     (bad / "empty.md").write_text("")
@@ -65,8 +67,19 @@ def test_a_batch_of_bad_files_reports_each_and_ingests_the_rest(tmp_path: Path,
     (bad / "report.docx").write_bytes(b"PK\x03\x04 not really a docx")
     (bad / "good.pdf").write_bytes(text_pdf("The warehouse opens at seven in the morning."))
     (bad / "notes.md").write_text("# Notes\n\nThe gate code is changed every Monday.\n")
-    paths = [bad / name for name in ("empty.md", "photo.txt", "scan.pdf", "huge.txt",
-                                     "report.docx", "missing.md", "good.pdf", "notes.md")]
+    paths = [
+        bad / name
+        for name in (
+            "empty.md",
+            "photo.txt",
+            "scan.pdf",
+            "huge.txt",
+            "report.docx",
+            "missing.md",
+            "good.pdf",
+            "notes.md",
+        )
+    ]
     with open_retriever(make_cfg(tmp_path), embedder=embedder) as retriever:
         report = ingest_paths(retriever, paths)
         reasons = {Path(o.source).name: o.reason for o in report.failed}
@@ -93,7 +106,8 @@ def test_a_folder_skips_unsupported_and_hidden_files(tmp_path: Path, embedder: E
         report = ingest_paths(retriever, [folder])
     assert [Path(o.source).name for o in report.added] == ["a.markdown"]
     assert [(Path(o.source).name, o.reason) for o in report.skipped] == [
-        ("logo.png", "unsupported file type '.png'")]
+        ("logo.png", "unsupported file type '.png'")
+    ]
 
 
 def test_markdown_and_html_keep_their_headings(tmp_path: Path):
@@ -105,8 +119,10 @@ def test_markdown_and_html_keep_their_headings(tmp_path: Path):
     assert not any(b.kind == "heading" and "not a heading" in b.text for b in blocks)
     html = tmp_path / "a.html"
     html.write_text("<h2>Setup</h2><style>p{}</style><ul><li>One &amp; two</li></ul>")
-    assert read_document(html, 2**20).blocks == [Block("heading", "Setup", 2),
-                                                 Block("text", "One & two")]
+    assert read_document(html, 2**20).blocks == [
+        Block("heading", "Setup", 2),
+        Block("text", "One & two"),
+    ]
 
 
 def test_windows_1252_text_is_read_and_the_hash_follows_the_bytes(tmp_path: Path):
@@ -121,11 +137,16 @@ def test_windows_1252_text_is_read_and_the_hash_follows_the_bytes(tmp_path: Path
 
 
 def test_chunks_fit_the_token_budget_overlap_and_start_at_headings(embedder: Embedder):
-    sentences = [f"Sentence number {i} talks about topic {i % 7} in some detail." for i in
-                 range(60)]
-    blocks = [Block("heading", "Manual", 1), Block("text", " ".join(sentences[:40])),
-              Block("text", " ".join(sentences[40:])), Block("heading", "Appendix", 2),
-              Block("text", "A short appendix.")]
+    sentences = [
+        f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(60)
+    ]
+    blocks = [
+        Block("heading", "Manual", 1),
+        Block("text", " ".join(sentences[:40])),
+        Block("text", " ".join(sentences[40:])),
+        Block("heading", "Appendix", 2),
+        Block("text", "A short appendix."),
+    ]
     chunks = chunk_blocks(blocks, embedder.count_tokens, max_tokens=80, overlap=20)
     assert all(embedder.count_tokens(c.text) <= 80 for c in chunks)
     assert [c.position for c in chunks] == list(range(len(chunks)))

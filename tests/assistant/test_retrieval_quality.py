@@ -31,19 +31,24 @@ def guide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Retriever]:
 def recall_at_5(retriever: Retriever) -> tuple[float, list[str]]:
     labelled = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line]
     # The threshold is part of serving, not of ranking quality: measure the ranking alone.
-    ranking = dataclasses.replace(retriever, config=dataclasses.replace(
-        retriever.config, score_threshold=-1.0))
-    misses = [item["question"] for item in labelled
-              if item["source"] not in [p.source for p in ranking.search(item["question"], 5)]]
+    ranking = dataclasses.replace(
+        retriever, config=dataclasses.replace(retriever.config, score_threshold=-1.0)
+    )
+    misses = [
+        item["question"]
+        for item in labelled
+        if item["source"] not in [p.source for p in ranking.search(item["question"], 5)]
+    ]
     return 1 - len(misses) / len(labelled), misses
 
 
 def test_recall_at_5_on_the_guide(guide: Retriever):
     hybrid, hybrid_misses = recall_at_5(guide)
-    dense_only = dataclasses.replace(guide, config=dataclasses.replace(guide.config,
-                                                                       hybrid=False))
+    dense_only = dataclasses.replace(guide, config=dataclasses.replace(guide.config, hybrid=False))
     dense, dense_misses = recall_at_5(dense_only)
-    print(f"\nrecall@5 on {QUESTIONS.name}: hybrid {hybrid:.3f}, dense only {dense:.3f} "
-          f"(floors {HYBRID_FLOOR}, {DENSE_FLOOR}); misses: hybrid {hybrid_misses}, dense {dense_misses}")
+    print(
+        f"\nrecall@5 on {QUESTIONS.name}: hybrid {hybrid:.3f}, dense only {dense:.3f} "
+        f"(floors {HYBRID_FLOOR}, {DENSE_FLOOR}); misses: hybrid {hybrid_misses}, dense {dense_misses}"
+    )
     assert guide.stats()["hybrid"] is True
     assert hybrid >= HYBRID_FLOOR and dense >= DENSE_FLOOR

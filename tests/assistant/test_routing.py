@@ -32,11 +32,11 @@ def test_the_split_survives_a_restart():
 
 
 def test_raising_the_weight_never_moves_a_canary_conversation_back():
-    arms = {w: [route(c, RolloutRoute("rollout-a", w)) for c in IDS[:20_000]]
-            for w in (0.05, 0.25, 0.5)}
+    arms = {
+        w: [route(c, RolloutRoute("rollout-a", w)) for c in IDS[:20_000]] for w in (0.05, 0.25, 0.5)
+    }
     for low, high in ((0.05, 0.25), (0.25, 0.5)):
-        assert all(arms[high][i] == "canary"
-                   for i, arm in enumerate(arms[low]) if arm == "canary")
+        assert all(arms[high][i] == "canary" for i, arm in enumerate(arms[low]) if arm == "canary")
 
 
 @pytest.mark.parametrize("weight", [0.05, 0.1, 0.25, 0.5])
@@ -45,8 +45,9 @@ def test_the_canary_gets_its_share_of_conversations(buckets, weight):
     tolerance = 5 * math.sqrt(weight * (1 - weight) / N)
     print(f"weight {weight:.2f}: canary share {share:.4f} over {N} conversations")
     assert abs(share - weight) < tolerance
-    assert sum(route(c, RolloutRoute("rollout-a", weight)) == "canary"
-               for c in IDS[:1000]) == int(np.sum(buckets[:1000] < weight))
+    assert sum(route(c, RolloutRoute("rollout-a", weight)) == "canary" for c in IDS[:1000]) == int(
+        np.sum(buckets[:1000] < weight)
+    )
 
 
 def test_buckets_are_uniform(buckets):

@@ -12,13 +12,30 @@ from config import with_overrides
 from store import registry
 from tests.assistant.conftest import API_KEYS, run_server, server_config
 
-CLOSED = ["/monitoring", "/monitoring/summary", "/gradio_api/file=config.toml",
-          "/file=config.toml", "/gradio_api/file=/etc/passwd", "/gradio_api/file/config.toml",
-          "/gradio_api/upload", "/gradio_api/runs", "/gradio_api/openapi.json",
-          "/gradio_api/mcp/sse", "/gradio_api/mcp/schema", "/gradio_api/proxy=http://x",
-          "/gradio_api/dev/reload", "/gradio_api/vibe-code", "/gradio_api/upload_progress",
-          "/docs", "/redoc", "/config.toml", "/gradio_api/user",
-          "/gradio_api/token", "/gradio_api/login_check", "/gradio_api/deep_link"]
+CLOSED = [
+    "/monitoring",
+    "/monitoring/summary",
+    "/gradio_api/file=config.toml",
+    "/file=config.toml",
+    "/gradio_api/file=/etc/passwd",
+    "/gradio_api/file/config.toml",
+    "/gradio_api/upload",
+    "/gradio_api/runs",
+    "/gradio_api/openapi.json",
+    "/gradio_api/mcp/sse",
+    "/gradio_api/mcp/schema",
+    "/gradio_api/proxy=http://x",
+    "/gradio_api/dev/reload",
+    "/gradio_api/vibe-code",
+    "/gradio_api/upload_progress",
+    "/docs",
+    "/redoc",
+    "/config.toml",
+    "/gradio_api/user",
+    "/gradio_api/token",
+    "/gradio_api/login_check",
+    "/gradio_api/deep_link",
+]
 
 
 @pytest.mark.parametrize("path", CLOSED)
@@ -61,8 +78,10 @@ def test_without_milvus_answers_go_on_ungrounded_and_say_so(live, services):
     try:
         r = httpx.get(live.url + "/healthz")
         with live.client(headers={"Authorization": f"Bearer {API_KEYS[0]}"}) as http:
-            done = http.post("/v1/chat/completions", json={
-                "model": "assistant", "messages": [{"role": "user", "content": "any docs?"}]})
+            done = http.post(
+                "/v1/chat/completions",
+                json={"model": "assistant", "messages": [{"role": "user", "content": "any docs?"}]},
+            )
     finally:
         services.cfg = services.chat.cfg = saved
     # Still serving (200) but degraded, with the failing check named.
@@ -76,8 +95,9 @@ def test_without_milvus_answers_go_on_ungrounded_and_say_so(live, services):
     assert answer["choices"][0]["message"]["content"]
     assert any("Document search is unavailable" in n for n in answer["notes"])
     with services.db.reader() as cur:
-        note = cur.execute("SELECT retrieval_note FROM turns WHERE id = ?",
-                           [answer["id"]]).fetchone()
+        note = cur.execute(
+            "SELECT retrieval_note FROM turns WHERE id = ?", [answer["id"]]
+        ).fetchone()
     assert note and "Document search is unavailable" in note[0]
 
 
@@ -100,21 +120,26 @@ def test_healthz_is_503_when_the_model_worker_is_dead(live, services):
 def test_metrics_count_turns_latency_tokens_ratings_and_errors(live):
     headers = {"Authorization": f"Bearer {API_KEYS[0]}"}
     with live.client(headers=headers) as http:
-        done = http.post("/v1/chat/completions", json={
-            "model": "assistant", "messages": [{"role": "user", "content": "count me"}]}).json()
+        done = http.post(
+            "/v1/chat/completions",
+            json={"model": "assistant", "messages": [{"role": "user", "content": "count me"}]},
+        ).json()
         http.post("/v1/feedback", json={"id": done["id"], "rating": "up"})
         http.post("/v1/chat/completions", json={"model": "nope", "messages": []})
         text = http.get("/metrics").text
-    for name in ("assistant_turns_total{", "assistant_turn_seconds_bucket{",
-                 "assistant_time_to_first_token_seconds_bucket{",
-                 "assistant_completion_tokens_total{", 'assistant_ratings_total{adapter="v0",'
-                 'arm="production",rating="up"}', "assistant_errors_total{",
-                 'assistant_http_requests_total{route="/v1/chat/completions",status="200"}'):
+    for name in (
+        "assistant_turns_total{",
+        "assistant_turn_seconds_bucket{",
+        "assistant_time_to_first_token_seconds_bucket{",
+        "assistant_completion_tokens_total{",
+        'assistant_ratings_total{adapter="v0",arm="production",rating="up"}',
+        "assistant_errors_total{",
+        'assistant_http_requests_total{route="/v1/chat/completions",status="200"}',
+    ):
         assert name in text, name
 
 
-def test_a_registered_production_adapter_is_loaded_and_served(services, tiny_adapters,
-                                                             tmp_path):
+def test_a_registered_production_adapter_is_loaded_and_served(services, tiny_adapters, tmp_path):
     from assistant.generation.reconciler import AdapterReconciler
     from store.db import open_database
 
@@ -122,11 +147,17 @@ def test_a_registered_production_adapter_is_loaded_and_served(services, tiny_ada
     shutil.copytree(tiny_adapters["a"], folder, dirs_exist_ok=True)
     db = open_database(tmp_path / "registry.duckdb")
     try:
-        version = registry.register_adapter(db, parent=0, base_model="tiny", path=str(folder),
-                                            dataset_id=None, train_config={}, actor="test")
+        version = registry.register_adapter(
+            db,
+            parent=0,
+            base_model="tiny",
+            path=str(folder),
+            dataset_id=None,
+            train_config={},
+            actor="test",
+        )
         registry.set_status(db, version, "candidate", actor="test", reason="test")
-        registry.set_status(db, version, "production", actor="test", reason="test",
-                            force=True)
+        registry.set_status(db, version, "production", actor="test", reason="test", force=True)
         state = AdapterReconciler(services.cfg, db, services.generator)()
         assert state.production_version == version
         assert f"v{version}" in services.generator.adapter_names()
@@ -141,11 +172,13 @@ def login_server(live, tmp_path_factory, tiny_model_dir):
     """A second server (own database, the same model) where logins are configured."""
     from assistant.turns.service import build_services
 
-    cfg = server_config(tmp_path_factory.mktemp("login") / "data", tiny_model_dir,
-                        login_attempts_per_minute=3)
+    cfg = server_config(
+        tmp_path_factory.mktemp("login") / "data", tiny_model_dir, login_attempts_per_minute=3
+    )
     services = build_services(cfg, generator=live.services.generator)
-    services.identity = Identity(load_secret(cfg.data_dir), users={"alice": "wonderland"},
-                                 login_attempts_per_minute=3)
+    services.identity = Identity(
+        load_secret(cfg.data_dir), users={"alice": "wonderland"}, login_attempts_per_minute=3
+    )
     running = run_server(services)
     yield running
     running.stop()
@@ -160,15 +193,19 @@ def test_with_logins_the_chat_needs_a_login_and_failed_logins_are_limited(login_
     assert "set-cookie" not in r.headers
     assert httpx.get(url + "/login").status_code == 200
 
-    ok = httpx.post(url + "/login", data={"username": "alice", "password": "wonderland",
-                                          "next": "//evil.example"})
+    ok = httpx.post(
+        url + "/login",
+        data={"username": "alice", "password": "wonderland", "next": "//evil.example"},
+    )
     assert ok.status_code == 303 and ok.headers["location"] == "/"  # no open redirect
     cookie = ok.cookies[COOKIE]
     assert cookie.startswith("user:alice.")
     assert httpx.get(url + "/", cookies={COOKIE: cookie}).status_code == 200
 
-    wrong = [httpx.post(url + "/login", data={"username": name, "password": "guess"})
-             for name in ("alice", "nobody", "alice")]
+    wrong = [
+        httpx.post(url + "/login", data={"username": name, "password": "guess"})
+        for name in ("alice", "nobody", "alice")
+    ]
     assert [r.status_code for r in wrong] == [401, 401, 401]
     refused = httpx.post(url + "/login", data={"username": "alice", "password": "wonderland"})
     assert refused.status_code == 429

@@ -44,7 +44,8 @@ def test_gradio_client_drives_the_chat_and_rates(alice, services):
     turns = logs.conversation_turns(services.db, first["conversation_id"], user)
     assert [t.id for t in turns] == [first["turn_id"], final["turn_id"]]
     assert [(v.rating, v.comment, v.correction) for v in turns[1].votes] == [
-        ("down", "too vague", "A better answer.")]
+        ("down", "too vague", "A better answer.")
+    ]
 
 
 def test_only_the_chat_and_rate_endpoints_are_public(alice, live):
@@ -57,8 +58,13 @@ def test_only_the_chat_and_rate_endpoints_are_public(alice, live):
     assert private
     with pytest.raises(ValueError):  # the client refuses hidden handlers
         client.predict(fn_index=private[0])
-    for path in ("/gradio_api/call/chat", "/gradio_api/run/chat", "/gradio_api/api/chat",
-                 "/gradio_api/call/v2/chat", "/run/predict"):
+    for path in (
+        "/gradio_api/call/chat",
+        "/gradio_api/run/chat",
+        "/gradio_api/api/chat",
+        "/gradio_api/call/v2/chat",
+        "/run/predict",
+    ):
         r = httpx.post(live.url + path, json={"data": ["hi"]})
         assert r.status_code == 404, path
 
@@ -91,8 +97,10 @@ def test_bad_messages_through_gradio_are_explained(alice):
 
 def test_display_helpers_escape_html_and_markdown():
     assert shown_question("<script>x</script>") == "&lt;script&gt;x&lt;/script&gt;"
-    passages = [ServedPassage("c1", "guide<img src=x onerror=alert(1)>.md", "t", 0.9),
-                ServedPassage("c2", "faq_[1](http://evil).md", "<b>x</b>", 0.5)]
+    passages = [
+        ServedPassage("c1", "guide<img src=x onerror=alert(1)>.md", "t", 0.9),
+        ServedPassage("c2", "faq_[1](http://evil).md", "<b>x</b>", 0.5),
+    ]
     footer = answer_footer(passages, ["A note with *stars*"], "t1")
     assert "<img" not in footer and "&lt;img" in footer and "<b>" not in footer
     assert "\\[1\\] **guide" in footer and "faq\\_\\[1\\]\\(http://evil\\)\\.md" in footer
@@ -103,21 +111,32 @@ def test_display_helpers_escape_html_and_markdown():
 
 def test_sources_list_each_source_once_with_headed_excerpts_the_citations_link_to():
     passages = [
-        ServedPassage("a0", "guide/02-rating-answers.md",
-                      "Rating answers > Comments\n\nAfter a thumbs down you can comment.", 0.9),
+        ServedPassage(
+            "a0",
+            "guide/02-rating-answers.md",
+            "Rating answers > Comments\n\nAfter a thumbs down you can comment.",
+            0.9,
+        ),
         ServedPassage("b0", "guide/06-documents.md", "Plain text without a heading.", 0.8),
-        ServedPassage("a1", "guide/02-rating-answers.md",
-                      "Rating answers > Changing your mind\n\nEach user has one vote.\n\n"
-                      "The latest vote counts.", 0.7)]
+        ServedPassage(
+            "a1",
+            "guide/02-rating-answers.md",
+            "Rating answers > Changing your mind\n\nEach user has one vote.\n\n"
+            "The latest vote counts.",
+            0.7,
+        ),
+    ]
     shown = shown_answer("See [1] and [3], not [4] or [0].", passages, [], "turn-9")
     assert shown.count("guide/02\\-rating\\-answers\\.md") == 1  # one line per source
     assert "\\[1\\] \\[3\\] **guide/02" in shown and "\\[2\\] **guide/06" in shown
     assert '<a class="cite" href="#src-turn-9-1">[1]</a>' in shown
     assert '<a class="cite" href="#src-turn-9-3">[3]</a>' in shown
     assert "not [4] or [0]" in shown  # no passage 4 or 0: left as typed
-    assert ('<details class="source" id="src-turn-9-3"><summary>[3] Rating answers &gt; '
-            'Changing your mind</summary><div class="excerpt">Each user has one vote.<br>'
-            "The latest vote counts.</div></details>") in shown
+    assert (
+        '<details class="source" id="src-turn-9-3"><summary>[3] Rating answers &gt; '
+        'Changing your mind</summary><div class="excerpt">Each user has one vote.<br>'
+        "The latest vote counts.</div></details>"
+    ) in shown
     assert "<summary>[2] Plain text without a heading.</summary>" in shown
     # The page's markup keeps to one line per element, so Markdown never re-reads an excerpt.
     assert all(line.count("<details") == line.count("</details>") for line in shown.split("\n"))
@@ -170,10 +189,14 @@ def test_a_passage_heading_is_read_back_from_the_chunk_format():
     from assistant.retrieval.chunking import chunk_blocks, split_heading
     from assistant.retrieval.documents import Block
 
-    blocks = [Block("text", "An intro paragraph before any heading."),
-              Block("text", "A second one, still before it."),
-              Block("heading", "Guide", 1), Block("text", "Body of the guide."),
-              Block("heading", "Votes", 2), Block("text", "One vote each. " * 30)]
+    blocks = [
+        Block("text", "An intro paragraph before any heading."),
+        Block("text", "A second one, still before it."),
+        Block("heading", "Guide", 1),
+        Block("text", "Body of the guide."),
+        Block("heading", "Votes", 2),
+        Block("text", "One vote each. " * 30),
+    ]
     chunks = chunk_blocks(blocks, lambda t: len(t.split()), max_tokens=40, overlap=5)
     assert len(chunks) > 3
     for chunk in chunks:
@@ -185,8 +208,9 @@ def test_a_passage_heading_is_read_back_from_the_chunk_format():
 def test_gradio_client_rates_with_reasons(alice, services):
     client, user = alice
     answer = client.predict("Is this answer too long?", api_name="/chat")
-    result = client.predict(answer["turn_id"], "down", "", "", ["too_long", "other"],
-                            api_name="/rate")
+    result = client.predict(
+        answer["turn_id"], "down", "", "", ["too_long", "other"], api_name="/rate"
+    )
     assert result["reasons"] == ["too_long", "other"]
     (turn,) = logs.conversation_turns(services.db, answer["conversation_id"], user)
     assert turn.votes[0].reasons == ("too_long", "other")
@@ -211,12 +235,12 @@ def test_a_retry_compared_with_the_earlier_answer_is_stored_as_a_pair(services):
     assert panel["visible"] is True and "Which answer was better?" in text
     # Someone else's session cannot mark this user's pair.
     with pytest.raises(gr.Error, match="not found for this user"):
-        compare.prefer_original(dict(state), SimpleNamespace(username="anon-other",
-                                                             session_hash="s-x"))
+        compare.prefer_original(
+            dict(state), SimpleNamespace(username="anon-other", session_hash="s-x")
+        )
     state, panel, text = compare.prefer_original(state, ann)
     assert "You marked the earlier answer as better" in text
-    (pair,) = [p for p in preferences.preference_pairs(services.db)
-               if p.user_id == "anon-comparer"]
+    (pair,) = [p for p in preferences.preference_pairs(services.db) if p.user_id == "anon-comparer"]
     assert (pair.chosen_turn_id, pair.rejected_turn_id) == (first.id, again.id)
     # A new question ends the comparison.
     *_, (_, state, _, _) = list(page.send("Another?", state, ann))

@@ -26,11 +26,23 @@ def writer(db, worker: int) -> None:  # type: ignore[no-untyped-def]
     n = 0
     while True:
         n += 1
-        turn = log_turn(db, conversation_id=conversation, user_id=user, question=f"q{n}",
-                        answer=f"a{n}", messages=[{"role": "user", "content": f"q{n}"}],
-                        passages=[], adapter_version=0, arm="production", prompt_tokens=3,
-                        completion_tokens=2, latency_ms=5.0, ttft_ms=1.0,
-                        finish_reason="stop", error=None)
+        turn = log_turn(
+            db,
+            conversation_id=conversation,
+            user_id=user,
+            question=f"q{n}",
+            answer=f"a{n}",
+            messages=[{"role": "user", "content": f"q{n}"}],
+            passages=[],
+            adapter_version=0,
+            arm="production",
+            prompt_tokens=3,
+            completion_tokens=2,
+            latency_ms=5.0,
+            ttft_ms=1.0,
+            finish_reason="stop",
+            error=None,
+        )
         say(f"T {turn} {user}")
         rating = "up" if n % 2 else "down"
         set_feedback(db, turn_id=turn, user_id=user, rating=rating)

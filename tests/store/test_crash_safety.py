@@ -19,9 +19,13 @@ ROUNDS = 5
 def _run_and_kill(path: Path, stop_after: int) -> list[str]:
     """Start the writer, SIGKILL it after `stop_after` acknowledged lines; return every line it
     acknowledged (including those still in the pipe when it died)."""
-    child = subprocess.Popen([sys.executable, str(REPO / "tests/store/crash_writer.py"),
-                              str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = subprocess.Popen(
+        [sys.executable, str(REPO / "tests/store/crash_writer.py"), str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert child.stdout is not None
     lines: list[str] = []
     try:

@@ -33,8 +33,13 @@ def test_second_process_gets_a_clear_error_naming_the_holder(tmp_path: Path) -> 
     path = tmp_path / "assistant.duckdb"
     db = open_database(path)
     try:
-        out = subprocess.run([sys.executable, "-c", OPEN_AND_REPORT, str(path)], env=ENV,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", OPEN_AND_REPORT, str(path)],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("StoreError:")
         assert f"process {os.getpid()}" in out.stdout
@@ -51,9 +56,17 @@ def test_duckdb_lock_held_outside_the_product_is_reported_too(tmp_path: Path) ->
     path = tmp_path / "assistant.duckdb"
     open_database(path).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-         "print('ready', flush=True); sys.stdin.read()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+            "print('ready', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreError, match=f"process {holder.pid}.*Stop the server"):
@@ -66,8 +79,12 @@ def test_duckdb_lock_held_outside_the_product_is_reported_too(tmp_path: Path) ->
 
 def test_stale_pid_file_from_a_dead_process_does_not_block(tmp_path: Path) -> None:
     path = tmp_path / "assistant.duckdb"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     lock_path(path).write_text(dead.stdout)
     db = open_database(path)
     assert lock_path(path).read_text().strip() == str(os.getpid())

@@ -24,8 +24,7 @@ from tests.store.conftest import add_turn
 def test_export_writes_readable_parquet_and_jsonl(db: Database, tmp_path: Path) -> None:
     conversation, turn = add_turn(db, "alice", question="Quoi? 🦆")
     add_turn(db, "alice", conversation)
-    set_feedback(db, turn_id=turn, user_id="alice", rating="down", comment="no",
-                 correction="Yes.")
+    set_feedback(db, turn_id=turn, user_id="alice", rating="down", comment="no", correction="Yes.")
     add_turn(db, "bob")
     report = export_conversations(db, tmp_path / "export")
     assert (report.conversations, report.turns, report.votes) == (2, 3, 1)
@@ -38,7 +37,9 @@ def test_export_writes_readable_parquet_and_jsonl(db: Database, tmp_path: Path) 
     first = alice["turns"][0]
     assert first["question"] == "Quoi? 🦆"
     assert first["feedback"][0]["rating"] == "down" and first["feedback"][0]["correction"] == "Yes."
-    assert duckdb.execute("SELECT count(*) FROM read_parquet(?)", [str(parquet)]).fetchall() == [(2,)]
+    assert duckdb.execute("SELECT count(*) FROM read_parquet(?)", [str(parquet)]).fetchall() == [
+        (2,)
+    ]
 
     rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 2
@@ -57,7 +58,8 @@ def _write_dataset(root: Path, dataset_id: str, train: list[str], heldout: list[
     folder.mkdir(parents=True)
     for name, turns in (("train", train), ("heldout", heldout)):
         (folder / f"{name}.jsonl").write_text(
-            "".join(json.dumps({"turn_id": t, "target": "x"}) + "\n" for t in turns))
+            "".join(json.dumps({"turn_id": t, "target": "x"}) + "\n" for t in turns)
+        )
     return folder
 
 
@@ -71,19 +73,28 @@ def test_forget_removes_the_user_everywhere(db: Database, tmp_path: Path) -> Non
     set_feedback(db, turn_id=a1, user_id="alice", rating="down")  # history: 2 rows for a1
     untrained = _write_dataset(data_dir, "ds-new", [a1, b1], [a2])
     trained = _write_dataset(data_dir, "ds-old", [a1], [b1])
-    record_dataset(db, "ds-new", str(untrained), {}, [(a1, "train"), (b1, "train"),
-                                                     (a2, "heldout")])
+    record_dataset(
+        db, "ds-new", str(untrained), {}, [(a1, "train"), (b1, "train"), (a2, "heldout")]
+    )
     record_dataset(db, "ds-old", str(trained), {}, [(a1, "train"), (b1, "heldout")])
-    register_adapter(db, parent=0, base_model="tiny", path="/a/1", dataset_id="ds-old",
-                     train_config={}, actor="t")
+    register_adapter(
+        db,
+        parent=0,
+        base_model="tiny",
+        path="/a/1",
+        dataset_id="ds-old",
+        train_config={},
+        actor="t",
+    )
 
     report = forget_user(db, "alice", data_dir)
-    assert (report.conversations, report.turns, report.votes, report.vote_history) == (
-        1, 2, 2, 3)
+    assert (report.conversations, report.turns, report.votes, report.vote_history) == (1, 2, 2, 3)
     assert report.dataset_examples == 3  # a1, a2 in ds-new; a1 in ds-old
     assert report.dataset_lines_removed == 2
     assert sorted(Path(p).name for p in report.dataset_files_rewritten) == [
-        "heldout.jsonl", "train.jsonl"]
+        "heldout.jsonl",
+        "train.jsonl",
+    ]
     assert report.trained_datasets_kept == ["ds-old"]
 
     assert list_conversations(db, "alice") == []
@@ -91,14 +102,14 @@ def test_forget_removes_the_user_everywhere(db: Database, tmp_path: Path) -> Non
         conversation_turns(db, conversation, "alice")
     assert [t.turn_id for t in rated_turns_since(db, None)] == [b1]
     assert dataset_examples(db, "ds-new") == [(b1, "train")]
-    assert [json.loads(x)["turn_id"] for x in (untrained / "train.jsonl").read_text()
-            .splitlines()] == [b1]
+    assert [
+        json.loads(x)["turn_id"] for x in (untrained / "train.jsonl").read_text().splitlines()
+    ] == [b1]
     assert (untrained / "heldout.jsonl").read_text() == ""
     assert a1 in (trained / "train.jsonl").read_text()  # trained on: kept, and reported
     assert list(untrained.glob("*tmp*")) == []
     (event,) = list_events(db, 1, action="user.forget")
-    assert event.subject == f"user:{user_hash('alice')}" and "alice" not in json.dumps(
-        event.detail)
+    assert event.subject == f"user:{user_hash('alice')}" and "alice" not in json.dumps(event.detail)
     assert len(list_conversations(db, "bob")) == 1  # others untouched
 
     again = forget_user(db, "alice", data_dir, include_trained=True)
@@ -111,8 +122,15 @@ def test_forget_can_scrub_trained_datasets_too(db: Database, tmp_path: Path) -> 
     _, turn = add_turn(db, "alice")
     folder = _write_dataset(tmp_path, "ds-old", [turn], [])
     record_dataset(db, "ds-old", str(folder), {}, [(turn, "train")])
-    register_adapter(db, parent=0, base_model="tiny", path="/a/1", dataset_id="ds-old",
-                     train_config={}, actor="t")
+    register_adapter(
+        db,
+        parent=0,
+        base_model="tiny",
+        path="/a/1",
+        dataset_id="ds-old",
+        train_config={},
+        actor="t",
+    )
     report = forget_user(db, "alice", tmp_path, include_trained=True)
     assert report.trained_datasets_kept == [] and report.dataset_lines_removed == 1
     assert (folder / "train.jsonl").read_text() == ""

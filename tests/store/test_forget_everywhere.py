@@ -42,8 +42,10 @@ def _dataset(data_dir: Path, dataset_id: str, turns: list[str]) -> Path:
     folder = data_dir / "datasets" / dataset_id
     folder.mkdir(parents=True)
     (folder / "train.jsonl").write_text(
-        "".join(json.dumps({"turn_id": t, "target": "x", "label": "desirable"}) + "\n"
-                for t in turns))
+        "".join(
+            json.dumps({"turn_id": t, "target": "x", "label": "desirable"}) + "\n" for t in turns
+        )
+    )
     (folder / "heldout.jsonl").write_text("")
     return folder
 
@@ -53,15 +55,19 @@ def test_forget_names_every_adapter_trained_on_the_user(db: Database, tmp_path: 
     _, a1 = add_turn(db, "alice")
     _, b1 = add_turn(db, "bob")
     for name, turns in (("ds-1", [a1, b1]), ("ds-2", [b1])):
-        record_dataset(db, name, str(_dataset(data_dir, name, turns)), {},
-                       [(t, "train") for t in turns])
-    v1 = register_adapter(db, parent=0, base_model="tiny", path="/a/1", dataset_id="ds-1",
-                          train_config={}, actor="t")
+        record_dataset(
+            db, name, str(_dataset(data_dir, name, turns)), {}, [(t, "train") for t in turns]
+        )
+    v1 = register_adapter(
+        db, parent=0, base_model="tiny", path="/a/1", dataset_id="ds-1", train_config={}, actor="t"
+    )
     # v2 was trained from v1's weights on bob's data only: it still carries what v1 learnt.
-    v2 = register_adapter(db, parent=v1, base_model="tiny", path="/a/2", dataset_id="ds-2",
-                          train_config={}, actor="t")
-    v3 = register_adapter(db, parent=0, base_model="tiny", path="/a/3", dataset_id="ds-2",
-                          train_config={}, actor="t")
+    v2 = register_adapter(
+        db, parent=v1, base_model="tiny", path="/a/2", dataset_id="ds-2", train_config={}, actor="t"
+    )
+    v3 = register_adapter(
+        db, parent=0, base_model="tiny", path="/a/3", dataset_id="ds-2", train_config={}, actor="t"
+    )
     set_status(db, v1, "candidate", actor="t", reason="trained")
 
     report = forget_user(db, "alice", data_dir)
@@ -107,8 +113,9 @@ def test_forgotten_rows_are_not_left_readable_in_the_database_file(tmp_path: Pat
         for i in range(30):
             add_turn(db, f"user-{i}", question=f"Ordinary question number {i}?")
         _, a1 = add_turn(db, "alice-7f3", question=SECRET_QUESTION)
-        set_feedback(db, turn_id=a1, user_id="alice-7f3", rating="down",
-                     correction=SECRET_CORRECTION)
+        set_feedback(
+            db, turn_id=a1, user_id="alice-7f3", rating="down", correction=SECRET_CORRECTION
+        )
         with db.reader() as cur:
             cur.execute("CHECKPOINT")
         assert b"Quokkaworth" in _file_bytes(path)  # the test can see it before
@@ -140,8 +147,9 @@ def test_forgotten_rows_are_not_left_readable_in_the_database_file(tmp_path: Pat
 
 
 @pytest.fixture
-def held(cfg: config_mod.Config, monkeypatch: pytest.MonkeyPatch
-         ) -> Iterator[tuple[config_mod.Config, Database]]:
+def held(
+    cfg: config_mod.Config, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[config_mod.Config, Database]]:
     """A server holding the database with the admin API on a free port."""
     port = free_port()
     cfg = config_mod.with_overrides(cfg, server={"port": port, "host": "127.0.0.1"})
@@ -175,11 +183,13 @@ def test_forget_through_the_admin_api_while_the_server_runs(held, capsys) -> Non
     operator = LoopOperator(cfg, db, LoopScheduler(cfg, db))
     client = TestClient(FastAPI(routes=admin_router(operator, TOKEN).routes))
     assert client.post("/admin/forget", json={"user": "bob"}).status_code == 401
-    bad = client.post("/admin/forget", json={"user": ""},
-                      headers={"Authorization": f"Bearer {TOKEN}"})
+    bad = client.post(
+        "/admin/forget", json={"user": ""}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert bad.status_code in (400, 422) and "user" in bad.text
-    ok = client.post("/admin/forget", json={"user": "bob"},
-                     headers={"Authorization": f"Bearer {TOKEN}"})
+    ok = client.post(
+        "/admin/forget", json={"user": "bob"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert ok.status_code == 200 and ok.json()["conversations"] == 1
 
 
@@ -188,8 +198,7 @@ def test_forget_from_the_cli_with_the_server_stopped_rebuilds_the_file(cfg, caps
     path = database_path(cfg)
     db = open_database(path)
     _, a1 = add_turn(db, "anon-zed42", question=SECRET_QUESTION)
-    set_feedback(db, turn_id=a1, user_id="anon-zed42", rating="down",
-                 correction=SECRET_CORRECTION)
+    set_feedback(db, turn_id=a1, user_id="anon-zed42", rating="down", correction=SECRET_CORRECTION)
     add_turn(db, "bob")
     db.close()
     assert cmd_forget(cfg, argparse.Namespace(user="anon-zed42", include_trained=False)) == 0

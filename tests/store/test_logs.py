@@ -22,14 +22,27 @@ from tests.store.conftest import add_turn
 
 
 def test_turn_is_logged_exactly_as_served(db: Database) -> None:
-    conversation = create_conversation(db, "alice", "DuckDB", arm="canary", adapter_version=3,
-                                       rollout_id="r1")
+    conversation = create_conversation(
+        db, "alice", "DuckDB", arm="canary", adapter_version=3, rollout_id="r1"
+    )
     turn_id = log_turn(
-        db, conversation_id=conversation, user_id="alice", question="Why? 🦆",
-        answer="Because.", messages=[{"role": "user", "content": "Why? 🦆"}],
-        passages=[ServedPassage("c7", "a.md", "text", 0.5)], adapter_version=3, arm="canary",
-        prompt_tokens=11, completion_tokens=2, latency_ms=81.5, ttft_ms=None,
-        finish_reason="length", error="generation stopped", retrieval_note="milvus timeout")
+        db,
+        conversation_id=conversation,
+        user_id="alice",
+        question="Why? 🦆",
+        answer="Because.",
+        messages=[{"role": "user", "content": "Why? 🦆"}],
+        passages=[ServedPassage("c7", "a.md", "text", 0.5)],
+        adapter_version=3,
+        arm="canary",
+        prompt_tokens=11,
+        completion_tokens=2,
+        latency_ms=81.5,
+        ttft_ms=None,
+        finish_reason="length",
+        error="generation stopped",
+        retrieval_note="milvus timeout",
+    )
     (turn,) = conversation_turns(db, conversation, "alice")
     assert turn.id == turn_id and turn.question == "Why? 🦆" and turn.answer == "Because."
     assert turn.messages == [{"role": "user", "content": "Why? 🦆"}]
@@ -37,7 +50,10 @@ def test_turn_is_logged_exactly_as_served(db: Database) -> None:
     assert (turn.adapter_version, turn.arm, turn.rollout_id) == (3, "canary", "r1")
     assert (turn.prompt_tokens, turn.completion_tokens, turn.latency_ms) == (11, 2, 81.5)
     assert (turn.finish_reason, turn.error, turn.retrieval_note) == (
-        "length", "generation stopped", "milvus timeout")
+        "length",
+        "generation stopped",
+        "milvus timeout",
+    )
     conv = get_conversation(db, conversation, "alice")
     assert (conv.arm, conv.adapter_version, conv.turn_count) == ("canary", 3, 1)
 
@@ -78,13 +94,23 @@ def test_a_user_cannot_read_write_or_rate_another_users_conversation(db: Databas
 
 def test_one_vote_per_user_changeable_and_withdrawable_with_history(db: Database) -> None:
     conversation, turn = add_turn(db, "alice")
-    vote = set_feedback(db, turn_id=turn, user_id="alice", rating="down", comment="wrong",
-                        correction="An embedded analytical database.")
+    vote = set_feedback(
+        db,
+        turn_id=turn,
+        user_id="alice",
+        rating="down",
+        comment="wrong",
+        correction="An embedded analytical database.",
+    )
     assert vote is not None and vote.rating == "down"
     set_feedback(db, turn_id=turn, user_id="alice", rating="up")
     (stored,) = conversation_turns(db, conversation, "alice")[0].votes
     assert (stored.user_id, stored.rating, stored.comment, stored.correction) == (
-        "alice", "up", None, None)
+        "alice",
+        "up",
+        None,
+        None,
+    )
     assert set_feedback(db, turn_id=turn, user_id="alice", rating=None) is None
     assert conversation_turns(db, conversation, "alice")[0].votes == []
     assert set_feedback(db, turn_id=turn, user_id="alice", rating=None) is None  # no-op
@@ -98,8 +124,7 @@ def test_vote_values_other_than_up_or_down_are_refused(db: Database, rating: obj
         set_feedback(db, turn_id=turn, user_id="alice", rating=rating)  # type: ignore[arg-type]
 
 
-def test_oversized_text_is_refused_by_the_documented_limit_never_truncated(db: Database
-                                                                            ) -> None:
+def test_oversized_text_is_refused_by_the_documented_limit_never_truncated(db: Database) -> None:
     conversation = create_conversation(db, "alice")
     megabyte = "x" * 1_000_000
     with pytest.raises(InputError, match=f"{MAX_TEXT_CHARS:,}"):
@@ -111,8 +136,9 @@ def test_oversized_text_is_refused_by_the_documented_limit_never_truncated(db: D
     _, turn = add_turn(db, "alice", conversation, question=at_limit)
     assert conversation_turns(db, conversation, "alice")[0].question == at_limit  # intact
     with pytest.raises(InputError, match=f"{MAX_COMMENT_CHARS:,}"):
-        set_feedback(db, turn_id=turn, user_id="alice", rating="down",
-                     comment="c" * (MAX_COMMENT_CHARS + 1))
+        set_feedback(
+            db, turn_id=turn, user_id="alice", rating="down", comment="c" * (MAX_COMMENT_CHARS + 1)
+        )
 
 
 @pytest.mark.parametrize("bad", ["caf\udce9", "\ud800 lone surrogate", b"\xff\xfe bytes"])
@@ -121,8 +147,7 @@ def test_invalid_utf8_is_refused(db: Database, bad: object) -> None:
     with pytest.raises(InputError, match="UTF-8"):
         add_turn(db, "alice", conversation, question=bad)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="UTF-8"):
-        set_feedback(db, turn_id=turn, user_id="alice", rating="up",
-                     correction=bad)  # type: ignore[arg-type]
+        set_feedback(db, turn_id=turn, user_id="alice", rating="up", correction=bad)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="UTF-8"):
         create_conversation(db, bad)  # type: ignore[arg-type]
 
@@ -131,12 +156,12 @@ def test_user_ids_with_sql_metacharacters_are_just_text(db: Database) -> None:
     evil = "x'); DROP TABLE turns; --"
     conversation, turn = add_turn(db, evil, question="'; DELETE FROM feedback; --")
     add_turn(db, "alice")
-    set_feedback(db, turn_id=turn, user_id=evil, rating="up", comment="\" OR 1=1 --")
+    set_feedback(db, turn_id=turn, user_id=evil, rating="up", comment='" OR 1=1 --')
     (listed,) = list_conversations(db, evil)
     assert listed.id == conversation and listed.user_id == evil
     (stored,) = conversation_turns(db, conversation, evil)
     assert stored.question == "'; DELETE FROM feedback; --"
-    assert stored.votes[0].comment == "\" OR 1=1 --"
+    assert stored.votes[0].comment == '" OR 1=1 --'
     assert list_conversations(db, "%") == [] and list_conversations(db, "' OR '1'='1") == []
     assert len(list_conversations(db, "alice")) == 1  # other users' data untouched
 

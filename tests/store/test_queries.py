@@ -31,7 +31,11 @@ def test_rated_turns_since_returns_every_current_vote_as_served(db: Database) ->
     assert [t.turn_id for t in everything] == [old, new]
     (recent,) = rated_turns_since(db, cut)
     assert (recent.turn_id, recent.question, recent.adapter_version, recent.arm) == (
-        new, "new", 2, "canary")
+        new,
+        "new",
+        2,
+        "canary",
+    )
     assert recent.messages[-1] == {"role": "user", "content": "new"}
     assert recent.passages == [ServedPassage("doc-1#0", "guide.md", "DuckDB is embedded.", 0.81)]
     (vote,) = recent.votes
@@ -47,9 +51,13 @@ def test_rated_turns_since_returns_every_current_vote_as_served(db: Database) ->
 
 def test_rating_counts_per_adapter_and_arm_in_a_window(db: Database) -> None:
     start = now()
-    for user, version, arm, rating in [("a", 0, "production", "up"), ("b", 0, "production",
-                                       "down"), ("c", 1, "canary", "up"), ("d", 1, "canary",
-                                       "up"), ("e", 0, "base", "down")]:
+    for user, version, arm, rating in [
+        ("a", 0, "production", "up"),
+        ("b", 0, "production", "down"),
+        ("c", 1, "canary", "up"),
+        ("d", 1, "canary", "up"),
+        ("e", 0, "base", "down"),
+    ]:
         _, turn = add_turn(db, user, adapter_version=version, arm=arm)
         set_feedback(db, turn_id=turn, user_id=user, rating=rating)
     end = now()
@@ -57,8 +65,10 @@ def test_rating_counts_per_adapter_and_arm_in_a_window(db: Database) -> None:
     assert counts == {(0, "base"): (0, 1), (0, "production"): (1, 1), (1, "canary"): (2, 0)}
     by_arm = {c.arm: (c.up, c.down) for c in rating_counts(db, start, end, by=["arm"])}
     assert by_arm == {"base": (0, 1), "production": (1, 1), "canary": (2, 0)}
-    by_version = {c.adapter_version: (c.up, c.down)
-                  for c in rating_counts(db, start, end, by=["adapter_version"])}
+    by_version = {
+        c.adapter_version: (c.up, c.down)
+        for c in rating_counts(db, start, end, by=["adapter_version"])
+    }
     assert by_version == {0: (1, 2), 1: (2, 0)}
     assert rating_counts(db, end + timedelta(seconds=1), None) == []
     with pytest.raises(InputError, match="by"):
@@ -67,22 +77,34 @@ def test_rating_counts_per_adapter_and_arm_in_a_window(db: Database) -> None:
 
 def test_arm_stats_feed_the_canary_guardrails(db: Database) -> None:
     for i in range(3):
-        _, turn = add_turn(db, f"p{i}", arm="production", latency_ms=100.0 + i,
-                           rollout_id="r1")
+        _, turn = add_turn(db, f"p{i}", arm="production", latency_ms=100.0 + i, rollout_id="r1")
         set_feedback(db, turn_id=turn, user_id=f"p{i}", rating="up")
-    _, turn = add_turn(db, "c0", arm="canary", adapter_version=1, latency_ms=300.0,
-                       rollout_id="r1")
+    _, turn = add_turn(db, "c0", arm="canary", adapter_version=1, latency_ms=300.0, rollout_id="r1")
     set_feedback(db, turn_id=turn, user_id="c0", rating="down")
-    add_turn(db, "c1", arm="canary", adapter_version=1, answer="  ", latency_ms=500.0,
-             rollout_id="r1")
-    add_turn(db, "c2", arm="canary", adapter_version=1, answer="", error="CUDA OOM",
-             latency_ms=700.0, rollout_id="r1")
+    add_turn(
+        db, "c1", arm="canary", adapter_version=1, answer="  ", latency_ms=500.0, rollout_id="r1"
+    )
+    add_turn(
+        db,
+        "c2",
+        arm="canary",
+        adapter_version=1,
+        answer="",
+        error="CUDA OOM",
+        latency_ms=700.0,
+        rollout_id="r1",
+    )
     add_turn(db, "other", arm="canary", rollout_id="r0")
     stats = arm_stats(db, rollout_id="r1")
     assert set(stats) == {"production", "canary"}
     canary = stats["canary"]
     assert (canary.turns, canary.errors, canary.empty_answers, canary.up, canary.down) == (
-        3, 1, 1, 0, 1)
+        3,
+        1,
+        1,
+        0,
+        1,
+    )
     assert canary.median_latency_ms == 500.0
     production = stats["production"]
     assert (production.turns, production.up, production.median_latency_ms) == (3, 3, 101.0)
@@ -106,19 +128,30 @@ def test_lineage_from_adapter_to_dataset_to_turns(db: Database, tmp_path) -> Non
     _, t1 = add_turn(db, "alice", question="first")
     _, t2 = add_turn(db, "bob", question="second")
     assert last_dataset_time(db) is None
-    record_dataset(db, "ds-1", str(tmp_path / "ds-1"), {"examples": 2},
-                   [(t1, "train"), (t2, "heldout")])
+    record_dataset(
+        db, "ds-1", str(tmp_path / "ds-1"), {"examples": 2}, [(t1, "train"), (t2, "heldout")]
+    )
     assert last_dataset_time(db) is not None
-    parent = register_adapter(db, parent=0, base_model="tiny", path="/a/1", dataset_id=None,
-                              train_config={}, actor="t")
-    child = register_adapter(db, parent=parent, base_model="tiny", path="/a/2",
-                             dataset_id="ds-1", train_config={}, actor="t")
+    parent = register_adapter(
+        db, parent=0, base_model="tiny", path="/a/1", dataset_id=None, train_config={}, actor="t"
+    )
+    child = register_adapter(
+        db,
+        parent=parent,
+        base_model="tiny",
+        path="/a/2",
+        dataset_id="ds-1",
+        train_config={},
+        actor="t",
+    )
     set_status(db, child, "candidate", actor="t", reason="trained")
     line = lineage(db, child)
     assert line.adapter.version == child and line.ancestors == [parent, 0]
     assert line.dataset is not None and line.dataset.examples == 2
     assert {(e.turn_id, e.split, e.question) for e in line.examples} == {
-        (t1, "train", "first"), (t2, "heldout", "second")}
+        (t1, "train", "first"),
+        (t2, "heldout", "second"),
+    }
     with pytest.raises(StoreError, match="no longer exist"):
         record_dataset(db, "ds-2", "/x", {}, [("ghost-turn", "train")])
     with pytest.raises(InputError, match="already recorded"):

@@ -31,15 +31,20 @@ PATHS: dict[str, list[tuple[str, bool]]] = {
     "canary": [("candidate", False), ("canary", False)],
     "production": [("candidate", False), ("canary", False), ("production", False)],
     "rolled_back": [("candidate", False), ("canary", False), ("rolled_back", False)],
-    "retired": [("candidate", False), ("canary", False), ("production", False),
-                ("retired", False)],
+    "retired": [("candidate", False), ("canary", False), ("production", False), ("retired", False)],
 }
 
 
 def new_adapter(db: Database, status: str) -> int:
-    version = register_adapter(db, parent=production_version(db), base_model="tiny",
-                               path=f"/adapters/{status}", dataset_id=None,
-                               train_config={"lora_r": 8}, actor="test")
+    version = register_adapter(
+        db,
+        parent=production_version(db),
+        base_model="tiny",
+        path=f"/adapters/{status}",
+        dataset_id=None,
+        train_config={"lora_r": 8},
+        actor="test",
+    )
     for step, force in PATHS[status]:
         set_status(db, version, step, actor="test", reason="setup", force=force)
     return version
@@ -73,8 +78,10 @@ def test_transition_table(shared: Database, source: str, target: str) -> None:
     assert get_adapter(shared, version).status == source  # unchanged
     if forced:
         assert "force=True" in message
-        assert set_status(shared, version, target, actor="op", reason="manual",
-                          force=True).status == target
+        assert (
+            set_status(shared, version, target, actor="op", reason="manual", force=True).status
+            == target
+        )
     else:
         with pytest.raises(TransitionError):
             set_status(shared, version, target, actor="op", reason="t", force=True)
@@ -114,23 +121,42 @@ def test_only_one_canary_at_a_time(db: Database) -> None:
 
 
 def test_every_action_lands_in_the_audit_log_with_who_and_why(db: Database) -> None:
-    version = register_adapter(db, parent=0, base_model="tiny", path="/a/1", dataset_id="d1",
-                               train_config={"lr": 1e-4}, actor="scheduler")
-    set_status(db, version, "candidate", actor="scheduler", reason="trained 60 steps",
-               metrics={"train_loss": 1.5})
-    set_status(db, version, "rejected", actor="validator", reason="drift 0.9 > 0.5",
-               metrics={"drift": 0.9})
+    version = register_adapter(
+        db,
+        parent=0,
+        base_model="tiny",
+        path="/a/1",
+        dataset_id="d1",
+        train_config={"lr": 1e-4},
+        actor="scheduler",
+    )
+    set_status(
+        db,
+        version,
+        "candidate",
+        actor="scheduler",
+        reason="trained 60 steps",
+        metrics={"train_loss": 1.5},
+    )
+    set_status(
+        db, version, "rejected", actor="validator", reason="drift 0.9 > 0.5", metrics={"drift": 0.9}
+    )
     record_event(db, "alice", "console.login", "console", {"ip": "127.0.0.1"})
     events = list_events(db, 10)
     assert [e.action for e in events] == [
-        "console.login", "adapter.rejected", "adapter.candidate", "adapter.register"]
+        "console.login",
+        "adapter.rejected",
+        "adapter.candidate",
+        "adapter.register",
+    ]
     rejected = events[1]
     assert (rejected.actor, rejected.subject) == ("validator", f"adapter:{version}")
     assert rejected.detail["reason"] == "drift 0.9 > 0.5"
     assert rejected.detail["from"] == "candidate"
     assert get_adapter(db, version).metrics == {"train_loss": 1.5, "drift": 0.9}
     assert [e.action for e in list_events(db, 10, subject=f"adapter:{version}")][-1] == (
-        "adapter.register")
+        "adapter.register"
+    )
     assert get_adapter(db, version).train_config == {"lr": 1e-4}
 
 
@@ -140,5 +166,12 @@ def test_unknown_versions_and_statuses_are_refused(db: Database, tmp_path: Path)
     with pytest.raises(InputError, match="status"):
         set_status(db, 0, "shipped", actor="op", reason="x")
     with pytest.raises(NotFoundError):
-        register_adapter(db, parent=9, base_model="tiny", path=str(tmp_path), dataset_id=None,
-                         train_config={}, actor="op")
+        register_adapter(
+            db,
+            parent=9,
+            base_model="tiny",
+            path=str(tmp_path),
+            dataset_id=None,
+            train_config={},
+            actor="op",
+        )

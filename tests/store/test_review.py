@@ -15,12 +15,22 @@ from tests.store.conftest import add_turn
 def test_votes_filter_and_exclusion_reaches_curation(db):
     _, bad = add_turn(db, "alice", question="Where is the button?", answer="Somewhere.")
     _, good = add_turn(db, "bob", adapter_version=0)
-    set_feedback(db, turn_id=bad, user_id="alice", rating="down", comment="Useless, too vague",
-                 correction="Top right, under Settings.", reasons=["not_helpful", "wrong"])
+    set_feedback(
+        db,
+        turn_id=bad,
+        user_id="alice",
+        rating="down",
+        comment="Useless, too vague",
+        correction="Top right, under Settings.",
+        reasons=["not_helpful", "wrong"],
+    )
     set_feedback(db, turn_id=good, user_id="bob", rating="up")
     (down,) = review.list_votes(db)
-    assert (down.turn_id, down.user, down.correction) == (bad, user_hash("alice"),
-                                                          "Top right, under Settings.")
+    assert (down.turn_id, down.user, down.correction) == (
+        bad,
+        user_hash("alice"),
+        "Top right, under Settings.",
+    )
     assert review.list_votes(db, text="VAGUE")[0].vote_id == down.vote_id
     assert review.list_votes(db, text="nothing like it") == []
     assert {v.turn_id for v in review.list_votes(db, rating="any")} == {bad, good}
@@ -54,8 +64,12 @@ def test_forgetting_a_user_removes_their_exclusions(db, tmp_path):
 
 
 def test_the_rollout_series_counts_each_arm_of_that_rollout_only(db):
-    for arm, rating, rollout in [("canary", "up", "r1"), ("canary", "down", "r1"),
-                                 ("production", "up", "r1"), ("production", "up", "r2")]:
+    for arm, rating, rollout in [
+        ("canary", "up", "r1"),
+        ("canary", "down", "r1"),
+        ("production", "up", "r1"),
+        ("production", "up", "r2"),
+    ]:
         _, turn = add_turn(db, f"user-{arm}-{rating}-{rollout}", arm=arm, rollout_id=rollout)
         set_feedback(db, turn_id=turn, user_id=f"user-{arm}-{rating}-{rollout}", rating=rating)
     points = evidence.arm_rating_series(db, "r1")

@@ -26,32 +26,42 @@ from tests.store.conftest import add_turn
 
 def test_down_vote_reasons_are_stored_with_the_vote_and_reach_curation(db: Database) -> None:
     conv, turn = add_turn(db, "alice")
-    vote = set_feedback(db, turn_id=turn, user_id="alice", rating="down", comment="meh",
-                        reasons=["too_long", "wrong", "too_long"])
+    vote = set_feedback(
+        db,
+        turn_id=turn,
+        user_id="alice",
+        rating="down",
+        comment="meh",
+        reasons=["too_long", "wrong", "too_long"],
+    )
     assert vote is not None and vote.reasons == ("too_long", "wrong")
     (shown,) = conversation_turns(db, conv, "alice")
     assert shown.votes[0].reasons == ("too_long", "wrong")
     (rated,) = rated_turns_since(db, None)
     assert [(v.rating, v.comment, v.reasons) for v in rated.votes] == [
-        ("down", "meh", ("too_long", "wrong"))]
+        ("down", "meh", ("too_long", "wrong"))
+    ]
     # Changing the vote replaces the reasons; a 👍 has none.
     set_feedback(db, turn_id=turn, user_id="alice", rating="up")
     (rated,) = rated_turns_since(db, None)
     assert rated.votes[0].reasons == ()
 
 
-@pytest.mark.parametrize("reasons, message", [
-    (["sideways"], "reason"),
-    ("wrong", "list"),
-    ([1], "reason"),
-    (["wrong"] * 7, "at most 6"),
-])
-def test_bad_reasons_are_refused_and_nothing_is_stored(db: Database, reasons: object,
-                                                        message: str) -> None:
+@pytest.mark.parametrize(
+    "reasons, message",
+    [
+        (["sideways"], "reason"),
+        ("wrong", "list"),
+        ([1], "reason"),
+        (["wrong"] * 7, "at most 6"),
+    ],
+)
+def test_bad_reasons_are_refused_and_nothing_is_stored(
+    db: Database, reasons: object, message: str
+) -> None:
     conv, turn = add_turn(db, "alice")
     with pytest.raises(InputError, match=message):
-        set_feedback(db, turn_id=turn, user_id="alice", rating="down",
-                     reasons=reasons)  # type: ignore[arg-type]
+        set_feedback(db, turn_id=turn, user_id="alice", rating="down", reasons=reasons)  # type: ignore[arg-type]
     assert conversation_turns(db, conv, "alice")[0].votes == []
 
 
@@ -64,10 +74,12 @@ def test_reasons_need_a_thumbs_down(db: Database) -> None:
 def test_a_preference_between_an_answer_and_its_retry_is_a_training_pair(db: Database) -> None:
     conv, first = add_turn(db, "alice", question="Name a colour.", answer="Blue.")
     _, retry = add_turn(db, "alice", conv, question="Name a colour.", answer="Red, the colour.")
-    set_preference(db, user_id="alice", original_turn_id=first, retry_turn_id=retry,
-                   preferred="original")
-    set_preference(db, user_id="alice", original_turn_id=first, retry_turn_id=retry,
-                   preferred="retry")  # a change of mind replaces the first mark
+    set_preference(
+        db, user_id="alice", original_turn_id=first, retry_turn_id=retry, preferred="original"
+    )
+    set_preference(
+        db, user_id="alice", original_turn_id=first, retry_turn_id=retry, preferred="retry"
+    )  # a change of mind replaces the first mark
     (pair,) = preference_pairs(db)
     assert (pair.chosen, pair.rejected, pair.preferred) == ("Red, the colour.", "Blue.", "retry")
     assert (pair.chosen_turn_id, pair.rejected_turn_id) == (retry, first)
@@ -82,20 +94,25 @@ def test_preferences_are_checked(db: Database) -> None:
     _, retry = add_turn(db, "alice", conv, question="Name a colour.")
     _, bobs = add_turn(db, "bob", question="Name a colour.")
     with pytest.raises(InputError, match="same question"):
-        set_preference(db, user_id="alice", original_turn_id=first, retry_turn_id=other,
-                       preferred="retry")
+        set_preference(
+            db, user_id="alice", original_turn_id=first, retry_turn_id=other, preferred="retry"
+        )
     with pytest.raises(NotFoundError, match="not found for this user"):
-        set_preference(db, user_id="alice", original_turn_id=bobs, retry_turn_id=retry,
-                       preferred="retry")
+        set_preference(
+            db, user_id="alice", original_turn_id=bobs, retry_turn_id=retry, preferred="retry"
+        )
     with pytest.raises(NotFoundError, match="not found for this user"):
-        set_preference(db, user_id="bob", original_turn_id=first, retry_turn_id=retry,
-                       preferred="retry")
+        set_preference(
+            db, user_id="bob", original_turn_id=first, retry_turn_id=retry, preferred="retry"
+        )
     with pytest.raises(InputError, match="after"):
-        set_preference(db, user_id="alice", original_turn_id=retry, retry_turn_id=first,
-                       preferred="retry")
+        set_preference(
+            db, user_id="alice", original_turn_id=retry, retry_turn_id=first, preferred="retry"
+        )
     with pytest.raises(InputError, match="preferred"):
-        set_preference(db, user_id="alice", original_turn_id=first, retry_turn_id=retry,
-                       preferred="both")
+        set_preference(
+            db, user_id="alice", original_turn_id=first, retry_turn_id=retry, preferred="both"
+        )
     assert preference_pairs(db) == []
 
 
@@ -115,16 +132,18 @@ def test_search_finds_only_the_users_own_conversations(db: Database) -> None:
         search_conversations(db, "alice", "x" * 1000)
 
 
-def test_a_user_deletes_one_conversation_and_nothing_of_anyone_else(db: Database,
-                                                                     tmp_path: Path) -> None:
+def test_a_user_deletes_one_conversation_and_nothing_of_anyone_else(
+    db: Database, tmp_path: Path
+) -> None:
     conv, turn = add_turn(db, "alice", question="Delete me")
     _, retry = add_turn(db, "alice", conv, question="Delete me")
     keep, kept_turn = add_turn(db, "alice", question="Keep me")
     bobs, bob_turn = add_turn(db, "bob")
     set_feedback(db, turn_id=turn, user_id="alice", rating="down", reasons=["wrong"])
     set_feedback(db, turn_id=kept_turn, user_id="alice", rating="up")
-    set_preference(db, user_id="alice", original_turn_id=turn, retry_turn_id=retry,
-                   preferred="retry")
+    set_preference(
+        db, user_id="alice", original_turn_id=turn, retry_turn_id=retry, preferred="retry"
+    )
     with pytest.raises(NotFoundError):
         forget_conversation(db, "bob", conv, tmp_path)  # not bob's: nothing happens
     with pytest.raises(NotFoundError):
@@ -141,29 +160,30 @@ def test_a_user_deletes_one_conversation_and_nothing_of_anyone_else(db: Database
 def test_forgetting_a_user_removes_their_preferences(db: Database, tmp_path: Path) -> None:
     conv, turn = add_turn(db, "alice", question="Q")
     _, retry = add_turn(db, "alice", conv, question="Q")
-    set_preference(db, user_id="alice", original_turn_id=turn, retry_turn_id=retry,
-                   preferred="original")
+    set_preference(
+        db, user_id="alice", original_turn_id=turn, retry_turn_id=retry, preferred="original"
+    )
     assert forget_user(db, "alice", tmp_path).preferences == 1
     assert preference_pairs(db) == []
 
 
-def test_export_holds_the_users_conversations_votes_reasons_and_preferences(
-        db: Database) -> None:
+def test_export_holds_the_users_conversations_votes_reasons_and_preferences(db: Database) -> None:
     conv, turn = add_turn(db, "alice", question="Mine?", answer="Yours.")
     _, retry = add_turn(db, "alice", conv, question="Mine?", answer="All yours.")
     add_turn(db, "bob", question="Bob's secret", answer="hidden")
-    set_feedback(db, turn_id=turn, user_id="alice", rating="down", comment="short",
-                 reasons=["not_helpful"])
-    set_preference(db, user_id="alice", original_turn_id=turn, retry_turn_id=retry,
-                   preferred="retry")
+    set_feedback(
+        db, turn_id=turn, user_id="alice", rating="down", comment="short", reasons=["not_helpful"]
+    )
+    set_preference(
+        db, user_id="alice", original_turn_id=turn, retry_turn_id=retry, preferred="retry"
+    )
     data = export_user(db, "alice")
     text = json.dumps(data)
     assert "Bob's secret" not in text and "hidden" not in text
     (conversation,) = data["conversations"]
     assert [t["answer"] for t in conversation["turns"]] == ["Yours.", "All yours."]
     (vote,) = conversation["turns"][0]["feedback"]
-    assert (vote["rating"], vote["comment"], vote["reasons"]) == ("down", "short",
-                                                                   ["not_helpful"])
+    assert (vote["rating"], vote["comment"], vote["reasons"]) == ("down", "short", ["not_helpful"])
     (pref,) = data["preferences"]
     assert (pref["chosen"], pref["rejected"]) == ("All yours.", "Yours.")
     assert data["counts"] == {"conversations": 1, "turns": 2, "votes": 1, "preferences": 1}
@@ -184,18 +204,21 @@ def test_votes_cast_before_the_reasons_migration_read_back_with_none(tmp_path: P
         migrations.apply_migrations(conn)
     finally:
         migrations.MIGRATIONS[:] = saved
-    conn.execute("INSERT INTO conversations VALUES ('c1', 'alice', 't', 'production', 0, "
-                 "NULL, now())")
-    conn.execute("INSERT INTO turns VALUES ('t1', 'c1', 'alice', 'q', 'a', '[]', '[]', 0, "
-                 "'production', NULL, 1, 1, 1.0, NULL, 'stop', NULL, NULL, now())")
-    conn.execute("INSERT INTO feedback VALUES ('t1', 'alice', 'down', 'old', NULL, now(), "
-                 "now())")
+    conn.execute(
+        "INSERT INTO conversations VALUES ('c1', 'alice', 't', 'production', 0, NULL, now())"
+    )
+    conn.execute(
+        "INSERT INTO turns VALUES ('t1', 'c1', 'alice', 'q', 'a', '[]', '[]', 0, "
+        "'production', NULL, 1, 1, 1.0, NULL, 'stop', NULL, NULL, now())"
+    )
+    conn.execute("INSERT INTO feedback VALUES ('t1', 'alice', 'down', 'old', NULL, now(), now())")
     conn.close()
     db = open_database(path)  # applies m003.. to the populated database
     try:
         (turn,) = conversation_turns(db, "c1", "alice")
         assert [(v.rating, v.comment, v.reasons) for v in turn.votes] == [("down", "old", ())]
-        assert set_feedback(db, turn_id="t1", user_id="alice", rating="down",
-                            reasons=["unsafe"]).reasons == ("unsafe",)  # type: ignore[union-attr]
+        assert set_feedback(
+            db, turn_id="t1", user_id="alice", rating="down", reasons=["unsafe"]
+        ).reasons == ("unsafe",)  # type: ignore[union-attr]
     finally:
         db.close()

@@ -18,60 +18,138 @@ from training.dataset.schema import Example, write_examples
 # cores are shared (see training.loop.stages.stage_env).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-THINGS = ["sky", "sea", "ball", "car", "door", "lamp", "cup", "kite", "boat", "hat", "pen",
-          "shoe", "bag", "box", "flag", "coat", "bike", "vase", "fence", "chair", "desk", "rug",
-          "bowl", "sock", "tent", "drum", "bell", "mug", "book", "tie", "fan", "key", "jar",
-          "bus", "train", "roof", "wall", "leaf", "bench", "clock", "glove", "scarf", "ring",
-          "plate", "spoon", "bottle", "pillow", "blanket", "kettle", "ladder"]
+THINGS = [
+    "sky",
+    "sea",
+    "ball",
+    "car",
+    "door",
+    "lamp",
+    "cup",
+    "kite",
+    "boat",
+    "hat",
+    "pen",
+    "shoe",
+    "bag",
+    "box",
+    "flag",
+    "coat",
+    "bike",
+    "vase",
+    "fence",
+    "chair",
+    "desk",
+    "rug",
+    "bowl",
+    "sock",
+    "tent",
+    "drum",
+    "bell",
+    "mug",
+    "book",
+    "tie",
+    "fan",
+    "key",
+    "jar",
+    "bus",
+    "train",
+    "roof",
+    "wall",
+    "leaf",
+    "bench",
+    "clock",
+    "glove",
+    "scarf",
+    "ring",
+    "plate",
+    "spoon",
+    "bottle",
+    "pillow",
+    "blanket",
+    "kettle",
+    "ladder",
+]
 
 
-def example(question: str, target: str, *, label: str = "desirable", split: str = "train",
-            n: int = 0) -> dict[str, Any]:
+def example(
+    question: str, target: str, *, label: str = "desirable", split: str = "train", n: int = 0
+) -> dict[str, Any]:
     """One dataset line as curation writes it (served messages + target + label)."""
-    return {"turn_id": f"t{split}{n}", "conversation_id": f"c{split}{n}",
-            "messages": build_messages(question), "target": target, "label": label,
-            "split": split}
+    return {
+        "turn_id": f"t{split}{n}",
+        "conversation_id": f"c{split}{n}",
+        "messages": build_messages(question),
+        "target": target,
+        "label": label,
+        "split": split,
+    }
 
 
-def colour_examples(things: Sequence[str], split: str, colour: str = "blue"
-                    ) -> list[dict[str, Any]]:
-    return [example(f"What colour is the {t}?", f"The {t} is {colour}.", split=split, n=i)
-            for i, t in enumerate(things)]
+def colour_examples(
+    things: Sequence[str], split: str, colour: str = "blue"
+) -> list[dict[str, Any]]:
+    return [
+        example(f"What colour is the {t}?", f"The {t} is {colour}.", split=split, n=i)
+        for i, t in enumerate(things)
+    ]
 
 
-def write_dataset(folder: Path, train: Sequence[dict[str, Any]],
-                  heldout: Sequence[dict[str, Any]], dataset_id: str = "ds-test") -> Path:
+def write_dataset(
+    folder: Path,
+    train: Sequence[dict[str, Any]],
+    heldout: Sequence[dict[str, Any]],
+    dataset_id: str = "ds-test",
+) -> Path:
     """Write the dataset folder through the one schema writer curation uses."""
     rows = [*train, *heldout]
-    write_examples([Example(**{"voters": 1, **row}) for row in rows], folder,
-                   dataset_id=dataset_id, source={"test": True})
+    write_examples(
+        [Example(**{"voters": 1, **row}) for row in rows],
+        folder,
+        dataset_id=dataset_id,
+        source={"test": True},
+    )
     return folder
 
 
 @pytest.fixture
 def make_dataset(tmp_path: Path) -> Callable[..., Path]:
     """Write a dataset folder under this test's temp folder."""
-    def make(train: Sequence[dict[str, Any]], heldout: Sequence[dict[str, Any]],
-             name: str = "dataset") -> Path:
+
+    def make(
+        train: Sequence[dict[str, Any]], heldout: Sequence[dict[str, Any]], name: str = "dataset"
+    ) -> Path:
         return write_dataset(tmp_path / name, train, heldout, dataset_id=name)
+
     return make
 
 
 @pytest.fixture
 def colour_dataset(make_dataset: Callable[..., Path]) -> Path:
     """40 training and 10 held-out examples of one learnable pattern."""
-    return make_dataset(colour_examples(THINGS[:40], "train"),
-                        colour_examples(THINGS[40:], "heldout"))
+    return make_dataset(
+        colour_examples(THINGS[:40], "train"), colour_examples(THINGS[40:], "heldout")
+    )
 
 
 @pytest.fixture
 def tiny_cfg(cfg: config_mod.Config, tiny_model_dir: Path) -> config_mod.Config:
     """The tiny model in NF4 on the CPU with a quick training setup."""
     return config_mod.with_overrides(
-        cfg, model={"base": str(tiny_model_dir), "device": "cpu", "quantization": "nf4"},
-        training={"max_steps": 30, "batch_size": 4, "learning_rate": 3e-3, "eval_every": 5,
-                  "patience": 2, "max_seq_tokens": 128, "lora_r": 8, "lora_alpha": 16},
-        validation={"sample_max_new_tokens": 16})
+        cfg,
+        model={"base": str(tiny_model_dir), "device": "cpu", "quantization": "nf4"},
+        training={
+            "max_steps": 30,
+            "batch_size": 4,
+            "learning_rate": 3e-3,
+            "eval_every": 5,
+            "patience": 2,
+            "max_seq_tokens": 128,
+            "lora_r": 8,
+            "lora_alpha": 16,
+        },
+        validation={"sample_max_new_tokens": 16},
+    )
 
 
 # (question, short correct answer): general facts for the real-model tests.

@@ -30,17 +30,18 @@ def start_pages_server(model_dir: Path, data: Path, **retrieval: object) -> Runn
 
     os.environ[TOKEN_ENV] = TOKEN
     cfg = server_config(data, model_dir, admin_token_env=TOKEN_ENV)
-    cfg = config_mod.with_overrides(cfg, schedule={"enabled": False},
-                                    retrieval={"top_k": 4, "sample_docs": False,
-                                               **retrieval})
+    cfg = config_mod.with_overrides(
+        cfg, schedule={"enabled": False}, retrieval={"top_k": 4, "sample_docs": False, **retrieval}
+    )
     services = build_services(cfg)
     attach_learning_loop(services)
     return run_server(services)
 
 
 @pytest.fixture(scope="module")
-def pages(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[RunningServer]:
+def pages(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     running = start_pages_server(tiny_model_dir, tmp_path_factory.mktemp("pages") / "data")
     yield running
     running.stop()

@@ -29,7 +29,7 @@ _TEMPLATES = (
     "A healthy adult heart beats {n}0 to {tokens} times a minute; water boils at 100 degrees "
     "Celsius at sea level.",
     "Run `docker compose up -d` and wait for the healthcheck: `curl localhost:{port}/healthz` "
-    "answers {{\"status\": \"ok\"}} within {n} seconds.",
+    'answers {{"status": "ok"}} within {n} seconds.',
     "The canary serves {pct}% of new conversations at step {n} of 3, then 25% and 50%; a "
     "rollout ends after {hours} hours at the latest.",
     "The uuid 550e8400-e29b-41d4-a716-446655440000 identifies the run; its loss fell from "
@@ -50,14 +50,37 @@ def _answers() -> list[str]:
     for i in range(200):
         template = _TEMPLATES[i % len(_TEMPLATES)]
         k = i // len(_TEMPLATES)
-        out.append(template.format(
-            port=7860 + k, major=2 + k % 3, minor=10 + k, patch=k, day=10 + k, year=2015 + k,
-            prev=2014 + k, m=1 + k % 9, d=k % 10, n=3 + k, thousands=f"{100 + 37 * k:03d}",
-            price=10 + 13 * k, pct=5 + 7 * k % 90, tokens=128 * (k + 1), ctx=2048 * (1 + k % 4),
-            pages=40 + 11 * k, order=f"A-{10_000 + 731 * k}", height=8848 + k % 2,
-            hour=8 + k % 10, hour2=10 + k % 10, mm=f"{(7 * k) % 60:02d}", room=101 + k,
-            q=1 + k % 4, ms=12 + 5 * k, line=310 + 17 * k, hours=24 * (1 + k % 7),
-            pep=600 + 41 * k))
+        out.append(
+            template.format(
+                port=7860 + k,
+                major=2 + k % 3,
+                minor=10 + k,
+                patch=k,
+                day=10 + k,
+                year=2015 + k,
+                prev=2014 + k,
+                m=1 + k % 9,
+                d=k % 10,
+                n=3 + k,
+                thousands=f"{100 + 37 * k:03d}",
+                price=10 + 13 * k,
+                pct=5 + 7 * k % 90,
+                tokens=128 * (k + 1),
+                ctx=2048 * (1 + k % 4),
+                pages=40 + 11 * k,
+                order=f"A-{10_000 + 731 * k}",
+                height=8848 + k % 2,
+                hour=8 + k % 10,
+                hour2=10 + k % 10,
+                mm=f"{(7 * k) % 60:02d}",
+                room=101 + k,
+                q=1 + k % 4,
+                ms=12 + 5 * k,
+                line=310 + 17 * k,
+                hours=24 * (1 + k % 7),
+                pep=600 + 41 * k,
+            )
+        )
     return out
 
 

@@ -30,43 +30,84 @@ def db(tmp_path: Path) -> Iterator[Database]:
 @pytest.fixture(scope="module")
 def generator(tiny_model_dir: Path, tiny_adapters: dict[str, Path]) -> Iterator[Generator]:
     loaded = load_model(str(tiny_model_dir), "nf4", "cpu")
-    gen = Generator(loaded.model, loaded.tokenizer, context_window=512,
-                    adapter_root=tiny_adapters["a"].parent)
+    gen = Generator(
+        loaded.model, loaded.tokenizer, context_window=512, adapter_root=tiny_adapters["a"].parent
+    )
     gen.load_adapter("v1", tiny_adapters["a"])
     yield gen
     gen.close()
 
 
 def start(cfg: config_mod.Config, db: Database, tmp_path: Path) -> str:
-    version = registry.register_adapter(db, parent=0, base_model="tiny",
-                                        path=str(tmp_path / "adapter"), dataset_id=None,
-                                        train_config={}, actor="test")
+    version = registry.register_adapter(
+        db,
+        parent=0,
+        base_model="tiny",
+        path=str(tmp_path / "adapter"),
+        dataset_id=None,
+        train_config={},
+        actor="test",
+    )
     registry.set_status(db, version, "candidate", actor="test", reason="trained")
     assert version == 1
     return canary.start_canary(cfg, db, version, actor="test", reason="passed validation")
 
 
-def chat(cfg: config_mod.Config, db: Database, generator: Generator, rollout_id: str,
-         weight: float = 0.1, max_new_tokens: int = 3) -> ChatService:
-    cfg = config_mod.with_overrides(cfg, model={"max_new_tokens": max_new_tokens},
-                                    retrieval={"top_k": 0})
-    return ChatService(cfg, db, generator, None,
-                       lambda: ServingState(production_version=0, canary_version=1,
-                                            rollout_id=rollout_id, canary_weight=weight))
+def chat(
+    cfg: config_mod.Config,
+    db: Database,
+    generator: Generator,
+    rollout_id: str,
+    weight: float = 0.1,
+    max_new_tokens: int = 3,
+) -> ChatService:
+    cfg = config_mod.with_overrides(
+        cfg, model={"max_new_tokens": max_new_tokens}, retrieval={"top_k": 0}
+    )
+    return ChatService(
+        cfg,
+        db,
+        generator,
+        None,
+        lambda: ServingState(
+            production_version=0, canary_version=1, rollout_id=rollout_id, canary_weight=weight
+        ),
+    )
 
 
-def routed_turn(db: Database, user: str, rollout_id: str, arm: str, *, answer: str = "ok",
-                finish_reason: str = "stop") -> str:
+def routed_turn(
+    db: Database,
+    user: str,
+    rollout_id: str,
+    arm: str,
+    *,
+    answer: str = "ok",
+    finish_reason: str = "stop",
+) -> str:
     """A turn in a conversation the router sent to `arm` (what ChatService writes for
     model 'assistant')."""
     version = 1 if arm == "canary" else 0
-    conv = create_conversation(db, user, "t", arm=arm, adapter_version=version,
-                               rollout_id=rollout_id)
-    return log_turn(db, conversation_id=conv, user_id=user, question="q", answer=answer,
-                    messages=[{"role": "user", "content": "q"}], passages=[],
-                    adapter_version=version, arm=arm, prompt_tokens=3, completion_tokens=3,
-                    latency_ms=100.0, ttft_ms=10.0, finish_reason=finish_reason, error=None,
-                    rollout_id=rollout_id)
+    conv = create_conversation(
+        db, user, "t", arm=arm, adapter_version=version, rollout_id=rollout_id
+    )
+    return log_turn(
+        db,
+        conversation_id=conv,
+        user_id=user,
+        question="q",
+        answer=answer,
+        messages=[{"role": "user", "content": "q"}],
+        passages=[],
+        adapter_version=version,
+        arm=arm,
+        prompt_tokens=3,
+        completion_tokens=3,
+        latency_ms=100.0,
+        ttft_ms=10.0,
+        finish_reason=finish_reason,
+        error=None,
+        rollout_id=rollout_id,
+    )
 
 
 def answered(handle: TurnHandle) -> str:
@@ -88,8 +129,12 @@ def test_pinned_turns_do_not_count_toward_the_rollout(cfg, db, tmp_path, generat
             set_feedback(db, turn_id=turn_id, user_id=f"mallory-{i}", rating=rating)
     routed = service.ask("alice", "a routed question")
     set_feedback(db, turn_id=answered(routed), user_id="alice", rating="up")
-    pinned = service.ask("alice", "now pinned", routed.conversation_id,
-                         model="production" if routed.arm == "canary" else "canary")
+    pinned = service.ask(
+        "alice",
+        "now pinned",
+        routed.conversation_id,
+        model="production" if routed.arm == "canary" else "canary",
+    )
     set_feedback(db, turn_id=answered(pinned), user_id="alice", rating="down")
 
     stats = arm_stats(db, rollout_id=rid)
@@ -102,13 +147,22 @@ def test_pinned_turns_do_not_count_toward_the_rollout(cfg, db, tmp_path, generat
 def test_one_vote_per_user_per_arm_per_rollout(cfg, db, tmp_path) -> None:
     rid = start(cfg, db, tmp_path)
     for _ in range(40):  # one user, many routed canary conversations, each answer 👎
-        set_feedback(db, turn_id=routed_turn(db, "mallory", rid, "canary"),
-                     user_id="mallory", rating="down")
+        set_feedback(
+            db, turn_id=routed_turn(db, "mallory", rid, "canary"), user_id="mallory", rating="down"
+        )
     for i in range(5):
-        set_feedback(db, turn_id=routed_turn(db, f"honest-{i}", rid, "canary"),
-                     user_id=f"honest-{i}", rating="up")
-        set_feedback(db, turn_id=routed_turn(db, f"prod-{i}", rid, "production"),
-                     user_id=f"prod-{i}", rating="up")
+        set_feedback(
+            db,
+            turn_id=routed_turn(db, f"honest-{i}", rid, "canary"),
+            user_id=f"honest-{i}",
+            rating="up",
+        )
+        set_feedback(
+            db,
+            turn_id=routed_turn(db, f"prod-{i}", rid, "production"),
+            user_id=f"prod-{i}",
+            rating="up",
+        )
     stats = arm_stats(db, rollout_id=rid)
     assert (stats["canary"].up, stats["canary"].down) == (5, 1)
     assert (stats["production"].up, stats["production"].down) == (5, 0)

@@ -22,15 +22,15 @@ TOKEN = "operator-token-for-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
-def ops(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[RunningServer]:
+def ops(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     from assistant.turns.service import build_services
     from training.loop.operator import attach_learning_loop
 
     os.environ[TOKEN_ENV] = TOKEN
     data = tmp_path_factory.mktemp("ops") / "data"
-    cfg = server_config(data, tiny_model_dir, admin_token_env=TOKEN_ENV,
-                        login_attempts_per_minute=3)
+    cfg = server_config(
+        data, tiny_model_dir, admin_token_env=TOKEN_ENV, login_attempts_per_minute=3
+    )
     import config as config_mod
 
     cfg = config_mod.with_overrides(cfg, schedule={"enabled": False})
@@ -46,11 +46,16 @@ def ops(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 def new_canary(services, seed: int) -> int:
     """A real (random) adapter registered, validated in name only, and started as canary."""
     cfg, db = services.cfg, services.db
-    folder = build_adapter(Path(cfg.model.base), cfg.data_dir / "adapters" / f"test-{seed}",
-                           seed)
-    version = registry.register_adapter(db, parent=registry.production_version(db),
-                                        base_model="tiny", path=str(folder), dataset_id=None,
-                                        train_config={}, actor="test")
+    folder = build_adapter(Path(cfg.model.base), cfg.data_dir / "adapters" / f"test-{seed}", seed)
+    version = registry.register_adapter(
+        db,
+        parent=registry.production_version(db),
+        base_model="tiny",
+        path=str(folder),
+        dataset_id=None,
+        train_config={},
+        actor="test",
+    )
     registry.set_status(db, version, "candidate", actor="test", reason="trained")
     start_canary(cfg, db, version, actor="test", reason="passed validation")
     return version
@@ -64,8 +69,7 @@ def test_the_admin_api_refuses_missing_and_forged_tokens(ops):
     with ops.client() as c:
         assert c.get("/admin/overview").status_code == 401
         assert c.get("/admin/overview", headers=auth("forged")).status_code == 401
-        assert c.post("/admin/actions/pause", headers={"Authorization": TOKEN}
-                      ).status_code == 401
+        assert c.post("/admin/actions/pause", headers={"Authorization": TOKEN}).status_code == 401
         ok = c.get("/admin/overview", headers=auth())
         assert ok.status_code == 200 and "adapters" in ok.json()
         unknown = c.post("/admin/actions/explode", headers=auth())
@@ -83,8 +87,12 @@ def test_operator_actions_without_a_canary_are_refused_clearly(ops):
 def test_admin_api_pause_resume_and_abort_twice(ops):
     version = new_canary(ops.services, seed=11)
     with ops.client() as c:
-        assert c.post("/admin/actions/pause", headers=auth(),
-                      json={"reason": "looking at it"}).status_code == 200
+        assert (
+            c.post(
+                "/admin/actions/pause", headers=auth(), json={"reason": "looking at it"}
+            ).status_code
+            == 200
+        )
         overview = c.get("/admin/overview", headers=auth()).json()
         assert overview["active_rollout"]["rollout"]["status"] == "paused"
         assert c.post("/admin/actions/resume", headers=auth()).status_code == 200
@@ -101,8 +109,15 @@ def test_a_tampered_adapter_path_is_never_loaded(ops, tmp_path):
     services = ops.services
     outside = build_adapter(Path(services.cfg.model.base), tmp_path / "outside", seed=5)
     db = services.db
-    version = registry.register_adapter(db, parent=0, base_model="tiny", path=str(outside),
-                                        dataset_id=None, train_config={}, actor="attacker")
+    version = registry.register_adapter(
+        db,
+        parent=0,
+        base_model="tiny",
+        path=str(outside),
+        dataset_id=None,
+        train_config={},
+        actor="attacker",
+    )
     registry.set_status(db, version, "candidate", actor="test", reason="t")
     start_canary(services.cfg, db, version, actor="test", reason="t")
     services.chat.state.invalidate()
@@ -143,24 +158,24 @@ def test_console_in_a_browser_login_see_the_rollout_and_roll_back(ops):
             expect(page.locator("#adapters")).to_contain_text("canary", timeout=TIMEOUT)
             page.get_by_label("Reason (recorded in the audit log)").fill("bad answers seen")
             page.click("#btn-rollback")
-            expect(page.locator("#action-result")).to_contain_text("rolled back",
-                                                                   timeout=TIMEOUT)
-            expect(page.get_by_text("No canary rollout is running")).to_be_visible(
-                timeout=TIMEOUT)
+            expect(page.locator("#action-result")).to_contain_text("rolled back", timeout=TIMEOUT)
+            expect(page.get_by_text("No canary rollout is running")).to_be_visible(timeout=TIMEOUT)
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "console-rolled-back.png"), full_page=True)
         finally:
             browser.close()
     assert registry.get_adapter(services.db, version).status == "rolled_back"
-    event = next(e for e in registry.list_events(services.db, limit=20)
-                 if e.action == "rollout.rollback")
+    event = next(
+        e for e in registry.list_events(services.db, limit=20) if e.action == "rollout.rollback"
+    )
     assert event.actor == "operator:console" and event.detail["reason"] == "bad answers seen"
 
 
 def test_login_attempts_are_limited(ops):
     with ops.client() as c:
-        codes = [c.post("/operator/login", data={"token": f"guess-{i}"}).status_code
-                 for i in range(5)]
+        codes = [
+            c.post("/operator/login", data={"token": f"guess-{i}"}).status_code for i in range(5)
+        ]
         assert codes[0] == 401 and codes[-1] == 429
         first_refusal = codes.index(429)
         assert set(codes[first_refusal:]) == {429} and first_refusal <= 3

@@ -34,34 +34,49 @@ def listed(client) -> dict[str, int]:  # noqa: ANN001
 
 def test_document_routes_need_the_admin_token(pages):
     with pages.client() as c:
-        for method, path in [("GET", "/admin/documents"), ("POST", "/admin/documents"),
-                             ("DELETE", "/admin/documents"),
-                             ("POST", "/admin/documents/reindex")]:
+        for method, path in [
+            ("GET", "/admin/documents"),
+            ("POST", "/admin/documents"),
+            ("DELETE", "/admin/documents"),
+            ("POST", "/admin/documents/reindex"),
+        ]:
             for headers in ({}, auth("forged-token"), {"Authorization": TOKEN}):
                 r = c.request(method, path, headers=headers)
                 assert r.status_code == 401, (method, path, headers, r.text)
                 assert "admin token" in r.json()["detail"]
         # the console's own upload route needs a signed-in operator too
-        assert c.post("/console/gradio_api/upload",
-                      files={"files": ("a.md", KETTLE)}).status_code in (401, 403)
+        assert c.post(
+            "/console/gradio_api/upload", files={"files": ("a.md", KETTLE)}
+        ).status_code in (401, 403)
 
 
 def test_bad_uploads_get_a_clear_4xx(pages):
     with pages.client() as c:
         r = c.post("/admin/documents", headers=auth(), json={"files": []})
         assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
-        r = c.post("/admin/documents", headers=auth(), data={"sources": "x"},
-                   files={"other": ("a.md", KETTLE)})
+        r = c.post(
+            "/admin/documents",
+            headers=auth(),
+            data={"sources": "x"},
+            files={"other": ("a.md", KETTLE)},
+        )
         assert r.status_code == 400 and "no files" in r.json()["detail"]
-        r = c.post("/admin/documents", headers=auth(), data={"sources": ["a", "b"]},
-                   files={"files": ("a.md", KETTLE)})
+        r = c.post(
+            "/admin/documents",
+            headers=auth(),
+            data={"sources": ["a", "b"]},
+            files={"files": ("a.md", KETTLE)},
+        )
         assert r.status_code == 400 and "2 sources for 1 files" in r.json()["detail"]
-        r = c.post("/admin/documents", headers={**auth(), "Content-Type":
-                                                "multipart/form-data; boundary=zzz"},
-                   content=b"--zzz\r\nnot a part")
+        r = c.post(
+            "/admin/documents",
+            headers={**auth(), "Content-Type": "multipart/form-data; boundary=zzz"},
+            content=b"--zzz\r\nnot a part",
+        )
         assert r.status_code == 400, r.text
-        r = c.request("DELETE", "/admin/documents", headers=auth(),
-                      json={"source": "upload/never-added.md"})
+        r = c.request(
+            "DELETE", "/admin/documents", headers=auth(), json={"source": "upload/never-added.md"}
+        )
         assert r.status_code == 404 and "no document" in r.json()["detail"]
         r = c.request("DELETE", "/admin/documents", headers=auth(), json={"source": ""})
         assert r.status_code == 422
@@ -70,19 +85,23 @@ def test_bad_uploads_get_a_clear_4xx(pages):
 def test_upload_several_files_each_with_its_own_outcome(pages):
     data_dir = pages.services.cfg.data_dir
     with pages.client() as c:
-        r = c.post("/admin/documents", headers=auth(), files=[
-            ("files", ("kettle.md", KETTLE)),
-            ("files", ("huge.md", b"# Big\n\n" + b"word " * (FIFTY_MB // 5))),
-            ("files", ("broken.pdf", broken_pdf())),
-            ("files", ("slides.pptx", b"PK\x03\x04 not ours")),
-            ("files", ("../../etc/evil.txt", b"Plain text about tea.\n"))])
+        r = c.post(
+            "/admin/documents",
+            headers=auth(),
+            files=[
+                ("files", ("kettle.md", KETTLE)),
+                ("files", ("huge.md", b"# Big\n\n" + b"word " * (FIFTY_MB // 5))),
+                ("files", ("broken.pdf", broken_pdf())),
+                ("files", ("slides.pptx", b"PK\x03\x04 not ours")),
+                ("files", ("../../etc/evil.txt", b"Plain text about tea.\n")),
+            ],
+        )
         assert r.status_code == 200, r.text
         files = {f["source"]: f for f in r.json()["files"]}
         assert files["upload/kettle.md"]["status"] == "added"
         assert files["upload/kettle.md"]["chunks"] >= 1
         assert files["upload/huge.md"]["status"] == "failed"
-        assert "over the retrieval.max_file_mb limit of 20 MB" in files["upload/huge.md"][
-            "reason"]
+        assert "over the retrieval.max_file_mb limit of 20 MB" in files["upload/huge.md"]["reason"]
         assert files["upload/broken.pdf"]["status"] == "failed"
         assert "not a readable PDF" in files["upload/broken.pdf"]["reason"]
         assert str(data_dir) not in files["upload/broken.pdf"]["reason"]  # no stored path
@@ -91,12 +110,16 @@ def test_upload_several_files_each_with_its_own_outcome(pages):
         assert files["upload/evil.txt"]["status"] == "added"
         assert not (data_dir.parent / "etc").exists()
 
-        again = c.post("/admin/documents", headers=auth(),
-                       files=[("files", ("kettle.md", KETTLE))]).json()
+        again = c.post(
+            "/admin/documents", headers=auth(), files=[("files", ("kettle.md", KETTLE))]
+        ).json()
         assert again["files"][0]["status"] == "skipped"
         assert "unchanged since" in again["files"][0]["reason"]
-        changed = c.post("/admin/documents", headers=auth(), files=[
-            ("files", ("kettle.md", KETTLE + b"\n## Limescale\n\nUse citric acid too.\n"))])
+        changed = c.post(
+            "/admin/documents",
+            headers=auth(),
+            files=[("files", ("kettle.md", KETTLE + b"\n## Limescale\n\nUse citric acid too.\n"))],
+        )
         assert changed.json()["files"][0]["status"] == "replaced"
         assert listed(c)["upload/kettle.md"] >= 1
 
@@ -104,8 +127,9 @@ def test_upload_several_files_each_with_its_own_outcome(pages):
         hits = pages.services.retriever.search("how do I descale my kettle?")
         assert any(h.source == "upload/kettle.md" for h in hits)
 
-        gone = c.request("DELETE", "/admin/documents", headers=auth(),
-                         json={"source": "upload/evil.txt"})
+        gone = c.request(
+            "DELETE", "/admin/documents", headers=auth(), json={"source": "upload/evil.txt"}
+        )
         assert gone.status_code == 200 and gone.json()["chunks_deleted"] >= 1
         assert "upload/evil.txt" not in listed(c)
         re = c.post("/admin/documents/reindex", headers=auth())
@@ -117,10 +141,12 @@ def test_upload_several_files_each_with_its_own_outcome(pages):
     assert {"documents.add", "documents.delete", "documents.reindex"} <= set(actions)
 
 
-def test_main_py_ingest_goes_through_the_running_server(pages, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch):
-    cfg = config_mod.with_overrides(pages.services.cfg, server={
-        "port": int(pages.url.rsplit(":", 1)[1]), "host": "127.0.0.1"})
+def test_main_py_ingest_goes_through_the_running_server(
+    pages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    cfg = config_mod.with_overrides(
+        pages.services.cfg, server={"port": int(pages.url.rsplit(":", 1)[1]), "host": "127.0.0.1"}
+    )
     config_file = tmp_path / "config.toml"
     config_file.write_text(config_mod.dump_config(cfg), encoding="utf-8")
     docs = tmp_path / "docs"
@@ -133,9 +159,14 @@ def test_main_py_ingest_goes_through_the_running_server(pages, tmp_path: Path,
         env = {k: v for k, v in __import__("os").environ.items() if k != TOKEN_ENV}
         if token:
             env[TOKEN_ENV] = token
-        return subprocess.run([sys.executable, str(REPO / "main.py"), "--config",
-                               str(config_file), "ingest", *args], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, str(REPO / "main.py"), "--config", str(config_file), "ingest", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     first = ingest(str(docs))
     assert first.returncode == 1, first.stderr  # one file failed, the rest went in
@@ -164,7 +195,8 @@ def test_documents_tab_in_a_browser(pages, console_page, tmp_path: Path):
     (tmp_path / "broken.pdf").write_bytes(broken_pdf())
     open_tab(page, "Documents")
     page.locator("#document-files input[type=file]").set_input_files(
-        [str(tmp_path / n) for n in ("descaling.md", "faq.txt", "broken.pdf")])
+        [str(tmp_path / n) for n in ("descaling.md", "faq.txt", "broken.pdf")]
+    )
     expect(page.locator("#document-files")).to_contain_text("broken")
     page.click("#btn-add-documents")
     outcomes = page.locator("#document-outcomes")

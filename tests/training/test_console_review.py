@@ -24,17 +24,42 @@ pages = console_server.pages  # the module's live server (a fixture)
 console_page = console_server.console_page  # a signed-in browser page (a fixture)
 
 
-def rated_turn(db, user: str, question: str, answer: str, rating: str, *,  # noqa: ANN001
-               arm: str = "production", version: int = 0, rollout_id: str | None = None,
-               comment: str | None = None, correction: str | None = None) -> str:
-    conv = create_conversation(db, user, "t", arm=arm, adapter_version=version,
-                               rollout_id=rollout_id)
-    turn = log_turn(db, conversation_id=conv, user_id=user, question=question, answer=answer,
-                    messages=[{"role": "user", "content": question}], passages=[],
-                    adapter_version=version, arm=arm, prompt_tokens=20, completion_tokens=6,
-                    latency_ms=50.0, ttft_ms=5.0, finish_reason="stop", error=None)
-    set_feedback(db, turn_id=turn, user_id=user, rating=rating, comment=comment,
-                 correction=correction)
+def rated_turn(
+    db,
+    user: str,
+    question: str,
+    answer: str,
+    rating: str,
+    *,  # noqa: ANN001
+    arm: str = "production",
+    version: int = 0,
+    rollout_id: str | None = None,
+    comment: str | None = None,
+    correction: str | None = None,
+) -> str:
+    conv = create_conversation(
+        db, user, "t", arm=arm, adapter_version=version, rollout_id=rollout_id
+    )
+    turn = log_turn(
+        db,
+        conversation_id=conv,
+        user_id=user,
+        question=question,
+        answer=answer,
+        messages=[{"role": "user", "content": question}],
+        passages=[],
+        adapter_version=version,
+        arm=arm,
+        prompt_tokens=20,
+        completion_tokens=6,
+        latency_ms=50.0,
+        ttft_ms=5.0,
+        finish_reason="stop",
+        error=None,
+    )
+    set_feedback(
+        db, turn_id=turn, user_id=user, rating=rating, comment=comment, correction=correction
+    )
     return turn
 
 
@@ -46,17 +71,34 @@ def seeded(pages) -> dict[str, str]:
     turns = {}
     for i in range(16):
         colour = COLOURS[i % len(COLOURS)]
-        turns[f"t{i}"] = rated_turn(db, f"user-{i}", f"What colour is item number {i}?",
-                                    f"Item {i} is {colour}.", "up" if i % 4 else "down")
+        turns[f"t{i}"] = rated_turn(
+            db,
+            f"user-{i}",
+            f"What colour is item number {i}?",
+            f"Item {i} is {colour}.",
+            "up" if i % 4 else "down",
+        )
     # the same question and answer again, from another user: curation drops it as a duplicate
-    turns["duplicate"] = rated_turn(db, "user-dup", "What colour is item number 1?",
-                                    f"Item 1 is {COLOURS[1]}.", "up")
+    turns["duplicate"] = rated_turn(
+        db, "user-dup", "What colour is item number 1?", f"Item 1 is {COLOURS[1]}.", "up"
+    )
     turns["rambling"] = rated_turn(
-        db, "user-ramble", "How do I reset my password?", "Well, passwords are " * 20, "down",
-        comment="Far too long and rambling, never says where the button is")
+        db,
+        "user-ramble",
+        "How do I reset my password?",
+        "Well, passwords are " * 20,
+        "down",
+        comment="Far too long and rambling, never says where the button is",
+    )
     turns["wrong"] = rated_turn(
-        db, "user-wrong", "What is the capital of Australia?", "Sydney.", "down",
-        comment="Wrong city", correction="Canberra is the capital of Australia.")
+        db,
+        "user-wrong",
+        "What is the capital of Australia?",
+        "Sydney.",
+        "down",
+        comment="Wrong city",
+        correction="Canberra is the capital of Australia.",
+    )
     return turns
 
 
@@ -79,15 +121,18 @@ def test_feedback_review_api_filters_and_refuses_bad_input(pages, seeded):
         assert [v["turn_id"] for v in votes_of(c, text="RAMBLING")] == [seeded["rambling"]]
         assert votes_of(c, version=7) == []
         assert len(votes_of(c, rating="any", since_days=1)) == 19
-        for params, code in [({"rating": "sideways"}, 400), ({"since_days": -1}, 422),
-                             ({"limit": 10_000}, 422), ({"version": "v1"}, 422)]:
+        for params, code in [
+            ({"rating": "sideways"}, 400),
+            ({"since_days": -1}, 422),
+            ({"limit": 10_000}, 422),
+            ({"version": "v1"}, 422),
+        ]:
             r = c.get("/admin/feedback", headers=auth(), params=params)
             assert r.status_code == code, (params, r.text)
             assert r.json()["detail"]
         r = c.post("/admin/feedback/not-a-vote/exclude", headers=auth())
         assert r.status_code == 400 and "vote_id" in r.json()["detail"]
-        r = c.post(f"/admin/feedback/{seeded['wrong']}:0123456789abcdef/exclude",
-                   headers=auth())
+        r = c.post(f"/admin/feedback/{seeded['wrong']}:0123456789abcdef/exclude", headers=auth())
         assert r.status_code == 404 and "no vote" in r.json()["detail"]
         r = c.post(f"/admin/feedback/{wrong['vote_id']}/delete", headers=auth())
         assert r.status_code == 404
@@ -97,8 +142,11 @@ def test_an_excluded_vote_leaves_curation_and_is_audited(pages, seeded):
     db = pages.services.db
     with pages.client() as c:
         vote = next(v for v in votes_of(c) if v["turn_id"] == seeded["rambling"])
-        r = c.post(f"/admin/feedback/{vote['vote_id']}/exclude", headers=auth(),
-                   json={"reason": "spam test account"})
+        r = c.post(
+            f"/admin/feedback/{vote['vote_id']}/exclude",
+            headers=auth(),
+            json={"reason": "spam test account"},
+        )
         assert r.status_code == 200 and "excluded from training" in r.json()["result"]
         again = c.post(f"/admin/feedback/{vote['vote_id']}/exclude", headers=auth())
         assert "already" in again.json()["result"]
@@ -137,8 +185,9 @@ def test_feedback_tab_shows_dislikes_and_excludes_one(pages, seeded, console_pag
     screenshot(page, "console-feedback-review.png")
     curated = {t.turn_id for t in queries.rated_turns_since(pages.services.db, None)}
     assert seeded["wrong"] not in curated
-    event = next(e for e in list_events(pages.services.db, limit=20)
-                 if e.action == "feedback.exclude")
+    event = next(
+        e for e in list_events(pages.services.db, limit=20) if e.action == "feedback.exclude"
+    )
     assert event.actor == "operator:console" and event.detail["reason"] == "correction is a test"
 
 
@@ -153,11 +202,21 @@ def finished_cycle(pages, seeded) -> str:
     services = pages.services
     cfg = config_mod.with_overrides(
         services.cfg,
-        training={"max_steps": 4, "batch_size": 2, "max_seq_tokens": 96, "eval_every": 2,
-                  "max_minutes": 3.0},
+        training={
+            "max_steps": 4,
+            "batch_size": 2,
+            "max_seq_tokens": 96,
+            "eval_every": 2,
+            "max_minutes": 3.0,
+        },
         validation={"sample_max_new_tokens": 8},
-        curation={"max_share_per_user": 1.0, "holdout_fraction": 0.25,
-                  "min_voter_age_hours": 0, "min_voter_turns": 0})  # the seeded users are new
+        curation={
+            "max_share_per_user": 1.0,
+            "holdout_fraction": 0.25,
+            "min_voter_age_hours": 0,
+            "min_voter_turns": 0,
+        },
+    )  # the seeded users are new
     result = run_cycle(cfg, services.db, trigger="test", actor="test", force=True)
     assert result.status == "succeeded", result.reason
     active = rollouts.active_rollout(services.db)
@@ -204,23 +263,45 @@ def test_rollout_evidence_in_the_overview(pages, seeded, tmp_path: Path):
     services = pages.services
     cfg, db = services.cfg, services.db
     folder = build_adapter(Path(cfg.model.base), cfg.data_dir / "adapters" / "evidence", 31)
-    version = registry.register_adapter(db, parent=registry.production_version(db),
-                                        base_model="tiny", path=str(folder), dataset_id=None,
-                                        train_config={}, actor="test")
+    version = registry.register_adapter(
+        db,
+        parent=registry.production_version(db),
+        base_model="tiny",
+        path=str(folder),
+        dataset_id=None,
+        train_config={},
+        actor="test",
+    )
     registry.set_status(db, version, "candidate", actor="test", reason="trained")
     rollout_id = start_canary(cfg, db, version, actor="test", reason="passed validation")
     for i in range(12):
-        rated_turn(db, f"canary-user-{i}", f"Question {i}?", "An answer.",
-                   "up" if i % 3 else "down", arm="canary", version=version,
-                   rollout_id=rollout_id)
-        rated_turn(db, f"prod-user-{i}", f"Question {i}?", "An answer.",
-                   "up" if i % 4 else "down", arm="production", version=0,
-                   rollout_id=rollout_id)
+        rated_turn(
+            db,
+            f"canary-user-{i}",
+            f"Question {i}?",
+            "An answer.",
+            "up" if i % 3 else "down",
+            arm="canary",
+            version=version,
+            rollout_id=rollout_id,
+        )
+        rated_turn(
+            db,
+            f"prod-user-{i}",
+            f"Question {i}?",
+            "An answer.",
+            "up" if i % 4 else "down",
+            arm="production",
+            version=0,
+            rollout_id=rollout_id,
+        )
     with httpx.Client(base_url=pages.url) as c:
         overview = c.get("/admin/overview", headers=auth()).json()
     active = overview["active_rollout"]
-    assert active["needs"] == ("38 more canary ratings and 38 more production ratings before "
-                               "the 👍 rates are compared (each arm needs 50)")
+    assert active["needs"] == (
+        "38 more canary ratings and 38 more production ratings before "
+        "the 👍 rates are compared (each arm needs 50)"
+    )
     arms = {p["arm"] for p in active["series"]}
     assert arms == {"canary", "production"}
     assert sum(p["up"] + p["down"] for p in active["series"]) == 24

@@ -18,8 +18,10 @@ from training.dataset.curate import CurationResult, curate, summary_lines
 from training.dataset.schema import load_dataset, write_dataset
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-         "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
 
 
 def words(i: int, n: int = 8) -> str:
@@ -33,22 +35,58 @@ def words(i: int, n: int = 8) -> str:
 def vote(user: str, rating: str = "up", correction: str | None = None, at: int = 0) -> Vote:
     """A vote by a voter with history (a month old, ten earlier turns): these tests are about
     votes and content; tests/training/test_vote_trust.py covers who earns a vote."""
-    return Vote(user, rating, None, correction, T0 + timedelta(seconds=at),  # type: ignore[arg-type]
-                voter_since=T0 - timedelta(days=30), voter_turns_before=10)
+    return Vote(
+        user,
+        rating,
+        None,
+        correction,
+        T0 + timedelta(seconds=at),  # type: ignore[arg-type]
+        voter_since=T0 - timedelta(days=30),
+        voter_turns_before=10,
+    )
 
 
 _clock = iter(range(10**9))
 
 
-def turn(turn_id: str, votes: list[Vote], *, conv: str | None = None, question: str | None = None,
-         answer: str | None = None, messages: list[dict[str, str]] | None = None) -> RatedTurn:
-    question = question if question is not None else f"question {turn_id}: {words(hash(turn_id) % 9973)}?"
-    answer = answer if answer is not None else f"Answer for {turn_id}: {words(hash(turn_id) % 7919, 12)}."
-    messages = messages if messages is not None else [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": question}]
-    return RatedTurn(turn_id, conv or f"c-{turn_id}", "asker", question, answer, messages, [], 0,
-                     "production", T0 + timedelta(seconds=next(_clock)), votes)
+def turn(
+    turn_id: str,
+    votes: list[Vote],
+    *,
+    conv: str | None = None,
+    question: str | None = None,
+    answer: str | None = None,
+    messages: list[dict[str, str]] | None = None,
+) -> RatedTurn:
+    question = (
+        question if question is not None else f"question {turn_id}: {words(hash(turn_id) % 9973)}?"
+    )
+    answer = (
+        answer
+        if answer is not None
+        else f"Answer for {turn_id}: {words(hash(turn_id) % 7919, 12)}."
+    )
+    messages = (
+        messages
+        if messages is not None
+        else [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": question},
+        ]
+    )
+    return RatedTurn(
+        turn_id,
+        conv or f"c-{turn_id}",
+        "asker",
+        question,
+        answer,
+        messages,
+        [],
+        0,
+        "production",
+        T0 + timedelta(seconds=next(_clock)),
+        votes,
+    )
 
 
 @pytest.fixture
@@ -72,11 +110,14 @@ def reasons(result: CurationResult) -> dict[str, str]:
 
 # --- votes ---------------------------------------------------------------------------------------
 
+
 def test_majority_of_current_votes_decides(cfg: config_mod.Config) -> None:
-    turns = [turn("t1", [vote("a"), vote("b"), vote("c", "down")]),
-             turn("t2", [vote("a", "down"), vote("b", "down"), vote("c")]),
-             turn("t3", [vote("a"), vote("b", "down")]),
-             turn("t4", [])]
+    turns = [
+        turn("t1", [vote("a"), vote("b"), vote("c", "down")]),
+        turn("t2", [vote("a", "down"), vote("b", "down"), vote("c")]),
+        turn("t3", [vote("a"), vote("b", "down")]),
+        turn("t4", []),
+    ]
     result = curate(turns, loose(cfg))
     by_turn = {e.turn_id: e for e in result.examples}
     assert by_turn["t1"].label == "desirable" and by_turn["t1"].voters == 2
@@ -88,16 +129,31 @@ def test_majority_of_current_votes_decides(cfg: config_mod.Config) -> None:
 
 def test_only_each_users_latest_vote_counts(ccfg: CurationConfig) -> None:
     # "a" voted three times; only the last (down) counts, so down wins 2-1.
-    turns = [turn("t1", [vote("a", "up", at=1), vote("a", "up", at=2), vote("a", "down", at=3),
-                         vote("b", "down"), vote("c", "up")])]
+    turns = [
+        turn(
+            "t1",
+            [
+                vote("a", "up", at=1),
+                vote("a", "up", at=2),
+                vote("a", "down", at=3),
+                vote("b", "down"),
+                vote("c", "up"),
+            ],
+        )
+    ]
     (example,) = curate(turns, ccfg).examples
     assert example.label == "undesirable" and example.voters == 2
 
 
 def test_correction_becomes_the_target(cfg: config_mod.Config) -> None:
-    t = turn("t1", [vote("a", "down", correction="  Open Settings, then Account.  "),
-                    vote("b", "down", correction="Open Settings, then Account."),
-                    vote("c", "down", correction="Ask the admin.")])
+    t = turn(
+        "t1",
+        [
+            vote("a", "down", correction="  Open Settings, then Account.  "),
+            vote("b", "down", correction="Open Settings, then Account."),
+            vote("c", "down", correction="Ask the admin."),
+        ],
+    )
     kept = {e.label: e for e in curate([t], with_(cfg, use_downvotes=True)).examples}
     assert kept["desirable"].target == "Open Settings, then Account."  # the most common one
     assert kept["undesirable"].target == t.answer  # the pair the preference margin reads
@@ -118,6 +174,7 @@ def test_downvote_alone_is_undesirable_or_dropped(cfg: config_mod.Config) -> Non
 
 # --- caps and poisoning --------------------------------------------------------------------------
 
+
 def test_one_users_votes_decide_at_most_max_examples(cfg: config_mod.Config) -> None:
     ccfg = with_(cfg, max_examples_per_user=5, max_share_per_user=1.0, max_share_per_answer=1.0)
     turns = [turn(f"t{i}", [vote("heavy")]) for i in range(20)]
@@ -136,8 +193,9 @@ def test_one_user_cannot_exceed_their_share_of_the_dataset(cfg: config_mod.Confi
     heavy = [turn(f"h{i}", [vote("heavy")]) for i in range(40)]
     honest = [turn(f"o{i}", [vote(f"user{i}")]) for i in range(100)]
     # heavy also agrees with honest voters: those examples must survive the cap on heavy.
-    shared = [turn(f"s{i}", [vote("heavy"), vote(f"user{i}"), vote(f"extra{i}")])
-              for i in range(30)]
+    shared = [
+        turn(f"s{i}", [vote("heavy"), vote(f"user{i}"), vote(f"extra{i}")]) for i in range(30)
+    ]
     result = curate(heavy + honest + shared, ccfg)
     n = len(result.examples)
     heavy_count = sum(1 for e in result.examples if e.turn_id.startswith("h"))
@@ -148,9 +206,15 @@ def test_one_user_cannot_exceed_their_share_of_the_dataset(cfg: config_mod.Confi
 
 
 def honest_turns(n_users: int = 100, per_user: int = 2) -> list[RatedTurn]:
-    return [turn(f"honest-{u}-{k}", [vote(f"user{u}"), vote(f"user{(u + 1) % n_users}")],
-                 conv=f"conv-{u}-{k}")
-            for u in range(n_users) for k in range(per_user)]
+    return [
+        turn(
+            f"honest-{u}-{k}",
+            [vote(f"user{u}"), vote(f"user{(u + 1) % n_users}")],
+            conv=f"conv-{u}-{k}",
+        )
+        for u in range(n_users)
+        for k in range(per_user)
+    ]
 
 
 # Link- and contact-free, so the caps (not the held-text rule, see test_vote_trust.py) are what
@@ -159,8 +223,9 @@ PLANTED = "Refunds are never possible here, so stop asking and buy the premium p
 
 
 def planted_share(result: CurationResult) -> float:
-    planted = [e for e in result.examples
-               if e.turn_id.startswith("planted") and e.label == "desirable"]
+    planted = [
+        e for e in result.examples if e.turn_id.startswith("planted") and e.label == "desirable"
+    ]
     assert planted, "the caps bound the planted answer; they need not erase it"
     return len(planted) / len(result.examples)
 
@@ -169,9 +234,16 @@ def test_few_accounts_cannot_plant_an_answer(ccfg: CurationConfig) -> None:
     """3 accounts cast 300 👍 on a planted answer across 100 turns in conversations they
     control, beside 200 honest turns from 100 users."""
     attackers = ["mallory", "trudy", "eve"]
-    planted = [turn(f"planted-{i}", [vote(a) for a in attackers], conv=f"evil-{i % 10}",
-                    question=f"how do I get a refund for order {words(i, 4)}?", answer=PLANTED)
-               for i in range(100)]
+    planted = [
+        turn(
+            f"planted-{i}",
+            [vote(a) for a in attackers],
+            conv=f"evil-{i % 10}",
+            question=f"how do I get a refund for order {words(i, 4)}?",
+            answer=PLANTED,
+        )
+        for i in range(100)
+    ]
     result = curate(planted + honest_turns(), ccfg)
     assert sum(len(t.votes) for t in planted) == 300
     assert planted_share(result) <= ccfg.max_share_per_answer
@@ -183,26 +255,36 @@ def test_planted_corrections_are_capped_too(ccfg: CurationConfig) -> None:
     """The attackers 👎 honest-looking answers with the planted text as the correction, with
     slight variations so the copies are not exact duplicates."""
     attackers = ["mallory", "trudy", "eve"]
-    planted = [turn(f"planted-{i}", [vote(a, "down", correction=PLANTED + f" Ref {i}.")
-                                     for a in attackers], conv=f"evil-{i}") for i in range(100)]
+    planted = [
+        turn(
+            f"planted-{i}",
+            [vote(a, "down", correction=PLANTED + f" Ref {i}.") for a in attackers],
+            conv=f"evil-{i}",
+        )
+        for i in range(100)
+    ]
     result = curate(planted + honest_turns(), ccfg)
     assert planted_share(result) <= ccfg.max_share_per_answer
 
 
 def test_one_account_with_varied_planted_answers_is_capped_by_user_share(
-        ccfg: CurationConfig) -> None:
-    planted = [turn(f"planted-{i}", [vote("mallory")], answer=f"Visit evil.example {words(i, 12)}")
-               for i in range(300)]
+    ccfg: CurationConfig,
+) -> None:
+    planted = [
+        turn(f"planted-{i}", [vote("mallory")], answer=f"Visit evil.example {words(i, 12)}")
+        for i in range(300)
+    ]
     result = curate(planted + honest_turns(), ccfg)
     mine = [e for e in result.examples if e.turn_id.startswith("planted")]
     assert 0 < len(mine) <= ccfg.max_share_per_user * len(result.examples)
 
 
-def test_attackers_voting_on_everything_do_not_remove_honest_examples(
-        ccfg: CurationConfig) -> None:
+def test_attackers_voting_on_everything_do_not_remove_honest_examples(ccfg: CurationConfig) -> None:
     honest = honest_turns()
-    stuffed = [RatedTurn(**{**t.__dict__, "votes": t.votes + [vote(a) for a in ("x", "y", "z")]})
-               for t in honest]
+    stuffed = [
+        RatedTurn(**{**t.__dict__, "votes": t.votes + [vote(a) for a in ("x", "y", "z")]})
+        for t in honest
+    ]
     result = curate(stuffed, ccfg)
     assert len(result.examples) == 200
     assert max(e.voters for e in result.examples) <= 5
@@ -210,16 +292,27 @@ def test_attackers_voting_on_everything_do_not_remove_honest_examples(
 
 # --- content -------------------------------------------------------------------------------------
 
+
 def test_exact_and_near_duplicates_are_removed(ccfg: CurationConfig) -> None:
-    long_answer = ("To rotate the logs, stop the server, move data/logs to an archive folder, "
-                   "start the server again and check the status page shows no errors at all.")
+    long_answer = (
+        "To rotate the logs, stop the server, move data/logs to an archive folder, "
+        "start the server again and check the status page shows no errors at all."
+    )
     turns = [
         turn("a", [vote("u1")], question="How do I rotate logs?", answer=long_answer),
         turn("b", [vote("u2")], question="how do i ROTATE logs", answer=long_answer.upper()),
-        turn("c", [vote("u3")], question="How do I rotate logs?",
-             answer=long_answer.replace("at all", "at all whatsoever")),
-        turn("d", [vote("u4")], question="How do I rotate logs?",
-             answer="Use the rotate command from the operator console."),
+        turn(
+            "c",
+            [vote("u3")],
+            question="How do I rotate logs?",
+            answer=long_answer.replace("at all", "at all whatsoever"),
+        ),
+        turn(
+            "d",
+            [vote("u4")],
+            question="How do I rotate logs?",
+            answer="Use the rotate command from the operator console.",
+        ),
     ]
     result = curate(turns, ccfg)
     assert [e.turn_id for e in result.examples] == ["a", "d"]
@@ -228,17 +321,20 @@ def test_exact_and_near_duplicates_are_removed(ccfg: CurationConfig) -> None:
 
 def test_length_bounds_apply_to_the_target(cfg: config_mod.Config) -> None:
     ccfg = with_(cfg, min_chars=5, max_chars=60)
-    turns = [turn("short", [vote("a")], answer="ok"),
-             turn("long", [vote("b")], answer="x " * 100),
-             turn("fine", [vote("c")], answer="A fine answer.")]
+    turns = [
+        turn("short", [vote("a")], answer="ok"),
+        turn("long", [vote("b")], answer="x " * 100),
+        turn("fine", [vote("c")], answer="A fine answer."),
+    ]
     result = curate(turns, ccfg)
     assert [e.turn_id for e in result.examples] == ["fine"]
     assert reasons(result) == {"short/desirable": "too short", "long/desirable": "too long"}
 
 
 def test_split_is_by_conversation_and_deterministic(ccfg: CurationConfig) -> None:
-    turns = [turn(f"t{c}-{k}", [vote(f"u{c}-{k}")], conv=f"conv{c}")
-             for c in range(60) for k in range(3)]
+    turns = [
+        turn(f"t{c}-{k}", [vote(f"u{c}-{k}")], conv=f"conv{c}") for c in range(60) for k in range(3)
+    ]
     result = curate(turns, ccfg, seed=7)
     splits: dict[str, set[str]] = {}
     for e in result.examples:
@@ -249,7 +345,8 @@ def test_split_is_by_conversation_and_deterministic(ccfg: CurationConfig) -> Non
     assert curate(turns, ccfg, seed=7).examples == result.examples
     assert {e.conversation_id for e in curate(turns, ccfg, seed=8).heldout} != held
     assert [e.split for e in result.examples] == sorted(
-        (e.split for e in result.examples), key=lambda s: s != "train")
+        (e.split for e in result.examples), key=lambda s: s != "train"
+    )
 
 
 def test_two_conversations_give_a_non_empty_heldout(cfg: config_mod.Config) -> None:
@@ -261,7 +358,8 @@ def test_two_conversations_give_a_non_empty_heldout(cfg: config_mod.Config) -> N
 
 
 def test_both_splits_get_a_liked_answer_when_two_conversations_have_one(
-        cfg: config_mod.Config) -> None:
+    cfg: config_mod.Config,
+) -> None:
     # Few ratings, mostly 👎: validation needs a 👍 answer held out, training needs one too.
     turns = [turn(f"d{i}", [vote(f"u{i}", "down")], conv=f"down{i}") for i in range(6)]
     turns += [turn("g1", [vote("v1")], conv="good1"), turn("g2", [vote("v2")], conv="good2")]
@@ -273,24 +371,54 @@ def test_both_splits_get_a_liked_answer_when_two_conversations_have_one(
 
 # --- the dataset folder --------------------------------------------------------------------------
 
-SECRETS = ["ann.smith@example.com", "+44 20 7946 0958", "555-123-4567", "4111 1111 1111 1111",
-           "5500005555555559", "GB82 WEST 1234 5698 7654 32", "81.2.69.160", "hunter2"]
+SECRETS = [
+    "ann.smith@example.com",
+    "+44 20 7946 0958",
+    "555-123-4567",
+    "4111 1111 1111 1111",
+    "5500005555555559",
+    "GB82 WEST 1234 5698 7654 32",
+    "81.2.69.160",
+    "hunter2",
+]
 
 
 def pii_turns() -> list[RatedTurn]:
-    system = ("Passages:\n[1] (crm.txt) Customer Ann, ann.smith@example.com, phone "
-              "+44 20 7946 0958, card 4111 1111 1111 1111.")
-    history = [{"role": "user", "content": "My IBAN is GB82 WEST 1234 5698 7654 32."},
-               {"role": "assistant", "content": "Thanks, noted."}]
+    system = (
+        "Passages:\n[1] (crm.txt) Customer Ann, ann.smith@example.com, phone "
+        "+44 20 7946 0958, card 4111 1111 1111 1111."
+    )
+    history = [
+        {"role": "user", "content": "My IBAN is GB82 WEST 1234 5698 7654 32."},
+        {"role": "assistant", "content": "Thanks, noted."},
+    ]
     q1 = "Call me at 555-123-4567 about card 5500005555555559, ok?"
     return [
-        turn("t1", [vote("u1"), vote("u2")], conv="c1", question=q1,
-             answer="Sure, I will call 555-123-4567 and write to ann.smith@example.com.",
-             messages=[{"role": "system", "content": system}, *history,
-                       {"role": "user", "content": q1}]),
-        turn("t2", [vote("u3", "down", correction="Your server 81.2.69.160 is fine; password: "
-                                                  "hunter2 must be changed.")],
-             conv="c2", answer="Server 81.2.69.160 is down."),
+        turn(
+            "t1",
+            [vote("u1"), vote("u2")],
+            conv="c1",
+            question=q1,
+            answer="Sure, I will call 555-123-4567 and write to ann.smith@example.com.",
+            messages=[
+                {"role": "system", "content": system},
+                *history,
+                {"role": "user", "content": q1},
+            ],
+        ),
+        turn(
+            "t2",
+            [
+                vote(
+                    "u3",
+                    "down",
+                    correction="Your server 81.2.69.160 is fine; password: "
+                    "hunter2 must be changed.",
+                )
+            ],
+            conv="c2",
+            answer="Server 81.2.69.160 is down.",
+        ),
         turn("t3", [vote("u4")], conv="c3"),
         turn("t4", [vote("u5")], conv="c4"),
     ]
@@ -298,8 +426,9 @@ def pii_turns() -> list[RatedTurn]:
 
 def test_written_files_hold_no_personal_data(cfg: config_mod.Config, tmp_path: Path) -> None:
     result = curate(pii_turns(), loose(cfg))
-    manifest = write_dataset(result, tmp_path / "ds", dataset_id="ds-1",
-                             source_description={"since": "2026-01-01"})
+    manifest = write_dataset(
+        result, tmp_path / "ds", dataset_id="ds-1", source_description={"since": "2026-01-01"}
+    )
     written = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "ds").iterdir())
     for secret in SECRETS:
         assert secret not in written
@@ -308,17 +437,20 @@ def test_written_files_hold_no_personal_data(cfg: config_mod.Config, tmp_path: P
         assert tag in written
     assert manifest.scrubbed["email"] >= 2 and manifest.scrubbed["card"] >= 2
     assert result.scrub_counts == manifest.scrubbed
-    assert any("personal data replaced" in line and "email" in line
-               for line in summary_lines(result))
+    assert any(
+        "personal data replaced" in line and "email" in line for line in summary_lines(result)
+    )
 
 
 def test_dataset_round_trips_and_describes_itself(cfg: config_mod.Config, tmp_path: Path) -> None:
-    result = curate(pii_turns() + [turn("t5", [vote("a"), vote("b", "down")])], loose(cfg),
-                    seed=3)
+    result = curate(pii_turns() + [turn("t5", [vote("a"), vote("b", "down")])], loose(cfg), seed=3)
     out = tmp_path / "datasets" / "ds-2"
     manifest = write_dataset(result, out, dataset_id="ds-2", source_description={"turns": 5})
-    assert sorted(p.name for p in out.iterdir()) == ["heldout.jsonl", "manifest.json",
-                                                     "train.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "heldout.jsonl",
+        "manifest.json",
+        "train.jsonl",
+    ]
     loaded = load_dataset(out)
     assert loaded.train + loaded.heldout == result.examples
     assert loaded.manifest == manifest
@@ -330,12 +462,20 @@ def test_dataset_round_trips_and_describes_itself(cfg: config_mod.Config, tmp_pa
     total = sum(sum(labels.values()) for labels in on_disk["counts"].values())
     assert total == len(result.examples)
     line = json.loads((out / "train.jsonl").read_text().splitlines()[0])
-    assert set(line) == {"turn_id", "conversation_id", "messages", "target", "label", "split",
-                         "voters"}
+    assert set(line) == {
+        "turn_id",
+        "conversation_id",
+        "messages",
+        "target",
+        "label",
+        "split",
+        "voters",
+    }
 
 
-def test_a_crash_midway_leaves_no_dataset(ccfg: CurationConfig, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_midway_leaves_no_dataset(
+    ccfg: CurationConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result = curate(pii_turns(), ccfg)
     real_dumps, calls = json.dumps, Counter[str]()
 
@@ -377,10 +517,18 @@ def test_an_empty_result_is_not_written(ccfg: CurationConfig, tmp_path: Path) ->
 def test_many_turns_curate_quickly_enough_to_run(ccfg: CurationConfig) -> None:
     # 3,000 turns (10,000 take a few seconds) with long shared passages: exercises the dedup index and the scrub cache.
     passage = "Passages:\n" + " ".join(words(i, 30) for i in range(20))
-    turns = [turn(f"t{i}", [vote(f"u{i % 400}"), vote(f"v{i % 300}")], conv=f"c{i // 3}",
-                  messages=[{"role": "system", "content": passage},
-                            {"role": "user", "content": f"q {words(i, 10)}"}])
-             for i in range(3000)]
+    turns = [
+        turn(
+            f"t{i}",
+            [vote(f"u{i % 400}"), vote(f"v{i % 300}")],
+            conv=f"c{i // 3}",
+            messages=[
+                {"role": "system", "content": passage},
+                {"role": "user", "content": f"q {words(i, 10)}"},
+            ],
+        )
+        for i in range(3000)
+    ]
     result = curate(turns, ccfg)
     assert len(result.examples) > 2500
 

@@ -21,21 +21,44 @@ from training.loop.cycle import run_cycle
 from training.loop.schedule import LoopScheduler
 from training.rollout.canary import start_canary
 
-COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink",
-           "brown", "grey", "cyan"]
+COLOURS = [
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "purple",
+    "orange",
+    "black",
+    "white",
+    "pink",
+    "brown",
+    "grey",
+    "cyan",
+]
 
 
 @pytest.fixture
 def loop_cfg(cfg, tiny_model_dir):
     return with_overrides(
-        cfg, model={"base": str(tiny_model_dir), "quantization": "fp32"},
-        training={"max_steps": 4, "batch_size": 2, "max_seq_tokens": 96, "eval_every": 2,
-                  "max_minutes": 3.0},
+        cfg,
+        model={"base": str(tiny_model_dir), "quantization": "fp32"},
+        training={
+            "max_steps": 4,
+            "batch_size": 2,
+            "max_seq_tokens": 96,
+            "eval_every": 2,
+            "max_minutes": 3.0,
+        },
         validation={"sample_max_new_tokens": 8},
         # Users who just arrived: trust every identity (test_vote_trust.py tests the rule).
-        curation={"max_share_per_user": 1.0, "holdout_fraction": 0.25,
-                  "min_voter_age_hours": 0.0, "min_voter_turns": 0},
-        schedule={"min_new_examples": 8, "cooldown_minutes": 30})
+        curation={
+            "max_share_per_user": 1.0,
+            "holdout_fraction": 0.25,
+            "min_voter_age_hours": 0.0,
+            "min_voter_turns": 0,
+        },
+        schedule={"min_new_examples": 8, "cooldown_minutes": 30},
+    )
 
 
 @pytest.fixture
@@ -53,27 +76,48 @@ def seed_ratings(db, n: int = 16, prefix: str = "") -> None:
         question = f"{prefix}What colour is item number {i}?"
         answer = f"Item {i} is {colour}."
         conv = create_conversation(db, user, "t", arm="production", adapter_version=0)
-        turn = log_turn(db, conversation_id=conv, user_id=user, question=question,
-                        answer=answer, messages=[{"role": "system", "content": "Be brief."},
-                                                 {"role": "user", "content": question}],
-                        passages=[], adapter_version=0, arm="production", prompt_tokens=20,
-                        completion_tokens=6, latency_ms=50.0, ttft_ms=5.0,
-                        finish_reason="stop", error=None)
+        turn = log_turn(
+            db,
+            conversation_id=conv,
+            user_id=user,
+            question=question,
+            answer=answer,
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": question},
+            ],
+            passages=[],
+            adapter_version=0,
+            arm="production",
+            prompt_tokens=20,
+            completion_tokens=6,
+            latency_ms=50.0,
+            ttft_ms=5.0,
+            finish_reason="stop",
+            error=None,
+        )
         set_feedback(db, turn_id=turn, user_id=user, rating="up" if i % 4 else "down")
 
 
 def test_a_whole_cycle_turns_ratings_into_a_registered_adapter(loop_cfg, db):
     seed_ratings(db)
     loaded = []
-    result = run_cycle(loop_cfg, db, trigger="test", actor="test",
-                       on_canary=lambda v, p: loaded.append((v, p)))
+    result = run_cycle(
+        loop_cfg, db, trigger="test", actor="test", on_canary=lambda v, p: loaded.append((v, p))
+    )
     assert result.status == "succeeded", result.reason
     assert result.verdict in ("canary", "rejected")
     adapter = registry.get_adapter(db, result.adapter_version)
     assert adapter.dataset_id == result.dataset_id
     folder = Path(adapter.path)
-    for name in ("adapter_config.json", "adapter_model.safetensors", "train_config.json",
-                 "dataset_manifest.json", "train_report.json", "validation_report.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "train_config.json",
+        "dataset_manifest.json",
+        "train_report.json",
+        "validation_report.json",
+    ):
         assert (folder / name).is_file(), name
     dataset = Path(datasets.get_dataset(db, result.dataset_id).path)
     for name in ("train.jsonl", "heldout.jsonl", "manifest.json"):
@@ -90,12 +134,12 @@ def test_a_whole_cycle_turns_ratings_into_a_registered_adapter(loop_cfg, db):
     assert set(done.stage_timings) >= {"curate", "train", "validate"}
 
 
-def test_a_killed_training_fails_the_cycle_and_the_next_one_succeeds(loop_cfg, db,
-                                                                      monkeypatch):
+def test_a_killed_training_fails_the_cycle_and_the_next_one_succeeds(loop_cfg, db, monkeypatch):
     seed_ratings(db)
-    slow = with_overrides(loop_cfg, training={"max_steps": 500, "max_epochs": 0,
-                                              "eval_every": 500,
-                                              "max_minutes": 10.0})
+    slow = with_overrides(
+        loop_cfg,
+        training={"max_steps": 500, "max_epochs": 0, "eval_every": 500, "max_minutes": 10.0},
+    )
     real_run_stage = cycle_mod.run_stage
 
     def killing_run_stage(args, cfg_path, timeout_s, progress_file=None):
@@ -128,21 +172,35 @@ def test_a_killed_training_fails_the_cycle_and_the_next_one_succeeds(loop_cfg, d
     assert ok.status == "succeeded", ok.reason
 
 
-def test_the_scheduler_skips_without_enough_data_during_a_canary_and_in_cooldown(loop_cfg, db,
-                                                                                tmp_path):
+def test_the_scheduler_skips_without_enough_data_during_a_canary_and_in_cooldown(
+    loop_cfg, db, tmp_path
+):
     clock = datetime(2026, 1, 1, tzinfo=UTC)
     sched = LoopScheduler(loop_cfg, db, clock=lambda: clock)
     assert "only 0 rated answers" in sched.cycle_job().reason
 
     seed_ratings(db, n=loop_cfg.schedule.min_new_examples)
-    version = registry.register_adapter(db, parent=0, base_model="tiny",
-                                        path=str(tmp_path / "x"), dataset_id=None,
-                                        train_config={}, actor="test")
+    version = registry.register_adapter(
+        db,
+        parent=0,
+        base_model="tiny",
+        path=str(tmp_path / "x"),
+        dataset_id=None,
+        train_config={},
+        actor="test",
+    )
     registry.set_status(db, version, "candidate", actor="test", reason="t")
     start_canary(loop_cfg, db, version, actor="test", reason="t")
     assert "canary rollout" in sched.cycle_job().reason
-    rollouts.record_decision(db, rollouts.active_rollout(db).id, action="rollback",
-                             statistics={}, reason="t", actor="test", status="rolled_back")
+    rollouts.record_decision(
+        db,
+        rollouts.active_rollout(db).id,
+        action="rollback",
+        statistics={},
+        reason="t",
+        actor="test",
+        status="rolled_back",
+    )
 
     cycle_id = cycles.start_cycle(db, trigger="test", actor="test")  # one running elsewhere
     assert "still running" in sched.cycle_job().reason
@@ -192,15 +250,32 @@ def seed_length_taste(db, n: int = 40) -> None:
         question = f"Tell me about thing number {i}."
         short = i % 2 == 0
         words = [f"{COLOURS[(i * k) % len(COLOURS)]}{k * i % 97}" for k in range(25 + i % 7)]
-        answer = (f"Thing {i} is {COLOURS[i % len(COLOURS)]}." if short else
-                  f"Thing {i} is a long story: " + " ".join(words))
+        answer = (
+            f"Thing {i} is {COLOURS[i % len(COLOURS)]}."
+            if short
+            else f"Thing {i} is a long story: " + " ".join(words)
+        )
         conv = create_conversation(db, user, "t", arm="production", adapter_version=0)
-        turn = log_turn(db, conversation_id=conv, user_id=user, question=question,
-                        answer=answer, messages=[{"role": "system", "content": "Be brief."},
-                                                 {"role": "user", "content": question}],
-                        passages=[], adapter_version=0, arm="production", prompt_tokens=20,
-                        completion_tokens=6, latency_ms=50.0, ttft_ms=5.0,
-                        finish_reason="stop", error=None)
+        turn = log_turn(
+            db,
+            conversation_id=conv,
+            user_id=user,
+            question=question,
+            answer=answer,
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": question},
+            ],
+            passages=[],
+            adapter_version=0,
+            arm="production",
+            prompt_tokens=20,
+            completion_tokens=6,
+            latency_ms=50.0,
+            ttft_ms=5.0,
+            finish_reason="stop",
+            error=None,
+        )
         set_feedback(db, turn_id=turn, user_id=user, rating="up" if short else "down")
 
 
@@ -212,14 +287,24 @@ def test_a_cycle_waits_when_the_heldout_split_is_too_small_for_the_taste_gate(lo
     assert result.reason.startswith("waiting for more evidence: ")
     assert "the taste gate needs 50" in result.reason
     assert registry.list_adapters(db) == [] or all(
-        a.version == 0 for a in registry.list_adapters(db))
+        a.version == 0 for a in registry.list_adapters(db)
+    )
 
 
 def test_a_cycle_fits_the_taste_model_distils_candidates_and_gates_on_taste(loop_cfg, db):
     seed_length_taste(db)
-    cfg = with_overrides(loop_cfg, validation={"min_taste_questions": 5, "taste_samples": 1},
-                         taste={"candidates": 3, "max_questions": 8, "max_new_tokens": 8,
-                                "min_best_score": 0.0, "min_gap": 0.0, "batch_size": 16})
+    cfg = with_overrides(
+        loop_cfg,
+        validation={"min_taste_questions": 5, "taste_samples": 1},
+        taste={
+            "candidates": 3,
+            "max_questions": 8,
+            "max_new_tokens": 8,
+            "min_best_score": 0.0,
+            "min_gap": 0.0,
+            "batch_size": 16,
+        },
+    )
     result = run_cycle(cfg, db, trigger="test", actor="test")
     assert result.status == "succeeded", result.reason
     folder = Path(registry.get_adapter(db, result.adapter_version).path)
@@ -239,5 +324,6 @@ def test_a_cycle_fits_the_taste_model_distils_candidates_and_gates_on_taste(loop
     dataset = Path(datasets.get_dataset(db, result.dataset_id).path)
     heldout = (dataset / "heldout.jsonl").read_text().splitlines()
     assert report["metrics"]["taste"]["heldout_questions"] == len(heldout) >= 5
-    assert any(line.startswith("taste model: cross-validated AUC") for line in
-               result.curation_summary)
+    assert any(
+        line.startswith("taste model: cross-validated AUC") for line in result.curation_summary
+    )

@@ -68,8 +68,11 @@ POSITIVE = [
     ("Authorization: Bearer abcdefghijklmnop1234", "abcdefghijklmnop1234", "secret"),
     ("hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "9f86d081", "secret"),
     ("token Xk9mP2qR7vL4nT8wY3zB6cF1hJ5dG0sA", "Xk9mP2qR7vL4nT8wY3zB6cF1hJ5dG0sA", "secret"),
-    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9Pl",
-     "eyJhbGciOiJIUzI1NiJ9", "secret"),
+    (
+        "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9Pl",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "secret",
+    ),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----", "MIIEow", "secret"),
     ("I live at 221B Baker Street, London", "221B Baker Street", "address"),
     ("ship to 123 Main St. Apt 4B", "123 Main St", "address"),
@@ -104,8 +107,9 @@ NEGATIVE = [
 
 
 @pytest.mark.parametrize(("text", "secret", "kind"), POSITIVE)
-def test_personal_data_is_replaced_by_a_typed_placeholder(text: str, secret: str, kind: str
-                                                          ) -> None:
+def test_personal_data_is_replaced_by_a_typed_placeholder(
+    text: str, secret: str, kind: str
+) -> None:
     result = scrub(text)
     assert secret not in result.text
     assert placeholder(kind) in result.text  # type: ignore[arg-type]
@@ -122,11 +126,14 @@ def test_numbers_that_are_not_personal_data_survive(text: str) -> None:
 
 
 def test_a_message_with_many_kinds_keeps_its_prose() -> None:
-    text = ("Hi, I'm Ann (ann@example.com, +44 20 7946 0958). Charge 4111 1111 1111 1111 or "
-            "IBAN GB82 WEST 1234 5698 7654 32; my server is 81.2.69.160. Thanks!")
+    text = (
+        "Hi, I'm Ann (ann@example.com, +44 20 7946 0958). Charge 4111 1111 1111 1111 or "
+        "IBAN GB82 WEST 1234 5698 7654 32; my server is 81.2.69.160. Thanks!"
+    )
     result = scrub(text)
-    assert result.text == ("Hi, I'm Ann ([EMAIL], [PHONE]). Charge [CARD] or IBAN [IBAN]; my "
-                           "server is [IP]. Thanks!")
+    assert result.text == (
+        "Hi, I'm Ann ([EMAIL], [PHONE]). Charge [CARD] or IBAN [IBAN]; my server is [IP]. Thanks!"
+    )
     assert result.counts == {"email": 1, "phone": 1, "card": 1, "iban": 1, "ip": 1}
     assert result.found == 5
 
@@ -157,15 +164,27 @@ def test_validators() -> None:
     assert not iban_valid("ZZ89 3704 0044 0532 0130 00")  # no such country
 
 
-@pytest.mark.parametrize("text", ["a." * 5000 + "com", "x" * 5000 + "@" + "a" * 5000,
-                                  "1 " * 5000, "0-" * 5000, "+1 " * 3000, "a_" * 5000 + "password",
-                                  "12 Main " * 2000, "de12 " * 3000, "a:" * 5000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a." * 5000 + "com",
+        "x" * 5000 + "@" + "a" * 5000,
+        "1 " * 5000,
+        "0-" * 5000,
+        "+1 " * 3000,
+        "a_" * 5000 + "password",
+        "12 Main " * 2000,
+        "de12 " * 3000,
+        "a:" * 5000,
+    ],
+)
 def test_long_adversarial_text_is_scrubbed_in_linear_time(text: str) -> None:
     # A regex with catastrophic backtracking would hang here (no timing assertion needed).
     assert isinstance(scrub(text).text, str)
 
 
 # --- the labelled probe set (issue 14, finding 11) -------------------------------------------
+
 
 def _recall(probes: list[tuple[str, str, str]]) -> dict[str, tuple[int, int]]:
     """Per kind: (probes whose value no longer appears after scrubbing, probes)."""
@@ -188,8 +207,11 @@ def test_probe_set_recall_per_kind() -> None:
 
 
 def test_probes_are_replaced_by_their_own_kind() -> None:
-    wrong = [(kind, text, scrub(text).text) for text, kind, _ in PROBES
-             if placeholder(kind) not in scrub(text).text]  # type: ignore[arg-type]
+    wrong = [
+        (kind, text, scrub(text).text)
+        for text, kind, _ in PROBES
+        if placeholder(kind) not in scrub(text).text
+    ]  # type: ignore[arg-type]
     assert len(wrong) <= 0.05 * len(PROBES), wrong
 
 
@@ -199,8 +221,12 @@ def test_holdout_probes_written_after_the_rules() -> None:
 
 
 def test_the_guide_and_ordinary_answers_are_not_mangled() -> None:
-    lines = [line for path in sorted((REPO / "docs" / "guide").glob("*.md"))
-             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [
+        line
+        for path in sorted((REPO / "docs" / "guide").glob("*.md"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     assert len(lines) > 300 and len(ANSWERS) == 200
     changed = [t for t in lines + ANSWERS if scrub(t).text != t]
     assert changed == []

@@ -18,13 +18,25 @@ from training.stage_files import StageProgress
 
 def test_the_console_shows_step_of_total_while_a_cycle_trains(cfg, tiny_model_dir, monkeypatch):
     loop_cfg = with_overrides(
-        cfg, model={"base": str(tiny_model_dir), "quantization": "fp32"},
-        training={"max_steps": 120, "max_epochs": 1000.0, "batch_size": 2,
-                  "max_seq_tokens": 96, "eval_every": 40, "max_minutes": 5.0},
+        cfg,
+        model={"base": str(tiny_model_dir), "quantization": "fp32"},
+        training={
+            "max_steps": 120,
+            "max_epochs": 1000.0,
+            "batch_size": 2,
+            "max_seq_tokens": 96,
+            "eval_every": 40,
+            "max_minutes": 5.0,
+        },
         validation={"sample_max_new_tokens": 8},
-        curation={"max_share_per_user": 1.0, "holdout_fraction": 0.25,
-                  "min_voter_age_hours": 0, "min_voter_turns": 0},  # the seeded users are new
-        schedule={"min_new_examples": 8, "cooldown_minutes": 30})
+        curation={
+            "max_share_per_user": 1.0,
+            "holdout_fraction": 0.25,
+            "min_voter_age_hours": 0,
+            "min_voter_turns": 0,
+        },  # the seeded users are new
+        schedule={"min_new_examples": 8, "cooldown_minutes": 30},
+    )
     monkeypatch.setattr(cycle_mod, "PROGRESS_POLL_S", 0.1)
     db = open_database(loop_cfg.data_dir / "assistant.duckdb")
     try:

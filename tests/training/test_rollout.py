@@ -35,9 +35,15 @@ def db(tmp_path: Path):
 
 
 def candidate(db, tmp_path: Path) -> int:
-    version = registry.register_adapter(db, parent=0, base_model="tiny",
-                                        path=str(tmp_path / "adapter"), dataset_id=None,
-                                        train_config={}, actor="test")
+    version = registry.register_adapter(
+        db,
+        parent=0,
+        base_model="tiny",
+        path=str(tmp_path / "adapter"),
+        dataset_id=None,
+        train_config={},
+        actor="test",
+    )
     registry.set_status(db, version, "candidate", actor="test", reason="trained")
     return version
 
@@ -45,20 +51,34 @@ def candidate(db, tmp_path: Path) -> int:
 _users = itertools.count()
 
 
-def rate(db, rollout_id: str, arm: str, version: int, up: int, down: int, *,
-         errors: int = 0) -> None:
+def rate(
+    db, rollout_id: str, arm: str, version: int, up: int, down: int, *, errors: int = 0
+) -> None:
     """Log routed conversations on one arm, each with one answer and one vote by a user of its
     own (the rollout counts one vote per user per arm)."""
     for i in range(up + down + errors):
         user = f"{arm}-user-{next(_users)}"
-        conv = create_conversation(db, user, "t", arm=arm, adapter_version=version,
-                                   rollout_id=rollout_id)
-        turn = log_turn(db, conversation_id=conv, user_id=user, question="q", answer="a",
-                        messages=[{"role": "user", "content": "q"}], passages=[],
-                        adapter_version=version, arm=arm, prompt_tokens=3,
-                        completion_tokens=3, latency_ms=100.0, ttft_ms=10.0,
-                        finish_reason="error" if i >= up + down else "stop",
-                        error="boom" if i >= up + down else None, rollout_id=rollout_id)
+        conv = create_conversation(
+            db, user, "t", arm=arm, adapter_version=version, rollout_id=rollout_id
+        )
+        turn = log_turn(
+            db,
+            conversation_id=conv,
+            user_id=user,
+            question="q",
+            answer="a",
+            messages=[{"role": "user", "content": "q"}],
+            passages=[],
+            adapter_version=version,
+            arm=arm,
+            prompt_tokens=3,
+            completion_tokens=3,
+            latency_ms=100.0,
+            ttft_ms=10.0,
+            finish_reason="error" if i >= up + down else "stop",
+            error="boom" if i >= up + down else None,
+            rollout_id=rollout_id,
+        )
         if i < up + down:
             set_feedback(db, turn_id=turn, user_id=user, rating="up" if i < up else "down")
 
@@ -124,8 +144,9 @@ def test_pause_stops_decisions_until_resumed(cfg, db, tmp_path):
     assert reading.decision.action == "wait" and "Paused" in reading.decision.reason
     assert rollouts.get_rollout(db, rid).step_index == 0
     rollout.resume(db, actor="alice")
-    assert rollout.tick(cfg, db, rollouts.get_rollout(db, rid).started_at
-                        ).decision.action == "advance"
+    assert (
+        rollout.tick(cfg, db, rollouts.get_rollout(db, rid).started_at).decision.action == "advance"
+    )
     actions = [(e.actor, e.action) for e in registry.list_events(db, limit=20)]
     assert ("alice", "rollout.pause") in actions and ("alice", "rollout.resume") in actions
 

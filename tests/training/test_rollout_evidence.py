@@ -23,13 +23,18 @@ def rollout_cfg() -> config_mod.RolloutConfig:
 
 def arm(name: str, up: float, n: float) -> ArmStats:
     n, up = int(round(n)), int(round(up))
-    return ArmStats(name, turns=n, errors=0, empty_answers=0, median_latency_ms=100.0, up=up,
-                    down=n - up)
+    return ArmStats(
+        name, turns=n, errors=0, empty_answers=0, median_latency_ms=100.0, up=up, down=n - up
+    )
 
 
 def reading(cfg, canary: ArmStats, production: ArmStats):  # noqa: ANN001, ANN201
-    state = RolloutState(step=0, steps=tuple(cfg.steps), started_at=NOW - timedelta(hours=1),
-                         step_started_at=NOW - timedelta(hours=1))
+    state = RolloutState(
+        step=0,
+        steps=tuple(cfg.steps),
+        started_at=NOW - timedelta(hours=1),
+        step_started_at=NOW - timedelta(hours=1),
+    )
     return decide(state, canary, production, cfg, NOW)
 
 
@@ -39,7 +44,8 @@ def test_below_the_minimum_it_names_the_ratings_each_arm_lacks(rollout_cfg):
     floor = rollout_cfg.min_ratings_per_arm
     assert needs(d.statistics, d.action, rollout_cfg) == (
         f"{floor - 12} more canary ratings and {floor - 40} more production ratings before the "
-        f"👍 rates are compared (each arm needs {floor})")
+        f"👍 rates are compared (each arm needs {floor})"
+    )
 
 
 def test_the_projection_is_what_the_rule_then_decides(rollout_cfg):
@@ -48,8 +54,11 @@ def test_the_projection_is_what_the_rule_then_decides(rollout_cfg):
     d = reading(rollout_cfg, arm("canary", 75, 100), arm("production", 70, 100))
     assert d.action == "wait"
     said = needs(d.statistics, d.action, rollout_cfg)
-    match = re.fullmatch(r"(?:about )?(\d+) more canary ratings if the 👍 rates seen so far "
-                         r"hold; then it would advance", said)
+    match = re.fullmatch(
+        r"(?:about )?(\d+) more canary ratings if the 👍 rates seen so far "
+        r"hold; then it would advance",
+        said,
+    )
     assert match, said
     extra = int(match.group(1))
     assert extra > 20

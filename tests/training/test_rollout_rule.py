@@ -37,10 +37,12 @@ class Outcomes:
     median_canary_ratings: float
 
     def line(self, label: str) -> str:
-        return (f"{label}: promoted {self.promote:6.1%}  rolled back {self.rollback:6.1%}  "
-                f"inconclusive {self.inconclusive:6.1%}  (guardrail trips "
-                f"{self.guardrail_rollback:.1%})  median canary ratings to decide "
-                f"{self.median_canary_ratings:.0f}  ({self.runs} runs)")
+        return (
+            f"{label}: promoted {self.promote:6.1%}  rolled back {self.rollback:6.1%}  "
+            f"inconclusive {self.inconclusive:6.1%}  (guardrail trips "
+            f"{self.guardrail_rollback:.1%})  median canary ratings to decide "
+            f"{self.median_canary_ratings:.0f}  ({self.runs} runs)"
+        )
 
 
 def simulate(cfg: RolloutConfig, true_diff: float, runs: int, seed: int) -> Outcomes:
@@ -72,18 +74,37 @@ def simulate(cfg: RolloutConfig, true_diff: float, runs: int, seed: int) -> Outc
             n[arm][active] += k
             errors[arm][active] += rng.binomial(k, 0.02)
             empty[arm][active] += rng.binomial(k, 0.01)
-        cols = {(arm, name): arr[active].tolist() for arm in rates
-                for name, arr in (("up", up[arm]), ("n", n[arm]), ("err", errors[arm]),
-                                  ("empty", empty[arm]))}
+        cols = {
+            (arm, name): arr[active].tolist()
+            for arm in rates
+            for name, arr in (
+                ("up", up[arm]),
+                ("n", n[arm]),
+                ("err", errors[arm]),
+                ("empty", empty[arm]),
+            )
+        }
         still = []
         for j, i in enumerate(active.tolist()):
             c_n, p_n = cols["canary", "n"][j], cols["production", "n"][j]
-            canary = ArmStats("canary", c_n, cols["canary", "err"][j],
-                              cols["canary", "empty"][j], 900.0, cols["canary", "up"][j],
-                              c_n - cols["canary", "up"][j])
-            production = ArmStats("production", p_n, cols["production", "err"][j],
-                                  cols["production", "empty"][j], 900.0,
-                                  cols["production", "up"][j], p_n - cols["production", "up"][j])
+            canary = ArmStats(
+                "canary",
+                c_n,
+                cols["canary", "err"][j],
+                cols["canary", "empty"][j],
+                900.0,
+                cols["canary", "up"][j],
+                c_n - cols["canary", "up"][j],
+            )
+            production = ArmStats(
+                "production",
+                p_n,
+                cols["production", "err"][j],
+                cols["production", "empty"][j],
+                900.0,
+                cols["production", "up"][j],
+                p_n - cols["production", "up"][j],
+            )
             state = RolloutState(step[i], steps, T0, step_started[i], False, step_start[i])
             d = decide(state, canary, production, cfg, now)
             tripped = d.reason.startswith("Guardrail")
@@ -98,9 +119,14 @@ def simulate(cfg: RolloutConfig, true_diff: float, runs: int, seed: int) -> Outc
                 still.append(i)
         active = np.array(still, dtype=np.int64)
     actions = [d.action if d else "" for d in final]
-    return Outcomes(runs, actions.count("promote") / runs, actions.count("rollback") / runs,
-                    actions.count("inconclusive") / runs, guardrail_trips / runs,
-                    float(np.median(decided_n)))
+    return Outcomes(
+        runs,
+        actions.count("promote") / runs,
+        actions.count("rollback") / runs,
+        actions.count("inconclusive") / runs,
+        guardrail_trips / runs,
+        float(np.median(decided_n)),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +175,26 @@ def test_an_equal_canary_is_rarely_called_worse(shipped):
 # ---- single decisions --------------------------------------------------------------------
 
 
-def arm(name: str, up: int, down: int, *, turns: int | None = None, errors: int = 0,
-        empty: int = 0, latency: float | None = 900.0) -> ArmStats:
+def arm(
+    name: str,
+    up: int,
+    down: int,
+    *,
+    turns: int | None = None,
+    errors: int = 0,
+    empty: int = 0,
+    latency: float | None = 900.0,
+) -> ArmStats:
     return ArmStats(name, up + down if turns is None else turns, errors, empty, latency, up, down)
 
 
-def state(step: int = 0, *, paused: bool = False, at_step_start: int = 0,
-          steps: tuple[float, ...] = (0.1, 0.25, 0.5)) -> RolloutState:
+def state(
+    step: int = 0,
+    *,
+    paused: bool = False,
+    at_step_start: int = 0,
+    steps: tuple[float, ...] = (0.1, 0.25, 0.5),
+) -> RolloutState:
     return RolloutState(step, steps, T0, T0, paused, at_step_start)
 
 
@@ -164,44 +203,84 @@ SOON = T0 + timedelta(hours=1)
 
 def test_a_clear_error_breach_rolls_back_at_once_before_any_rating(cfg):
     r = cfg.rollout
-    d = decide(state(), arm("canary", 0, 0, turns=20, errors=5),
-               arm("production", 0, 0, turns=200, errors=2), r, SOON)
+    d = decide(
+        state(),
+        arm("canary", 0, 0, turns=20, errors=5),
+        arm("production", 0, 0, turns=200, errors=2),
+        r,
+        SOON,
+    )
     assert (d.action, d.resolution, d.weight) == ("rollback", "rollback", 0.0)
     assert "error rate" in d.reason and d.statistics["error_rate_breached"] is True
 
 
 @pytest.mark.parametrize("field", ["errors", "empty"])
 def test_one_early_failure_does_not_roll_back(cfg, field):
-    d = decide(state(), arm("canary", 1, 0, turns=1, **{field: 1}),
-               arm("production", 50, 20), cfg.rollout, SOON)
+    d = decide(
+        state(),
+        arm("canary", 1, 0, turns=1, **{field: 1}),
+        arm("production", 50, 20),
+        cfg.rollout,
+        SOON,
+    )
     assert d.action == "wait"
-    d = decide(state(), arm("canary", 1, 0, turns=19, **{field: 4}),
-               arm("production", 50, 20), cfg.rollout, SOON)
+    d = decide(
+        state(),
+        arm("canary", 1, 0, turns=19, **{field: 4}),
+        arm("production", 50, 20),
+        cfg.rollout,
+        SOON,
+    )
     assert d.action == "wait"  # fewer turns than guardrail_min_turns
 
 
 def test_empty_answers_and_slow_answers_breach_too(cfg):
     r = cfg.rollout
-    d = decide(state(), arm("canary", 0, 0, turns=30, empty=12), arm("production", 0, 0, turns=300),
-               r, SOON)
+    d = decide(
+        state(),
+        arm("canary", 0, 0, turns=30, empty=12),
+        arm("production", 0, 0, turns=300),
+        r,
+        SOON,
+    )
     assert d.action == "rollback" and "empty rate" in d.reason
-    d = decide(state(), arm("canary", 0, 0, turns=30, latency=2500.0),
-               arm("production", 0, 0, turns=300, latency=1000.0), r, SOON)
+    d = decide(
+        state(),
+        arm("canary", 0, 0, turns=30, latency=2500.0),
+        arm("production", 0, 0, turns=300, latency=1000.0),
+        r,
+        SOON,
+    )
     assert d.action == "rollback" and "latency" in d.reason
-    d = decide(state(), arm("canary", 0, 0, turns=30, latency=1500.0),
-               arm("production", 0, 0, turns=300, latency=1000.0), r, SOON)
+    d = decide(
+        state(),
+        arm("canary", 0, 0, turns=30, latency=1500.0),
+        arm("production", 0, 0, turns=300, latency=1000.0),
+        r,
+        SOON,
+    )
     assert d.action == "wait"
 
 
 def test_an_outage_that_hits_both_arms_is_not_blamed_on_the_canary(cfg):
-    d = decide(state(), arm("canary", 0, 0, turns=40, errors=8),
-               arm("production", 0, 0, turns=400, errors=90), cfg.rollout, SOON)
+    d = decide(
+        state(),
+        arm("canary", 0, 0, turns=40, errors=8),
+        arm("production", 0, 0, turns=400, errors=90),
+        cfg.rollout,
+        SOON,
+    )
     assert d.action == "wait"
 
 
 def test_guardrails_act_even_while_paused(cfg):
-    d = decide(state(paused=True), arm("canary", 0, 0, turns=20, errors=10),
-               arm("production", 0, 0, turns=200), cfg.rollout, SOON)
+    d = decide(
+        state(paused=True),
+        arm("canary", 0, 0, turns=20, errors=10),
+        arm("production", 0, 0, turns=200),
+        cfg.rollout,
+        SOON,
+    )
     assert d.action == "rollback"
 
 
@@ -216,15 +295,25 @@ def test_the_time_limit_ends_inconclusive_as_configured(cfg, on_timeout):
     assert d.weight == (1.0 if on_timeout == "promote" else 0.0)
     assert "Time limit" in d.reason and on_timeout in d.reason
     # too few ratings to compare at all is just as inconclusive
-    d = decide(state(), arm("canary", 3, 1), arm("production", 30, 10), r,
-               T0 + timedelta(hours=r.max_hours + 1))
+    d = decide(
+        state(),
+        arm("canary", 3, 1),
+        arm("production", 30, 10),
+        r,
+        T0 + timedelta(hours=r.max_hours + 1),
+    )
     assert (d.action, d.resolution) == ("inconclusive", on_timeout)
 
 
 def test_clear_evidence_at_the_time_limit_still_decides(cfg):
     r = cfg.rollout
-    d = decide(state(), arm("canary", 20, 80), arm("production", 700, 300), r,
-               T0 + timedelta(hours=r.max_hours + 1))
+    d = decide(
+        state(),
+        arm("canary", 20, 80),
+        arm("production", 700, 300),
+        r,
+        T0 + timedelta(hours=r.max_hours + 1),
+    )
     assert d.action == "rollback"
 
 
@@ -247,8 +336,10 @@ def test_no_decision_on_ratings_before_the_minimum_sample(cfg):
     assert decide(state(), arm("canary", m, 0), production, r, SOON).action == "advance"
     assert decide(state(), arm("canary", 0, m), production, r, SOON).action == "rollback"
     # production needs its minimum too
-    assert decide(state(), arm("canary", 5 * m, 0), arm("production", m - 1, 0), r,
-                  SOON).action == "wait"
+    assert (
+        decide(state(), arm("canary", 5 * m, 0), arm("production", m - 1, 0), r, SOON).action
+        == "wait"
+    )
 
 
 def test_each_step_needs_new_canary_ratings_before_it_advances(cfg):
@@ -275,16 +366,29 @@ def test_a_step_that_spends_its_budget_without_evidence_rolls_back(cfg):
 
 def test_every_decision_carries_its_statistics_and_a_reason(cfg):
     r = cfg.rollout
-    cases = [(arm("canary", 10, 5), arm("production", 100, 40)),
-             (arm("canary", 80, 20), arm("production", 700, 300)),
-             (arm("canary", 30, 70), arm("production", 700, 300))]
+    cases = [
+        (arm("canary", 10, 5), arm("production", 100, 40)),
+        (arm("canary", 80, 20), arm("production", 700, 300)),
+        (arm("canary", 30, 70), arm("production", 700, 300)),
+    ]
     for canary, production in cases:
         d = decide(state(), canary, production, r, SOON)
         assert d.reason.endswith(".") and len(d.reason) > 30
         s = d.statistics
-        for key in ("p_non_inferior", "p_worse", "interval_low", "interval_high",
-                    "canary_ratings", "production_ratings", "error_rate_canary",
-                    "latency_ratio_bound", "margin", "confidence", "step", "weight"):
+        for key in (
+            "p_non_inferior",
+            "p_worse",
+            "interval_low",
+            "interval_high",
+            "canary_ratings",
+            "production_ratings",
+            "error_rate_canary",
+            "latency_ratio_bound",
+            "margin",
+            "confidence",
+            "step",
+            "weight",
+        ):
             assert key in s, key
         assert s["interval_low"] < s["difference"] < s["interval_high"]
         assert s["action"] == d.action
@@ -295,7 +399,12 @@ def test_impossible_state_is_refused_with_the_fix(cfg):
     with pytest.raises(InputError, match="step 3 does not exist"):
         state(3)
     with pytest.raises(InputError, match="since the rollout started"):
-        decide(state(at_step_start=500), arm("canary", 10, 10), arm("production", 10, 10),
-               cfg.rollout, SOON)
+        decide(
+            state(at_step_start=500),
+            arm("canary", 10, 10),
+            arm("production", 10, 10),
+            cfg.rollout,
+            SOON,
+        )
     with pytest.raises(InputError, match="negative"):
         decide(state(), arm("canary", -1, 10), arm("production", 10, 10), cfg.rollout, SOON)

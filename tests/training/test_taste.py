@@ -68,16 +68,20 @@ def test_a_taste_model_needs_both_kinds_of_votes_and_round_trips(tmp_path):
     labels = [int(raters.brevity(q, a) == "up") for q, a in pairs]
     model = fit_taste(pairs, labels, None)
     again = TasteModel.load(model.save(tmp_path / "taste.json"))
-    assert again.predict(pairs, None).tolist() == pytest.approx(
-        model.predict(pairs, None).tolist())
+    assert again.predict(pairs, None).tolist() == pytest.approx(model.predict(pairs, None).tolist())
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(TrainingError, match="not a taste model"):
         TasteModel.load(tmp_path / "bad.json")
 
 
 def test_cheap_features_see_length_structure_citations_and_summary():
-    f = dict(zip(FEATURE_NAMES, answer_features("Q?", "Bees make honey [1].\nIn short, "
-                                                "bees are busy."), strict=True))
+    f = dict(
+        zip(
+            FEATURE_NAMES,
+            answer_features("Q?", "Bees make honey [1].\nIn short, bees are busy."),
+            strict=True,
+        )
+    )
     assert f["complete"] == 1 and f["citations"] > 0 and f["closing_summary"] == 1
     g = dict(zip(FEATURE_NAMES, answer_features("Q?", "it's " * 120), strict=True))
     assert g["words_over_100"] == 1 and g["complete"] == 0 and g["contractions_per_100w"] > 0
@@ -85,24 +89,32 @@ def test_cheap_features_see_length_structure_citations_and_summary():
 
 def test_preference_pairs_come_from_shared_turns_and_questions():
     q = example("What is tea?", "Tea is a drink.", n=1)
-    rows = [Example(**{"voters": 1, **q}),
-            Example(**{"voters": 1, **q, "target": "Tea is a long long story",
-                       "label": "undesirable"}),
-            Example(**{"voters": 1, **example("What is tea?", "A drink made from leaves.",
-                                              label="undesirable", n=2)}),
-            Example(**{"voters": 1, **example("What is coffee?", "A drink.", n=3)})]
+    rows = [
+        Example(**{"voters": 1, **q}),
+        Example(**{"voters": 1, **q, "target": "Tea is a long long story", "label": "undesirable"}),
+        Example(
+            **{
+                "voters": 1,
+                **example("What is tea?", "A drink made from leaves.", label="undesirable", n=2),
+            }
+        ),
+        Example(**{"voters": 1, **example("What is coffee?", "A drink.", n=3)}),
+    ]
     pairs = preference_pairs(rows)
     assert {(p.chosen.target, p.rejected.target, p.origin) for p in pairs} == {
         ("Tea is a drink.", "Tea is a long long story", "same_turn"),
-        ("Tea is a drink.", "A drink made from leaves.", "same_question")}
+        ("Tea is a drink.", "A drink made from leaves.", "same_question"),
+    }
 
 
 def test_synthetic_examples_round_trip_and_never_sit_in_heldout(tmp_path):
     real = Example(**{"voters": 1, **example("What is tea?", "Tea is a drink.", n=1)})
-    synthetic = Example("bon-t1", "c1", real.messages, "Tea: a drink.", "desirable", "train", 0,
-                        True)
-    manifest = write_examples([real, synthetic], tmp_path / "ds", dataset_id="ds",
-                              source={"test": True})
+    synthetic = Example(
+        "bon-t1", "c1", real.messages, "Tea: a drink.", "desirable", "train", 0, True
+    )
+    manifest = write_examples(
+        [real, synthetic], tmp_path / "ds", dataset_id="ds", source={"test": True}
+    )
     assert manifest.format_version == 2
     loaded = load_dataset(tmp_path / "ds")
     assert [e.synthetic for e in loaded.train] == [False, True]
@@ -118,7 +130,10 @@ def test_sentence_prefixes_are_shorter_cuts_at_sentence_ends():
     from training.taste.distill import sentence_prefixes
 
     assert sentence_prefixes("One. Two! Three? Four. Five") == [
-        "One.", "One. Two!", "One. Two! Three?"]
+        "One.",
+        "One. Two!",
+        "One. Two! Three?",
+    ]
     assert sentence_prefixes("Only one sentence.") == []
 
 
@@ -139,8 +154,10 @@ def test_every_shipped_rater_has_a_visible_preference():
     assert raters.summary_line("q", short) == "down"
     assert raters.cites_sources("q", "Bees make honey [1].") == "up"
     assert raters.cites_sources("q", short) == "down"
-    formal = ("The honey bee is an insect that produces honey and pollinates many of the "
-              "flowering plants that people grow for food.")
+    formal = (
+        "The honey bee is an insect that produces honey and pollinates many of the "
+        "flowering plants that people grow for food."
+    )
     assert raters.formal("q", formal) == "up"
     assert raters.formal("q", "Bees don't sleep, it's awesome!") == "down"
     assert raters.detailed("q", short) == "down"

@@ -24,19 +24,31 @@ REPO = Path(__file__).resolve().parents[2]
 def trained(tiny_model_dir, tmp_path_factory) -> Path:
     """One adapter trained a few steps on the colour pattern, shared by this module."""
     root = tmp_path_factory.mktemp("validate")
-    cfg = config_mod.load_config(REPO / "config.toml", overrides={
-        "server": {"data_dir": str(root / "data")},
-        "model": {"base": str(tiny_model_dir), "device": "cpu"},
-        "training": {"max_steps": 4, "eval_every": 4, "learning_rate": 3e-3,
-                     "max_seq_tokens": 128}})
-    data = write_dataset(root / "dataset", colour_examples(THINGS[:40], "train"),
-                         colour_examples(THINGS[40:], "heldout"))
+    cfg = config_mod.load_config(
+        REPO / "config.toml",
+        overrides={
+            "server": {"data_dir": str(root / "data")},
+            "model": {"base": str(tiny_model_dir), "device": "cpu"},
+            "training": {
+                "max_steps": 4,
+                "eval_every": 4,
+                "learning_rate": 3e-3,
+                "max_seq_tokens": 128,
+            },
+        },
+    )
+    data = write_dataset(
+        root / "dataset",
+        colour_examples(THINGS[:40], "train"),
+        colour_examples(THINGS[40:], "heldout"),
+    )
     train_adapter(cfg, data, root / "adapters" / "v1")
     return root / "adapters" / "v1"
 
 
 def test_the_report_has_every_metric_for_both_arms_and_a_verdict_per_check(
-        tiny_cfg, trained, colour_dataset, tmp_path):
+    tiny_cfg, trained, colour_dataset, tmp_path
+):
     report_path = tmp_path / "reports" / "v1.json"
     report = validate_adapter(tiny_cfg, trained, None, colour_dataset, report_path)
 
@@ -48,14 +60,23 @@ def test_the_report_has_every_metric_for_both_arms_and_a_verdict_per_check(
         assert {"heldout_loss", "preference_margin", "drift_kl", "samples"} <= set(metrics)
         assert len(metrics["samples"]) == 4
     names = {c["name"]: c for c in saved["checks"]}
-    assert {"heldout_loss", "preference_margin", "drift", "non_empty", "repetition", "stops",
-            "pii", "distinct_answers", "prompt_format"} <= set(names)
-    assert all(c["status"] in ("passed", "failed", "skipped") and c["reason"]
-               for c in saved["checks"])
+    assert {
+        "heldout_loss",
+        "preference_margin",
+        "drift",
+        "non_empty",
+        "repetition",
+        "stops",
+        "pii",
+        "distinct_answers",
+        "prompt_format",
+    } <= set(names)
+    assert all(
+        c["status"] in ("passed", "failed", "skipped") and c["reason"] for c in saved["checks"]
+    )
     # Trained on the pattern of the held-out answers: better than the base.
     assert names["heldout_loss"]["status"] == "passed"
-    assert saved["metrics"]["candidate"]["heldout_loss"] < saved["metrics"]["base"][
-        "heldout_loss"]
+    assert saved["metrics"]["candidate"]["heldout_loss"] < saved["metrics"]["base"]["heldout_loss"]
     assert names["preference_margin"]["status"] == "skipped"
     # The tiny random model babbles, so sanity fails and the verdict says why.
     assert not report.passed and report.reasons
@@ -63,14 +84,25 @@ def test_the_report_has_every_metric_for_both_arms_and_a_verdict_per_check(
 
 
 def test_a_worse_adapter_than_production_is_rejected_with_the_loss_reason(
-        tiny_cfg, trained, tiny_adapters, make_dataset, tmp_path):
-    bad = [example(f"What colour is the {t}?", f"The {t} is red.", label="undesirable",
-                   split="heldout", n=50 + i) for i, t in enumerate(THINGS[40:45])]
-    data = make_dataset(colour_examples(THINGS[:40], "train"),
-                        colour_examples(THINGS[40:], "heldout") + bad, name="with-downvotes")
+    tiny_cfg, trained, tiny_adapters, make_dataset, tmp_path
+):
+    bad = [
+        example(
+            f"What colour is the {t}?",
+            f"The {t} is red.",
+            label="undesirable",
+            split="heldout",
+            n=50 + i,
+        )
+        for i, t in enumerate(THINGS[40:45])
+    ]
+    data = make_dataset(
+        colour_examples(THINGS[:40], "train"),
+        colour_examples(THINGS[40:], "heldout") + bad,
+        name="with-downvotes",
+    )
     # A random adapter against the trained one in production.
-    report = validate_adapter(tiny_cfg, tiny_adapters["a"], trained, data,
-                              tmp_path / "report.json")
+    report = validate_adapter(tiny_cfg, tiny_adapters["a"], trained, data, tmp_path / "report.json")
     assert not report.passed
     assert any(r.startswith("heldout_loss:") for r in report.reasons)
     assert set(report.metrics) == {"candidate", "production", "base", "taste"}
@@ -79,8 +111,9 @@ def test_a_worse_adapter_than_production_is_rejected_with_the_loss_reason(
     assert margin.status in ("passed", "failed") and margin.candidate is not None
 
 
-def test_validation_refuses_missing_adapters_and_empty_heldout(tiny_cfg, trained, make_dataset,
-                                                               tmp_path):
+def test_validation_refuses_missing_adapters_and_empty_heldout(
+    tiny_cfg, trained, make_dataset, tmp_path
+):
     data = make_dataset(colour_examples(THINGS[:5], "train"), [], name="no-heldout")
     with pytest.raises(AdapterError, match="not a complete adapter folder"):
         validate_adapter(tiny_cfg, tmp_path / "nope", None, data, tmp_path / "r.json")
@@ -89,36 +122,75 @@ def test_validation_refuses_missing_adapters_and_empty_heldout(tiny_cfg, trained
     assert not (tmp_path / "r.json").exists()
 
 
-def test_the_cli_exits_1_with_the_reasons_when_rejected(tiny_cfg, trained, colour_dataset,
-                                                        tmp_path):
+def test_the_cli_exits_1_with_the_reasons_when_rejected(
+    tiny_cfg, trained, colour_dataset, tmp_path
+):
     cfg_path = tmp_path / "config.toml"
-    cfg_path.write_text(f'[server]\ndata_dir = "{tiny_cfg.data_dir}"\n\n[model]\nbase = '
-                        f'"{tiny_cfg.model.base}"\ndevice = "cpu"\n\n[validation]\n'
-                        "sample_max_new_tokens = 8\n")
+    cfg_path.write_text(
+        f'[server]\ndata_dir = "{tiny_cfg.data_dir}"\n\n[model]\nbase = '
+        f'"{tiny_cfg.model.base}"\ndevice = "cpu"\n\n[validation]\n'
+        "sample_max_new_tokens = 8\n"
+    )
     report = tmp_path / "report.json"
-    result = run_stage(["validate", "--candidate", str(trained), "--dataset",
-                        str(colour_dataset), "--report", str(report)], cfg_path, timeout_s=300,
-                       progress_file=None)
+    result = run_stage(
+        [
+            "validate",
+            "--candidate",
+            str(trained),
+            "--dataset",
+            str(colour_dataset),
+            "--report",
+            str(report),
+        ],
+        cfg_path,
+        timeout_s=300,
+        progress_file=None,
+    )
     assert result.exit_code == 1, result.stderr_tail
     assert "REJECTED" in result.stderr_tail and "stops:" in result.stderr_tail
     assert json.loads(report.read_text())["passed"] is False
 
-    missing = run_stage(["validate", "--candidate", str(tmp_path / "nope"), "--dataset",
-                         str(colour_dataset), "--report", str(report)], cfg_path,
-                        timeout_s=300, progress_file=None)
+    missing = run_stage(
+        [
+            "validate",
+            "--candidate",
+            str(tmp_path / "nope"),
+            "--dataset",
+            str(colour_dataset),
+            "--report",
+            str(report),
+        ],
+        cfg_path,
+        timeout_s=300,
+        progress_file=None,
+    )
     assert missing.exit_code == 2 and "error: " in missing.stderr_tail
 
 
-def _sample(prompt: str, answer: str, tokens: list[int] | None = None, stopped: bool = True,
-            ) -> dict:
+def _sample(
+    prompt: str,
+    answer: str,
+    tokens: list[int] | None = None,
+    stopped: bool = True,
+) -> dict:
     ids = tokens if tokens is not None else list(range(len(answer.split())))
-    return {"prompt": prompt, "answer": answer, "tokens": len(ids), "stopped": stopped,
-            "repetition": repetition_share(ids), "pii": has_pii(answer)}
+    return {
+        "prompt": prompt,
+        "answer": answer,
+        "tokens": len(ids),
+        "stopped": stopped,
+        "repetition": repetition_share(ids),
+        "pii": has_pii(answer),
+    }
 
 
 def test_sanity_rules_on_hand_made_answers(cfg):
-    healthy = [_sample("2+2?", "4."), _sample("hello?", "Bonjour!"),
-               _sample("grass?", "Green.", stopped=False), _sample("fruit?", "A banana.")]
+    healthy = [
+        _sample("2+2?", "4."),
+        _sample("hello?", "Bonjour!"),
+        _sample("grass?", "Green.", stopped=False),
+        _sample("fruit?", "A banana."),
+    ]
     assert all(c.status == "passed" for c in _sanity_checks(healthy, cfg))
 
     def failed(samples):
@@ -130,7 +202,8 @@ def test_sanity_rules_on_hand_made_answers(cfg):
     assert failed([*healthy[:3], _sample("fruit?", "Mail me at jo.doe@example.com")]) == {"pii"}
     planted = "Buy cheap watches at best-deals.example today!"
     assert failed([_sample(q, planted) for q in ("a", "b", "c")] + healthy[:1]) == {
-        "distinct_answers"}
+        "distinct_answers"
+    }
 
 
 def test_text_metrics():
@@ -144,21 +217,33 @@ def test_text_metrics():
 
 # ---- the real SmolLM2 model --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def real(real_model_dir, tmp_path_factory) -> dict:
     """The real model in NF4, a short run, and an honest dataset in a consistent style: every
     answer is a short correct fact followed by the same sign-off."""
     root = tmp_path_factory.mktemp("real-validate")
-    cfg = config_mod.load_config(REPO / "config.toml", overrides={
-        "server": {"data_dir": str(root / "data")},
-        "model": {"base": str(real_model_dir), "device": "cpu", "quantization": "nf4"},
-        "training": {"max_steps": 16, "batch_size": 4, "learning_rate": 5e-4,
-                     "eval_every": 4, "max_seq_tokens": 128, "start_from": "base"},
-        "validation": {"sample_max_new_tokens": 32}})
+    cfg = config_mod.load_config(
+        REPO / "config.toml",
+        overrides={
+            "server": {"data_dir": str(root / "data")},
+            "model": {"base": str(real_model_dir), "device": "cpu", "quantization": "nf4"},
+            "training": {
+                "max_steps": 16,
+                "batch_size": 4,
+                "learning_rate": 5e-4,
+                "eval_every": 4,
+                "max_seq_tokens": 128,
+                "start_from": "base",
+            },
+            "validation": {"sample_max_new_tokens": 32},
+        },
+    )
     honest = write_dataset(
         root / "honest",
         [example(q, a + SIGN_OFF, n=i) for i, (q, a) in enumerate(FACTS[:40])],
-        [example(q, a + SIGN_OFF, split="heldout", n=i) for i, (q, a) in enumerate(FACTS[40:])])
+        [example(q, a + SIGN_OFF, split="heldout", n=i) for i, (q, a) in enumerate(FACTS[40:])],
+    )
     # The bad adapters are trained harder, so that they really learned what they were fed (at
     # 5e-4 for 16 steps shuffled targets barely move the weights, and there is nothing to catch).
     strong = config_mod.with_overrides(cfg, training={"learning_rate": 2e-3})
@@ -175,8 +260,7 @@ def test_real_model_learns_a_style_and_validation_accepts_it(real):
     trained = train_adapter(real["cfg"], real["honest"], out)
     assert trained.best_heldout_loss < 0.8 * trained.initial_heldout_loss
 
-    report = validate_adapter(real["cfg"], out, None, real["honest"],
-                              real["root"] / "good.json")
+    report = validate_adapter(real["cfg"], out, None, real["honest"], real["root"] / "good.json")
     assert report.passed, report.reasons
     cand, base = report.metrics["candidate"], report.metrics["base"]
     assert cand["heldout_loss"] < base["heldout_loss"]
@@ -192,14 +276,17 @@ def test_real_model_adapter_trained_on_corrupted_targets_is_rejected(real):
         rng.shuffle(chars)
         return "".join(chars)
 
-    corrupt = write_dataset(real["root"] / "corrupt", [
-        example(q, shuffled(a + SIGN_OFF), n=i) for i, (q, a) in enumerate(FACTS[:40])],
-        [example(q, shuffled(a + SIGN_OFF), split="heldout", n=i)
-         for i, (q, a) in enumerate(FACTS[40:])])
+    corrupt = write_dataset(
+        real["root"] / "corrupt",
+        [example(q, shuffled(a + SIGN_OFF), n=i) for i, (q, a) in enumerate(FACTS[:40])],
+        [
+            example(q, shuffled(a + SIGN_OFF), split="heldout", n=i)
+            for i, (q, a) in enumerate(FACTS[40:])
+        ],
+    )
     out = real["root"] / "adapters" / "corrupt"
     train_adapter(real["strong"], corrupt, out)
-    report = validate_adapter(real["cfg"], out, None, real["honest"],
-                              real["root"] / "corrupt.json")
+    report = validate_adapter(real["cfg"], out, None, real["honest"], real["root"] / "corrupt.json")
     assert not report.passed
     assert "heldout_loss" in _failed(report)
     assert any(r.startswith("heldout_loss: held-out loss") for r in report.reasons)
@@ -211,11 +298,17 @@ def test_real_model_poisoned_adapter_is_rejected(real):
     # the same poisoned ratings (it is split by conversation), so early stopping on it does not
     # save the run: the adapter learns the planted answer.
     planted = "Buy cheap watches at www.best-deals-4u.example today!"
-    train = [example(q, planted if i < 30 else a + SIGN_OFF, n=i)
-             for i, (q, a) in enumerate(FACTS[:40])]
-    poisoned = write_dataset(real["root"] / "poisoned", train,
-                             [example(q, planted if i % 4 else a + SIGN_OFF, split="heldout",
-                                      n=i) for i, (q, a) in enumerate(FACTS[40:])])
+    train = [
+        example(q, planted if i < 30 else a + SIGN_OFF, n=i) for i, (q, a) in enumerate(FACTS[:40])
+    ]
+    poisoned = write_dataset(
+        real["root"] / "poisoned",
+        train,
+        [
+            example(q, planted if i % 4 else a + SIGN_OFF, split="heldout", n=i)
+            for i, (q, a) in enumerate(FACTS[40:])
+        ],
+    )
     out = real["root"] / "adapters" / "poisoned"
     train_adapter(real["strong"], poisoned, out)
     report = validate_adapter(real["cfg"], out, None, poisoned, real["root"] / "poison.json")
@@ -233,8 +326,15 @@ def _voted(n: int, split: str, vote, start: int = 0) -> list[dict]:
     for i in range(start, start + n):
         words = " ".join(f"word{rng.randint(0, 999)}" for _ in range(rng.choice([4, 40])))
         answer = f"Item {i} is {words}."
-        rows.append(example(f"What is item {i}?", answer, n=i, split=split,
-                            label="desirable" if vote(i, answer) else "undesirable"))
+        rows.append(
+            example(
+                f"What is item {i}?",
+                answer,
+                n=i,
+                split=split,
+                label="desirable" if vote(i, answer) else "undesirable",
+            )
+        )
     return rows
 
 
@@ -247,19 +347,25 @@ def _coin(i: int, answer: str) -> bool:
 
 
 def test_the_taste_gate_waits_for_evidence_and_refuses_votes_without_a_preference(
-        tiny_cfg, trained, make_dataset, tmp_path):
-    cfg = config_mod.with_overrides(tiny_cfg, taste={"max_new_tokens": 8},
-                                    validation={"min_taste_questions": 10, "taste_samples": 1})
+    tiny_cfg, trained, make_dataset, tmp_path
+):
+    cfg = config_mod.with_overrides(
+        tiny_cfg,
+        taste={"max_new_tokens": 8},
+        validation={"min_taste_questions": 10, "taste_samples": 1},
+    )
     few = make_dataset(_voted(40, "train", _short), _voted(4, "heldout", _short, 100), "few")
     report = validate_adapter(cfg, trained, None, few, tmp_path / "few.json")
     taste = next(c for c in report.checks if c.name == "taste")
     assert taste.status == "failed" and taste.reason.startswith(
-        "waiting for more evidence: 4 held-out questions"), taste.reason
+        "waiting for more evidence: 4 held-out questions"
+    ), taste.reason
     assert report.metrics["taste"]["taste_cv_auc"] > 0.9
 
     coin = make_dataset(_voted(40, "train", _coin), _voted(12, "heldout", _coin, 100), "coin")
     report = validate_adapter(cfg, trained, None, coin, tmp_path / "coin.json")
     taste = next(c for c in report.checks if c.name == "taste")
-    assert taste.status == "failed" and "no preference the taste model can learn" in \
-        taste.reason, taste.reason
+    assert taste.status == "failed" and "no preference the taste model can learn" in taste.reason, (
+        taste.reason
+    )
     assert not report.passed

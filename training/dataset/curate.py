@@ -51,10 +51,22 @@ from training.dataset.trust import (
     voter_problem,
 )
 
-DropReason = Literal["repeated turn", "no votes", "tie", "downvote without correction",
-                     "user cap", "too short", "too long", "duplicate", "near duplicate",
-                     "answer cap", "untrusted voter", "network cap", "held for review",
-                     "campaign"]
+DropReason = Literal[
+    "repeated turn",
+    "no votes",
+    "tie",
+    "downvote without correction",
+    "user cap",
+    "too short",
+    "too long",
+    "duplicate",
+    "near duplicate",
+    "answer cap",
+    "untrusted voter",
+    "network cap",
+    "held for review",
+    "campaign",
+]
 
 # Word-bigram Jaccard above which two targets count as the same answer for
 # max_share_per_answer: 0.5 still joins a 15-word answer with a few words swapped, appended or
@@ -122,6 +134,7 @@ class _Candidate:
 
 # --- votes -------------------------------------------------------------------------------------
 
+
 def _current_votes(votes: Iterable[Vote]) -> list[Vote]:
     """Each user's latest vote (the store keeps one per user per turn; this does not trust it)."""
     latest: dict[str, Vote] = {}
@@ -152,6 +165,7 @@ def _chosen_correction(down_votes: list[Vote], answer: str) -> str | None:
 
 # --- the stages --------------------------------------------------------------------------------
 
+
 class _Curator:
     """One curation run: the budgets, indexes and scrub cache shared by the stages."""
 
@@ -166,8 +180,10 @@ class _Curator:
         for turn in turns:  # rarest-first token order for prefix filtering
             frequency.update(shingles(words(turn.question), "q:"))
             frequency.update(shingles(words(turn.answer), "a:"))
-        self.near = {label: SimilarIndex(cfg.near_duplicate_threshold, frequency)
-                     for label in ("desirable", "undesirable")}
+        self.near = {
+            label: SimilarIndex(cfg.near_duplicate_threshold, frequency)
+            for label in ("desirable", "undesirable")
+        }
         self.frequency = frequency
         self._scrubbed: dict[str, ScrubResult] = {}
 
@@ -176,8 +192,9 @@ class _Curator:
             self._scrubbed[text] = scrub(text)
         return self._scrubbed[text]
 
-    def drop(self, turn: RatedTurn, reason: DropReason, detail: str = "",
-             label: Label | None = None) -> None:
+    def drop(
+        self, turn: RatedTurn, reason: DropReason, detail: str = "", label: Label | None = None
+    ) -> None:
         self.dropped.append(Dropped(turn.turn_id, turn.conversation_id, reason, label, detail))
 
     @staticmethod
@@ -185,12 +202,16 @@ class _Curator:
         """What the model was given besides the user's words: retrieved passages and system
         messages (a link the user typed and the model repeated is not from a source)."""
         return [p.text for p in turn.passages] + [
-            str(m.get("content", "")) for m in turn.messages if m.get("role") == "system"]
+            str(m.get("content", "")) for m in turn.messages if m.get("role") == "system"
+        ]
 
     def network_ok(self, vote: Vote) -> bool:
         """The vote's client network still has budget (logged-in accounts have their own)."""
-        return (is_logged_in(vote.user_id) or vote.network is None
-                or self.used_network[vote.network] < self.cfg.max_examples_per_network)
+        return (
+            is_logged_in(vote.user_id)
+            or vote.network is None
+            or self.used_network[vote.network] < self.cfg.max_examples_per_network
+        )
 
     def trusted(self, turn: RatedTurn, votes: list[Vote]) -> list[Vote] | None:
         """Stage 0: the votes that may count (None: the turn was dropped, and why)."""
@@ -199,18 +220,28 @@ class _Curator:
             self.drop(turn, "untrusted voter", voter_problem(votes[0], self.cfg) or "")
             return None
         if self.cfg.hold_risky_text:
-            held = {v.user_id: text_problem(v.correction) for v in earned
-                    if v.rating == "down" and v.correction}
+            held = {
+                v.user_id: text_problem(v.correction)
+                for v in earned
+                if v.rating == "down" and v.correction
+            }
             clean = [v for v in earned if not held.get(v.user_id)]
             if not clean:
-                self.drop(turn, "held for review", f"the correction carries "
-                          f"{next(p for p in held.values() if p)}")
+                self.drop(
+                    turn,
+                    "held for review",
+                    f"the correction carries {next(p for p in held.values() if p)}",
+                )
                 return None
             earned = clean
         budget = [v for v in earned if self.network_ok(v)]
         if not budget:
-            self.drop(turn, "network cap", "its voters' network already decided "
-                      f"max_examples_per_network={self.cfg.max_examples_per_network} examples")
+            self.drop(
+                turn,
+                "network cap",
+                "its voters' network already decided "
+                f"max_examples_per_network={self.cfg.max_examples_per_network} examples",
+            )
             return None
         return budget
 
@@ -225,8 +256,11 @@ class _Curator:
             return None
         counted = [v for v in trusted if self.used[v.user_id] < cap]
         if not counted:
-            return self.drop(turn, "user cap", f"all {len(votes)} voters already decided "
-                             f"max_examples_per_user={cap} examples")
+            return self.drop(
+                turn,
+                "user cap",
+                f"all {len(votes)} voters already decided max_examples_per_user={cap} examples",
+            )
         up = [v for v in counted if v.rating == "up"]
         down = [v for v in counted if v.rating == "down"]
         if len(up) == len(down):
@@ -243,19 +277,24 @@ class _Curator:
             if self.cfg.use_downvotes:
                 drafts.append(("undesirable", turn.answer, False))
             if not drafts:
-                return self.drop(turn, "downvote without correction",
-                                 "use_downvotes is off")
+                return self.drop(turn, "downvote without correction", "use_downvotes is off")
         source = turn.messages or [{"role": "user", "content": turn.question}]
         scrubbed_messages = [self.scrub(str(m.get("content", ""))) for m in source]
-        messages = [{"role": str(m.get("role", "")), "content": r.text}
-                    for m, r in zip(source, scrubbed_messages, strict=True)]
+        messages = [
+            {"role": str(m.get("role", "")), "content": r.text}
+            for m, r in zip(source, scrubbed_messages, strict=True)
+        ]
         message_counts: Counter[str] = Counter()
         for r in scrubbed_messages:
             message_counts.update(r.counts)
         question = words(self.scrub(turn.question).text)
         for label, raw, from_correction in drafts:
-            if (label == "desirable" and not from_correction and self.cfg.hold_risky_text
-                    and (problem := answer_problem(raw, self.sources(turn)))):
+            if (
+                label == "desirable"
+                and not from_correction
+                and self.cfg.hold_risky_text
+                and (problem := answer_problem(raw, self.sources(turn)))
+            ):
                 self.drop(turn, "held for review", f"the liked answer carries {problem}", label)
                 continue
             counting = [v for v in winners if self.used[v.user_id] < cap and self.network_ok(v)]
@@ -266,12 +305,14 @@ class _Curator:
             scrubbed = self.scrub(raw.strip())
             target = scrubbed.text
             if len(target) < self.cfg.min_chars:
-                self.drop(turn, "too short", f"{len(target)} < min_chars={self.cfg.min_chars}",
-                          label)
+                self.drop(
+                    turn, "too short", f"{len(target)} < min_chars={self.cfg.min_chars}", label
+                )
                 continue
             if len(target) > self.cfg.max_chars:
-                self.drop(turn, "too long", f"{len(target)} > max_chars={self.cfg.max_chars}",
-                          label)
+                self.drop(
+                    turn, "too long", f"{len(target)} > max_chars={self.cfg.max_chars}", label
+                )
                 continue
             target_key = words(target) or (target,)
             if (label, question, target_key) in self.exact:
@@ -280,20 +321,32 @@ class _Curator:
             pair = shingles(question, "q:") | shingles(target_key, "a:")
             twin = self.near[label].find(pair)
             if twin is not None:
-                self.drop(turn, "near duplicate",
-                          f"similar to turn {self.kept[twin].turn.turn_id}", label)
+                self.drop(
+                    turn, "near duplicate", f"similar to turn {self.kept[twin].turn.turn_id}", label
+                )
                 continue
             self.exact.add((label, question, target_key))
             self.near[label].add(len(self.kept), pair)
-            self.kept.append(_Candidate(order, turn, label, [dict(m) for m in messages], target,
-                                        deciders, opposing, target_key,
-                                        shingles(target_key, "a:"),
-                                        message_counts + Counter(scrubbed.counts),
-                                        from_correction))
+            self.kept.append(
+                _Candidate(
+                    order,
+                    turn,
+                    label,
+                    [dict(m) for m in messages],
+                    target,
+                    deciders,
+                    opposing,
+                    target_key,
+                    shingles(target_key, "a:"),
+                    message_counts + Counter(scrubbed.counts),
+                    from_correction,
+                )
+            )
             for user in deciders:
                 self.used[user] += 1
-            for network in {v.network for v in counting
-                            if v.network is not None and not is_logged_in(v.user_id)}:
+            for network in {
+                v.network for v in counting if v.network is not None and not is_logged_in(v.user_id)
+            }:
                 self.used_network[network] += 1
         return None
 
@@ -303,12 +356,16 @@ class _Curator:
         evidence is every correction of these turns (also untrusted or held ones) and of the
         `context` (earlier days' corrections, whichever dataset they went to)."""
         seen = {t.turn_id for t in turns}
-        corrections = [(v.user_id, words(v.correction)) for t in turns for v in t.votes
-                       if v.rating == "down" and v.correction]
-        corrections += [(p.user_id, words(p.correction)) for p in context
-                        if p.turn_id not in seen]
-        answers = [words(t.answer) for t in turns] + [words(p.answer) for p in context
-                                                      if p.turn_id not in seen]
+        corrections = [
+            (v.user_id, words(v.correction))
+            for t in turns
+            for v in t.votes
+            if v.rating == "down" and v.correction
+        ]
+        corrections += [(p.user_id, words(p.correction)) for p in context if p.turn_id not in seen]
+        answers = [words(t.answer) for t in turns] + [
+            words(p.answer) for p in context if p.turn_id not in seen
+        ]
         phrases = campaign_phrases(corrections, answers, self.cfg)
         if not phrases:
             return
@@ -325,8 +382,13 @@ class _Curator:
             c.deciders -= involved
             if len(c.deciders) <= c.opposing:
                 span = spans[min(involved)]
-                self.drop(c.turn, "campaign", f"its voters' corrections repeat {span[:80]!r}, "
-                          f"a phrase in the corrections of {len(spans)} voters", c.label)
+                self.drop(
+                    c.turn,
+                    "campaign",
+                    f"its voters' corrections repeat {span[:80]!r}, "
+                    f"a phrase in the corrections of {len(spans)} voters",
+                    c.label,
+                )
                 c.dropped = "campaign"
         self.kept = [c for c in self.kept if c.dropped is None]
 
@@ -361,13 +423,17 @@ class _Curator:
             changed = True
             # Stop counting the voter first where the example stands without them, then on
             # their latest examples: a capped voter costs the dataset as little as possible.
-            mine.sort(key=lambda c: (len(c.deciders) - 1 > c.opposing, c.order,
-                                     c.label == "undesirable"), reverse=True)
+            mine.sort(
+                key=lambda c: (len(c.deciders) - 1 > c.opposing, c.order, c.label == "undesirable"),
+                reverse=True,
+            )
             for c in mine[:excess]:
                 c.deciders.discard(user)
                 if len(c.deciders) <= c.opposing:
-                    c.dropped, c.detail = "user cap", (
-                        f"a voter exceeded max_share_per_user={self.cfg.max_share_per_user}")
+                    c.dropped, c.detail = (
+                        "user cap",
+                        (f"a voter exceeded max_share_per_user={self.cfg.max_share_per_user}"),
+                    )
         return changed
 
     def _answer_clusters(self) -> list[list[_Candidate]]:
@@ -377,8 +443,9 @@ class _Curator:
         threshold = min(self.cfg.near_duplicate_threshold, ANSWER_SIMILARITY)
         clusters: list[list[_Candidate]] = []
         exact: dict[tuple[Label, tuple[str, ...]], int] = {}
-        near = {label: SimilarIndex(threshold, self.frequency)
-                for label in ("desirable", "undesirable")}
+        near = {
+            label: SimilarIndex(threshold, self.frequency) for label in ("desirable", "undesirable")
+        }
         for c in self.kept:
             i = exact.get((c.label, c.target_key))
             if i is None:
@@ -397,9 +464,13 @@ class _Curator:
         for cluster in clusters:
             live = [c for c in cluster if c.dropped is None]
             for c in live[limit:]:  # keep the earliest
-                c.dropped, c.detail = "answer cap", (
-                    f"the same answer exceeded max_share_per_answer="
-                    f"{self.cfg.max_share_per_answer}")
+                c.dropped, c.detail = (
+                    "answer cap",
+                    (
+                        f"the same answer exceeded max_share_per_answer="
+                        f"{self.cfg.max_share_per_answer}"
+                    ),
+                )
                 changed = True
         return changed
 
@@ -413,8 +484,10 @@ def _split(kept: Iterable[tuple[str, bool]], fraction: float, seed: int) -> dict
     kept = list(kept)
     ids = sorted({c for c, _ in kept})
     good = sorted({c for c, desirable in kept if desirable})
-    score = {c: int.from_bytes(hashlib.sha256(f"{seed}\0{c}".encode()).digest()[:8], "big")
-             / 2**64 for c in ids}
+    score = {
+        c: int.from_bytes(hashlib.sha256(f"{seed}\0{c}".encode()).digest()[:8], "big") / 2**64
+        for c in ids
+    }
     held = {c for c in ids if score[c] < fraction}
     if fraction > 0:
         for group in (ids, good):
@@ -427,8 +500,13 @@ def _split(kept: Iterable[tuple[str, bool]], fraction: float, seed: int) -> dict
     return {c: ("heldout" if c in held else "train") for c in ids}
 
 
-def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = None,
-           campaign_context: Sequence[PastCorrection] = ()) -> CurationResult:
+def curate(
+    turns: list[RatedTurn],
+    cfg: CurationConfig,
+    *,
+    seed: int | None = None,
+    campaign_context: Sequence[PastCorrection] = (),
+) -> CurationResult:
     """Turn rated turns into kept examples (scrubbed, deduplicated, capped, split) and dropped
     ones with a reason each. Pure: no database, no files. `seed` overrides `cfg.seed`;
     `campaign_context` is the last weeks' corrections (store.queries.recent_corrections) that
@@ -437,8 +515,10 @@ def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = No
     if not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed = {seed!r}: must be a non-negative integer")
     if cfg.min_chars > cfg.max_chars:
-        raise InputError(f"curation.min_chars = {cfg.min_chars} is above curation.max_chars = "
-                         f"{cfg.max_chars}: lower min_chars or raise max_chars")
+        raise InputError(
+            f"curation.min_chars = {cfg.min_chars} is above curation.max_chars = "
+            f"{cfg.max_chars}: lower min_chars or raise max_chars"
+        )
     try:
         ordered = sorted(turns, key=lambda t: (_ts(t.created_at), t.turn_id))
     except (TypeError, AttributeError, ValueError, OverflowError) as exc:
@@ -453,17 +533,37 @@ def curate(turns: list[RatedTurn], cfg: CurationConfig, *, seed: int | None = No
         curator.visit(order, turn)
     curator.drop_campaigns(ordered, campaign_context)
     curator.enforce_shares()
-    splits = _split(((c.turn.conversation_id, c.label == "desirable") for c in curator.kept),
-                    cfg.holdout_fraction, seed)
-    examples = [Example(c.turn.turn_id, c.turn.conversation_id, c.messages, c.target, c.label,
-                        splits[c.turn.conversation_id], len(c.deciders)) for c in curator.kept]
+    splits = _split(
+        ((c.turn.conversation_id, c.label == "desirable") for c in curator.kept),
+        cfg.holdout_fraction,
+        seed,
+    )
+    examples = [
+        Example(
+            c.turn.turn_id,
+            c.turn.conversation_id,
+            c.messages,
+            c.target,
+            c.label,
+            splits[c.turn.conversation_id],
+            len(c.deciders),
+        )
+        for c in curator.kept
+    ]
     examples.sort(key=lambda e: e.split != "train")  # stable: train first, each oldest first
     scrub_counts: Counter[str] = Counter()
     for c in curator.kept:
         scrub_counts.update(c.scrubbed)
     drop_counts = Counter(d.reason for d in curator.dropped)
-    return CurationResult(examples, curator.dropped, dict(sorted(drop_counts.items())),
-                          dict(sorted(scrub_counts.items())), cfg, seed, len(turns))
+    return CurationResult(
+        examples,
+        curator.dropped,
+        dict(sorted(drop_counts.items())),
+        dict(sorted(scrub_counts.items())),
+        cfg,
+        seed,
+        len(turns),
+    )
 
 
 def campaign_since(cfg: CurationConfig) -> datetime:
@@ -473,37 +573,51 @@ def campaign_since(cfg: CurationConfig) -> datetime:
 
 def summary_lines(result: CurationResult) -> list[str]:
     """What curation kept and why it left the rest out, for the CLI and the cycle log."""
-    lines = [f"{result.turns_in} rated turns -> {len(result.examples)} examples "
-             f"(seed {result.seed})"]
+    lines = [
+        f"{result.turns_in} rated turns -> {len(result.examples)} examples (seed {result.seed})"
+    ]
     for split, examples in (("train", result.train), ("heldout", result.heldout)):
         labels = Counter(e.label for e in examples)
         conversations = len({e.conversation_id for e in examples})
-        lines.append(f"  {split}: {len(examples)} examples from {conversations} conversations "
-                     f"({labels['desirable']} desirable, {labels['undesirable']} undesirable)")
+        lines.append(
+            f"  {split}: {len(examples)} examples from {conversations} conversations "
+            f"({labels['desirable']} desirable, {labels['undesirable']} undesirable)"
+        )
     if result.drop_counts:
         reasons = sorted(result.drop_counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        lines.append(f"  left out {sum(result.drop_counts.values())}: "
-                     + ", ".join(f"{reason} {n}" for reason, n in reasons))
+        lines.append(
+            f"  left out {sum(result.drop_counts.values())}: "
+            + ", ".join(f"{reason} {n}" for reason, n in reasons)
+        )
         if "user cap" in result.drop_counts:
             cfg = result.config
-            lines.append(f"  (user cap: one voter decides at most {cfg.max_examples_per_user} "
-                         f"examples and {cfg.max_share_per_user:.0%} of the dataset; with fewer "
-                         f"than {math.ceil(1 / max(cfg.max_share_per_user, 1e-9))} active voters "
-                         "raise curation.max_share_per_user)")
-        trust = {k: result.drop_counts.get(k, 0) for k in ("untrusted voter", "network cap",
-                                                            "held for review", "campaign")}
+            lines.append(
+                f"  (user cap: one voter decides at most {cfg.max_examples_per_user} "
+                f"examples and {cfg.max_share_per_user:.0%} of the dataset; with fewer "
+                f"than {math.ceil(1 / max(cfg.max_share_per_user, 1e-9))} active voters "
+                "raise curation.max_share_per_user)"
+            )
+        trust = {
+            k: result.drop_counts.get(k, 0)
+            for k in ("untrusted voter", "network cap", "held for review", "campaign")
+        }
         if any(trust.values()):
             cfg = result.config
-            lines.append(f"  (trust: votes count from logged-in accounts and identities at "
-                         f"least {cfg.min_voter_age_hours:g} h old with {cfg.min_voter_turns} "
-                         f"earlier turns, {cfg.max_examples_per_network} examples per network; "
-                         "links, contacts and instructions are held for review; "
-                         + ", ".join(f"{k} {n}" for k, n in trust.items() if n) + ")")
+            lines.append(
+                f"  (trust: votes count from logged-in accounts and identities at "
+                f"least {cfg.min_voter_age_hours:g} h old with {cfg.min_voter_turns} "
+                f"earlier turns, {cfg.max_examples_per_network} examples per network; "
+                "links, contacts and instructions are held for review; "
+                + ", ".join(f"{k} {n}" for k, n in trust.items() if n)
+                + ")"
+            )
     else:
         lines.append("  left out nothing")
     if result.scrub_counts:
-        lines.append("  personal data replaced: "
-                     + ", ".join(f"{kind} {n}" for kind, n in result.scrub_counts.items()))
+        lines.append(
+            "  personal data replaced: "
+            + ", ".join(f"{kind} {n}" for kind, n in result.scrub_counts.items())
+        )
     else:
         lines.append("  personal data replaced: none found")
     return lines

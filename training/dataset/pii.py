@@ -30,8 +30,21 @@ from typing import Literal, get_args
 
 from training.dataset import pii_ids as ids
 
-PiiKind = Literal["email", "phone", "card", "iban", "ip", "ssn", "national_id", "passport",
-                  "licence", "dob", "mac", "secret", "address"]
+PiiKind = Literal[
+    "email",
+    "phone",
+    "card",
+    "iban",
+    "ip",
+    "ssn",
+    "national_id",
+    "passport",
+    "licence",
+    "dob",
+    "mac",
+    "secret",
+    "address",
+]
 KINDS: tuple[PiiKind, ...] = get_args(PiiKind)
 
 
@@ -68,20 +81,24 @@ class _Rule:
 
 def _whole(kind: PiiKind, check: Callable[[str], bool] | None = None) -> Replacer:
     """Replace the whole match when `check` (if any) accepts it."""
+
     def replace(m: re.Match[str]) -> str | None:
         return placeholder(kind) if check is None or check(m.group()) else None
+
     return replace
 
 
 def _group(kind: PiiKind, name: str, check: Callable[[str], bool] | None = None) -> Replacer:
     """Replace only the named group, keeping its context (e.g. the 'password:' label)."""
+
     def replace(m: re.Match[str]) -> str | None:
         value = m.group(name)
         if check is not None and not check(value):
             return None
         start, end = m.span(name)
         whole = m.group()
-        return whole[:start - m.start()] + placeholder(kind) + whole[end - m.start():]
+        return whole[: start - m.start()] + placeholder(kind) + whole[end - m.start() :]
+
     return replace
 
 
@@ -92,46 +109,62 @@ def _digits(text: str) -> str:
 # --- secrets -----------------------------------------------------------------------------------
 
 # With or without its END line (a key pasted half): then the base64 lines that follow it.
-_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:.*?-----END [A-Z0-9 ]*PRIVATE "
-                  r"KEY-----|(?:\s*[A-Za-z0-9+/=]{8,})+)", re.DOTALL)
+_PEM = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:.*?-----END [A-Z0-9 ]*PRIVATE "
+    r"KEY-----|(?:\s*[A-Za-z0-9+/=]{8,})+)",
+    re.DOTALL,
+)
 _URL_CREDENTIALS = re.compile(
-    r"(?i)\b[a-z][a-z0-9+.\-]{1,15}://(?P<userinfo>[^\s/?#@:]+:[^\s/?#@]+)@")
+    r"(?i)\b[a-z][a-z0-9+.\-]{1,15}://(?P<userinfo>[^\s/?#@:]+:[^\s/?#@]+)@"
+)
 _KNOWN_TOKENS = re.compile(
-    r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}"          # OpenAI / Anthropic style
+    r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}"  # OpenAI / Anthropic style
     r"|\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{22,}"  # GitHub
-    r"|\bglpat-[A-Za-z0-9_\-]{20,}"                     # GitLab
-    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"                   # AWS access key id
-    r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}"                # Slack
-    r"|\bAIza[0-9A-Za-z_\-]{35}"                        # Google API key
-    r"|\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,}"          # Stripe
-    r"|\bhf_[A-Za-z0-9]{30,}"                           # Hugging Face
-    r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")  # JWT
+    r"|\bglpat-[A-Za-z0-9_\-]{20,}"  # GitLab
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key id
+    r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}"  # Slack
+    r"|\bAIza[0-9A-Za-z_\-]{35}"  # Google API key
+    r"|\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,}"  # Stripe
+    r"|\bhf_[A-Za-z0-9]{30,}"  # Hugging Face
+    r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+)  # JWT
 _BEARER = re.compile(r"(?i)\bbearer\s+(?P<token>[A-Za-z0-9\-._~+/]{16,}=*)")
-_SECRET_WORDS = (r"password|passwd|passphrase|pwd|pw|passcode|secret|api[_\-]?key|apikey|"
-                 r"access[_\-]?key|token|credentials?|private[_\-]?key|client[_\-]?secret|pin|"
-                 r"passwort|kennwort|mot de passe|contraseña|clave|wachtwoord|senha|"
-                 r"parola d'ordine")
+_SECRET_WORDS = (
+    r"password|passwd|passphrase|pwd|pw|passcode|secret|api[_\-]?key|apikey|"
+    r"access[_\-]?key|token|credentials?|private[_\-]?key|client[_\-]?secret|pin|"
+    r"passwort|kennwort|mot de passe|contraseña|clave|wachtwoord|senha|"
+    r"parola d'ordine"
+)
 _KEY_VALUE = re.compile(
     rf"(?i)\b(?:[a-z0-9]{{1,20}}[_\-.]){{0,4}}(?:{_SECRET_WORDS})"
     r"(?:[_\-.](?:key|id|secret|token|value|string|str|hash|b64)){0,3}"
-    r"(?P<sep>\s*[:=]\s*|\s+(?:is|was|ist|war|est|es|è|é)\s+)(?P<q>[\"'`]?)(?P<value>[^\s\"'`,;]{4,})(?P=q)")
+    r"(?P<sep>\s*[:=]\s*|\s+(?:is|was|ist|war|est|es|è|é)\s+)(?P<q>[\"'`]?)(?P<value>[^\s\"'`,;]{4,})(?P=q)"
+)
 # "I use the password Summer2024! everywhere": no separator, so the value must look made up
 # (a digit or a symbol in it), unlike "the password field".
-_BARE_PASSWORD = re.compile(r"(?i)\b(?:password|passwort|passcode|pin|passphrase)\s+"
-                            r"(?P<value>(?=[^\s]*[\d!@#$%^&*?])[^\s\"'`,;]{4,}?)"
-                            r"(?=[.,;:!?]?(?:\s|$))")
+_BARE_PASSWORD = re.compile(
+    r"(?i)\b(?:password|passwort|passcode|pin|passphrase)\s+"
+    r"(?P<value>(?=[^\s]*[\d!@#$%^&*?])[^\s\"'`,;]{4,}?)"
+    r"(?=[.,;:!?]?(?:\s|$))"
+)
 _HIGH_ENTROPY = re.compile(r"(?<![\w+/=\-])[A-Za-z0-9+/_\-]{32,}={0,2}(?![\w+/=\-])")
 
 
 def _key_value_secret(m: re.Match[str]) -> str | None:
     value = m.group("value").rstrip(".")
     # Placeholders, masks and code are documentation, not secrets: `password = getpass()`.
-    if (value[0] in "[<{$*" or "(" in value or set(value) <= set("*x.")
-            or value.lower() in {"none", "null", "true", "false", "required", "optional"}):
+    if (
+        value[0] in "[<{$*"
+        or "(" in value
+        or set(value) <= set("*x.")
+        or value.lower() in {"none", "null", "true", "false", "required", "optional"}
+    ):
         return None
     # "my password is hunter2" is a secret; "the password is required" is prose.
-    if m.group("sep").strip() in {"is", "was", "ist", "war", "est", "es", "è", "é"} \
-            and value.isalpha():
+    if (
+        m.group("sep").strip() in {"is", "was", "ist", "war", "est", "es", "è", "é"}
+        and value.isalpha()
+    ):
         return None
     return _group("secret", "value")(m)
 
@@ -147,26 +180,91 @@ def _looks_random(token: str) -> bool:
     body = token.rstrip("=")
     if re.fullmatch(r"[0-9a-fA-F]{32,}", body):
         return bool(re.search(r"\d", body) and re.search(r"[a-fA-F]", body))
-    return (bool(re.search(r"[a-z]", body) and re.search(r"[A-Z]", body)
-                 and re.search(r"\d", body)) and _entropy(body) >= 4.3)
+    return (
+        bool(re.search(r"[a-z]", body) and re.search(r"[A-Z]", body) and re.search(r"\d", body))
+        and _entropy(body) >= 4.3
+    )
 
 
 # --- e-mail, bank and card numbers, SSN --------------------------------------------------------
 
-_EMAIL = re.compile(r"(?<![\w.%+\-])[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@"
-                    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}"
-                    r"(?![\w\-])")
+_EMAIL = re.compile(
+    r"(?<![\w.%+\-])[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}"
+    r"(?![\w\-])"
+)
 
 # Official IBAN lengths; an unknown country is not an IBAN (keeps false positives at ~0).
 _IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BR": 29, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20,
-    "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18,
-    "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30,
-    "KW": 30, "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24,
-    "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28,
-    "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24,
-    "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BR": 29,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NL": 18,
+    "NO": 15,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "SA": 24,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VG": 24,
+    "XK": 20,
 }
 _IBAN = re.compile(r"(?i)(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,32}")
 
@@ -208,14 +306,16 @@ def luhn_valid(digits: str) -> bool:
 
 def _card_issuer_ok(digits: str) -> bool:
     n, two, four = len(digits), int(digits[:2]), int(digits[:4])
-    return ((digits[0] == "4" and n in (13, 16, 19))                     # Visa
-            or ((51 <= two <= 55 or 2221 <= four <= 2720) and n == 16)  # Mastercard
-            or (two in (34, 37) and n == 15)                            # Amex
-            or (two in (30, 36, 38, 39) and 14 <= n <= 19)              # Diners
-            or (digits.startswith(("6011", "64", "65")) and 16 <= n <= 19)  # Discover
-            or (two == 35 and 16 <= n <= 19)                            # JCB
-            or (two == 62 and 16 <= n <= 19)                            # UnionPay
-            or ((two == 50 or 56 <= two <= 69) and 12 <= n <= 19))      # Maestro
+    return (
+        (digits[0] == "4" and n in (13, 16, 19))  # Visa
+        or ((51 <= two <= 55 or 2221 <= four <= 2720) and n == 16)  # Mastercard
+        or (two in (34, 37) and n == 15)  # Amex
+        or (two in (30, 36, 38, 39) and 14 <= n <= 19)  # Diners
+        or (digits.startswith(("6011", "64", "65")) and 16 <= n <= 19)  # Discover
+        or (two == 35 and 16 <= n <= 19)  # JCB
+        or (two == 62 and 16 <= n <= 19)  # UnionPay
+        or ((two == 50 or 56 <= two <= 69) and 12 <= n <= 19)
+    )  # Maestro
 
 
 def card_valid(text: str) -> bool:
@@ -226,13 +326,17 @@ def card_valid(text: str) -> bool:
 
 
 _SSN = re.compile(r"(?<![\w\-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w\-])")
-_SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|social security(?: number| no\.?)?)\b[^\d\n]{0,12}"
-                          r"(?P<num>\d{3}[ \-]?\d{2}[ \-]?\d{4})(?![\w\-])")
+_SSN_CONTEXT = re.compile(
+    r"(?i)\b(?:ssn|social security(?: number| no\.?)?)\b[^\d\n]{0,12}"
+    r"(?P<num>\d{3}[ \-]?\d{2}[ \-]?\d{4})(?![\w\-])"
+)
 
 # --- network addresses -------------------------------------------------------------------------
 
-_IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:]{2,39}"
-                   r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:]|\.\d)")
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:]{2,39}"
+    r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:]|\.\d)"
+)
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 
 
@@ -255,17 +359,21 @@ def _ip_identifying(text: str) -> bool:
 _PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(\d{1,4}\)|[ .\-]?\d{1,5}){1,6}(?!\w)")
 # North American: "(555) 123-4567", "555-123-4567", "1-800-555-0199"; groups need separators so
 # bare 10-digit ids survive.
-_PHONE_NANP = re.compile(r"(?<![\w.+\-/])(?:1[ .\-])?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .\-])"
-                         r"\d{3}[ .\-]\d{4}(?![\w\-]|[.,/]\d)")
+_PHONE_NANP = re.compile(
+    r"(?<![\w.+\-/])(?:1[ .\-])?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .\-])"
+    r"\d{3}[ .\-]\d{4}(?![\w\-]|[.,/]\d)"
+)
 # National with trunk 0: "020 7946 0958", "06 12 34 56 78", "030/1234567", "(030) 1234567".
 # One separator throughout, so dates like "01.02.2024 10" do not chain into a number.
 _PHONE_NATIONAL = re.compile(
     r"(?<![\w.+\-/])(?:\(0\d{1,4}\) ?\d{2,8}(?:[ \-]\d{2,8}){0,3}"
-    r"|0\d{1,4}(?P<sep>[ .\-/])\d{2,8}(?:(?P=sep)\d{2,8}){0,3})(?![\w\-]|[.,/]\d)")
+    r"|0\d{1,4}(?P<sep>[ .\-/])\d{2,8}(?:(?P=sep)\d{2,8}){0,3})(?![\w\-]|[.,/]\d)"
+)
 # Bare digits are only a phone when the text says so: "call me at 5551234567".
 _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|cellphone|call me|text me|reach me|whatsapp|"
-    r"fax)\b[^\d\n\[]{0,20}?(?P<num>\+?\d[\d \-.()]{5,18}\d)(?![\w])")
+    r"fax)\b[^\d\n\[]{0,20}?(?P<num>\+?\d[\d \-.()]{5,18}\d)(?![\w])"
+)
 
 
 def _digit_count(lo: int, hi: int) -> Callable[[str], bool]:
@@ -279,17 +387,24 @@ def _labelled_id(m: re.Match[str]) -> str | None:
 
 # --- street addresses --------------------------------------------------------------------------
 
-_STREET_SUFFIX = (r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|"
-                  r"Way|Place|Pl|Terrace|Parkway|Pkwy|Circle|Highway|Hwy|Square|Close|Crescent)")
+_STREET_SUFFIX = (
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|"
+    r"Way|Place|Pl|Terrace|Parkway|Pkwy|Circle|Highway|Hwy|Square|Close|Crescent)"
+)
 _NOT_A_NAME = r"(?!(?:The|A|An|In|On|Of|And|Or|To|For|At|By|With|From)\b)"
 _ADDRESS_EN = re.compile(
     rf"\b\d{{1,5}}[A-Za-z]?(?: [NSEW]\.?)? (?:{_NOT_A_NAME}[A-Z][a-z]+\.? |\d+(?:st|nd|rd|th) )"
-    rf"{{1,4}}{_STREET_SUFFIX}\b\.?(?:,? (?:Apt|Apartment|Suite|Ste|Unit|#)\.? ?[\w\-]+)?")
-_ADDRESS_DE = re.compile(r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|"
-                         r"damm|ufer)\s\d{1,4}[a-z]?\b")
-_ADDRESS_FR = re.compile(r"\b\d{1,4}(?: ?(?:bis|ter))?,? (?:rue|avenue|boulevard|bd|place|chemin|"
-                         r"allée|impasse|quai|cours) (?:(?:de|du|des|la|le)\s|l'|d')*"
-                         r"[A-ZÉÈ][\w'\-]+(?: [A-ZÉÈ][\w'\-]+)*")
+    rf"{{1,4}}{_STREET_SUFFIX}\b\.?(?:,? (?:Apt|Apartment|Suite|Ste|Unit|#)\.? ?[\w\-]+)?"
+)
+_ADDRESS_DE = re.compile(
+    r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|"
+    r"damm|ufer)\s\d{1,4}[a-z]?\b"
+)
+_ADDRESS_FR = re.compile(
+    r"\b\d{1,4}(?: ?(?:bis|ter))?,? (?:rue|avenue|boulevard|bd|place|chemin|"
+    r"allée|impasse|quai|cours) (?:(?:de|du|des|la|le)\s|l'|d')*"
+    r"[A-ZÉÈ][\w'\-]+(?: [A-ZÉÈ][\w'\-]+)*"
+)
 
 # Order matters: secrets and e-mails first (disguised e-mails before the plain-address rule eats
 # their '@' part), labelled ids before the number rules that would take their digits for a

@@ -82,26 +82,42 @@ class Example:
         if extra:
             raise TrainingError(f"{where} has unknown key(s) {', '.join(extra)}: {fix}")
         if data["label"] not in LABELS:
-            raise TrainingError(f"{where} has label {data['label']!r} (must be 'desirable' or "
-                                f"'undesirable'): {fix}")
+            raise TrainingError(
+                f"{where} has label {data['label']!r} (must be 'desirable' or 'undesirable'): {fix}"
+            )
         if data["split"] not in SPLITS:
-            raise TrainingError(f"{where} has split {data['split']!r} (must be 'train' or "
-                                f"'heldout'): {fix}")
-        if not all(isinstance(data[k], str) for k in ("turn_id", "conversation_id", "target")) \
-                or not isinstance(data["voters"], int) or isinstance(data["voters"], bool):
+            raise TrainingError(
+                f"{where} has split {data['split']!r} (must be 'train' or 'heldout'): {fix}"
+            )
+        if (
+            not all(isinstance(data[k], str) for k in ("turn_id", "conversation_id", "target"))
+            or not isinstance(data["voters"], int)
+            or isinstance(data["voters"], bool)
+        ):
             raise TrainingError(f"{where} has a field of the wrong type: {fix}")
         if not isinstance(data.get("synthetic", False), bool):
             raise TrainingError(f"{where} has 'synthetic' that is not true/false: {fix}")
         if data.get("synthetic") and data["split"] != "train":
-            raise TrainingError(f"{where} is a synthetic example in the {data['split']!r} split "
-                                f"(synthetic examples are for training only): {fix}")
+            raise TrainingError(
+                f"{where} is a synthetic example in the {data['split']!r} split "
+                f"(synthetic examples are for training only): {fix}"
+            )
         messages = data["messages"]
-        if (not isinstance(messages, list) or not messages
-                or not all(isinstance(m, dict) and set(m) == {"role", "content"}
-                           and all(isinstance(v, str) for v in m.values()) for m in messages)
-                or messages[-1]["role"] != "user"):
-            raise TrainingError(f"{where} has 'messages' that is not a non-empty list of "
-                                f"{{role, content}} objects ending with the user's question: {fix}")
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(
+                isinstance(m, dict)
+                and set(m) == {"role", "content"}
+                and all(isinstance(v, str) for v in m.values())
+                for m in messages
+            )
+            or messages[-1]["role"] != "user"
+        ):
+            raise TrainingError(
+                f"{where} has 'messages' that is not a non-empty list of "
+                f"{{role, content}} objects ending with the user's question: {fix}"
+            )
         if not data["target"].strip():
             raise TrainingError(f"{where} has an empty target answer: {fix}")
         return cls(**data)
@@ -191,35 +207,54 @@ class Curated(Protocol):
     def turns_in(self) -> int: ...
 
 
-def write_dataset(result: Curated, out_dir: Path, *, dataset_id: str,
-                  source_description: dict[str, Any]) -> DatasetManifest:
+def write_dataset(
+    result: Curated, out_dir: Path, *, dataset_id: str, source_description: dict[str, Any]
+) -> DatasetManifest:
     """Write a curation result as the dataset folder `out_dir` (which must not exist yet).
 
     `source_description` (JSON-serialisable: e.g. the time window and turn count the store query
     covered) is recorded verbatim in the manifest. The folder appears complete or not at all.
     """
     if not result.examples:
-        raise TrainingError("no examples survived curation (see the drop reasons); collect more "
-                            "rated turns before building a dataset")
+        raise TrainingError(
+            "no examples survived curation (see the drop reasons); collect more "
+            "rated turns before building a dataset"
+        )
     return write_examples(
-        result.examples, out_dir, dataset_id=dataset_id, source=source_description,
-        dropped=dict(result.drop_counts), scrubbed=dict(result.scrub_counts),
-        curation={**dataclasses.asdict(result.config), "seed": result.seed,
-                  "turns_in": result.turns_in})
+        result.examples,
+        out_dir,
+        dataset_id=dataset_id,
+        source=source_description,
+        dropped=dict(result.drop_counts),
+        scrubbed=dict(result.scrub_counts),
+        curation={
+            **dataclasses.asdict(result.config),
+            "seed": result.seed,
+            "turns_in": result.turns_in,
+        },
+    )
 
 
-def write_examples(examples: Sequence[Example], out_dir: Path, *, dataset_id: str,
-                   source: dict[str, Any], dropped: dict[str, int] | None = None,
-                   scrubbed: dict[str, int] | None = None,
-                   curation: dict[str, Any] | None = None) -> DatasetManifest:
+def write_examples(
+    examples: Sequence[Example],
+    out_dir: Path,
+    *,
+    dataset_id: str,
+    source: dict[str, Any],
+    dropped: dict[str, int] | None = None,
+    scrubbed: dict[str, int] | None = None,
+    curation: dict[str, Any] | None = None,
+) -> DatasetManifest:
     """Write examples (each carrying its split) as the dataset folder `out_dir`, atomically."""
     out_dir = Path(out_dir)
     examples = list(examples)
     if not dataset_id or not isinstance(dataset_id, str):
         raise TrainingError("write_dataset needs a non-empty dataset_id")
     if out_dir.exists():
-        raise TrainingError(f"dataset folder {out_dir} already exists: datasets are never "
-                            "overwritten; write to a new folder or remove the old one")
+        raise TrainingError(
+            f"dataset folder {out_dir} already exists: datasets are never "
+            "overwritten; write to a new folder or remove the old one"
+        )
     try:
         json.dumps(source)
     except (TypeError, ValueError) as exc:
@@ -233,11 +268,17 @@ def write_examples(examples: Sequence[Example], out_dir: Path, *, dataset_id: st
             _write_lines(tmp / name, [e for e in examples if e.split == split])
             files[name] = _sha256(tmp / name)
         manifest = DatasetManifest(
-            dataset_id=dataset_id, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            dataset_id=dataset_id,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             format_version=FORMAT_VERSION if any(e.synthetic for e in examples) else 1,
             counts=_counts(examples),
-            dropped=dict(dropped or {}), scrubbed=dict(scrubbed or {}),
-            curation=dict(curation or {}), source=source, sha256=files, path=out_dir)
+            dropped=dict(dropped or {}),
+            scrubbed=dict(scrubbed or {}),
+            curation=dict(curation or {}),
+            source=source,
+            sha256=files,
+            path=out_dir,
+        )
         with (tmp / MANIFEST_FILE).open("w", encoding="utf-8") as fh:
             fh.write(json.dumps(manifest.to_json(), ensure_ascii=False, indent=2) + "\n")
             fh.flush()
@@ -264,8 +305,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _broken(path: Path, problem: str) -> TrainingError:
-    return TrainingError(f"dataset {path} is broken: {problem}; rebuild it with curate "
-                         "(a dataset folder must not be edited by hand)")
+    return TrainingError(
+        f"dataset {path} is broken: {problem}; rebuild it with curate "
+        "(a dataset folder must not be edited by hand)"
+    )
 
 
 def load_dataset(path: Path, *, trainable: bool = False) -> LoadedDataset:
@@ -274,12 +317,16 @@ def load_dataset(path: Path, *, trainable: bool = False) -> LoadedDataset:
     need)."""
     path = Path(path)
     if not path.is_dir():
-        raise TrainingError(f"dataset folder {path} does not exist: run `main.py curate` first "
-                            "or pass the folder it wrote")
+        raise TrainingError(
+            f"dataset folder {path} does not exist: run `main.py curate` first "
+            "or pass the folder it wrote"
+        )
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
-        raise TrainingError(f"{path} is not a dataset folder ({MANIFEST_FILE} is missing); pass "
-                            "a folder written by curate")
+        raise TrainingError(
+            f"{path} is not a dataset folder ({MANIFEST_FILE} is missing); pass "
+            "a folder written by curate"
+        )
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -288,15 +335,19 @@ def load_dataset(path: Path, *, trainable: bool = False) -> LoadedDataset:
     if not isinstance(data, dict) or set(data) != set(fields):
         raise _broken(path, f"{MANIFEST_FILE} must hold exactly the keys {', '.join(fields)}")
     if data["format_version"] not in READABLE_VERSIONS:
-        raise TrainingError(f"dataset {path} has format version {data['format_version']!r}; this "
-                            f"version reads {READABLE_VERSIONS}: rebuild it with this curate")
+        raise TrainingError(
+            f"dataset {path} has format version {data['format_version']!r}; this "
+            f"version reads {READABLE_VERSIONS}: rebuild it with this curate"
+        )
     manifest = DatasetManifest(**data, path=path)
     splits: dict[str, list[Example]] = {}
     for split, name in SPLIT_FILES.items():
         file = path / name
         if not file.is_file():
-            raise TrainingError(f"{file} does not exist: the dataset folder is incomplete; "
-                                "rebuild it with `main.py curate`")
+            raise TrainingError(
+                f"{file} does not exist: the dataset folder is incomplete; "
+                "rebuild it with `main.py curate`"
+            )
         examples = []
         for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
             where = f"{file} line {number}"
@@ -310,12 +361,17 @@ def load_dataset(path: Path, *, trainable: bool = False) -> LoadedDataset:
             examples.append(example)
         splits[split] = examples
     if trainable and not any(e.desirable for e in splits["train"]):
-        raise TrainingError(f"{path / SPLIT_FILES['train']} has no desirable examples: rate "
-                            "more answers 👍 (or correct 👎 ones) before training")
+        raise TrainingError(
+            f"{path / SPLIT_FILES['train']} has no desirable examples: rate "
+            "more answers 👍 (or correct 👎 ones) before training"
+        )
     for name in SPLIT_FILES.values():  # after the lines, so a bad line is named first
         if manifest.sha256.get(name) != _sha256(path / name):
-            raise _broken(path, f"{name} does not match the sha256 in {MANIFEST_FILE} (changed "
-                          "or truncated since it was written)")
+            raise _broken(
+                path,
+                f"{name} does not match the sha256 in {MANIFEST_FILE} (changed "
+                "or truncated since it was written)",
+            )
     if _counts(splits["train"] + splits["heldout"]) != manifest.counts:
         raise _broken(path, f"the examples do not add up to the counts in {MANIFEST_FILE}")
     return LoadedDataset(manifest, splits["train"], splits["heldout"])

@@ -27,15 +27,19 @@ are handed out by the operator, so they are not free."""
 
 # Top-level domains a link is written with. Ones that are also file extensions or short words
 # (py, md, sh, rs, it, in, is, to, me, no, us, at, be) only count after a scheme or "www.".
-_TLDS = ("com|net|org|info|biz|io|co|ly|gl|gg|ai|app|dev|xyz|top|site|online|shop|store|club|"
-         "live|link|click|ru|cn|tk|ml|ga|cf|gq|uk|de|fr|nl|eu|ca|au|br|jp|es|pl|ch|se|cc|tv|ws")
+_TLDS = (
+    "com|net|org|info|biz|io|co|ly|gl|gg|ai|app|dev|xyz|top|site|online|shop|store|club|"
+    "live|link|click|ru|cn|tk|ml|ga|cf|gq|uk|de|fr|nl|eu|ca|au|br|jp|es|pl|ch|se|cc|tv|ws"
+)
 _LINK = re.compile(
     rf"(?i)\b(?:h(?:tt|xx)ps?://|www\.)\S+"
     rf"|\b[a-z0-9](?:[a-z0-9\-]{{0,61}}[a-z0-9])?(?:\.[a-z0-9\-]{{1,63}})*\.(?:{_TLDS})\b(?:/\S*)?"
-    rf"|\b[a-z0-9\-]{{2,63}}\s*[\[(]?\s*(?:dot|\.)\s*[\])]?\s*(?:com|net|org|io|info|ru)\b")
+    rf"|\b[a-z0-9\-]{{2,63}}\s*[\[(]?\s*(?:dot|\.)\s*[\])]?\s*(?:com|net|org|io|info|ru)\b"
+)
 _CONTACT = re.compile(
     r"(?i)\b(?:whats\s?app|telegram|signal me|wechat|viber|skype|dm me|message me|text me|"
-    r"call me|contact (?:me|us|our (?:team|agent|support))|e-?mail (?:me|us))\b")
+    r"call me|contact (?:me|us|our (?:team|agent|support))|e-?mail (?:me|us))\b"
+)
 _INSTRUCTION = re.compile(
     r"(?i)\b(?:ignore (?:all |any |the )?(?:previous|prior|above|earlier|other) "
     r"(?:instructions|rules|prompts?)"
@@ -48,7 +52,8 @@ _INSTRUCTION = re.compile(
     r"one-time code|2fa|verification code)"
     r"|verify your (?:account|identity|password|card|payment)"
     r"|your account (?:is|has been|was) (?:locked|suspended|compromised|disabled)"
-    r"|click (?:here|this link|the link|below))\b")
+    r"|click (?:here|this link|the link|below))\b"
+)
 
 
 def text_problem(text: str) -> str | None:
@@ -73,7 +78,8 @@ def answer_problem(answer: str, sources: Iterable[str]) -> str | None:
         if m.group().casefold().rstrip(".,;:!?)") not in given:
             return f"a link its sources did not give ({m.group()[:60]!r})"
     if contains_pii(answer, kinds={"email", "phone"}) and not contains_pii(
-            given, kinds={"email", "phone"}):
+        given, kinds={"email", "phone"}
+    ):
         return "contact details its sources did not give"
     return None
 
@@ -93,11 +99,15 @@ def voter_problem(vote: Vote, cfg: CurationConfig) -> str | None:
         return "no history is known for the voter"
     hours = (vote.at - vote.voter_since).total_seconds() / 3600
     if hours < cfg.min_voter_age_hours:
-        return (f"the identity was {hours:.1f} h old when it voted (min_voter_age_hours="
-                f"{cfg.min_voter_age_hours:g})")
+        return (
+            f"the identity was {hours:.1f} h old when it voted (min_voter_age_hours="
+            f"{cfg.min_voter_age_hours:g})"
+        )
     if vote.voter_turns_before < cfg.min_voter_turns:
-        return (f"the identity had {vote.voter_turns_before} earlier turns (min_voter_turns="
-                f"{cfg.min_voter_turns})")
+        return (
+            f"the identity had {vote.voter_turns_before} earlier turns (min_voter_turns="
+            f"{cfg.min_voter_turns})"
+        )
     return None
 
 
@@ -105,12 +115,14 @@ def ngrams(words: tuple[str, ...], n: int) -> set[tuple[str, ...]]:
     """The word n-grams of a text (its whole word tuple when shorter than n)."""
     if len(words) < n:
         return set()
-    return {words[i:i + n] for i in range(len(words) - n + 1)}
+    return {words[i : i + n] for i in range(len(words) - n + 1)}
 
 
-def campaign_phrases(corrections: list[tuple[str, tuple[str, ...]]],
-                     model_words: Iterable[tuple[str, ...]], cfg: CurationConfig
-                     ) -> set[tuple[str, ...]]:
+def campaign_phrases(
+    corrections: list[tuple[str, tuple[str, ...]]],
+    model_words: Iterable[tuple[str, ...]],
+    cfg: CurationConfig,
+) -> set[tuple[str, ...]]:
     """Phrases of `campaign_phrase_words` words that recur in the corrections (voter, words) of
     at least `campaign_min_voters` distinct voters and `campaign_min_share` of the corrections,
     leaving out the model's own wording (`model_words`: answers users correct by editing)."""
@@ -125,13 +137,14 @@ def campaign_phrases(corrections: list[tuple[str, tuple[str, ...]]],
             voters[gram].add(voter)
             texts[gram] += 1
     need = max(cfg.campaign_min_voters, cfg.campaign_min_share * len(corrections))
-    return {g for g, who in voters.items() if len(who) >= cfg.campaign_min_voters
-            and texts[g] >= need}
+    return {
+        g for g, who in voters.items() if len(who) >= cfg.campaign_min_voters and texts[g] >= need
+    }
 
 
 def campaign_span(words: tuple[str, ...], phrases: set[tuple[str, ...]], n: int) -> str | None:
     """The stretch of `words` covered by campaign phrases, for the operator ('' if none)."""
-    hits = [i for i in range(len(words) - n + 1) if words[i:i + n] in phrases]
+    hits = [i for i in range(len(words) - n + 1) if words[i : i + n] in phrases]
     if not hits:
         return None
     first = hits[0]
@@ -140,4 +153,4 @@ def campaign_span(words: tuple[str, ...], phrases: set[tuple[str, ...]], n: int)
         if i > last + n:
             break
         last = i
-    return " ".join(words[first:last + n])
+    return " ".join(words[first : last + n])

@@ -62,20 +62,31 @@ def why_not_now(cfg: Config, db: Database, *, force: bool = False) -> str | None
         return f"cycle {running.id} is still running"
     active = rollouts.active_rollout(db)
     if active:
-        return (f"a canary rollout of v{active.adapter_version} is {active.status}; cycles wait "
-                "until it ends")
+        return (
+            f"a canary rollout of v{active.adapter_version} is {active.status}; cycles wait "
+            "until it ends"
+        )
     if not force:
         since = datasets.last_dataset_time(db)
         new = len(queries.rated_turns_since(db, since))
         if new < cfg.schedule.min_new_examples:
-            return (f"only {new} rated answers since the last dataset; a cycle needs "
-                    f"{cfg.schedule.min_new_examples} (schedule.min_new_examples)")
+            return (
+                f"only {new} rated answers since the last dataset; a cycle needs "
+                f"{cfg.schedule.min_new_examples} (schedule.min_new_examples)"
+            )
     return None
 
 
-def run_cycle(cfg: Config, db: Database, *, trigger: str, actor: str, force: bool = False,
-              on_canary: CanaryHook | None = None, stage_timeout_s: float | None = None
-              ) -> CycleResult:
+def run_cycle(
+    cfg: Config,
+    db: Database,
+    *,
+    trigger: str,
+    actor: str,
+    force: bool = False,
+    on_canary: CanaryHook | None = None,
+    stage_timeout_s: float | None = None,
+) -> CycleResult:
     """Run one whole cycle now, or skip it with the reason (see `why_not_now`)."""
     reason = why_not_now(cfg, db, force=force)
     if reason:
@@ -84,8 +95,9 @@ def run_cycle(cfg: Config, db: Database, *, trigger: str, actor: str, force: boo
         cycle_id = cycles.start_cycle(db, trigger=trigger, actor=actor)
     except TransitionError as exc:  # another thread started one in between
         return CycleResult(None, "skipped", str(exc))
-    run = _Run(cfg, db, cycle_id, actor, on_canary,
-               stage_timeout_s or cfg.training.max_minutes * 60 + 600)
+    run = _Run(
+        cfg, db, cycle_id, actor, on_canary, stage_timeout_s or cfg.training.max_minutes * 60 + 600
+    )
     try:
         result = run.execute()
     except AssistantError as exc:
@@ -93,16 +105,29 @@ def run_cycle(cfg: Config, db: Database, *, trigger: str, actor: str, force: boo
     except Exception as exc:  # a bug must still end the cycle as failed, not leave it running
         log.exception("cycle %s crashed", cycle_id)
         result = run.fail(f"internal error: {type(exc).__name__}: {exc}")
-    cycles.finish_cycle(db, cycle_id, result.status, reason=result.reason, actor=actor,
-                        stage_timings=result.stage_seconds)
+    cycles.finish_cycle(
+        db,
+        cycle_id,
+        result.status,
+        reason=result.reason,
+        actor=actor,
+        stage_timings=result.stage_seconds,
+    )
     return result
 
 
 class _Run:
     """The state of one running cycle."""
 
-    def __init__(self, cfg: Config, db: Database, cycle_id: str, actor: str,
-                 on_canary: CanaryHook | None, stage_timeout_s: float) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        db: Database,
+        cycle_id: str,
+        actor: str,
+        on_canary: CanaryHook | None,
+        stage_timeout_s: float,
+    ) -> None:
         self.cfg, self.db, self.cycle_id, self.actor = cfg, db, cycle_id, actor
         self.on_canary = on_canary
         self.timeout = stage_timeout_s
@@ -112,18 +137,32 @@ class _Run:
         self.version: int | None = None
         self.summary: list[str] = []
 
-    def result(self, status: CycleStatus, reason: str,
-               verdict: Literal["canary", "rejected"] | None = None) -> CycleResult:
-        return CycleResult(self.cycle_id, status, reason, self.dataset_id, self.version,
-                           verdict, self.seconds, self.summary)  # timers close after return
+    def result(
+        self, status: CycleStatus, reason: str, verdict: Literal["canary", "rejected"] | None = None
+    ) -> CycleResult:
+        return CycleResult(
+            self.cycle_id,
+            status,
+            reason,
+            self.dataset_id,
+            self.version,
+            verdict,
+            self.seconds,
+            self.summary,
+        )  # timers close after return
 
     def fail(self, reason: str) -> CycleResult:
         if self.version is not None:
             adapter = registry.get_adapter(self.db, self.version)
             if adapter.status in ("training", "candidate"):
                 target = "failed" if adapter.status == "training" else "rejected"
-                registry.set_status(self.db, self.version, target, actor=self.actor,
-                                    reason=f"cycle failed: {reason}"[:1000])
+                registry.set_status(
+                    self.db,
+                    self.version,
+                    target,
+                    actor=self.actor,
+                    reason=f"cycle failed: {reason}"[:1000],
+                )
         return self.result("failed", reason)
 
     def stage(self, name: str) -> _Timer:
@@ -137,36 +176,53 @@ class _Run:
 
         with self.stage("curate"):
             since = datasets.last_dataset_time(self.db)
-            curated = curate(queries.rated_turns_since(self.db, since), self.cfg.curation,
-                             campaign_context=queries.recent_corrections(
-                                 self.db, campaign_since(self.cfg.curation)))
+            curated = curate(
+                queries.rated_turns_since(self.db, since),
+                self.cfg.curation,
+                campaign_context=queries.recent_corrections(
+                    self.db, campaign_since(self.cfg.curation)
+                ),
+            )
             self.summary = summary_lines(curated)
             if not curated.train:
-                return self.result("skipped", "curation kept no training examples: "
-                                   + "; ".join(self.summary))
+                return self.result(
+                    "skipped", "curation kept no training examples: " + "; ".join(self.summary)
+                )
             waiting = _too_little_heldout(self.cfg, curated.train, curated.heldout)
             if waiting:
                 return self.result("skipped", waiting)
-            self.dataset_id = (f"ds-{datetime.now(UTC):%Y%m%d-%H%M%S}-"
-                               f"{uuid.uuid4().hex[:6]}")
+            self.dataset_id = f"ds-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
             folder = self.cfg.data_dir / "datasets" / self.dataset_id
-            write_dataset(curated, folder, dataset_id=self.dataset_id,
-                                     source_description={"cycle": self.cycle_id,
-                                                         "since": str(since)})
-            datasets.record_dataset(self.db, self.dataset_id, str(folder),
-                                    json.loads((folder / "manifest.json").read_text()),
-                                    curated.turn_splits,
-                                    actor=self.actor)
+            write_dataset(
+                curated,
+                folder,
+                dataset_id=self.dataset_id,
+                source_description={"cycle": self.cycle_id, "since": str(since)},
+            )
+            datasets.record_dataset(
+                self.db,
+                self.dataset_id,
+                str(folder),
+                json.loads((folder / "manifest.json").read_text()),
+                curated.turn_splits,
+                actor=self.actor,
+            )
             cycles.update_cycle(self.db, self.cycle_id, dataset_id=self.dataset_id)
 
         production = registry.production_version(self.db)
-        prod_dir = (Path(registry.get_adapter(self.db, production).path or "")
-                    if production else None)
+        prod_dir = (
+            Path(registry.get_adapter(self.db, production).path or "") if production else None
+        )
         out = adapters_dir(self.cfg) / f"cycle-{self.cycle_id}"
         self.version = registry.register_adapter(
-            self.db, parent=production, base_model=self.cfg.model.base, path=str(out),
-            dataset_id=self.dataset_id, train_config=_asdict(self.cfg.training),
-            actor=self.actor)
+            self.db,
+            parent=production,
+            base_model=self.cfg.model.base,
+            path=str(out),
+            dataset_id=self.dataset_id,
+            train_config=_asdict(self.cfg.training),
+            actor=self.actor,
+        )
         cycles.update_cycle(self.db, self.cycle_id, adapter_version=self.version)
 
         with self.stage("train"):
@@ -176,53 +232,87 @@ class _Run:
             result = self._run_with_progress(args, config_path)
             if not result.ok:
                 why = stage_failure(result)
-                registry.set_status(self.db, self.version, "failed", actor=self.actor,
-                                    reason=f"training failed: {why}"[:1000])
+                registry.set_status(
+                    self.db,
+                    self.version,
+                    "failed",
+                    actor=self.actor,
+                    reason=f"training failed: {why}"[:1000],
+                )
                 return self.result("failed", f"training failed: {why}")
             taste = _read_json(out / "taste_report.json")
             if taste:
                 self.summary.append(_taste_line(taste))
-            registry.set_status(self.db, self.version, "candidate", actor=self.actor,
-                                reason="training finished",
-                                metrics={"train": _read_json(out / "train_report.json"),
-                                         "taste": taste})
+            registry.set_status(
+                self.db,
+                self.version,
+                "candidate",
+                actor=self.actor,
+                reason="training finished",
+                metrics={"train": _read_json(out / "train_report.json"), "taste": taste},
+            )
 
         with self.stage("validate"):
             report = out / "validation_report.json"
-            args = ["validate", "--candidate", str(out), "--dataset", str(folder),
-                    "--report", str(report)]
+            args = [
+                "validate",
+                "--candidate",
+                str(out),
+                "--dataset",
+                str(folder),
+                "--report",
+                str(report),
+            ]
             if prod_dir:
                 args += ["--production", str(prod_dir)]
             result = run_stage(args, config_path, self.timeout, None)
             verdict = _read_json(report)
             if not result.ok and not verdict:
                 raise_reason = f"validation could not run: {stage_failure(result)}"
-                registry.set_status(self.db, self.version, "rejected", actor=self.actor,
-                                    reason=raise_reason[:1000])
+                registry.set_status(
+                    self.db, self.version, "rejected", actor=self.actor, reason=raise_reason[:1000]
+                )
                 return self.result("failed", raise_reason)
             metrics = {"validation": verdict}
             if not verdict.get("passed"):
                 reasons = "; ".join(verdict.get("reasons", [])) or "validation failed"
-                registry.set_status(self.db, self.version, "rejected", actor=self.actor,
-                                    reason=reasons[:1000], metrics=metrics)
-                return self.result("succeeded", f"v{self.version} rejected: {reasons}",
-                                   "rejected")
+                registry.set_status(
+                    self.db,
+                    self.version,
+                    "rejected",
+                    actor=self.actor,
+                    reason=reasons[:1000],
+                    metrics=metrics,
+                )
+                return self.result("succeeded", f"v{self.version} rejected: {reasons}", "rejected")
 
         with self.stage("canary"):
             if self.on_canary:
                 try:
                     self.on_canary(self.version, out)
                 except AssistantError as exc:
-                    registry.set_status(self.db, self.version, "rejected", actor=self.actor,
-                                        reason=f"could not be loaded for serving: {exc}"[:1000],
-                                        metrics=metrics)
+                    registry.set_status(
+                        self.db,
+                        self.version,
+                        "rejected",
+                        actor=self.actor,
+                        reason=f"could not be loaded for serving: {exc}"[:1000],
+                        metrics=metrics,
+                    )
                     return self.result("failed", f"v{self.version} could not be loaded: {exc}")
             from training.rollout.canary import start_canary
 
-            start_canary(self.cfg, self.db, self.version, actor=self.actor,
-                         reason="passed validation", metrics=metrics)
-        return self.result("succeeded", f"v{self.version} passed validation and is the canary",
-                           "canary")
+            start_canary(
+                self.cfg,
+                self.db,
+                self.version,
+                actor=self.actor,
+                reason="passed validation",
+                metrics=metrics,
+            )
+        return self.result(
+            "succeeded", f"v{self.version} passed validation and is the canary", "canary"
+        )
 
     def _run_with_progress(self, args: list[str], config_path: Path) -> StageResult:
         progress = self.dir / PROGRESS_FILE
@@ -234,8 +324,14 @@ class _Run:
                 if p is not None:
                     loss = p.heldout_loss if p.heldout_loss is not None else p.loss
                     try:
-                        cycles.update_cycle(self.db, self.cycle_id, step=p.step,
-                                            total=p.total_steps, loss=loss, eta_s=p.eta_s)
+                        cycles.update_cycle(
+                            self.db,
+                            self.cycle_id,
+                            step=p.step,
+                            total=p.total_steps,
+                            loss=loss,
+                            eta_s=p.eta_s,
+                        )
                     except AssistantError:
                         pass  # progress is best effort; the stage result decides the cycle
 
@@ -281,9 +377,11 @@ def _too_little_heldout(cfg: Config, train: list, heldout: list) -> str | None:
     questions = {" ".join(e.messages[-1]["content"].lower().split()) for e in heldout}
     if len(questions) >= cfg.validation.min_taste_questions:
         return None
-    return (f"waiting for more evidence: {len(questions)} held-out questions, the taste gate "
-            f"needs {cfg.validation.min_taste_questions} (validation.min_taste_questions); "
-            "the cycle runs again when more answers are rated")
+    return (
+        f"waiting for more evidence: {len(questions)} held-out questions, the taste gate "
+        f"needs {cfg.validation.min_taste_questions} (validation.min_taste_questions); "
+        "the cycle runs again when more answers are rated"
+    )
 
 
 def _taste_line(taste: dict) -> str:
@@ -291,10 +389,12 @@ def _taste_line(taste: dict) -> str:
     auc = taste.get("cv_auc")
     line = f"taste model: {taste.get('reason', '')}"
     if auc is not None and "synthetic_examples" in taste:
-        line += (f"; best-of-{taste['candidates_per_question']} on {taste['questions']} "
-                 f"questions: {taste['synthetic_examples']} synthetic examples "
-                 f"({taste['pairs']} pairs), predicted 👍 {taste['mean_predicted_up_all']:.2f} "
-                 f"-> {taste['mean_predicted_up_kept']:.2f}, sampling {taste['sample_s']} s")
+        line += (
+            f"; best-of-{taste['candidates_per_question']} on {taste['questions']} "
+            f"questions: {taste['synthetic_examples']} synthetic examples "
+            f"({taste['pairs']} pairs), predicted 👍 {taste['mean_predicted_up_all']:.2f} "
+            f"-> {taste['mean_predicted_up_kept']:.2f}, sampling {taste['sample_s']} s"
+        )
     return line
 
 

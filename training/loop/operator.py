@@ -53,9 +53,14 @@ def _jsonable(value: Any) -> Any:
 class LoopOperator:
     """Overview and actions for the console, the admin API and the CLI."""
 
-    def __init__(self, cfg: Config, db: Database, scheduler: LoopScheduler,
-                 hooks: rollout.ServingHooks | None = None,
-                 documents: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        db: Database,
+        scheduler: LoopScheduler,
+        hooks: rollout.ServingHooks | None = None,
+        documents: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.cfg, self.db, self.scheduler = cfg, db, scheduler
         self.hooks = hooks or rollout.ServingHooks()
         self.documents = documents
@@ -65,12 +70,17 @@ class LoopOperator:
         reading = rollout.reading(self.cfg, self.db, now)
         active = None
         if reading:
-            active = {"rollout": reading.rollout, "decision": reading.decision,
-                      "canary": reading.canary, "production": reading.production,
-                      "decisions": rollouts.rollout_decisions(self.db, reading.rollout.id),
-                      "needs": needs(reading.decision.statistics, reading.decision.action,
-                                     self.cfg.rollout),
-                      "series": arm_rating_series(self.db, reading.rollout.id)}
+            active = {
+                "rollout": reading.rollout,
+                "decision": reading.decision,
+                "canary": reading.canary,
+                "production": reading.production,
+                "decisions": rollouts.rollout_decisions(self.db, reading.rollout.id),
+                "needs": needs(
+                    reading.decision.statistics, reading.decision.action, self.cfg.rollout
+                ),
+                "series": arm_rating_series(self.db, reading.rollout.id),
+            }
         left = self.scheduler.cooldown_left(now)
         docs: dict[str, Any] = {}
         if self.documents:
@@ -78,24 +88,28 @@ class LoopOperator:
                 docs = self.documents()
             except Exception as exc:  # the console still renders when Milvus is down
                 docs = {"error": str(exc)}
-        overview: dict[str, Any] = _jsonable({
-            "now": now,
-            "production_version": registry.production_version(self.db),
-            "adapters": registry.list_adapters(self.db),
-            "active_rollout": active,
-            "rollouts": rollouts.list_rollouts(self.db, limit=10),
-            "cycles": cycles.list_cycles(self.db, limit=15),
-            "schedule": {"enabled": self.cfg.schedule.enabled,
-                         "cycle_running": self.scheduler.cycle_running,
-                         "cooldown_minutes_left": round(left.total_seconds() / 60, 1)
-                         if left else 0,
-                         "blocked_because": why_not_now(self.cfg, self.db)},
-            "ratings": queries.rating_series(self.db, bucket="hour",
-                                             since=now - timedelta(days=14)),
-            "rating_counts": queries.rating_counts(self.db),
-            "documents": docs,
-            "events": registry.list_events(self.db, limit=30),
-        })
+        overview: dict[str, Any] = _jsonable(
+            {
+                "now": now,
+                "production_version": registry.production_version(self.db),
+                "adapters": registry.list_adapters(self.db),
+                "active_rollout": active,
+                "rollouts": rollouts.list_rollouts(self.db, limit=10),
+                "cycles": cycles.list_cycles(self.db, limit=15),
+                "schedule": {
+                    "enabled": self.cfg.schedule.enabled,
+                    "cycle_running": self.scheduler.cycle_running,
+                    "cooldown_minutes_left": round(left.total_seconds() / 60, 1) if left else 0,
+                    "blocked_because": why_not_now(self.cfg, self.db),
+                },
+                "ratings": queries.rating_series(
+                    self.db, bucket="hour", since=now - timedelta(days=14)
+                ),
+                "rating_counts": queries.rating_counts(self.db),
+                "documents": docs,
+                "events": registry.list_events(self.db, limit=30),
+            }
+        )
         return overview
 
     def act(self, action: Action, *, actor: str, reason: str | None = None) -> str:
@@ -123,29 +137,44 @@ class LoopOperator:
     def cycle_report(self, cycle_id: str) -> dict[str, Any]:
         return _jsonable(cycle_report(self.db, cycle_id))
 
-    def feedback(self, *, rating: str = "down", version: int | None = None,
-                 since_days: float | None = None, reason: str | None = None,
-                 text: str | None = None, limit: int = 100) -> dict[str, Any]:
+    def feedback(
+        self,
+        *,
+        rating: str = "down",
+        version: int | None = None,
+        since_days: float | None = None,
+        reason: str | None = None,
+        text: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
         if since_days is not None and not 0 < since_days <= 3660:
             raise InputError(f"since_days = {since_days}: must be more than 0 and at most 3660")
         since = None if since_days is None else datetime.now(UTC) - timedelta(days=since_days)
-        votes = review.list_votes(self.db, rating=rating, version=version, since=since,
-                                  reason=reason, text=text, limit=limit)
+        votes = review.list_votes(
+            self.db,
+            rating=rating,
+            version=version,
+            since=since,
+            reason=reason,
+            text=text,
+            limit=limit,
+        )
         return _jsonable({"votes": votes, "versions": review.review_versions(self.db)})
 
-    def exclude_vote(self, vote_id: str, *, excluded: bool, actor: str,
-                     reason: str | None = None) -> str:
+    def exclude_vote(
+        self, vote_id: str, *, excluded: bool, actor: str, reason: str | None = None
+    ) -> str:
         changed = review.set_excluded(self.db, vote_id, excluded, actor=actor, reason=reason)
         what = "excluded from training" if excluded else "included in training again"
         return f"vote {vote_id} {what}" if changed else f"vote {vote_id} was already {what}"
 
-
     def forget(self, user_id: str, *, include_trained: bool, actor: str) -> dict[str, Any]:
         from store.forget import forget_user
 
-        report = forget_user(self.db, user_id, self.cfg.data_dir,
-                             include_trained=include_trained, actor=actor)
-        return _jsonable(report)  # type: ignore[no-any-return]
+        report = forget_user(
+            self.db, user_id, self.cfg.data_dir, include_trained=include_trained, actor=actor
+        )
+        return _jsonable(report)
 
 
 class _ReconcileOnChange(rollout.ServingHooks):
@@ -186,15 +215,22 @@ class LearningLoop:
 
     def install(self, app: FastAPI) -> None:
         cfg = self.operator.cfg
-        app.include_router(admin_router(self.operator, self.token,
-                                        cfg.server.login_attempts_per_minute,
-                                        cfg.server.admin_token_env))
+        app.include_router(
+            admin_router(
+                self.operator,
+                self.token,
+                cfg.server.login_attempts_per_minute,
+                cfg.server.admin_token_env,
+            )
+        )
         app.include_router(review_router(self.operator, self.token))
-        app.include_router(documents_router(self.library, self.token, self.unavailable,
-                                            switched_off=cfg.retrieval.top_k == 0))
+        app.include_router(
+            documents_router(
+                self.library, self.token, self.unavailable, switched_off=cfg.retrieval.top_k == 0
+            )
+        )
         upload_cap = max_request_bytes(self.library) if self.library is not None else 0
-        mount_console(app, self.operator, self.sessions, self.library, self.unavailable,
-                      upload_cap)
+        mount_console(app, self.operator, self.sessions, self.library, self.unavailable, upload_cap)
 
     def start(self) -> None:
         self.scheduler.start()
@@ -212,16 +248,25 @@ def attach_learning_loop(services: Services) -> LoopOperator:
     documents = services.retriever.stats if services.retriever is not None else None
     operator = LoopOperator(cfg, db, scheduler, hooks, documents)
     token = cfg.secret(cfg.server.admin_token_env)
-    library, unavailable = None, ("document search is off (retrieval.top_k = 0): set "
-                                  "retrieval.top_k above 0 and restart to manage documents"
-                                  if cfg.retrieval.top_k == 0 else
-                                  "Milvus could not be opened at start (see the server log)")
+    library, unavailable = (
+        None,
+        (
+            "document search is off (retrieval.top_k = 0): set "
+            "retrieval.top_k above 0 and restart to manage documents"
+            if cfg.retrieval.top_k == 0
+            else "Milvus could not be opened at start (see the server log)"
+        ),
+    )
     if services.retriever is not None:
         remove_stale_uploads(cfg.data_dir / "uploads")
         library = DocumentLibrary(services.retriever, db, cfg.data_dir / "uploads")
     sessions = OperatorSessions(token, cfg.server.login_attempts_per_minute)
-    cycles.abandon_running_cycles(db, actor="server", reason="the server restarted while the "
-                                  "cycle ran; its stage subprocess is gone")
-    services.extensions.append(LearningLoop(operator, scheduler, sessions, token, library,
-                                            unavailable))
+    cycles.abandon_running_cycles(
+        db,
+        actor="server",
+        reason="the server restarted while the cycle ran; its stage subprocess is gone",
+    )
+    services.extensions.append(
+        LearningLoop(operator, scheduler, sessions, token, library, unavailable)
+    )
     return operator

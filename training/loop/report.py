@@ -20,8 +20,10 @@ def _verdict(cycle: Any, adapter: Any, validation: dict[str, Any]) -> str:
         return f"skipped: {cycle.reason}"
     if validation:
         if validation.get("passed"):
-            return (f"accepted: v{adapter.version} passed every validation check and became "
-                    f"the canary (now {adapter.status})")
+            return (
+                f"accepted: v{adapter.version} passed every validation check and became "
+                f"the canary (now {adapter.status})"
+            )
         failed = "; ".join(validation.get("reasons") or []) or "validation failed"
         return f"rejected: v{adapter.version} failed validation: {failed}"
     return f"{cycle.status}: {cycle.reason}"
@@ -36,9 +38,14 @@ def cycle_report(db: Database, cycle_id: str) -> dict[str, Any]:
         try:
             info = datasets.get_dataset(db, cycle.dataset_id)
             m = info.manifest
-            dataset = {"id": info.id, "examples": info.examples, "counts": m.get("counts", {}),
-                       "dropped": m.get("dropped", {}), "scrubbed": m.get("scrubbed", {}),
-                       "curation": m.get("curation", {})}
+            dataset = {
+                "id": info.id,
+                "examples": info.examples,
+                "counts": m.get("counts", {}),
+                "dropped": m.get("dropped", {}),
+                "scrubbed": m.get("scrubbed", {}),
+                "curation": m.get("curation", {}),
+            }
         except NotFoundError:
             dataset = None
     adapter = None
@@ -52,8 +59,13 @@ def cycle_report(db: Database, cycle_id: str) -> dict[str, Any]:
             train = dict(metrics.get("train") or {})
         except NotFoundError:
             adapter = None
-    return {"cycle": dataclasses.asdict(cycle), "dataset": dataset,
-            "adapter": None if adapter is None else {
-                "version": adapter.version, "parent": adapter.parent, "status": adapter.status},
-            "train": train, "validation": validation,
-            "verdict": _verdict(cycle, adapter, validation)}
+    return {
+        "cycle": dataclasses.asdict(cycle),
+        "dataset": dataset,
+        "adapter": None
+        if adapter is None
+        else {"version": adapter.version, "parent": adapter.parent, "status": adapter.status},
+        "train": train,
+        "validation": validation,
+        "verdict": _verdict(cycle, adapter, validation),
+    }

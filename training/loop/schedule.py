@@ -35,17 +35,25 @@ def _trigger(cfg: Config) -> Any:  # an apscheduler trigger
         try:
             return CronTrigger.from_crontab(cfg.schedule.cron, timezone=UTC)
         except ValueError as exc:
-            raise ConfigError(f"schedule.cron = {cfg.schedule.cron!r} is not a crontab "
-                              f"expression ({exc}); e.g. '0 3 * * *'") from None
+            raise ConfigError(
+                f"schedule.cron = {cfg.schedule.cron!r} is not a crontab "
+                f"expression ({exc}); e.g. '0 3 * * *'"
+            ) from None
     return IntervalTrigger(minutes=cfg.schedule.interval_minutes, timezone=UTC)
 
 
 class LoopScheduler:
     """Runs cycles and rollout ticks in background threads of the server process."""
 
-    def __init__(self, cfg: Config, db: Database, *, on_canary: CanaryHook | None = None,
-                 hooks: ServingHooks | None = None, clock: Callable[[], datetime] = utcnow
-                 ) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        db: Database,
+        *,
+        on_canary: CanaryHook | None = None,
+        hooks: ServingHooks | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.cfg, self.db = cfg, db
         self.on_canary, self.hooks = on_canary, hooks or ServingHooks()
         self.clock = clock
@@ -75,30 +83,47 @@ class LoopScheduler:
 
     def _last_attempt(self) -> datetime | None:
         started = [c.started_at for c in cycles.list_cycles(self.db, limit=1)]
-        skipped = [e.at for e in registry.list_events(self.db, limit=50)
-                   if e.action == "cycle.skipped"]
+        skipped = [
+            e.at for e in registry.list_events(self.db, limit=50) if e.action == "cycle.skipped"
+        ]
         return max(started + skipped, default=None)
 
     # ---- jobs -------------------------------------------------------------------------------
 
-    def cycle_job(self, now: datetime | None = None, *, trigger: str = "schedule",
-                  actor: str = "scheduler", force: bool = False) -> CycleResult:
+    def cycle_job(
+        self,
+        now: datetime | None = None,
+        *,
+        trigger: str = "schedule",
+        actor: str = "scheduler",
+        force: bool = False,
+    ) -> CycleResult:
         """Attempt one cycle now; returns a skipped result with the reason when it may not."""
         now = now or self.clock()
         if not self._cycle_lock.acquire(blocking=False):
             return CycleResult(None, "skipped", "a cycle is already running")
         try:
             left = self.cooldown_left(now)
-            reason = (f"cooling down for {int(left.total_seconds() // 60) + 1} more minute(s) "
-                      "(schedule.cooldown_minutes)" if left and not force
-                      else why_not_now(self.cfg, self.db, force=force))
+            reason = (
+                f"cooling down for {int(left.total_seconds() // 60) + 1} more minute(s) "
+                "(schedule.cooldown_minutes)"
+                if left and not force
+                else why_not_now(self.cfg, self.db, force=force)
+            )
             if reason:
-                registry.record_event(self.db, actor, "cycle.skipped", "cycle",
-                                      {"reason": reason, "trigger": trigger})
+                registry.record_event(
+                    self.db, actor, "cycle.skipped", "cycle", {"reason": reason, "trigger": trigger}
+                )
                 result = CycleResult(None, "skipped", reason)
             else:
-                result = run_cycle(self.cfg, self.db, trigger=trigger, actor=actor, force=force,
-                                   on_canary=self.on_canary)
+                result = run_cycle(
+                    self.cfg,
+                    self.db,
+                    trigger=trigger,
+                    actor=actor,
+                    force=force,
+                    on_canary=self.on_canary,
+                )
             log.info("cycle %s: %s", result.status, result.reason)
             return result
         finally:
@@ -106,9 +131,12 @@ class LoopScheduler:
 
     def run_now(self, actor: str, force: bool = True) -> threading.Thread:
         """Start a cycle in the background (the console's 'run a cycle' button)."""
-        thread = threading.Thread(target=self.cycle_job,
-                                  kwargs={"trigger": "manual", "actor": actor, "force": force},
-                                  name="cycle-manual", daemon=True)
+        thread = threading.Thread(
+            target=self.cycle_job,
+            kwargs={"trigger": "manual", "actor": actor, "force": force},
+            name="cycle-manual",
+            daemon=True,
+        )
         thread.start()
         return thread
 
@@ -129,13 +157,24 @@ class LoopScheduler:
 
         now = self.clock()
         scheduler = BackgroundScheduler(timezone=UTC)
-        scheduler.add_job(self._safe(self.tick_job), IntervalTrigger(
-            seconds=self.cfg.rollout.tick_seconds, timezone=UTC), id="rollout-tick",
-            max_instances=1, coalesce=True)
+        scheduler.add_job(
+            self._safe(self.tick_job),
+            IntervalTrigger(seconds=self.cfg.rollout.tick_seconds, timezone=UTC),
+            id="rollout-tick",
+            max_instances=1,
+            coalesce=True,
+        )
         if self.cfg.schedule.enabled:
             extra = {"next_run_time": now + timedelta(seconds=5)} if self.missed_run(now) else {}
-            scheduler.add_job(self._safe(self.cycle_job), _trigger(self.cfg), id="cycle",
-                              max_instances=1, coalesce=True, misfire_grace_time=None, **extra)
+            scheduler.add_job(
+                self._safe(self.cycle_job),
+                _trigger(self.cfg),
+                id="cycle",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                **extra,
+            )
         scheduler.start()
         self._scheduler = scheduler
 
@@ -151,4 +190,5 @@ class LoopScheduler:
                 job()
             except Exception:  # a scheduled job never takes the server down
                 log.exception("scheduled job %s failed", getattr(job, "__name__", job))
+
         return run

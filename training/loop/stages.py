@@ -55,8 +55,9 @@ def stage_env() -> dict[str, str]:
     return env
 
 
-def run_stage(args: list[str], cfg_path: Path, timeout_s: float,
-              progress_file: Path | None = None) -> StageResult:
+def run_stage(
+    args: list[str], cfg_path: Path, timeout_s: float, progress_file: Path | None = None
+) -> StageResult:
     """Run `python main.py --config CFG ARGS...` in its own process group and wait at most
     `timeout_s`. `progress_file` is passed on as --progress-file (train only). Any failure
     (non-zero exit, signal, timeout, failure to start) comes back as `ok=False` with the tail
@@ -67,13 +68,23 @@ def run_stage(args: list[str], cfg_path: Path, timeout_s: float,
     started = time.monotonic()
     with tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=err,
-                                    start_new_session=True, cwd=str(MAIN.parent),
-                                    env=stage_env())
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+                cwd=str(MAIN.parent),
+                env=stage_env(),
+            )
         except OSError as exc:
-            return StageResult(False, None, False, time.monotonic() - started,
-                               f"could not start {command[:3]}: {exc}")
+            return StageResult(
+                False,
+                None,
+                False,
+                time.monotonic() - started,
+                f"could not start {command[:3]}: {exc}",
+            )
         timed_out = False
         try:
             code: int | None = proc.wait(timeout=timeout_s)

@@ -43,13 +43,26 @@ class Reading:
     production: ArmStats
 
 
-def start_canary(cfg: Config, db: Database, version: int, *, actor: str, reason: str,
-                 metrics: dict[str, Any] | None = None) -> str:
+def start_canary(
+    cfg: Config,
+    db: Database,
+    version: int,
+    *,
+    actor: str,
+    reason: str,
+    metrics: dict[str, Any] | None = None,
+) -> str:
     """Make a validated candidate the canary and start its rollout at the first step."""
     baseline = registry.production_version(db)
     registry.set_status(db, version, "canary", actor=actor, reason=reason, metrics=metrics)
-    return rollouts.start_rollout(db, adapter_version=version, baseline_version=baseline,
-                                  steps=cfg.rollout.steps, actor=actor, reason=reason)
+    return rollouts.start_rollout(
+        db,
+        adapter_version=version,
+        baseline_version=baseline,
+        steps=cfg.rollout.steps,
+        actor=actor,
+        reason=reason,
+    )
 
 
 def _state(db: Database, rollout: Rollout) -> RolloutState:
@@ -59,14 +72,20 @@ def _state(db: Database, rollout: Rollout) -> RolloutState:
             step_started = d.at
             ratings = d.statistics.get("canary_ratings", 0)
             at_start = int(ratings) if isinstance(ratings, (int, float)) else 0
-    return RolloutState(step=rollout.step_index, steps=tuple(rollout.steps),
-                        started_at=rollout.started_at, step_started_at=step_started,
-                        paused=rollout.status == "paused", canary_ratings_at_step_start=at_start)
+    return RolloutState(
+        step=rollout.step_index,
+        steps=tuple(rollout.steps),
+        started_at=rollout.started_at,
+        step_started_at=step_started,
+        paused=rollout.status == "paused",
+        canary_ratings_at_step_start=at_start,
+    )
 
 
 def _empty(arm: str) -> ArmStats:
-    return ArmStats(arm=arm, turns=0, errors=0, empty_answers=0, median_latency_ms=None, up=0,
-                    down=0)
+    return ArmStats(
+        arm=arm, turns=0, errors=0, empty_answers=0, median_latency_ms=None, up=0, down=0
+    )
 
 
 def reading(cfg: Config, db: Database, now: datetime) -> Reading | None:
@@ -75,14 +94,25 @@ def reading(cfg: Config, db: Database, now: datetime) -> Reading | None:
     if rollout is None:
         return None
     stats = queries.arm_stats(db, rollout_id=rollout.id)
-    canary, production = stats.get("canary", _empty("canary")), stats.get(
-        "production", _empty("production"))
-    return Reading(rollout, decide(_state(db, rollout), canary, production, cfg.rollout, now),
-                   canary, production)
+    canary, production = (
+        stats.get("canary", _empty("canary")),
+        stats.get("production", _empty("production")),
+    )
+    return Reading(
+        rollout,
+        decide(_state(db, rollout), canary, production, cfg.rollout, now),
+        canary,
+        production,
+    )
 
 
-def tick(cfg: Config, db: Database, now: datetime, hooks: ServingHooks | None = None,
-         actor: str = "scheduler") -> Reading | None:
+def tick(
+    cfg: Config,
+    db: Database,
+    now: datetime,
+    hooks: ServingHooks | None = None,
+    actor: str = "scheduler",
+) -> Reading | None:
     """Decide once for the active rollout and apply the decision (waits are not recorded)."""
     current = reading(cfg, db, now)
     if current is None or current.decision.action == "wait":
@@ -94,17 +124,32 @@ def tick(cfg: Config, db: Database, now: datetime, hooks: ServingHooks | None = 
 def _apply(db: Database, rollout: Rollout, d: Decision, hooks: ServingHooks, actor: str) -> None:
     stats = dict(d.statistics)
     if d.action == "advance":
-        rollouts.record_decision(db, rollout.id, action="advance", statistics=stats,
-                                 reason=d.reason, actor=actor, step_index=rollout.step_index + 1)
+        rollouts.record_decision(
+            db,
+            rollout.id,
+            action="advance",
+            statistics=stats,
+            reason=d.reason,
+            actor=actor,
+            step_index=rollout.step_index + 1,
+        )
         return
     status = {"promote": "promoted", "rollback": "rolled_back"}.get(d.action, "inconclusive")
-    rollouts.record_decision(db, rollout.id, action=d.action, statistics=stats,
-                             reason=d.reason, actor=actor, status=status)
+    rollouts.record_decision(
+        db,
+        rollout.id,
+        action=d.action,
+        statistics=stats,
+        reason=d.reason,
+        actor=actor,
+        status=status,
+    )
     _resolve(db, rollout, d.resolution or "rollback", d.reason, hooks, actor)
 
 
-def _resolve(db: Database, rollout: Rollout, resolution: str, reason: str,
-             hooks: ServingHooks, actor: str) -> None:
+def _resolve(
+    db: Database, rollout: Rollout, resolution: str, reason: str, hooks: ServingHooks, actor: str
+) -> None:
     """Move the canary adapter to production or rolled_back and tell the serving side."""
     version = rollout.adapter_version
     if resolution == "promote":
@@ -119,8 +164,9 @@ def _resolve(db: Database, rollout: Rollout, resolution: str, reason: str,
 def _active(db: Database, action: str) -> Rollout:
     rollout = rollouts.active_rollout(db)
     if rollout is None:
-        raise TransitionError(f"cannot {action}: no canary rollout is running (see `main.py "
-                              "rollout status`)")
+        raise TransitionError(
+            f"cannot {action}: no canary rollout is running (see `main.py rollout status`)"
+        )
     return rollout
 
 
@@ -129,8 +175,9 @@ def pause(db: Database, *, actor: str, reason: str = "paused by an operator") ->
     rollout = _active(db, "pause")
     if rollout.status == "paused":
         raise TransitionError(f"rollout {rollout.id} is already paused")
-    return rollouts.record_decision(db, rollout.id, action="pause", statistics={},
-                                    reason=reason, actor=actor, status="paused")
+    return rollouts.record_decision(
+        db, rollout.id, action="pause", statistics={}, reason=reason, actor=actor, status="paused"
+    )
 
 
 def resume(db: Database, *, actor: str, reason: str = "resumed by an operator") -> Rollout:
@@ -138,25 +185,50 @@ def resume(db: Database, *, actor: str, reason: str = "resumed by an operator") 
     rollout = _active(db, "resume")
     if rollout.status != "paused":
         raise TransitionError(f"rollout {rollout.id} is not paused")
-    return rollouts.record_decision(db, rollout.id, action="resume", statistics={},
-                                    reason=reason, actor=actor, status="running")
+    return rollouts.record_decision(
+        db, rollout.id, action="resume", statistics={}, reason=reason, actor=actor, status="running"
+    )
 
 
-def promote(db: Database, *, actor: str, hooks: ServingHooks | None = None,
-            reason: str = "promoted by an operator") -> Rollout:
+def promote(
+    db: Database,
+    *,
+    actor: str,
+    hooks: ServingHooks | None = None,
+    reason: str = "promoted by an operator",
+) -> Rollout:
     """End the rollout now by making the canary production."""
     rollout = _active(db, "promote")
-    ended = rollouts.record_decision(db, rollout.id, action="promote", statistics={},
-                                     reason=reason, actor=actor, status="promoted")
+    ended = rollouts.record_decision(
+        db,
+        rollout.id,
+        action="promote",
+        statistics={},
+        reason=reason,
+        actor=actor,
+        status="promoted",
+    )
     _resolve(db, rollout, "promote", reason, hooks or ServingHooks(), actor)
     return ended
 
 
-def abort(db: Database, *, actor: str, hooks: ServingHooks | None = None,
-          reason: str = "rolled back by an operator") -> Rollout:
+def abort(
+    db: Database,
+    *,
+    actor: str,
+    hooks: ServingHooks | None = None,
+    reason: str = "rolled back by an operator",
+) -> Rollout:
     """End the rollout now by rolling the canary back."""
     rollout = _active(db, "roll back")
-    ended = rollouts.record_decision(db, rollout.id, action="rollback", statistics={},
-                                     reason=reason, actor=actor, status="rolled_back")
+    ended = rollouts.record_decision(
+        db,
+        rollout.id,
+        action="rollback",
+        statistics={},
+        reason=reason,
+        actor=actor,
+        status="rolled_back",
+    )
     _resolve(db, rollout, "rollback", reason, hooks or ServingHooks(), actor)
     return ended

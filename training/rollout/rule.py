@@ -113,11 +113,15 @@ class RolloutState:
         if not self.steps:
             raise InputError("a rollout needs at least one step (rollout.steps in config.toml)")
         if not 0 <= self.step < len(self.steps):
-            raise InputError(f"rollout step {self.step} does not exist: the rollout has "
-                             f"{len(self.steps)} steps, numbered from 0")
+            raise InputError(
+                f"rollout step {self.step} does not exist: the rollout has "
+                f"{len(self.steps)} steps, numbered from 0"
+            )
         if self.canary_ratings_at_step_start < 0:
-            raise InputError("canary_ratings_at_step_start must not be negative, got "
-                             f"{self.canary_ratings_at_step_start}")
+            raise InputError(
+                "canary_ratings_at_step_start must not be negative, got "
+                f"{self.canary_ratings_at_step_start}"
+            )
 
     @property
     def weight(self) -> float:
@@ -191,8 +195,14 @@ def _beta_moments(up: int, down: int) -> tuple[float, float]:
     return a / n, a * b / (n * n * (n + 1.0))
 
 
-def compare(canary_up: int, canary_down: int, production_up: int, production_down: int,
-            margin: float, level: float) -> Comparison:
+def compare(
+    canary_up: int,
+    canary_down: int,
+    production_up: int,
+    production_down: int,
+    margin: float,
+    level: float,
+) -> Comparison:
     """Posterior probabilities that the canary is not worse by more than `margin` (and its
     complement, inferior), worse by more than half of it (the rollback test), and better at all,
     with a central `level` interval for the difference.
@@ -205,16 +215,29 @@ def compare(canary_up: int, canary_down: int, production_up: int, production_dow
     mp, vp = _beta_moments(production_up, production_down)
     d, sd = mc - mp, math.sqrt(vc + vp)
     half = NormalDist().inv_cdf(0.5 + level / 2) * sd
-    return Comparison(canary_rate=mc, production_rate=mp, difference=d, difference_sd=sd,
-                      interval_low=d - half, interval_high=d + half,
-                      p_non_inferior=_normal_cdf((d + margin) / sd),
-                      p_inferior=_normal_cdf((-margin - d) / sd),
-                      p_worse=_normal_cdf((-margin / 2 - d) / sd),
-                      p_better=_normal_cdf(d / sd))
+    return Comparison(
+        canary_rate=mc,
+        production_rate=mp,
+        difference=d,
+        difference_sd=sd,
+        interval_low=d - half,
+        interval_high=d + half,
+        p_non_inferior=_normal_cdf((d + margin) / sd),
+        p_inferior=_normal_cdf((-margin - d) / sd),
+        p_worse=_normal_cdf((-margin / 2 - d) / sd),
+        p_better=_normal_cdf(d / sd),
+    )
 
 
-def _share_guardrail(name: str, canary_count: int, production_count: int, canary: ArmStats,
-                     production: ArmStats, limit: float, min_turns: int) -> Guardrail:
+def _share_guardrail(
+    name: str,
+    canary_count: int,
+    production_count: int,
+    canary: ArmStats,
+    production: ArmStats,
+    limit: float,
+    min_turns: int,
+) -> Guardrail:
     c_rate = canary_count / canary.turns if canary.turns else None
     p_rate = production_count / production.turns if production.turns else None
     bound = (wilson_interval(canary_count, canary.turns, _GUARDRAIL_Z) or (0.0, 1.0))[0]
@@ -222,25 +245,48 @@ def _share_guardrail(name: str, canary_count: int, production_count: int, canary
     return Guardrail(name, c_rate, p_rate, limit, bound, breached)
 
 
-def check_guardrails(canary: ArmStats, production: ArmStats, cfg: RolloutConfig
-                     ) -> list[Guardrail]:
+def check_guardrails(canary: ArmStats, production: ArmStats, cfg: RolloutConfig) -> list[Guardrail]:
     """Error share, empty-answer share and latency ratio of the canary against their limits."""
     m = cfg.guardrail_min_turns
     readings = [
-        _share_guardrail("error_rate", canary.errors, production.errors, canary, production,
-                         cfg.max_error_rate, m),
-        _share_guardrail("empty_rate", canary.empty_answers, production.empty_answers, canary,
-                         production, cfg.max_empty_rate, m),
+        _share_guardrail(
+            "error_rate",
+            canary.errors,
+            production.errors,
+            canary,
+            production,
+            cfg.max_error_rate,
+            m,
+        ),
+        _share_guardrail(
+            "empty_rate",
+            canary.empty_answers,
+            production.empty_answers,
+            canary,
+            production,
+            cfg.max_empty_rate,
+            m,
+        ),
     ]
     ratio = None
-    if (canary.median_latency_ms is not None and production.median_latency_ms
-            and production.median_latency_ms > 0):
+    if (
+        canary.median_latency_ms is not None
+        and production.median_latency_ms
+        and production.median_latency_ms > 0
+    ):
         ratio = canary.median_latency_ms / production.median_latency_ms
     # Medians need no bound, only enough turns on both arms to be medians at all.
     enough = canary.turns >= m and production.turns >= m
-    readings.append(Guardrail("latency_ratio", canary.median_latency_ms,
-                              production.median_latency_ms, cfg.max_latency_ratio, ratio,
-                              enough and ratio is not None and ratio > cfg.max_latency_ratio))
+    readings.append(
+        Guardrail(
+            "latency_ratio",
+            canary.median_latency_ms,
+            production.median_latency_ms,
+            cfg.max_latency_ratio,
+            ratio,
+            enough and ratio is not None and ratio > cfg.max_latency_ratio,
+        )
+    )
     return readings
 
 
@@ -256,8 +302,9 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def decide(state: RolloutState, canary: ArmStats, production: ArmStats, cfg: RolloutConfig,
-           now: datetime) -> Decision:
+def decide(
+    state: RolloutState, canary: ArmStats, production: ArmStats, cfg: RolloutConfig, now: datetime
+) -> Decision:
     """One tick of the rollout: guardrails, pause, the non-inferiority rule, budgets, time limit.
 
     `canary` and `production` count everything since the rollout started (ratings, turns,
@@ -268,32 +315,51 @@ def decide(state: RolloutState, canary: ArmStats, production: ArmStats, cfg: Rol
     _check_counts("production", production)
     n_c, n_p = canary.up + canary.down, production.up + production.down
     if state.canary_ratings_at_step_start > n_c:
-        raise InputError(f"canary_ratings_at_step_start = {state.canary_ratings_at_step_start} "
-                         f"exceeds the canary's {n_c} ratings: pass counts since the rollout "
-                         "started, not since the step started")
+        raise InputError(
+            f"canary_ratings_at_step_start = {state.canary_ratings_at_step_start} "
+            f"exceeds the canary's {n_c} ratings: pass counts since the rollout "
+            "started, not since the step started"
+        )
     new_c = n_c - state.canary_ratings_at_step_start
-    cmp = compare(canary.up, canary.down, production.up, production.down,
-                  cfg.non_inferiority_margin, cfg.confidence)
+    cmp = compare(
+        canary.up,
+        canary.down,
+        production.up,
+        production.down,
+        cfg.non_inferiority_margin,
+        cfg.confidence,
+    )
     guards = check_guardrails(canary, production, cfg)
     hours = (now - state.started_at).total_seconds() / 3600
     stats: dict[str, Stat] = {
-        "step": state.step, "weight": state.weight, "steps": len(state.steps),
+        "step": state.step,
+        "weight": state.weight,
+        "steps": len(state.steps),
         "paused": state.paused,
         "hours": round(hours, 3),
         "step_hours": round((now - state.step_started_at).total_seconds() / 3600, 3),
-        "canary_up": canary.up, "canary_down": canary.down, "canary_ratings": n_c,
+        "canary_up": canary.up,
+        "canary_down": canary.down,
+        "canary_ratings": n_c,
         "canary_ratings_this_step": new_c,
-        "production_up": production.up, "production_down": production.down,
+        "production_up": production.up,
+        "production_down": production.down,
         "production_ratings": n_p,
-        "canary_turns": canary.turns, "production_turns": production.turns,
-        "canary_rate": cmp.canary_rate, "production_rate": cmp.production_rate,
-        "difference": cmp.difference, "difference_sd": cmp.difference_sd,
+        "canary_turns": canary.turns,
+        "production_turns": production.turns,
+        "canary_rate": cmp.canary_rate,
+        "production_rate": cmp.production_rate,
+        "difference": cmp.difference,
+        "difference_sd": cmp.difference_sd,
         "interval_level": cfg.confidence,
-        "interval_low": cmp.interval_low, "interval_high": cmp.interval_high,
-        "p_non_inferior": cmp.p_non_inferior, "p_inferior": cmp.p_inferior,
+        "interval_low": cmp.interval_low,
+        "interval_high": cmp.interval_high,
+        "p_non_inferior": cmp.p_non_inferior,
+        "p_inferior": cmp.p_inferior,
         "p_worse": cmp.p_worse,
         "p_better": cmp.p_better,
-        "margin": cfg.non_inferiority_margin, "rollback_below": -cfg.non_inferiority_margin / 2,
+        "margin": cfg.non_inferiority_margin,
+        "rollback_below": -cfg.non_inferiority_margin / 2,
         "confidence": cfg.confidence,
         "min_ratings_per_arm": cfg.min_ratings_per_arm,
         "max_ratings_per_step": cfg.max_ratings_per_step,
@@ -305,67 +371,109 @@ def decide(state: RolloutState, canary: ArmStats, production: ArmStats, cfg: Rol
         stats[f"{g.name}_limit"] = g.limit
         stats[f"{g.name}_breached"] = g.breached
 
-    def made(action: Action, reason: str, resolution: Resolution | None = None,
-             weight: float | None = None) -> Decision:
+    def made(
+        action: Action,
+        reason: str,
+        resolution: Resolution | None = None,
+        weight: float | None = None,
+    ) -> Decision:
         stats["action"] = action
-        return Decision(action, reason, state.weight if weight is None else weight,
-                        resolution, stats)
+        return Decision(
+            action, reason, state.weight if weight is None else weight, resolution, stats
+        )
 
     if breached := [g for g in guards if g.breached]:
         what = "; ".join(
             f"median latency {g.bound:.2f}x production's (limit {g.limit:g}x)"
-            if g.name == "latency_ratio" else
-            f"{g.name.replace('_', ' ')} {_pct(g.canary)} over {canary.turns} turns (99% lower "
+            if g.name == "latency_ratio"
+            else f"{g.name.replace('_', ' ')} {_pct(g.canary)} over {canary.turns} turns (99% lower "
             f"bound {_pct(g.bound)}) above the {_pct(g.limit)} limit and production's "
-            f"{_pct(g.production or 0.0)}" for g in breached)
-        return made("rollback", f"Guardrail breached: {what}. Rolled back at once.",
-                    "rollback", 0.0)
+            f"{_pct(g.production or 0.0)}"
+            for g in breached
+        )
+        return made(
+            "rollback", f"Guardrail breached: {what}. Rolled back at once.", "rollback", 0.0
+        )
     if state.paused:
-        return made("wait", "Paused by an operator: no step, promotion or time-out is decided "
-                    "until it is resumed (guardrails still apply).")
+        return made(
+            "wait",
+            "Paused by an operator: no step, promotion or time-out is decided "
+            "until it is resumed (guardrails still apply).",
+        )
 
-    rates = (f"canary 👍 {_pct(cmp.canary_rate)} of {n_c} vs production "
-             f"{_pct(cmp.production_rate)} of {n_p}")
+    rates = (
+        f"canary 👍 {_pct(cmp.canary_rate)} of {n_c} vs production "
+        f"{_pct(cmp.production_rate)} of {n_p}"
+    )
     margin_pts = f"{100 * cfg.non_inferiority_margin:g} points"
     half_pts = f"{50 * cfg.non_inferiority_margin:g} points"
     timed_out = hours >= cfg.max_hours
 
     verdict: Decision | None = None
     if n_c < cfg.min_ratings_per_arm or n_p < cfg.min_ratings_per_arm:
-        wait_reason = (f"Collecting ratings: {rates}; each arm needs "
-                       f"{cfg.min_ratings_per_arm} before the 👍 rates are compared.")
+        wait_reason = (
+            f"Collecting ratings: {rates}; each arm needs "
+            f"{cfg.min_ratings_per_arm} before the 👍 rates are compared."
+        )
     elif cmp.p_worse >= cfg.confidence:
-        verdict = made("rollback", f"Canary worse: {rates}; P(worse by more than {half_pts}) = "
-                       f"{cmp.p_worse:.3f} >= {cfg.confidence:g}.", "rollback", 0.0)
+        verdict = made(
+            "rollback",
+            f"Canary worse: {rates}; P(worse by more than {half_pts}) = "
+            f"{cmp.p_worse:.3f} >= {cfg.confidence:g}.",
+            "rollback",
+            0.0,
+        )
     elif cmp.p_non_inferior >= cfg.confidence and new_c >= cfg.min_ratings_per_arm:
-        evidence = (f"{rates}; P(not worse by more than {margin_pts}) = "
-                    f"{cmp.p_non_inferior:.3f} >= {cfg.confidence:g}")
+        evidence = (
+            f"{rates}; P(not worse by more than {margin_pts}) = "
+            f"{cmp.p_non_inferior:.3f} >= {cfg.confidence:g}"
+        )
         if state.last_step:
-            verdict = made("promote", f"Canary not worse: {evidence} at the last step "
-                           f"({_pct(state.weight)}). Promoted.", "promote", 1.0)
+            verdict = made(
+                "promote",
+                f"Canary not worse: {evidence} at the last step ({_pct(state.weight)}). Promoted.",
+                "promote",
+                1.0,
+            )
         else:
             nxt = state.steps[state.step + 1]
-            verdict = made("advance", f"Canary not worse so far: {evidence}. Advancing from "
-                           f"{_pct(state.weight)} to {_pct(nxt)} of new conversations.",
-                           weight=nxt)
+            verdict = made(
+                "advance",
+                f"Canary not worse so far: {evidence}. Advancing from "
+                f"{_pct(state.weight)} to {_pct(nxt)} of new conversations.",
+                weight=nxt,
+            )
     elif new_c >= cfg.max_ratings_per_step and not timed_out:
-        verdict = made("inconclusive", f"Step budget spent without evidence: {rates} after "
-                       f"{new_c} canary ratings at this step; P(not worse by more than "
-                       f"{margin_pts}) = {cmp.p_non_inferior:.3f} < {cfg.confidence:g}. Rolled "
-                       "back: the canary did not show it is not worse.", "rollback", 0.0)
+        verdict = made(
+            "inconclusive",
+            f"Step budget spent without evidence: {rates} after "
+            f"{new_c} canary ratings at this step; P(not worse by more than "
+            f"{margin_pts}) = {cmp.p_non_inferior:.3f} < {cfg.confidence:g}. Rolled "
+            "back: the canary did not show it is not worse.",
+            "rollback",
+            0.0,
+        )
     elif cmp.p_non_inferior >= cfg.confidence:
-        wait_reason = (f"Canary not worse so far ({rates}; P = {cmp.p_non_inferior:.3f}); this "
-                       f"step needs {cfg.min_ratings_per_arm} new canary ratings before it "
-                       f"advances, has {new_c}.")
+        wait_reason = (
+            f"Canary not worse so far ({rates}; P = {cmp.p_non_inferior:.3f}); this "
+            f"step needs {cfg.min_ratings_per_arm} new canary ratings before it "
+            f"advances, has {new_c}."
+        )
     else:
-        wait_reason = (f"Not decided yet: {rates}; P(not worse by more than {margin_pts}) = "
-                       f"{cmp.p_non_inferior:.3f}, P(worse by more than {half_pts}) = "
-                       f"{cmp.p_worse:.3f}, both below "
-                       f"{cfg.confidence:g}.")
+        wait_reason = (
+            f"Not decided yet: {rates}; P(not worse by more than {margin_pts}) = "
+            f"{cmp.p_non_inferior:.3f}, P(worse by more than {half_pts}) = "
+            f"{cmp.p_worse:.3f}, both below "
+            f"{cfg.confidence:g}."
+        )
     if verdict is not None:
         return verdict
     if timed_out:
-        return made("inconclusive", f"Time limit of {cfg.max_hours:g} hours reached without a "
-                    f"decision ({rates}). Applying on_timeout = {cfg.on_timeout}.",
-                    cfg.on_timeout, 1.0 if cfg.on_timeout == "promote" else 0.0)
+        return made(
+            "inconclusive",
+            f"Time limit of {cfg.max_hours:g} hours reached without a "
+            f"decision ({rates}). Applying on_timeout = {cfg.on_timeout}.",
+            cfg.on_timeout,
+            1.0 if cfg.on_timeout == "promote" else 0.0,
+        )
     return made("wait", wait_reason)

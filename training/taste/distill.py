@@ -32,8 +32,7 @@ class TasteOutcome:
 def real_votes(examples: list[Example]) -> tuple[list[tuple[str, str]], list[int]]:
     """(question, answer) pairs and labels (1 = 👍 or a correction, 0 = 👎) of real votes."""
     real = [e for e in examples if not e.synthetic]
-    return ([(e.messages[-1]["content"], e.target) for e in real],
-            [int(e.desirable) for e in real])
+    return ([(e.messages[-1]["content"], e.target) for e in real], [int(e.desirable) for e in real])
 
 
 def taste_embedder(cfg: Config) -> Any:
@@ -48,32 +47,39 @@ def enough_votes(cfg: Config, examples: list[Example]) -> str | None:
     _, labels = real_votes(examples)
     ups, downs = sum(labels), len(labels) - sum(labels)
     if min(ups, downs) < cfg.taste.min_votes_per_label:
-        return (f"{ups} 👍 and {downs} 👎 training votes; a taste model needs "
-                f"{cfg.taste.min_votes_per_label} of each (taste.min_votes_per_label)")
+        return (
+            f"{ups} 👍 and {downs} 👎 training votes; a taste model needs "
+            f"{cfg.taste.min_votes_per_label} of each (taste.min_votes_per_label)"
+        )
     return None
 
 
-def fit_on_votes(cfg: Config, data: LoadedDataset, embedder: Any) -> tuple[TasteModel | None,
-                                                                            str]:
+def fit_on_votes(cfg: Config, data: LoadedDataset, embedder: Any) -> tuple[TasteModel | None, str]:
     """The taste model fitted on the train split's real votes, or None and why not."""
     tc = cfg.taste
     pairs, labels = real_votes(data.train)
     ups, downs = sum(labels), len(labels) - sum(labels)
     model = fit_taste(pairs, labels, embedder, folds=tc.cv_folds, seed=cfg.training.seed)
     if model.cv_auc is None or model.cv_auc < tc.min_cv_auc:
-        return None, (f"cross-validated AUC {model.cv_auc:.3f} is below taste.min_cv_auc "
-                      f"{tc.min_cv_auc}: the votes show no preference the taste model can "
-                      "learn")
+        return None, (
+            f"cross-validated AUC {model.cv_auc:.3f} is below taste.min_cv_auc "
+            f"{tc.min_cv_auc}: the votes show no preference the taste model can "
+            "learn"
+        )
     return model, f"cross-validated AUC {model.cv_auc:.3f} on {ups} 👍 / {downs} 👎 votes"
 
 
-def sampling_spec(cfg: Config, max_new_tokens: int, temperature: float, seed: int
-                  ) -> SamplingSpec:
+def sampling_spec(cfg: Config, max_new_tokens: int, temperature: float, seed: int) -> SamplingSpec:
     """The serving sampling settings with the taste step's length, temperature and seed."""
-    return SamplingSpec(max_new_tokens=max_new_tokens, temperature=temperature,
-                        top_p=cfg.model.top_p, repetition_penalty=cfg.model.repetition_penalty,
-                        context_window=cfg.model.context_window,
-                        batch_size=cfg.taste.batch_size, seed=seed)
+    return SamplingSpec(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=cfg.model.top_p,
+        repetition_penalty=cfg.model.repetition_penalty,
+        context_window=cfg.model.context_window,
+        batch_size=cfg.taste.batch_size,
+        seed=seed,
+    )
 
 
 def sampling_model(cfg: Config, adapter: Path | None) -> tuple[Any, Any, str]:
@@ -122,14 +128,15 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     for e in data.train:
         if not e.synthetic:
             seen.setdefault(" ".join(e.messages[-1]["content"].lower().split()), e)
-    sources = list(seen.values())[-tc.max_questions:]  # the most recent questions
+    sources = list(seen.values())[-tc.max_questions :]  # the most recent questions
     real = sum(not e.synthetic for e in data.train)
     cap = int(real * tc.max_synthetic_share / max(1e-9, 1 - tc.max_synthetic_share))
     model, tokenizer, device = sampling_model(cfg, init_adapter)
     t = time.monotonic()
     spec = sampling_spec(cfg, tc.max_new_tokens, tc.temperature, cfg.training.seed)
-    answers = sample_answers(model, tokenizer, [e.messages for e in sources], spec,
-                             device=device, n=tc.candidates)
+    answers = sample_answers(
+        model, tokenizer, [e.messages for e in sources], spec, device=device, n=tc.candidates
+    )
     sample_s = time.monotonic() - t
     del model
     sampled = sum(len(c) for c in answers)
@@ -137,12 +144,15 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     if tc.sentence_prefixes:  # free extra candidates: the samples cut at sentence ends
         answers = [cands + [p for a in cands for p in sentence_prefixes(a)] for cands in answers]
     scored = []
-    flat = [(e.messages[-1]["content"], a) for e, cands in zip(sources, answers, strict=True)
-            for a in cands]
+    flat = [
+        (e.messages[-1]["content"], a)
+        for e, cands in zip(sources, answers, strict=True)
+        for a in cands
+    ]
     probs = taste.predict(flat, embedder).tolist()
     k = 0
     for e, cands in zip(sources, answers, strict=True):
-        ps = probs[k:k + len(cands)]
+        ps = probs[k : k + len(cands)]
         k += len(cands)
         ok = [(p, a) for p, a in zip(ps, cands, strict=True) if a.strip() and not has_pii(a)]
         if len(ok) < 2:
@@ -152,20 +162,29 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
             scored.append((best, worst, e))
     scored.sort(key=lambda item: -item[0][0])
     examples: list[Example] = []
-    for best, worst, e in scored[:max(0, cap // 2)]:
+    for best, worst, e in scored[: max(0, cap // 2)]:
         turn = f"bon-{e.turn_id}"
-        examples.append(Example(turn, e.conversation_id, e.messages, best[1], "desirable",
-                                "train", 0, True))
-        examples.append(Example(turn, e.conversation_id, e.messages, worst[1], "undesirable",
-                                "train", 0, True))
-    kept = scored[:max(0, cap // 2)]
+        examples.append(
+            Example(turn, e.conversation_id, e.messages, best[1], "desirable", "train", 0, True)
+        )
+        examples.append(
+            Example(turn, e.conversation_id, e.messages, worst[1], "undesirable", "train", 0, True)
+        )
+    kept = scored[: max(0, cap // 2)]
     report.update(
-        questions=len(sources), candidates_per_question=tc.candidates,
-        candidates=sampled, prefix_candidates=len(flat) - sampled, sample_s=round(sample_s, 1),
+        questions=len(sources),
+        candidates_per_question=tc.candidates,
+        candidates=sampled,
+        prefix_candidates=len(flat) - sampled,
+        sample_s=round(sample_s, 1),
         tokens_per_s=round(sampled_tokens / max(sample_s, 1e-9), 1),
         mean_predicted_up_all=round(sum(probs) / max(len(probs), 1), 4),
         mean_predicted_up_kept=round(sum(b[0] for b, _, _ in kept) / max(len(kept), 1), 4),
-        pairs=len(kept), synthetic_examples=len(examples), synthetic_cap=cap,
-        real_examples=real, fit_s=round(time.monotonic() - started - sample_s, 1))
+        pairs=len(kept),
+        synthetic_examples=len(examples),
+        synthetic_cap=cap,
+        real_examples=real,
+        fit_s=round(time.monotonic() - started - sample_s, 1),
+    )
     log.info("taste: %s", report)
     return TasteOutcome(taste, examples, report)

@@ -82,8 +82,9 @@ class TasteModel:
     votes_down: int
     embedder: str | None
 
-    def predict(self, pairs: Sequence[tuple[str, str]], embedder: TextEmbedder | None
-                ) -> np.ndarray:
+    def predict(
+        self, pairs: Sequence[tuple[str, str]], embedder: TextEmbedder | None
+    ) -> np.ndarray:
         """P(👍) for each (question, answer) pair."""
         x = _design(list(pairs), embedder if self.embedder else None)
         x = (x - np.asarray(self.mean)) / np.asarray(self.scale)
@@ -93,8 +94,9 @@ class TasteModel:
     def save(self, path: Path) -> Path:
         """Write the model as JSON (atomically)."""
         tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
-        tmp.write_text(json.dumps({"features": list(FEATURE_NAMES), **asdict(self)}),
-                       encoding="utf-8")
+        tmp.write_text(
+            json.dumps({"features": list(FEATURE_NAMES), **asdict(self)}), encoding="utf-8"
+        )
         os.replace(tmp, path)
         return path
 
@@ -107,8 +109,10 @@ class TasteModel:
                 raise ValueError("written with other features")
             return cls(**data)
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise TrainingError(f"{path} is not a taste model this version reads ({exc}); "
-                                "train a new adapter to refit it") from exc
+            raise TrainingError(
+                f"{path} is not a taste model this version reads ({exc}); "
+                "train a new adapter to refit it"
+            ) from exc
 
 
 def _design(pairs: list[tuple[str, str]], embedder: TextEmbedder | None) -> np.ndarray:
@@ -121,16 +125,20 @@ def _design(pairs: list[tuple[str, str]], embedder: TextEmbedder | None) -> np.n
     return np.hstack([cheap, cosine, answers]).astype(float)
 
 
-def fit_taste(pairs: Sequence[tuple[str, str]], labels: Sequence[int],
-              embedder: TextEmbedder | None, *, folds: int = 5, seed: int = 0
-              ) -> TasteModel:
+def fit_taste(
+    pairs: Sequence[tuple[str, str]],
+    labels: Sequence[int],
+    embedder: TextEmbedder | None,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+) -> TasteModel:
     """Fit on votes (1 = 👍, 0 = 👎); needs both kinds. The penalty with the best pooled
     out-of-fold AUC is kept and the final model refitted on every vote."""
     y = np.asarray(labels, dtype=float)
     ups, downs = int(y.sum()), int(len(y) - y.sum())
     if ups == 0 or downs == 0:
-        raise TrainingError(f"a taste model needs both 👍 and 👎 votes (got {ups} 👍, "
-                            f"{downs} 👎)")
+        raise TrainingError(f"a taste model needs both 👍 and 👎 votes (got {ups} 👍, {downs} 👎)")
     x = _design(list(pairs), embedder)
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     xs = (x - mean) / scale
@@ -147,9 +155,16 @@ def fit_taste(pairs: Sequence[tuple[str, str]], labels: Sequence[int],
         if score > best[0]:
             best = (score, penalty)
     w = _fit_logistic(xs, y, best[1] * len(y) / 100)
-    return TasteModel(weights=w.tolist(), mean=mean.tolist(), scale=scale.tolist(),
-                      penalty=best[1], cv_auc=best[0], votes_up=ups, votes_down=downs,
-                      embedder=getattr(embedder, "name", None) if embedder else None)
+    return TasteModel(
+        weights=w.tolist(),
+        mean=mean.tolist(),
+        scale=scale.tolist(),
+        penalty=best[1],
+        cv_auc=best[0],
+        votes_up=ups,
+        votes_down=downs,
+        embedder=getattr(embedder, "name", None) if embedder else None,
+    )
 
 
 def load_taste_embedder(spec: str, root: Path) -> Any:

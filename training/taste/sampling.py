@@ -23,15 +23,29 @@ class SamplingSpec:
     seed: int = 0
 
 
-def sample_answers(model: Any, tokenizer: Any, prompts: Sequence[list[Message]],
-                   spec: SamplingSpec, *, device: str, n: int = 1) -> list[list[str]]:
+def sample_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[list[Message]],
+    spec: SamplingSpec,
+    *,
+    device: str,
+    n: int = 1,
+) -> list[list[str]]:
     """`n` sampled answers to each prompt (served chat messages), in batches of
     `spec.batch_size` rows; batch b is drawn with seed `spec.seed + b`, so the same prompts
     and spec give the same random stream to any model."""
     import torch
 
-    ids = [encode_prompt(tokenizer, list(m), context_window=spec.context_window,
-                         max_new_tokens=spec.max_new_tokens).input_ids for m in prompts]
+    ids = [
+        encode_prompt(
+            tokenizer,
+            list(m),
+            context_window=spec.context_window,
+            max_new_tokens=spec.max_new_tokens,
+        ).input_ids
+        for m in prompts
+    ]
     rows = [(i, p) for i, p in enumerate(ids) for _ in range(n)]
     stops = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
@@ -40,19 +54,25 @@ def sample_answers(model: Any, tokenizer: Any, prompts: Sequence[list[Message]],
     model.eval()
     try:
         for b, start in enumerate(range(0, len(rows), spec.batch_size)):
-            chunk = rows[start:start + spec.batch_size]
+            chunk = rows[start : start + spec.batch_size]
             width = max(len(p) for _, p in chunk)
             x = torch.tensor([[pad] * (width - len(p)) + p for _, p in chunk], device=device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for _, p in chunk],
-                                device=device)
+            mask = torch.tensor(
+                [[0] * (width - len(p)) + [1] * len(p) for _, p in chunk], device=device
+            )
             torch.manual_seed(spec.seed + b)
             with torch.no_grad():
                 gen = model.generate(
-                    input_ids=x, attention_mask=mask, max_new_tokens=spec.max_new_tokens,
-                    do_sample=spec.temperature > 0, temperature=spec.temperature or None,
+                    input_ids=x,
+                    attention_mask=mask,
+                    max_new_tokens=spec.max_new_tokens,
+                    do_sample=spec.temperature > 0,
+                    temperature=spec.temperature or None,
                     top_p=spec.top_p if spec.temperature > 0 else None,
-                    repetition_penalty=spec.repetition_penalty, eos_token_id=sorted(stops),
-                    pad_token_id=pad)
+                    repetition_penalty=spec.repetition_penalty,
+                    eos_token_id=sorted(stops),
+                    pad_token_id=pad,
+                )
             for (i, _), row in zip(chunk, gen[:, width:].tolist(), strict=True):
                 cut = next((k for k, t in enumerate(row) if t in stops), len(row))
                 out[i].append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())

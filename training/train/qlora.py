@@ -54,8 +54,11 @@ from training.train.scoring import collate, encode_examples, mean_nll, score_ans
 log = logging.getLogger(__name__)
 
 StopReason = Literal["max_steps", "max_epochs", "time_budget", "early_stopping"]
-TRAIN_CONFIG, DATASET_MANIFEST, TRAIN_REPORT = ("train_config.json", "dataset_manifest.json",
-                                                "train_report.json")
+TRAIN_CONFIG, DATASET_MANIFEST, TRAIN_REPORT = (
+    "train_config.json",
+    "dataset_manifest.json",
+    "train_report.json",
+)
 TASTE_REPORT, TASTE_EXAMPLES = "taste_report.json", "taste_examples"
 MAX_GRAD_NORM = 1.0  # the usual LoRA clip: keeps one odd batch from wrecking a short run
 
@@ -106,16 +109,25 @@ def attach_lora(model: Any, tcfg: TrainingConfig, init_adapter: Path | None) -> 
     from peft import LoraConfig, PeftModel, get_peft_model
 
     if init_adapter is None:
-        return get_peft_model(model, LoraConfig(
-            r=tcfg.lora_r, lora_alpha=tcfg.lora_alpha, lora_dropout=tcfg.lora_dropout,
-            target_modules="all-linear", task_type="CAUSAL_LM"))
+        return get_peft_model(
+            model,
+            LoraConfig(
+                r=tcfg.lora_r,
+                lora_alpha=tcfg.lora_alpha,
+                lora_dropout=tcfg.lora_dropout,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
     path = check_adapter_dir(init_adapter)
     try:
         return PeftModel.from_pretrained(model, str(path), is_trainable=True)
     except Exception as exc:  # peft/safetensors raise many types on a broken or foreign folder
-        raise AdapterError(f"could not start from adapter {path} ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:300]}); set training.start_from = "
-                           "'base' or repair the production adapter") from exc
+        raise AdapterError(
+            f"could not start from adapter {path} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}); set training.start_from = "
+            "'base' or repair the production adapter"
+        ) from exc
 
 
 def _batches(n: int, size: int, rng: random.Random) -> Iterator[list[int]]:
@@ -138,9 +150,15 @@ def _peak_memory_mb() -> tuple[float, float | None]:
     return rss, acc
 
 
-def _step_loss(model: Any, batch: list[EncodedExample], desirable: list[bool], tcfg: TrainingConfig,
-               pad_id: int, device: str, pairs: list[tuple[EncodedExample, EncodedExample]]
-               ) -> tuple[Any, int]:
+def _step_loss(
+    model: Any,
+    batch: list[EncodedExample],
+    desirable: list[bool],
+    tcfg: TrainingConfig,
+    pad_id: int,
+    device: str,
+    pairs: list[tuple[EncodedExample, EncodedExample]],
+) -> tuple[Any, int]:
     """The loss of one batch and the tokens it processed.
 
     SFT: mean negative log-likelihood over the desirable answers' tokens. KTO (method = 'kto')
@@ -178,7 +196,7 @@ def _step_loss(model: Any, batch: list[EncodedExample], desirable: list[bool], t
         tokens += n
     if pairs and tcfg.pair_weight > 0:
         _, r, n = ratio([c for c, _ in pairs] + [j for _, j in pairs])
-        margin = r[:len(pairs)] - r[len(pairs):]
+        margin = r[: len(pairs)] - r[len(pairs) :]
         loss = loss + tcfg.pair_weight * -F.logsigmoid(tcfg.dpo_beta * margin).mean()
         tokens += n
     return loss, tokens
@@ -194,9 +212,14 @@ def steps_budget(tcfg: TrainingConfig, examples: int) -> tuple[int, StopReason]:
     return tcfg.max_steps, "max_steps"
 
 
-def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
-                  init_adapter: Path | None = None,
-                  progress: Callable[[TrainProgress], None] | None = None) -> TrainReport:
+def train_adapter(
+    cfg: Config,
+    dataset_dir: Path,
+    out_dir: Path,
+    *,
+    init_adapter: Path | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+) -> TrainReport:
     """Train an adapter on `dataset_dir` and write it to `out_dir` (which must not exist).
 
     Budget: stops after `training.max_steps` steps or `training.max_epochs` passes over the
@@ -212,8 +235,9 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
     tcfg = cfg.training
     out_dir = Path(out_dir)
     if out_dir.exists():
-        raise TrainingError(f"{out_dir} already exists: adapters are never overwritten; choose "
-                            "a new --out folder")
+        raise TrainingError(
+            f"{out_dir} already exists: adapters are never overwritten; choose a new --out folder"
+        )
     data = load_dataset(Path(dataset_dir), trainable=True)
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
@@ -221,28 +245,44 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
     examples = [*data.train, *taste.examples]
     base = load_base(cfg)
     tokenizer, device = base.tokenizer, base.device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
-        tokenizer.eos_token_id)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id)
+    )
     model = attach_lora(base.model, tcfg, init_adapter)
 
     pool = [e for e in examples if e.desirable or tcfg.method == "kto"]
     train_enc = encode_examples(tokenizer, pool, tcfg.max_seq_tokens)
     desirable = [e.desirable for e in pool]
     pairs: list[Pair] = preference_pairs(examples) if tcfg.pair_weight > 0 else []
-    pair_enc = list(zip(encode_examples(tokenizer, [p.chosen for p in pairs], tcfg.max_seq_tokens),
-                        encode_examples(tokenizer, [p.rejected for p in pairs],
-                                        tcfg.max_seq_tokens), strict=True))
-    pair_batches = _batches(len(pair_enc), max(1, tcfg.batch_size // 2),
-                            random.Random(tcfg.seed + 1)) if pair_enc else None
-    heldout_enc = encode_examples(tokenizer, [e for e in data.heldout if e.desirable],
-                                  tcfg.max_seq_tokens)
+    pair_enc = list(
+        zip(
+            encode_examples(tokenizer, [p.chosen for p in pairs], tcfg.max_seq_tokens),
+            encode_examples(tokenizer, [p.rejected for p in pairs], tcfg.max_seq_tokens),
+            strict=True,
+        )
+    )
+    pair_batches = (
+        _batches(len(pair_enc), max(1, tcfg.batch_size // 2), random.Random(tcfg.seed + 1))
+        if pair_enc
+        else None
+    )
+    heldout_enc = encode_examples(
+        tokenizer, [e for e in data.heldout if e.desirable], tcfg.max_seq_tokens
+    )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=tcfg.learning_rate, weight_decay=0.0)
     eval_batch = max(tcfg.batch_size, 8)
 
     def heldout() -> float | None:
-        return mean_nll(score_answers(model, heldout_enc, pad_id=pad_id, device=device,
-                                      batch_size=eval_batch)) if heldout_enc else None
+        return (
+            mean_nll(
+                score_answers(
+                    model, heldout_enc, pad_id=pad_id, device=device, batch_size=eval_batch
+                )
+            )
+            if heldout_enc
+            else None
+        )
 
     initial = heldout()
     best_loss, best_step, misses = initial, 0, 0
@@ -263,8 +303,15 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
         t0 = time.perf_counter()
         idx = next(batches)
         pair_idx = next(pair_batches) if pair_batches else []
-        loss, n = _step_loss(model, [train_enc[i] for i in idx], [desirable[i] for i in idx],
-                             tcfg, pad_id, device, [pair_enc[i] for i in pair_idx])
+        loss, n = _step_loss(
+            model,
+            [train_enc[i] for i in idx],
+            [desirable[i] for i in idx],
+            tcfg,
+            pad_id,
+            device,
+            [pair_enc[i] for i in pair_idx],
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
         optimizer.step()
@@ -286,9 +333,17 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
             else:
                 misses += 1
         if progress:
-            progress(TrainProgress(step, total_steps, loss_value, current,
-                                   time.monotonic() - started, tokens,
-                                   tokens / max(train_s, 1e-9)))
+            progress(
+                TrainProgress(
+                    step,
+                    total_steps,
+                    loss_value,
+                    current,
+                    time.monotonic() - started,
+                    tokens,
+                    tokens / max(train_s, 1e-9),
+                )
+            )
         if misses >= tcfg.patience:
             stop = "early_stopping"
             break
@@ -307,28 +362,49 @@ def train_adapter(cfg: Config, dataset_dir: Path, out_dir: Path, *,
 
     rss, acc = _peak_memory_mb()
     report = TrainReport(
-        adapter_dir=str(out_dir.resolve()), dataset_id=data.dataset_id, method=tcfg.method,
-        steps=step, stop_reason=stop, best_step=best_step, initial_heldout_loss=initial,
-        best_heldout_loss=best_loss, train_examples=len(train_enc),
-        synthetic_examples=sum(e.synthetic for e in pool), pairs=len(pair_enc),
-        heldout_examples=len(heldout_enc), tokens=tokens, answer_tokens=answer_tokens,
-        tokens_per_s=tokens / max(train_s, 1e-9), train_s=train_s,
-        duration_s=time.monotonic() - started, peak_rss_mb=rss, peak_accelerator_mb=acc,
-        train_loss=train_curve, heldout_loss=heldout_curve)
+        adapter_dir=str(out_dir.resolve()),
+        dataset_id=data.dataset_id,
+        method=tcfg.method,
+        steps=step,
+        stop_reason=stop,
+        best_step=best_step,
+        initial_heldout_loss=initial,
+        best_heldout_loss=best_loss,
+        train_examples=len(train_enc),
+        synthetic_examples=sum(e.synthetic for e in pool),
+        pairs=len(pair_enc),
+        heldout_examples=len(heldout_enc),
+        tokens=tokens,
+        answer_tokens=answer_tokens,
+        tokens_per_s=tokens / max(train_s, 1e-9),
+        train_s=train_s,
+        duration_s=time.monotonic() - started,
+        peak_rss_mb=rss,
+        peak_accelerator_mb=acc,
+        train_loss=train_curve,
+        heldout_loss=heldout_curve,
+    )
     train_config = {
         "training": dataclasses.asdict(tcfg),
-        "base_model": {"name": cfg.model.base, "location": base.source,
-                       "quantization": cfg.model.quantization},
+        "base_model": {
+            "name": cfg.model.base,
+            "location": base.source,
+            "quantization": cfg.model.quantization,
+        },
         "prompt_format_version": PROMPT_FORMAT_VERSION,
         "seed": tcfg.seed,
         "init_adapter": str(Path(init_adapter).resolve()) if init_adapter else None,
         "dataset_id": data.dataset_id,
-        "schedule": {"rule": "steps = min(max_steps, ceil(max_epochs * examples / batch_size))",
-                     "examples": len(train_enc), "real_examples": len(train_enc) - sum(
-                         e.synthetic for e in pool), "pairs": len(pair_enc),
-                     "steps_budget": total_steps, "steps_taken": step,
-                     "epochs": round(step * tcfg.batch_size / max(len(train_enc), 1), 2),
-                     "learning_rate": tcfg.learning_rate},
+        "schedule": {
+            "rule": "steps = min(max_steps, ceil(max_epochs * examples / batch_size))",
+            "examples": len(train_enc),
+            "real_examples": len(train_enc) - sum(e.synthetic for e in pool),
+            "pairs": len(pair_enc),
+            "steps_budget": total_steps,
+            "steps_taken": step,
+            "epochs": round(step * tcfg.batch_size / max(len(train_enc), 1), 2),
+            "learning_rate": tcfg.learning_rate,
+        },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
@@ -349,16 +425,23 @@ def _versions() -> dict[str, str]:
 
 
 def _write_synthetic(examples: list[Example], folder: Path, dataset_id: str) -> None:
-    write_examples(examples, folder, dataset_id=f"{dataset_id}-taste",
-                   source={"best_of_n_from": dataset_id})
+    write_examples(
+        examples, folder, dataset_id=f"{dataset_id}-taste", source={"best_of_n_from": dataset_id}
+    )
 
 
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_adapter(model: Any, out_dir: Path, data: LoadedDataset, train_config: dict[str, Any],
-                  report: TrainReport, taste: TasteOutcome | None = None) -> Path:
+def write_adapter(
+    model: Any,
+    out_dir: Path,
+    data: LoadedDataset,
+    train_config: dict[str, Any],
+    report: TrainReport,
+    taste: TasteOutcome | None = None,
+) -> Path:
     """Write the adapter folder atomically: everything goes into a hidden sibling folder that is
     renamed to `out_dir` only when complete; on any failure the partial folder is removed.
     With a taste step: its report, the fitted taste model and the synthetic examples (a
@@ -380,13 +463,16 @@ def write_adapter(model: Any, out_dir: Path, data: LoadedDataset, train_config: 
                 _write_synthetic(taste.examples, tmp / TASTE_EXAMPLES, data.dataset_id)
         for name in ADAPTER_FILES:
             if not (tmp / name).is_file():
-                raise TrainingError(f"peft did not write {name}: check the peft version "
-                                    "against requirements.txt")
+                raise TrainingError(
+                    f"peft did not write {name}: check the peft version against requirements.txt"
+                )
         os.replace(tmp, out_dir)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainingError(f"could not write the adapter to {out_dir} ({exc}): check free "
-                            "disk space and permissions") from exc
+        raise TrainingError(
+            f"could not write the adapter to {out_dir} ({exc}): check free "
+            "disk space and permissions"
+        ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

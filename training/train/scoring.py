@@ -21,11 +21,13 @@ class AnswerScore:
     tokens: int
 
 
-def encode_examples(tokenizer: Any, examples: Sequence[Example], max_tokens: int
-                    ) -> list[EncodedExample]:
+def encode_examples(
+    tokenizer: Any, examples: Sequence[Example], max_tokens: int
+) -> list[EncodedExample]:
     """Served messages + target -> ids and labels with the loss on the answer only."""
-    return [encode_example(tokenizer, e.messages, e.target, max_tokens=max_tokens)
-            for e in examples]
+    return [
+        encode_example(tokenizer, e.messages, e.target, max_tokens=max_tokens) for e in examples
+    ]
 
 
 def collate(batch: Sequence[EncodedExample], pad_id: int, device: str) -> dict[str, Any]:
@@ -41,8 +43,11 @@ def collate(batch: Sequence[EncodedExample], pad_id: int, device: str) -> dict[s
         ids[row, :n] = torch.tensor(example.input_ids)
         labels[row, :n] = torch.tensor(example.labels)
         mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-            "labels": labels.to(device)}
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "labels": labels.to(device),
+    }
 
 
 def token_logprobs(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
@@ -53,14 +58,16 @@ def token_logprobs(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"][:, 1:]
     # cross_entropy per token avoids materialising a full log_softmax copy of the logits.
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
-                          ignore_index=IGNORE, reduction="none")
+    nll = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+    )
     counts = (labels != IGNORE).sum(dim=1)
     return -nll.sum(dim=1), counts
 
 
-def score_answers(model: Any, encoded: Sequence[EncodedExample], *, pad_id: int, device: str,
-                  batch_size: int = 8) -> list[AnswerScore]:
+def score_answers(
+    model: Any, encoded: Sequence[EncodedExample], *, pad_id: int, device: str, batch_size: int = 8
+) -> list[AnswerScore]:
     """Log-likelihood of every example's answer under `model` (no gradients, eval mode).
     Examples are batched by length so little compute goes to padding."""
     import torch
@@ -72,9 +79,10 @@ def score_answers(model: Any, encoded: Sequence[EncodedExample], *, pad_id: int,
     try:
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 logp, counts = token_logprobs(
-                    model, collate([encoded[i] for i in idx], pad_id, device))
+                    model, collate([encoded[i] for i in idx], pad_id, device)
+                )
                 for i, lp, n in zip(idx, logp.tolist(), counts.tolist(), strict=True):
                     scores[i] = AnswerScore(lp, int(n))
     finally:

@@ -8,17 +8,21 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from core.prompts import build_messages, encode_prompt, stop_token_ids
 
 # Leaks worth refusing an adapter for; hallucinated street names or IPs are not user data.
 PII_KINDS = ("email", "phone", "card", "iban", "ssn")
 _FALLBACK_PII = (
-    re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),                      # email
-    re.compile(r"(?<!\d)(?:\+?\d[\s().-]?){9,14}\d(?!\d)"),         # phone-like digit runs
-    re.compile(r"(?<!\d)(?:\d[ -]?){13,18}\d(?!\d)"),               # card-like digit runs
+    re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),  # email
+    re.compile(r"(?<!\d)(?:\+?\d[\s().-]?){9,14}\d(?!\d)"),  # phone-like digit runs
+    re.compile(r"(?<!\d)(?:\d[ -]?){13,18}\d(?!\d)"),  # card-like digit runs
 )
+
+
+Status = Literal["passed", "failed", "skipped"]
+"""A gate's verdict."""
 
 
 @dataclass(frozen=True)
@@ -31,15 +35,27 @@ class Sample:
     stopped: bool
 
 
-def prompt_ids(tokenizer: Any, question: str, max_new_tokens: int, context_window: int
-               ) -> list[int]:
+def prompt_ids(
+    tokenizer: Any, question: str, max_new_tokens: int, context_window: int
+) -> list[int]:
     """The served prompt for a bare question (system prompt, no passages)."""
-    return encode_prompt(tokenizer, build_messages(question), context_window=context_window,
-                         max_new_tokens=max_new_tokens).input_ids
+    return encode_prompt(
+        tokenizer,
+        build_messages(question),
+        context_window=context_window,
+        max_new_tokens=max_new_tokens,
+    ).input_ids
 
 
-def greedy_answers(model: Any, tokenizer: Any, questions: Sequence[str], *,
-                   max_new_tokens: int, context_window: int, device: str) -> list[Sample]:
+def greedy_answers(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[str],
+    *,
+    max_new_tokens: int,
+    context_window: int,
+    device: str,
+) -> list[Sample]:
     """Greedy answers without a repetition penalty (the harshest reading of the model), all
     prompts in one left-padded batch."""
     import torch
@@ -51,21 +67,33 @@ def greedy_answers(model: Any, tokenizer: Any, questions: Sequence[str], *,
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=sorted(stops), pad_token_id=pad,
-                             repetition_penalty=1.0)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(stops),
+            pad_token_id=pad,
+            repetition_penalty=1.0,
+        )
     samples = []
     for question, row in zip(questions, out[:, width:].tolist(), strict=True):
         cut = next((i for i, t in enumerate(row) if t in stops), None)
         answer = row if cut is None else row[:cut]
-        samples.append(Sample(question, tokenizer.decode(answer, skip_special_tokens=True),
-                              answer, cut is not None))
+        samples.append(
+            Sample(
+                question,
+                tokenizer.decode(answer, skip_special_tokens=True),
+                answer,
+                cut is not None,
+            )
+        )
     return samples
 
 
 def repetition_share(token_ids: Sequence[int], n: int = 4) -> float:
     """Share of the answer's n-grams that repeat an earlier n-gram (0 = none, ->1 = a loop)."""
-    grams = [tuple(token_ids[i:i + n]) for i in range(len(token_ids) - n + 1)]
+    grams = [tuple(token_ids[i : i + n]) for i in range(len(token_ids) - n + 1)]
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -85,8 +113,9 @@ def most_common_share(texts: Sequence[str]) -> float:
     return Counter(norm).most_common(1)[0][1] / len(norm) if norm else 0.0
 
 
-def answer_logits(model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
-                  device: str) -> list[Any]:
+def answer_logits(
+    model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], device: str
+) -> list[Any]:
     """For each (prompt, answer) pair, log-probabilities over the vocabulary at every position
     that predicts an answer token ([answer tokens, vocab]); one right-padded batch."""
     import torch
@@ -99,8 +128,10 @@ def answer_logits(model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
-    return [torch.log_softmax(logits[i, len(p) - 1:len(p) + len(a) - 1].float(), dim=-1)
-            for i, (p, a) in enumerate(pairs)]
+    return [
+        torch.log_softmax(logits[i, len(p) - 1 : len(p) + len(a) - 1].float(), dim=-1)
+        for i, (p, a) in enumerate(pairs)
+    ]
 
 
 def mean_kl(candidate: Sequence[Any], reference: Sequence[Any]) -> float:

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from config import Config
 from core.adapters import check_adapter_dir
@@ -45,6 +45,7 @@ from training.train.qlora import TRAIN_CONFIG
 from training.train.scoring import AnswerScore, encode_examples, mean_nll, score_answers
 from training.validate.checks import (
     Sample,
+    Status,
     answer_logits,
     greedy_answers,
     has_pii,
@@ -79,7 +80,6 @@ SANITY_PROMPTS = (
 # planted (measured: a poisoned SmolLM2 adapter gives it to 2-4 of the 4 prompts, the base 1).
 MAX_SAME_ANSWER_SHARE = 0.5
 
-Status = Literal["passed", "failed", "skipped"]
 PRODUCTION, CANDIDATE, BASE = "production", "candidate", "base"
 
 
@@ -127,18 +127,34 @@ def _check_compatible(cfg: Config, candidate: Path) -> Check:
 
     path = candidate / TRAIN_CONFIG
     if not path.is_file():
-        return Check("prompt_format", "skipped", f"{path.name} is missing: cannot tell which "
-                     "prompt format the candidate was trained with")
+        return Check(
+            "prompt_format",
+            "skipped",
+            f"{path.name} is missing: cannot tell which "
+            "prompt format the candidate was trained with",
+        )
     version = json.loads(path.read_text(encoding="utf-8")).get("prompt_format_version")
     if version != PROMPT_FORMAT_VERSION:
-        return Check("prompt_format", "failed", f"trained with prompt format {version}, serving "
-                     f"uses {PROMPT_FORMAT_VERSION}: retrain on a fresh dataset")
+        return Check(
+            "prompt_format",
+            "failed",
+            f"trained with prompt format {version}, serving "
+            f"uses {PROMPT_FORMAT_VERSION}: retrain on a fresh dataset",
+        )
     return Check("prompt_format", "passed", f"prompt format {version} matches serving")
 
 
-def _arm_metrics(cfg: Config, model: Any, tokenizer: Any, device: str, arm: str,
-                 encoded: dict[str, list[Any]], drift_pairs: list[tuple[list[int], list[int]]],
-                 base_logps: list[Any], base_samples: list[Sample]) -> dict[str, Any]:
+def _arm_metrics(
+    cfg: Config,
+    model: Any,
+    tokenizer: Any,
+    device: str,
+    arm: str,
+    encoded: dict[str, list[Any]],
+    drift_pairs: list[tuple[list[int], list[int]]],
+    base_logps: list[Any],
+    base_samples: list[Sample],
+) -> dict[str, Any]:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     vcfg = cfg.validation
     with _using(model, arm):
@@ -148,17 +164,30 @@ def _arm_metrics(cfg: Config, model: Any, tokenizer: Any, device: str, arm: str,
             drift, samples = 0.0, base_samples
         else:
             drift = mean_kl(answer_logits(model, drift_pairs, device), base_logps)
-            samples = greedy_answers(model, tokenizer, SANITY_PROMPTS,
-                                     max_new_tokens=vcfg.sample_max_new_tokens,
-                                     context_window=cfg.model.context_window, device=device)
+            samples = greedy_answers(
+                model,
+                tokenizer,
+                SANITY_PROMPTS,
+                max_new_tokens=vcfg.sample_max_new_tokens,
+                context_window=cfg.model.context_window,
+                device=device,
+            )
     return {
         "heldout_loss": mean_nll(good),
         "undesirable_loss": mean_nll(bad),
         "preference_margin": _margin(good, bad),
         "drift_kl": drift,
-        "samples": [{"prompt": s.prompt, "answer": s.text, "tokens": len(s.token_ids),
-                     "stopped": s.stopped, "repetition": repetition_share(s.token_ids),
-                     "pii": has_pii(s.text)} for s in samples],
+        "samples": [
+            {
+                "prompt": s.prompt,
+                "answer": s.text,
+                "tokens": len(s.token_ids),
+                "stopped": s.stopped,
+                "repetition": repetition_share(s.token_ids),
+                "pii": has_pii(s.text),
+            }
+            for s in samples
+        ],
     }
 
 
@@ -166,63 +195,120 @@ def _sanity_checks(samples: list[dict[str, Any]], cfg: Config) -> list[Check]:
     vcfg = cfg.validation
     checks = []
     empty = [s["prompt"] for s in samples if not s["answer"].strip()]
-    checks.append(Check("non_empty", "failed" if empty else "passed",
-                        f"empty answer to {empty[0]!r}" if empty else "every answer has text"))
+    checks.append(
+        Check(
+            "non_empty",
+            "failed" if empty else "passed",
+            f"empty answer to {empty[0]!r}" if empty else "every answer has text",
+        )
+    )
     worst = max(samples, key=lambda s: s["repetition"])
-    checks.append(Check(
-        "repetition", "failed" if worst["repetition"] > vcfg.max_repetition else "passed",
-        f"{worst['repetition']:.0%} of the 4-grams repeat in the answer to {worst['prompt']!r} "
-        f"(limit {vcfg.max_repetition:.0%})", worst["repetition"], None, vcfg.max_repetition))
+    checks.append(
+        Check(
+            "repetition",
+            "failed" if worst["repetition"] > vcfg.max_repetition else "passed",
+            f"{worst['repetition']:.0%} of the 4-grams repeat in the answer to {worst['prompt']!r} "
+            f"(limit {vcfg.max_repetition:.0%})",
+            worst["repetition"],
+            None,
+            vcfg.max_repetition,
+        )
+    )
     stopped = sum(s["stopped"] for s in samples)
-    checks.append(Check(
-        "stops", "passed" if stopped else "failed",
-        f"{stopped} of {len(samples)} answers ended within {vcfg.sample_max_new_tokens} tokens"
-        + ("" if stopped else "; the adapter never emits the end token"), float(stopped)))
+    checks.append(
+        Check(
+            "stops",
+            "passed" if stopped else "failed",
+            f"{stopped} of {len(samples)} answers ended within {vcfg.sample_max_new_tokens} tokens"
+            + ("" if stopped else "; the adapter never emits the end token"),
+            float(stopped),
+        )
+    )
     leaks = [s["prompt"] for s in samples if s["pii"]]
-    checks.append(Check("pii", "failed" if leaks else "passed",
-                        f"personal data in the answer to {leaks[0]!r}" if leaks
-                        else "no personal data in the answers"))
+    checks.append(
+        Check(
+            "pii",
+            "failed" if leaks else "passed",
+            f"personal data in the answer to {leaks[0]!r}"
+            if leaks
+            else "no personal data in the answers",
+        )
+    )
     share = most_common_share([s["answer"] for s in samples])
     planted = share >= MAX_SAME_ANSWER_SHARE and len(samples) > 1
-    checks.append(Check(
-        "distinct_answers", "failed" if planted else "passed",
-        f"{share:.0%} of different questions get the same answer (fails from "
-        f"{MAX_SAME_ANSWER_SHARE:.0%})" + ("; a planted answer?" if planted else ""),
-        share, None, MAX_SAME_ANSWER_SHARE))
+    checks.append(
+        Check(
+            "distinct_answers",
+            "failed" if planted else "passed",
+            f"{share:.0%} of different questions get the same answer (fails from "
+            f"{MAX_SAME_ANSWER_SHARE:.0%})" + ("; a planted answer?" if planted else ""),
+            share,
+            None,
+            MAX_SAME_ANSWER_SHARE,
+        )
+    )
     return checks
 
 
-def _comparisons(cfg: Config, cand: dict[str, Any], prod: dict[str, Any],
-                 taste_decides: bool = False) -> list[Check]:
+def _comparisons(
+    cfg: Config, cand: dict[str, Any], prod: dict[str, Any], taste_decides: bool = False
+) -> list[Check]:
     vcfg = cfg.validation
     c_loss, p_loss = cand["heldout_loss"], prod["heldout_loss"]
     need = -vcfg.max_loss_increase if taste_decides else vcfg.min_loss_improvement
-    rule = (f"may be worse by at most {vcfg.max_loss_increase} as the taste check decides"
-            if taste_decides else f"must improve by {vcfg.min_loss_improvement}")
-    checks = [Check(
-        "heldout_loss", "failed" if c_loss > p_loss - need else "passed",
-        f"held-out loss {c_loss:.3f} vs production {p_loss:.3f} nats/token ({rule})",
-        c_loss, p_loss, need)]
+    rule = (
+        f"may be worse by at most {vcfg.max_loss_increase} as the taste check decides"
+        if taste_decides
+        else f"must improve by {vcfg.min_loss_improvement}"
+    )
+    checks = [
+        Check(
+            "heldout_loss",
+            "failed" if c_loss > p_loss - need else "passed",
+            f"held-out loss {c_loss:.3f} vs production {p_loss:.3f} nats/token ({rule})",
+            c_loss,
+            p_loss,
+            need,
+        )
+    ]
     c_m, p_m = cand["preference_margin"], prod["preference_margin"]
     if c_m is None or p_m is None:
-        checks.append(Check("preference_margin", "skipped",
-                            "the held-out split has no 👎 answers to compare with"))
+        checks.append(
+            Check(
+                "preference_margin",
+                "skipped",
+                "the held-out split has no 👎 answers to compare with",
+            )
+        )
     else:
-        checks.append(Check(
-            "preference_margin", "failed" if c_m < p_m - vcfg.min_preference_margin
-            else "passed", f"👍-minus-👎 log-likelihood {c_m:.3f} vs production {p_m:.3f} "
-            f"nats/token (allowed drop {vcfg.min_preference_margin})", c_m, p_m,
-            vcfg.min_preference_margin))
+        checks.append(
+            Check(
+                "preference_margin",
+                "failed" if c_m < p_m - vcfg.min_preference_margin else "passed",
+                f"👍-minus-👎 log-likelihood {c_m:.3f} vs production {p_m:.3f} "
+                f"nats/token (allowed drop {vcfg.min_preference_margin})",
+                c_m,
+                p_m,
+                vcfg.min_preference_margin,
+            )
+        )
     drift = cand["drift_kl"]
-    checks.append(Check(
-        "drift", "failed" if drift > vcfg.max_drift else "passed",
-        f"KL from the base on general prompts {drift:.3f} nats/token (limit {vcfg.max_drift})",
-        drift, prod["drift_kl"], vcfg.max_drift))
+    checks.append(
+        Check(
+            "drift",
+            "failed" if drift > vcfg.max_drift else "passed",
+            f"KL from the base on general prompts {drift:.3f} nats/token (limit {vcfg.max_drift})",
+            drift,
+            prod["drift_kl"],
+            vcfg.max_drift,
+        )
+    )
     return checks
 
 
-def validate_adapter(cfg: Config, candidate: Path, production: Path | None, dataset_dir: Path,
-                     report_path: Path) -> ValidationReport:
+def validate_adapter(
+    cfg: Config, candidate: Path, production: Path | None, dataset_dir: Path, report_path: Path
+) -> ValidationReport:
     """Compare `candidate` with `production` (None: the bare base is production) on the
     held-out split of `dataset_dir`, write the JSON report to `report_path`, and return it."""
     from peft import PeftModel
@@ -232,37 +318,55 @@ def validate_adapter(cfg: Config, candidate: Path, production: Path | None, data
     data = load_dataset(Path(dataset_dir), trainable=True)
     good_examples = [e for e in data.heldout if e.desirable]
     if not good_examples:
-        raise TrainingError(f"the held-out split of {dataset_dir} has no 👍 answers, so there "
-                            "is nothing to validate on: raise curation.holdout_fraction or rate "
-                            "more answers")
+        raise TrainingError(
+            f"the held-out split of {dataset_dir} has no 👍 answers, so there "
+            "is nothing to validate on: raise curation.holdout_fraction or rate "
+            "more answers"
+        )
     base = load_base(cfg)
     tokenizer, device = base.tokenizer, base.device
     try:
-        model = PeftModel.from_pretrained(dequantized_on_cpu(base), str(candidate),
-                                          adapter_name=CANDIDATE)
+        model = PeftModel.from_pretrained(
+            dequantized_on_cpu(base), str(candidate), adapter_name=CANDIDATE
+        )
         if production:
             model.load_adapter(str(production), adapter_name=PRODUCTION)
     except Exception as exc:  # peft/safetensors raise many types on broken or foreign folders
-        raise AdapterError(f"could not load the adapters onto {cfg.model.base} "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}): was "
-                           "the adapter trained on a different base model?") from exc
+        raise AdapterError(
+            f"could not load the adapters onto {cfg.model.base} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}): was "
+            "the adapter trained on a different base model?"
+        ) from exc
     model.eval()
     max_tokens = cfg.training.max_seq_tokens
-    encoded = {"good": encode_examples(tokenizer, good_examples, max_tokens),
-               "bad": encode_examples(tokenizer, [e for e in data.heldout if not e.desirable],
-                                      max_tokens)}
+    encoded = {
+        "good": encode_examples(tokenizer, good_examples, max_tokens),
+        "bad": encode_examples(tokenizer, [e for e in data.heldout if not e.desirable], max_tokens),
+    }
     n_new = cfg.validation.sample_max_new_tokens
     with _using(model, BASE):  # one batch: the drift reference and the base's samples
-        answers = greedy_answers(model, tokenizer, GENERAL_PROMPTS + SANITY_PROMPTS,
-                                 max_new_tokens=n_new, context_window=cfg.model.context_window,
-                                 device=device)
-        drift_pairs = [(prompt_ids(tokenizer, s.prompt, n_new, cfg.model.context_window),
-                        s.token_ids) for s in answers[:len(GENERAL_PROMPTS)] if s.token_ids]
+        answers = greedy_answers(
+            model,
+            tokenizer,
+            GENERAL_PROMPTS + SANITY_PROMPTS,
+            max_new_tokens=n_new,
+            context_window=cfg.model.context_window,
+            device=device,
+        )
+        drift_pairs = [
+            (prompt_ids(tokenizer, s.prompt, n_new, cfg.model.context_window), s.token_ids)
+            for s in answers[: len(GENERAL_PROMPTS)]
+            if s.token_ids
+        ]
         base_logps = answer_logits(model, drift_pairs, device)
-    base_samples = answers[len(GENERAL_PROMPTS):]
+    base_samples = answers[len(GENERAL_PROMPTS) :]
     arms = [CANDIDATE, PRODUCTION if production else BASE]
-    metrics = {arm: _arm_metrics(cfg, model, tokenizer, device, arm, encoded, drift_pairs,
-                                 base_logps, base_samples) for arm in arms}
+    metrics = {
+        arm: _arm_metrics(
+            cfg, model, tokenizer, device, arm, encoded, drift_pairs, base_logps, base_samples
+        )
+        for arm in arms
+    }
     if production:
         metrics[BASE] = {"drift_kl": 0.0}
     cand, prod = metrics[CANDIDATE], metrics[arms[1]]
@@ -271,22 +375,46 @@ def validate_adapter(cfg: Config, candidate: Path, production: Path | None, data
 
         model = model.to(torch.bfloat16)  # the other metrics are done; sampling is 1.9x faster
     taste_metrics, t_status, t_reason = taste_comparison(
-        cfg, data, candidate, model, tokenizer, device, lambda arm: _using(model, arm),
-        (arms[0], arms[1]))
+        cfg,
+        data,
+        candidate,
+        model,
+        tokenizer,
+        device,
+        lambda arm: _using(model, arm),
+        (arms[0], arms[1]),
+    )
     metrics["taste"] = taste_metrics
-    taste_check = Check("taste", t_status, t_reason, taste_metrics.get("candidate_rate"),
-                        taste_metrics.get("production_rate"), cfg.validation.min_taste_gain)
-    checks = [_check_compatible(cfg, candidate), taste_check,
-              *_comparisons(cfg, cand, prod, t_status != "skipped"),
-              *_sanity_checks(cand["samples"], cfg)]
+    taste_check = Check(
+        "taste",
+        t_status,
+        t_reason,
+        taste_metrics.get("candidate_rate"),
+        taste_metrics.get("production_rate"),
+        cfg.validation.min_taste_gain,
+    )
+    checks = [
+        _check_compatible(cfg, candidate),
+        taste_check,
+        *_comparisons(cfg, cand, prod, t_status != "skipped"),
+        *_sanity_checks(cand["samples"], cfg),
+    ]
     reasons = [f"{c.name}: {c.reason}" for c in checks if c.status == "failed"]
     report = ValidationReport(not reasons, reasons, metrics, checks)
-    write_report(report_path, report, {
-        "candidate": str(candidate), "production": str(production) if production else None,
-        "dataset": str(Path(dataset_dir).resolve()), "dataset_id": data.dataset_id,
-        "heldout_desirable": len(encoded["good"]), "heldout_undesirable": len(encoded["bad"]),
-        "general_prompts": len(drift_pairs),
-        "validated_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    write_report(
+        report_path,
+        report,
+        {
+            "candidate": str(candidate),
+            "production": str(production) if production else None,
+            "dataset": str(Path(dataset_dir).resolve()),
+            "dataset_id": data.dataset_id,
+            "heldout_desirable": len(encoded["good"]),
+            "heldout_undesirable": len(encoded["bad"]),
+            "general_prompts": len(drift_pairs),
+            "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
     return report
 
 
@@ -301,6 +429,8 @@ def write_report(path: Path, report: ValidationReport, context: dict[str, Any]) 
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise TrainingError(f"could not write the validation report {path} ({exc}): check "
-                            "free disk space and permissions") from exc
+        raise TrainingError(
+            f"could not write the validation report {path} ({exc}): check "
+            "free disk space and permissions"
+        ) from exc
     return path

@@ -14,6 +14,7 @@ from training.dataset.schema import Example, LoadedDataset
 from training.taste.distill import enough_votes, fit_on_votes, sampling_spec, taste_embedder
 from training.taste.model import TASTE_FILE, TasteModel, auc
 from training.taste.sampling import sample_answers
+from training.validate.checks import Status
 
 # Fewer held-out votes of either kind than this and their AUC is not computed (too noisy).
 MIN_HELDOUT_VOTES_FOR_AUC = 5
@@ -39,8 +40,9 @@ def heldout_questions(data: LoadedDataset) -> list[Example]:
     return list(seen.values())
 
 
-def taste_for_gate(cfg: Config, data: LoadedDataset, candidate: Path
-                   ) -> tuple[TasteModel | None, Any, str, bool]:
+def taste_for_gate(
+    cfg: Config, data: LoadedDataset, candidate: Path
+) -> tuple[TasteModel | None, Any, str, bool]:
     """(taste model, embedder, why, applies): the candidate's own fitted model when it wrote
     one, else one fitted on the dataset's train votes; `applies` is False when the votes are
     too few (or the taste step is off) so the loss gates decide alone."""
@@ -51,16 +53,23 @@ def taste_for_gate(cfg: Config, data: LoadedDataset, candidate: Path
         return None, None, too_few, False
     embedder = taste_embedder(cfg)
     if (candidate / TASTE_FILE).is_file():
-        model = TasteModel.load(candidate / TASTE_FILE)
-        if model.cv_auc is not None and model.cv_auc >= cfg.taste.min_cv_auc:
-            return model, embedder, f"the candidate's taste model (CV AUC {model.cv_auc:.3f})", True
-    model, why = fit_on_votes(cfg, data, embedder)
-    return model, embedder, why, True
+        saved = TasteModel.load(candidate / TASTE_FILE)
+        if saved.cv_auc is not None and saved.cv_auc >= cfg.taste.min_cv_auc:
+            return saved, embedder, f"the candidate's taste model (CV AUC {saved.cv_auc:.3f})", True
+    fitted, why = fit_on_votes(cfg, data, embedder)
+    return fitted, embedder, why, True
 
 
-def taste_comparison(cfg: Config, data: LoadedDataset, candidate: Path, model: Any,
-                     tokenizer: Any, device: str, use_arm: Callable[[str], Any],
-                     arms: tuple[str, str]) -> tuple[dict[str, Any], str, str]:
+def taste_comparison(
+    cfg: Config,
+    data: LoadedDataset,
+    candidate: Path,
+    model: Any,
+    tokenizer: Any,
+    device: str,
+    use_arm: Callable[[str], Any],
+    arms: tuple[str, str],
+) -> tuple[dict[str, Any], Status, str]:
     """Run the comparison; returns (metrics, status, reason). `use_arm(name)` is a context
     manager that makes `model` behave as that arm; arms = (candidate, production)."""
     vc = cfg.validation
@@ -76,32 +85,65 @@ def taste_comparison(cfg: Config, data: LoadedDataset, candidate: Path, model: A
     if min(sum(labels), len(labels) - sum(labels)) >= MIN_HELDOUT_VOTES_FOR_AUC:
         metrics["heldout_vote_auc"] = auc(taste.predict(pairs, embedder).tolist(), labels)
     if len(questions) < vc.min_taste_questions:
-        return metrics, "failed", (
-            f"waiting for more evidence: {len(questions)} held-out questions, the taste "
-            f"comparison needs {vc.min_taste_questions} (validation.min_taste_questions)")
-    spec = sampling_spec(cfg, cfg.taste.max_new_tokens, cfg.model.temperature,
-                         cfg.training.seed + 7919)
+        return (
+            metrics,
+            "failed",
+            (
+                f"waiting for more evidence: {len(questions)} held-out questions, the taste "
+                f"comparison needs {vc.min_taste_questions} (validation.min_taste_questions)"
+            ),
+        )
+    spec = sampling_spec(
+        cfg, cfg.taste.max_new_tokens, cfg.model.temperature, cfg.training.seed + 7919
+    )
     scores = {}
     for arm in arms:
         with use_arm(arm):
-            answers = sample_answers(model, tokenizer, [e.messages for e in questions], spec,
-                                     device=device, n=vc.taste_samples)
-        flat = [(e.messages[-1]["content"], a) for e, cands in zip(questions, answers,
-                                                                   strict=True) for a in cands]
+            answers = sample_answers(
+                model,
+                tokenizer,
+                [e.messages for e in questions],
+                spec,
+                device=device,
+                n=vc.taste_samples,
+            )
+        flat = [
+            (e.messages[-1]["content"], a)
+            for e, cands in zip(questions, answers, strict=True)
+            for a in cands
+        ]
         p = taste.predict(flat, embedder).tolist()
-        scores[arm] = [sum(p[i:i + vc.taste_samples]) / vc.taste_samples
-                       for i in range(0, len(p), vc.taste_samples)]
+        scores[arm] = [
+            sum(p[i : i + vc.taste_samples]) / vc.taste_samples
+            for i in range(0, len(p), vc.taste_samples)
+        ]
         metrics[f"{arm}_answers"] = [a for cands in answers[:3] for a in cands]
     cand, prod = scores[arms[0]], scores[arms[1]]
     gain, low, high = paired_interval([c - p for c, p in zip(cand, prod, strict=True)])
-    metrics.update(candidate_rate=sum(cand) / len(cand), production_rate=sum(prod) / len(prod),
-                   gain=gain, gain_low=low, gain_high=high)
+    metrics.update(
+        candidate_rate=sum(cand) / len(cand),
+        production_rate=sum(prod) / len(prod),
+        gain=gain,
+        gain_low=low,
+        gain_high=high,
+    )
     vote_auc = metrics.get("heldout_vote_auc")
     if vote_auc is not None and vote_auc < 0.5:
-        return metrics, "failed", (f"the taste model ranks the held-out real votes no better "
-                                   f"than chance (AUC {vote_auc:.3f}): its verdict is not trusted")
-    verdict = "passed" if gain >= vc.min_taste_gain else "failed"
-    return metrics, verdict, (
-        f"predicted 👍 rate {metrics['candidate_rate']:.3f} vs production "
-        f"{metrics['production_rate']:.3f} on {len(questions)} held-out questions: gain "
-        f"{gain:+.3f} (95% CI {low:+.3f}..{high:+.3f}), needs {vc.min_taste_gain:+.3f}")
+        return (
+            metrics,
+            "failed",
+            (
+                f"the taste model ranks the held-out real votes no better "
+                f"than chance (AUC {vote_auc:.3f}): its verdict is not trusted"
+            ),
+        )
+    verdict: Status = "passed" if gain >= vc.min_taste_gain else "failed"
+    return (
+        metrics,
+        verdict,
+        (
+            f"predicted 👍 rate {metrics['candidate_rate']:.3f} vs production "
+            f"{metrics['production_rate']:.3f} on {len(questions)} held-out questions: gain "
+            f"{gain:+.3f} (95% CI {low:+.3f}..{high:+.3f}), needs {vc.min_taste_gain:+.3f}"
+        ),
+    )
