@@ -443,6 +443,8 @@ def ops_router(services: Services) -> APIRouter:
 
     @router.get("/metrics")
     async def metrics() -> Response:
+        # Answers admitted and not finished yet, read from the model worker at scrape time.
+        services.metrics.in_flight.set(services.generator.admission().get("queued") or 0)
         return Response(services.metrics.render(), media_type=CONTENT_TYPE)
 
     return router

@@ -141,10 +141,6 @@ class Identity:
     def login_required(self) -> bool:
         return bool(self._users)
 
-    @property
-    def api_keys_required(self) -> bool:
-        return bool(self._api_keys)
-
     # ---- signed cookie values ------------------------------------------------------------
 
     def _sign(self, user_id: str, domain: str = "") -> str:

@@ -139,6 +139,24 @@ def test_metrics_count_turns_latency_tokens_ratings_and_errors(live):
         assert name in text, name
 
 
+def test_metrics_show_the_answers_being_generated_now(live, services):
+    def in_flight() -> float:
+        text = httpx.get(live.url + "/metrics").text
+        line = next(x for x in text.splitlines() if x.startswith("assistant_turns_in_flight "))
+        return float(line.split()[1])
+
+    before = in_flight()
+    handle = services.chat.ask(
+        "metrics-user", "Tell me a long story about the sea.", max_new_tokens=400
+    )
+    try:
+        assert in_flight() == before + 1  # admitted, not finished (it always said 0)
+    finally:
+        handle.cancel()
+        services.finish_turn(handle, "api")
+    assert in_flight() == before
+
+
 def test_a_registered_production_adapter_is_loaded_and_served(services, tiny_adapters, tmp_path):
     from assistant.generation.reconciler import AdapterReconciler
     from store.db import open_database
