@@ -11,8 +11,6 @@ import argparse
 import json
 import urllib.error
 import urllib.request
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from cli import command
@@ -72,39 +70,19 @@ def _curate_args(p: argparse.ArgumentParser) -> None:
 
 @command("curate", "build a dataset from the rated answers since the last dataset", _curate_args)
 def cmd_curate(cfg: Config, args: argparse.Namespace) -> int:
-    from store import datasets, queries
-    from training.dataset.curate import campaign_since, curate, summary_lines
-    from training.dataset.schema import write_dataset
+    from training.dataset.build import curate_since_last, save_dataset
+    from training.dataset.curate import summary_lines
 
     with _open(cfg) as db:
-        since = datasets.last_dataset_time(db)
-        result = curate(
-            queries.rated_turns_since(db, since),
-            cfg.curation,
-            campaign_context=queries.recent_corrections(db, campaign_since(cfg.curation)),
-        )
+        curated = curate_since_last(cfg, db)
+        result = curated.result
         for line in summary_lines(result):
             print(line)
         if args.dry_run or not result.examples:
             print("no dataset written" + (" (dry run)" if args.dry_run else ""))
             return 0
-        dataset_id = f"ds-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-        folder = cfg.data_dir / "datasets" / dataset_id
-        write_dataset(
-            result,
-            folder,
-            dataset_id=dataset_id,
-            source_description={"command": "curate", "since": str(since)},
-        )
-        datasets.record_dataset(
-            db,
-            dataset_id,
-            str(folder),
-            json.loads((folder / "manifest.json").read_text()),
-            result.turn_splits,
-            actor="cli",
-        )
-        print(f"dataset {dataset_id} written to {folder}")
+        saved = save_dataset(cfg, db, curated, source={"command": "curate"}, actor="cli")
+        print(f"dataset {saved.dataset_id} written to {saved.folder}")
     return 0
 
 

@@ -12,10 +12,8 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -24,8 +22,8 @@ from core.adapters import adapters_dir
 from errors import AssistantError, TransitionError
 from store import cycles, datasets, queries, registry, rollouts
 from store.db import Database
-from training.dataset.curate import campaign_since, curate, summary_lines
-from training.dataset.schema import write_dataset
+from training.dataset.build import curate_since_last, save_dataset
+from training.dataset.curate import summary_lines
 from training.loop.stages import StageResult, run_stage
 from training.stage_files import PROGRESS_FILE, StageProgress
 from training.taste.distill import enough_votes
@@ -175,14 +173,8 @@ class _Run:
         config_path.write_text(dump_config(self.cfg), encoding="utf-8")
 
         with self.stage("curate"):
-            since = datasets.last_dataset_time(self.db)
-            curated = curate(
-                queries.rated_turns_since(self.db, since),
-                self.cfg.curation,
-                campaign_context=queries.recent_corrections(
-                    self.db, campaign_since(self.cfg.curation)
-                ),
-            )
+            built = curate_since_last(self.cfg, self.db)
+            curated = built.result
             self.summary = summary_lines(curated)
             if not curated.train:
                 return self.result(
@@ -191,22 +183,10 @@ class _Run:
             waiting = _too_little_heldout(self.cfg, curated.train, curated.heldout)
             if waiting:
                 return self.result("skipped", waiting)
-            self.dataset_id = f"ds-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-            folder = self.cfg.data_dir / "datasets" / self.dataset_id
-            write_dataset(
-                curated,
-                folder,
-                dataset_id=self.dataset_id,
-                source_description={"cycle": self.cycle_id, "since": str(since)},
+            saved = save_dataset(
+                self.cfg, self.db, built, source={"cycle": self.cycle_id}, actor=self.actor
             )
-            datasets.record_dataset(
-                self.db,
-                self.dataset_id,
-                str(folder),
-                json.loads((folder / "manifest.json").read_text()),
-                curated.turn_splits,
-                actor=self.actor,
-            )
+            self.dataset_id, folder = saved.dataset_id, saved.folder
             cycles.update_cycle(self.db, self.cycle_id, dataset_id=self.dataset_id)
 
         production = registry.production_version(self.db)
