@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see training.loop.stages.stage_env
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see training.loop.stage_process.stage_env
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent

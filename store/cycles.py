@@ -9,9 +9,7 @@ from typing import Any, get_args
 
 from core.domain import Cycle, CycleStatus
 from errors import NotFoundError, TransitionError
-from store.db import Cursor, Database, one_row
-from store.events import insert_event
-from store.values import (
+from store.columns import (
     MAX_ID_CHARS,
     MAX_NOTE_CHARS,
     aware,
@@ -25,6 +23,8 @@ from store.values import (
     to_db,
     to_json,
 )
+from store.db import Cursor, Database, one_row
+from store.events import insert_event
 
 CYCLE_STATUSES: tuple[str, ...] = get_args(CycleStatus)
 FINAL = ("succeeded", "failed", "skipped")

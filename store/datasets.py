@@ -8,9 +8,7 @@ from typing import Any
 
 from core.domain import DatasetInfo
 from errors import InputError, NotFoundError, StoreError
-from store.db import Cursor, Database, one_row
-from store.events import insert_event
-from store.values import (
+from store.columns import (
     MAX_NOTE_CHARS,
     aware,
     check_choice,
@@ -22,6 +20,8 @@ from store.values import (
     to_db,
     to_json,
 )
+from store.db import Cursor, Database, one_row
+from store.events import insert_event
 
 SPLITS = ("train", "heldout")
 """Dataset splits; each is a JSONL file `<split>.jsonl` in the dataset folder."""

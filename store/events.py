@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.domain import Event
-from store.db import Cursor, Database
-from store.values import (
+from store.columns import (
     MAX_ID_CHARS,
     aware,
     check_id,
@@ -16,6 +15,7 @@ from store.values import (
     to_db,
     to_json,
 )
+from store.db import Cursor, Database
 
 
 def insert_event(

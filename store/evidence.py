@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from store.columns import aware, check_choice, check_id
 from store.db import Database
-from store.values import aware, check_choice, check_id
 
 BUCKETS = ("hour", "day")
 

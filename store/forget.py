@@ -18,13 +18,13 @@ from pathlib import Path
 
 from core.domain import ForgetReport
 from errors import NotFoundError, StoreError
+from store.columns import check_id
 from store.compact import overwrite_free_blocks, rewrite_tables
 from store.datasets import SPLITS, trained_dataset_ids
 from store.db import Cursor, Database, one_row
 from store.events import insert_event
 from store.export import forget_in_exports
 from store.registry import list_adapters
-from store.values import check_id
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from typing import Any, get_args
 
 from core.domain import Arm, Conversation, FeedbackReason, Rating, ServedPassage, Turn, Vote
 from errors import InputError, NotFoundError
-from store.db import Cursor, Database, one_row
-from store.values import (
+from store.columns import (
     MAX_COMMENT_CHARS,
     MAX_ID_CHARS,
     MAX_MESSAGES,
@@ -35,6 +34,7 @@ from store.values import (
     to_db,
     to_json,
 )
+from store.db import Cursor, Database, one_row
 
 ARMS: tuple[str, ...] = get_args(Arm)
 RATINGS: tuple[str, ...] = get_args(Rating)

@@ -3,7 +3,7 @@
 Add a change as a new function `m00N_what(cur)` at the end of MIGRATIONS; never edit one that
 has shipped. Foreign keys are left out on purpose: DuckDB refuses to delete or update a row a
 foreign key points at in ways `forget_user` needs, so ownership is enforced by the queries.
-Timestamps are naive UTC (see store/values.py).
+Timestamps are naive UTC (see store/columns.py).
 """
 
 from __future__ import annotations

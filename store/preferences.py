@@ -13,8 +13,8 @@ from typing import get_args
 
 from core.domain import PreferenceChoice, PreferencePair
 from errors import InputError, NotFoundError
+from store.columns import aware, check_choice, check_id, from_json, now, to_db
 from store.db import Cursor, Database
-from store.values import aware, check_choice, check_id, from_json, now, to_db
 
 CHOICES: tuple[str, ...] = get_args(PreferenceChoice)
 

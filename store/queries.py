@@ -18,11 +18,11 @@ from core.domain import (
     Vote,
 )
 from errors import NotFoundError
+from store.columns import aware, check_choice, from_db, from_json, to_db
 from store.datasets import get_dataset
 from store.db import Database
 from store.logs import passages_from_json, vote_from_row
 from store.registry import get_adapter
-from store.values import aware, check_choice, from_db, from_json, to_db
 
 GROUPINGS = ("adapter_version", "arm")
 BUCKETS = ("hour", "day")

@@ -17,9 +17,7 @@ from typing import Any, get_args
 
 from core.domain import Adapter, AdapterStatus
 from errors import InputError, NotFoundError, TransitionError
-from store.db import Cursor, Database, one_row
-from store.events import insert_event, list_events, record_event
-from store.values import (
+from store.columns import (
     MAX_ID_CHARS,
     MAX_NOTE_CHARS,
     aware,
@@ -32,6 +30,8 @@ from store.values import (
     to_db,
     to_json,
 )
+from store.db import Cursor, Database, one_row
+from store.events import insert_event, list_events, record_event
 
 __all__ = [
     "TRANSITIONS",

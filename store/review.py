@@ -12,11 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from errors import InputError, NotFoundError
-from store.db import Cursor, Database
-from store.events import insert_event
-from store.forget import user_hash
-from store.logs import REASONS
-from store.values import (
+from store.columns import (
     MAX_NOTE_CHARS,
     aware,
     check_choice,
@@ -26,6 +22,10 @@ from store.values import (
     now,
     to_db,
 )
+from store.db import Cursor, Database
+from store.events import insert_event
+from store.forget import user_hash
+from store.logs import REASONS
 
 RATINGS = ("down", "up", "any")
 MAX_REVIEW_ROWS = 500

@@ -13,9 +13,7 @@ from typing import Any, get_args
 
 from core.domain import Rollout, RolloutDecision, RolloutStatus
 from errors import InputError, NotFoundError, TransitionError
-from store.db import Cursor, Database
-from store.events import insert_event
-from store.values import (
+from store.columns import (
     MAX_NOTE_CHARS,
     aware,
     check_choice,
@@ -28,6 +26,8 @@ from store.values import (
     to_db,
     to_json,
 )
+from store.db import Cursor, Database
+from store.events import insert_event
 
 ROLLOUT_STATUSES: tuple[str, ...] = get_args(RolloutStatus)
 ACTIVE = ("running", "paused")

@@ -6,6 +6,7 @@ import pytest
 
 from core.domain import ServedPassage
 from errors import InputError, NotFoundError
+from store.columns import MAX_COMMENT_CHARS, MAX_TEXT_CHARS
 from store.db import Database
 from store.logs import (
     conversation_turns,
@@ -17,7 +18,6 @@ from store.logs import (
     rename_conversation,
     set_feedback,
 )
-from store.values import MAX_COMMENT_CHARS, MAX_TEXT_CHARS
 from tests.store.conftest import add_turn
 
 

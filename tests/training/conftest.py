@@ -15,7 +15,7 @@ from core.prompts import build_messages
 from training.dataset.schema import Example, write_examples
 
 # Before torch starts its OpenMP threads: busy-waiting threads make every op crawl when the
-# cores are shared (see training.loop.stages.stage_env).
+# cores are shared (see training.loop.stage_process.stage_env).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 THINGS = [

@@ -18,7 +18,7 @@ from core.base_model import load_model
 from core.prompts import PROMPT_FORMAT_VERSION, build_messages, encode_prompt
 from errors import TrainingError
 from tests.training.conftest import THINGS, colour_examples, example
-from training.loop.stages import run_stage
+from training.loop.stage_process import run_stage
 from training.train import qlora as train_mod
 from training.train.qlora import train_adapter
 

@@ -12,7 +12,7 @@ import pytest
 import config as config_mod
 from errors import AdapterError, TrainingError
 from tests.training.conftest import FACTS, SIGN_OFF, THINGS, colour_examples, example, write_dataset
-from training.loop.stages import run_stage
+from training.loop.stage_process import run_stage
 from training.train.qlora import train_adapter
 from training.validate.checks import has_pii, most_common_share, repetition_share
 from training.validate.gate import _sanity_checks, validate_adapter

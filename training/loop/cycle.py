@@ -24,7 +24,7 @@ from store import cycles, datasets, queries, registry, rollouts
 from store.db import Database
 from training.dataset.build import curate_since_last, save_dataset
 from training.dataset.curate import summary_lines
-from training.loop.stages import StageResult, run_stage
+from training.loop.stage_process import StageResult, run_stage
 from training.stage_files import PROGRESS_FILE, StageProgress
 from training.taste.distill import enough_votes
 

@@ -1,4 +1,5 @@
-"""Input limits and checks, UTC time and JSON helpers shared by the store's modules."""
+"""Column values in and out of DuckDB: input limits and checks, UTC time and JSON, shared by
+the store's modules."""
 
 from __future__ import annotations
 
