@@ -94,6 +94,7 @@ class Generator:
         self._prefill_chunk = prefill_chunk
         self._engine = Engine(extract(model, dtype), max_batch, context_window)
         self.dtype = str(self._engine.w.dtype).removeprefix("torch.")
+        self.device = str(getattr(model, "device", "cpu"))
         self._adapters: dict[str, LoraWeights] = {}  # internal -> weights
         self._aliases: dict[str, tuple[str, str]] = {}  # public -> (internal, path)
         self._in_use: dict[str, int] = {}  # internal -> admitted jobs

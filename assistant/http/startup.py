@@ -54,8 +54,8 @@ def quiet_known_noise() -> None:
 def startup_summary(services: Any, url: str) -> str:
     """What serves and where: model, quantization, device, adapters, documents, URLs, console."""
     cfg: Config = services.cfg
-    model = getattr(services.generator, "_model", None)
-    device = str(getattr(model, "device", cfg.model.device))
+    device = str(getattr(services.generator, "device", cfg.model.device))
+    served = getattr(services.generator, "dtype", None)  # the in-process engine's serving copy
     state = services.chat.state()
     adapters = f"production v{state.production_version}" + (
         " (the bare base model)" if not state.production_version else ""
@@ -84,7 +84,8 @@ def startup_summary(services: Any, url: str) -> str:
     return "\n".join(
         [
             f"Assistant serving on {url}",
-            f"  model      {cfg.model.base} ({cfg.model.quantization} on {device})",
+            f"  model      {cfg.model.base} ({cfg.model.quantization} on {device}"
+            + (f", served as {served})" if served else ")"),
             f"  adapters   {adapters}",
             f"  documents  {documents}",
             f"  chat       {url}   API {url}v1   health {url}healthz   metrics {url}metrics",

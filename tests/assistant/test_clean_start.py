@@ -75,7 +75,7 @@ def test_known_noise_is_dropped_and_real_errors_are_kept():
 @pytest.mark.real_model
 def test_main_py_serve_starts_clean_and_says_where_everything_is(tmp_path: Path):
     port = free_port()
-    env = {**os.environ, "ASSISTANT_ADMIN_TOKEN": "clean-start-token-0123"}
+    env = {**os.environ, "ASSISTANT_ADMIN_TOKEN": "clean-start-token-0123456789-abcdefgh"}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -117,7 +117,7 @@ def test_main_py_serve_starts_clean_and_says_where_everything_is(tmp_path: Path)
     assert "kernels" not in output, output
     url = f"http://localhost:{port}/"
     assert f"Assistant serving on {url}" in output
-    assert "model      smollm2-135m-instruct (nf4 on cpu)" in output
+    assert "model      smollm2-135m-instruct (nf4 on cpu, served as " in output
     assert "adapters   production v0 (the bare base model)" in output
     assert "documents  8 sources" in output  # the bundled user guide
     assert f"console    {url}console/ (sign in with the token in $ASSISTANT_ADMIN_TOKEN)" in output
