@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from assistant.generation.lora_gguf import GGUF_FILE, convert_lora_to_gguf
-from assistant.generation.worker import FinishReason, SamplingParams, StreamResult, TokenStream
+from assistant.generation.sampling import SamplingParams
+from assistant.generation.streams import FinishReason, StreamResult, TokenStream, check_prompt
 from core.adapters import check_adapter_dir
-from errors import AdapterError, BusyError, InputError, ModelError
+from errors import AdapterError, BusyError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,7 @@ class RemoteGenerator:
     ) -> TokenStream:
         """Start an answer to `prompt_ids` on adapter `adapter` (None: the bare base)."""
         params = params or SamplingParams()
-        if not prompt_ids:
-            raise InputError("the prompt is empty: there is nothing to answer")
-        if len(prompt_ids) >= self.context_window:
-            raise InputError(
-                f"the prompt has {len(prompt_ids)} tokens but the context window is "
-                f"{self.context_window}: shorten the message"
-            )
+        check_prompt(prompt_ids, self.context_window)
         with self._lock:
             if adapter is not None and adapter not in self._adapters:
                 raise AdapterError(

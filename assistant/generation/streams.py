@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from assistant.generation.sampling import SamplingParams
+from errors import InputError
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 END = object()
@@ -72,6 +73,17 @@ class TokenStream:
         self.result = result
         self.done.set()
         self._queue.put(END)
+
+
+def check_prompt(prompt_ids: list[int], context_window: int) -> None:
+    """InputError unless the prompt is non-empty and leaves room in the context window."""
+    if not prompt_ids:
+        raise InputError("the prompt is empty: there is nothing to answer")
+    if len(prompt_ids) >= context_window:
+        raise InputError(
+            f"the prompt has {len(prompt_ids)} tokens but the context window is "
+            f"{context_window}: shorten the message"
+        )
 
 
 class TextGenerator(Protocol):

@@ -31,7 +31,13 @@ from assistant.generation.detok import IncrementalDetokenizer
 from assistant.generation.engine import Engine, Row
 from assistant.generation.lora import LoraWeights, load_lora
 from assistant.generation.sampling import SamplingParams, sample_token
-from assistant.generation.streams import FinishReason, StreamResult, TextGenerator, TokenStream
+from assistant.generation.streams import (
+    FinishReason,
+    StreamResult,
+    TextGenerator,
+    TokenStream,
+    check_prompt,
+)
 from assistant.generation.weights import extract
 from core.adapters import check_adapter_dir
 from core.prompts import stop_token_ids
@@ -145,13 +151,7 @@ class Generator:
     ) -> TokenStream:
         """Start generating an answer to `prompt_ids` with adapter `adapter` (None: the base)."""
         params = params or SamplingParams()
-        if not prompt_ids:
-            raise InputError("the prompt is empty: there is nothing to answer")
-        if len(prompt_ids) >= self.context_window:
-            raise InputError(
-                f"the prompt has {len(prompt_ids)} tokens but the context window is "
-                f"{self.context_window}: shorten the message"
-            )
+        check_prompt(prompt_ids, self.context_window)
         vocab = self._engine.w.shape.vocab
         if any(not isinstance(t, int) or not 0 <= t < vocab for t in prompt_ids):
             raise InputError(f"the prompt holds token ids outside 0..{vocab - 1}")
