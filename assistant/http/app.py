@@ -124,13 +124,16 @@ class JsonBodyGuard:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            if body:  # re-encoding finds lone surrogates (\\ud800 escapes) anywhere
-                json.dumps(json.loads(body.decode("utf-8")), ensure_ascii=False).encode()
+            if body:  # re-encoding finds lone surrogates (\\ud800 escapes) and 1e999 anywhere
+                data = json.loads(body.decode("utf-8"))
+                json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
         except (UnicodeError, ValueError, RecursionError):
             await _respond(
                 send,
                 422,
-                json.dumps({"detail": "the request body must be JSON in UTF-8"}).encode(),
+                json.dumps(
+                    {"detail": "the request body must be JSON in UTF-8, with finite numbers"}
+                ).encode(),
                 [(b"content-type", b"application/json")],
             )
             return

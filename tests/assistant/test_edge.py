@@ -610,6 +610,7 @@ def test_limiter_state_forgets_idle_identities():
         b'{"data": ["\xe9"], "fn_index": 0}',
         b'{"data": ["\\ud800"], "fn_index": 0}',
         b"[" * 5000,
+        b'{"seed": 1e999}',  # parses as infinity, which Gradio answered with a 500
     ],
 )
 def test_gradio_json_routes_answer_undecodable_bodies_with_a_4xx(anon, path, content):
