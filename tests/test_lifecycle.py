@@ -19,7 +19,9 @@ pytestmark = pytest.mark.real_model
 
 TOKEN_ENV = "TEST_LIFECYCLE_ADMIN_TOKEN"
 TOKEN = "lifecycle-operator-token-0123456789"
-KEYS = [f"lifecycle-user-key-{i:02d}-abcdefgh" for i in range(6)]
+# Many users: the canary's rule counts one vote per user per arm (store.queries.arm_stats), so
+# each arm needs min_ratings_per_arm different voters.
+KEYS = [f"lifecycle-user-key-{i:02d}-abcdefgh" for i in range(24)]
 QUESTIONS = ["What is {}?", "Give me one fact about {}.", "Describe {} briefly."]
 FACTS = {
     "the sun": "It is a star at the centre of our solar system.",
@@ -202,7 +204,8 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
 
         # 3. New conversations split between the arms; users like the canary's answers more.
         #    The rule may promote as soon as each arm has min_ratings_per_arm (6) ratings.
-        arms = {"canary": 0, "production": 0}
+        #    Voters per arm, not ratings, are what the rule counts.
+        voters: dict[str, set[str]] = {"canary": set(), "production": set()}
         for i, topic in enumerate(TOPICS * 3):
             key = KEYS[i % len(KEYS)]
             reply = ask(url, key, f"Tell me about {topic}, part {i}.")
@@ -210,11 +213,12 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
                 assert reply["adapter_version"] == canary
             elif reply["adapter_version"] != 0:
                 break  # promoted meanwhile: production now serves the canary's adapter
-            arms[reply["arm"]] += 1
+            voters[reply["arm"]].add(key)
             rate(url, key, reply["id"], "up" if reply["arm"] == "canary" else "down")
-            if min(arms.values()) >= 8:
+            if min(len(v) for v in voters.values()) >= 8:
                 break
-        assert min(arms.values()) >= 6, arms  # both arms received their share
+        # Both arms received their share, from enough different users.
+        assert min(len(v) for v in voters.values()) >= 6, voters
 
         # 4. The decision rule promotes the canary on its users' ratings (ticks every second).
         overview = wait_for(
