@@ -8,7 +8,6 @@ registry change happen here, in the process that owns the database.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -25,7 +24,16 @@ from store.db import Database
 from training.dataset.build import curate_since_last, save_dataset
 from training.dataset.curate import summary_lines
 from training.loop.stage_process import StageResult, run_stage
-from training.stage_files import PROGRESS_FILE, StageProgress
+from training.stage_files import (
+    PROGRESS_FILE,
+    TASTE_REPORT,
+    TRAIN_REPORT,
+    VALIDATION_REPORT,
+    StageProgress,
+    TasteReport,
+    TrainReport,
+    ValidationReport,
+)
 from training.taste.distill import enough_votes
 
 log = logging.getLogger(__name__)
@@ -220,20 +228,24 @@ class _Run:
                     reason=f"training failed: {why}"[:1000],
                 )
                 return self.result("failed", f"training failed: {why}")
-            taste = _read_json(out / "taste_report.json")
-            if taste:
-                self.summary.append(_taste_line(taste))
+            train = TrainReport.read(out / TRAIN_REPORT)
+            taste = TasteReport.read(out / TASTE_REPORT)
+            if taste is not None:
+                self.summary.append(taste.summary())
             registry.set_status(
                 self.db,
                 self.version,
                 "candidate",
                 actor=self.actor,
                 reason="training finished",
-                metrics={"train": _read_json(out / "train_report.json"), "taste": taste},
+                metrics={
+                    "train": train.to_json() if train else {},
+                    "taste": taste.to_json() if taste else {},
+                },
             )
 
         with self.stage("validate"):
-            report = out / "validation_report.json"
+            report = out / VALIDATION_REPORT
             args = [
                 "validate",
                 "--candidate",
@@ -246,16 +258,17 @@ class _Run:
             if prod_dir:
                 args += ["--production", str(prod_dir)]
             result = run_stage(args, config_path, self.timeout, None)
-            verdict = _read_json(report)
-            if not result.ok and not verdict:
-                raise_reason = f"validation could not run: {stage_failure(result)}"
+            verdict = ValidationReport.read(report)
+            if verdict is None:
+                why = stage_failure(result) if not result.ok else f"{report} is not a verdict"
+                raise_reason = f"validation could not run: {why}"
                 registry.set_status(
                     self.db, self.version, "rejected", actor=self.actor, reason=raise_reason[:1000]
                 )
                 return self.result("failed", raise_reason)
-            metrics = {"validation": verdict}
-            if not verdict.get("passed"):
-                reasons = "; ".join(verdict.get("reasons", [])) or "validation failed"
+            metrics = {"validation": verdict.to_json()}
+            if not verdict.passed:
+                reasons = "; ".join(verdict.reasons) or "validation failed"
                 registry.set_status(
                     self.db,
                     self.version,
@@ -362,27 +375,6 @@ def _too_little_heldout(cfg: Config, train: list, heldout: list) -> str | None:
         f"needs {cfg.validation.min_taste_questions} (validation.min_taste_questions); "
         "the cycle runs again when more answers are rated"
     )
-
-
-def _taste_line(taste: dict) -> str:
-    """One summary line of the taste step (its CV AUC and what best-of-n added)."""
-    auc = taste.get("cv_auc")
-    line = f"taste model: {taste.get('reason', '')}"
-    if auc is not None and "synthetic_examples" in taste:
-        line += (
-            f"; best-of-{taste['candidates_per_question']} on {taste['questions']} "
-            f"questions: {taste['synthetic_examples']} synthetic examples "
-            f"({taste['pairs']} pairs), predicted 👍 {taste['mean_predicted_up_all']:.2f} "
-            f"-> {taste['mean_predicted_up_kept']:.2f}, sampling {taste['sample_s']} s"
-        )
-    return line
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _asdict(obj: object) -> dict:

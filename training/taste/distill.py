@@ -12,6 +12,7 @@ from typing import Any
 
 from config import Config
 from training.dataset.schema import Example, LoadedDataset
+from training.stage_files import TasteReport
 from training.taste.model import TasteModel, fit_taste, load_taste_embedder
 from training.taste.sampling import SamplingSpec, sample_answers
 from training.validate.checks import has_pii
@@ -26,7 +27,7 @@ class TasteOutcome:
 
     model: TasteModel | None
     examples: list[Example] = field(default_factory=list)
-    report: dict[str, Any] = field(default_factory=dict)
+    report: TasteReport = field(default_factory=lambda: TasteReport(enabled=False))
 
 
 def real_votes(examples: list[Example]) -> tuple[list[tuple[str, str]], list[int]]:
@@ -113,17 +114,17 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     """The whole taste step of a training run (see the module docstring)."""
     tc = cfg.taste
     started = time.monotonic()
-    report: dict[str, Any] = {"enabled": tc.enabled}
     if not tc.enabled:
-        return TasteOutcome(None, [], {**report, "reason": "taste.enabled is false"})
+        return TasteOutcome(None, [], TasteReport(False, "taste.enabled is false"))
     too_few = enough_votes(cfg, data.train)
     if too_few:
-        return TasteOutcome(None, [], {**report, "reason": too_few, "cv_auc": None})
+        return TasteOutcome(None, [], TasteReport(True, too_few))
     embedder = taste_embedder(cfg)
     taste, why = fit_on_votes(cfg, data, embedder)
-    report.update(reason=why, cv_auc=taste.cv_auc if taste else None)
+    auc = taste.cv_auc if taste else None
     if taste is None or tc.candidates < 2:
-        return TasteOutcome(taste, [], {**report, "fit_s": time.monotonic() - started})
+        fit_s = round(time.monotonic() - started, 1)
+        return TasteOutcome(taste, [], TasteReport(True, why, auc, fit_s=fit_s))
     seen: dict[str, Example] = {}
     for e in data.train:
         if not e.synthetic:
@@ -171,7 +172,10 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
             Example(turn, e.conversation_id, e.messages, worst[1], "undesirable", "train", 0, True)
         )
     kept = scored[: max(0, cap // 2)]
-    report.update(
+    report = TasteReport(
+        enabled=True,
+        reason=why,
+        cv_auc=auc,
         questions=len(sources),
         candidates_per_question=tc.candidates,
         candidates=sampled,

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from config import Config, TrainingConfig
 from core.adapters import ADAPTER_FILES, check_adapter_dir
@@ -47,19 +47,15 @@ from training.dataset.schema import (
     load_dataset,
     write_examples,
 )
+from training.stage_files import TASTE_REPORT, TRAIN_REPORT, StopReason, TrainReport
 from training.taste.distill import TasteOutcome, best_of_n
 from training.taste.model import TASTE_FILE
 from training.train.scoring import collate, encode_examples, mean_nll, score_answers, token_logprobs
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["max_steps", "max_epochs", "time_budget", "early_stopping"]
-TRAIN_CONFIG, DATASET_MANIFEST, TRAIN_REPORT = (
-    "train_config.json",
-    "dataset_manifest.json",
-    "train_report.json",
-)
-TASTE_REPORT, TASTE_EXAMPLES = "taste_report.json", "taste_examples"
+TRAIN_CONFIG, DATASET_MANIFEST = "train_config.json", "dataset_manifest.json"
+TASTE_EXAMPLES = "taste_examples"
 MAX_GRAD_NORM = 1.0  # the usual LoRA clip: keeps one odd batch from wrecking a short run
 
 
@@ -74,33 +70,6 @@ class TrainProgress:
     elapsed_s: float
     tokens: int
     tokens_per_s: float
-
-
-@dataclass(frozen=True)
-class TrainReport:
-    """What a training run did; also written as train_report.json in the adapter folder."""
-
-    adapter_dir: str
-    dataset_id: str
-    method: str
-    steps: int
-    stop_reason: StopReason
-    best_step: int
-    initial_heldout_loss: float | None
-    best_heldout_loss: float | None
-    train_examples: int
-    synthetic_examples: int
-    pairs: int
-    heldout_examples: int
-    tokens: int
-    answer_tokens: int
-    tokens_per_s: float
-    train_s: float
-    duration_s: float
-    peak_rss_mb: float
-    peak_accelerator_mb: float | None
-    train_loss: list[tuple[int, float]]
-    heldout_loss: list[tuple[int, float]]
 
 
 def attach_lora(model: Any, tcfg: TrainingConfig, init_adapter: Path | None) -> Any:
@@ -454,9 +423,9 @@ def write_adapter(
         model.save_pretrained(str(tmp))
         _write_json(tmp / TRAIN_CONFIG, train_config)
         shutil.copyfile(data.folder / MANIFEST_FILE, tmp / DATASET_MANIFEST)
-        _write_json(tmp / TRAIN_REPORT, dataclasses.asdict(report))
+        report.write(tmp / TRAIN_REPORT)
         if taste is not None:
-            _write_json(tmp / TASTE_REPORT, taste.report)
+            taste.report.write(tmp / TASTE_REPORT)
             if taste.model is not None:
                 taste.model.save(tmp / TASTE_FILE)
             if taste.examples:

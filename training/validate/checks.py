@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from core.prompts import build_messages, encode_prompt, stop_token_ids
 
@@ -19,10 +19,6 @@ _FALLBACK_PII = (
     re.compile(r"(?<!\d)(?:\+?\d[\s().-]?){9,14}\d(?!\d)"),  # phone-like digit runs
     re.compile(r"(?<!\d)(?:\d[ -]?){13,18}\d(?!\d)"),  # card-like digit runs
 )
-
-
-Status = Literal["passed", "failed", "skipped"]
-"""A gate's verdict."""
 
 
 @dataclass(frozen=True)

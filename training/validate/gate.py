@@ -25,13 +25,10 @@ The report (every metric for both adapters, each check with its reason) is writt
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,11 +38,11 @@ from core.adapters import check_adapter_dir
 from core.base_model import dequantized_on_cpu, load_base
 from errors import AdapterError, TrainingError
 from training.dataset.schema import load_dataset
+from training.stage_files import Check, ValidationReport
 from training.train.qlora import TRAIN_CONFIG
 from training.train.scoring import AnswerScore, encode_examples, mean_nll, score_answers
 from training.validate.checks import (
     Sample,
-    Status,
     answer_logits,
     greedy_answers,
     has_pii,
@@ -81,28 +78,6 @@ SANITY_PROMPTS = (
 MAX_SAME_ANSWER_SHARE = 0.5
 
 PRODUCTION, CANDIDATE, BASE = "production", "candidate", "base"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One gate: its verdict, why, and the numbers it compared."""
-
-    name: str
-    status: Status
-    reason: str
-    candidate: float | None = None
-    production: float | None = None
-    threshold: float | None = None
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    """The verdict: passed only when no check failed; `reasons` lists the failed checks."""
-
-    passed: bool
-    reasons: list[str]
-    metrics: dict[str, Any]
-    checks: list[Check]
 
 
 @contextmanager
@@ -400,10 +375,11 @@ def validate_adapter(
         *_sanity_checks(cand["samples"], cfg),
     ]
     reasons = [f"{c.name}: {c.reason}" for c in checks if c.status == "failed"]
-    report = ValidationReport(not reasons, reasons, metrics, checks)
-    write_report(
-        report_path,
-        report,
+    report = ValidationReport(
+        not reasons,
+        reasons,
+        metrics,
+        checks,
         {
             "candidate": str(candidate),
             "production": str(production) if production else None,
@@ -415,22 +391,11 @@ def validate_adapter(
             "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )
-    return report
-
-
-def write_report(path: Path, report: ValidationReport, context: dict[str, Any]) -> Path:
-    """Write the report JSON atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
-    body = {**context, **dataclasses.asdict(report)}
     try:
-        tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        report.write(Path(report_path))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise TrainingError(
-            f"could not write the validation report {path} ({exc}): check "
+            f"could not write the validation report {report_path} ({exc}): check "
             "free disk space and permissions"
         ) from exc
-    return path
+    return report

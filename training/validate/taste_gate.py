@@ -11,10 +11,10 @@ from typing import Any
 
 from config import Config
 from training.dataset.schema import Example, LoadedDataset
+from training.stage_files import Status
 from training.taste.distill import enough_votes, fit_on_votes, sampling_spec, taste_embedder
 from training.taste.model import TASTE_FILE, TasteModel, auc
 from training.taste.sampling import sample_answers
-from training.validate.checks import Status
 
 # Fewer held-out votes of either kind than this and their AUC is not computed (too noisy).
 MIN_HELDOUT_VOTES_FOR_AUC = 5
