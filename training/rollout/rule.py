@@ -302,15 +302,36 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def decide(
-    state: RolloutState, canary: ArmStats, production: ArmStats, cfg: RolloutConfig, now: datetime
-) -> Decision:
-    """One tick of the rollout: guardrails, pause, the non-inferiority rule, budgets, time limit.
+@dataclass
+class _Reading:
+    """Everything one tick computed from both arms' counts; `stats` is what the Decision
+    carries (the console and the audit log show it)."""
 
-    `canary` and `production` count everything since the rollout started (ratings, turns,
-    errors, empty answers, median latency). See the module docstring for the rule and its
-    calibration.
-    """
+    state: RolloutState
+    cmp: Comparison
+    guards: list[Guardrail]
+    n_canary: int
+    n_production: int
+    new_canary: int
+    hours: float
+    stats: dict[str, Stat]
+
+    def made(
+        self,
+        action: Action,
+        reason: str,
+        resolution: Resolution | None = None,
+        weight: float | None = None,
+    ) -> Decision:
+        self.stats["action"] = action
+        w = self.state.weight if weight is None else weight
+        return Decision(action, reason, w, resolution, self.stats)
+
+
+def _read(
+    state: RolloutState, canary: ArmStats, production: ArmStats, cfg: RolloutConfig, now: datetime
+) -> _Reading:
+    """Check the counts, compare the arms and read the guardrails."""
     _check_counts("canary", canary)
     _check_counts("production", production)
     n_c, n_p = canary.up + canary.down, production.up + production.down
@@ -370,81 +391,65 @@ def decide(
         stats[f"{g.name}_bound"] = g.bound
         stats[f"{g.name}_limit"] = g.limit
         stats[f"{g.name}_breached"] = g.breached
+    return _Reading(state, cmp, guards, n_c, n_p, new_c, hours, stats)
 
-    def made(
-        action: Action,
-        reason: str,
-        resolution: Resolution | None = None,
-        weight: float | None = None,
-    ) -> Decision:
-        stats["action"] = action
-        return Decision(
-            action, reason, state.weight if weight is None else weight, resolution, stats
-        )
 
-    if breached := [g for g in guards if g.breached]:
-        what = "; ".join(
-            f"median latency {g.bound:.2f}x production's (limit {g.limit:g}x)"
-            if g.name == "latency_ratio"
-            else f"{g.name.replace('_', ' ')} {_pct(g.canary)} over {canary.turns} turns (99% lower "
-            f"bound {_pct(g.bound)}) above the {_pct(g.limit)} limit and production's "
-            f"{_pct(g.production or 0.0)}"
-            for g in breached
-        )
-        return made(
-            "rollback", f"Guardrail breached: {what}. Rolled back at once.", "rollback", 0.0
-        )
-    if state.paused:
-        return made(
-            "wait",
-            "Paused by an operator: no step, promotion or time-out is decided "
-            "until it is resumed (guardrails still apply).",
-        )
+def _breach_reason(breached: list[Guardrail], canary_turns: int) -> str:
+    what = "; ".join(
+        f"median latency {g.bound:.2f}x production's (limit {g.limit:g}x)"
+        if g.name == "latency_ratio"
+        else f"{g.name.replace('_', ' ')} {_pct(g.canary)} over {canary_turns} turns (99% lower "
+        f"bound {_pct(g.bound)}) above the {_pct(g.limit)} limit and production's "
+        f"{_pct(g.production or 0.0)}"
+        for g in breached
+    )
+    return f"Guardrail breached: {what}. Rolled back at once."
 
+
+def _on_ratings(r: _Reading, cfg: RolloutConfig) -> Decision:
+    """The non-inferiority rule, the step budget and the time limit (see the module docstring)."""
+    cmp, state, new_c = r.cmp, r.state, r.new_canary
     rates = (
-        f"canary 👍 {_pct(cmp.canary_rate)} of {n_c} vs production "
-        f"{_pct(cmp.production_rate)} of {n_p}"
+        f"canary 👍 {_pct(cmp.canary_rate)} of {r.n_canary} vs production "
+        f"{_pct(cmp.production_rate)} of {r.n_production}"
     )
     margin_pts = f"{100 * cfg.non_inferiority_margin:g} points"
     half_pts = f"{50 * cfg.non_inferiority_margin:g} points"
-    timed_out = hours >= cfg.max_hours
-
-    verdict: Decision | None = None
-    if n_c < cfg.min_ratings_per_arm or n_p < cfg.min_ratings_per_arm:
+    timed_out = r.hours >= cfg.max_hours
+    floor = cfg.min_ratings_per_arm
+    if r.n_canary < floor or r.n_production < floor:
         wait_reason = (
-            f"Collecting ratings: {rates}; each arm needs "
-            f"{cfg.min_ratings_per_arm} before the 👍 rates are compared."
+            f"Collecting ratings: {rates}; each arm needs {floor} before the 👍 rates are compared."
         )
     elif cmp.p_worse >= cfg.confidence:
-        verdict = made(
+        return r.made(
             "rollback",
             f"Canary worse: {rates}; P(worse by more than {half_pts}) = "
             f"{cmp.p_worse:.3f} >= {cfg.confidence:g}.",
             "rollback",
             0.0,
         )
-    elif cmp.p_non_inferior >= cfg.confidence and new_c >= cfg.min_ratings_per_arm:
+    elif cmp.p_non_inferior >= cfg.confidence and new_c >= floor:
         evidence = (
             f"{rates}; P(not worse by more than {margin_pts}) = "
             f"{cmp.p_non_inferior:.3f} >= {cfg.confidence:g}"
         )
         if state.last_step:
-            verdict = made(
+            return r.made(
                 "promote",
                 f"Canary not worse: {evidence} at the last step ({_pct(state.weight)}). Promoted.",
                 "promote",
                 1.0,
             )
-        else:
-            nxt = state.steps[state.step + 1]
-            verdict = made(
-                "advance",
-                f"Canary not worse so far: {evidence}. Advancing from "
-                f"{_pct(state.weight)} to {_pct(nxt)} of new conversations.",
-                weight=nxt,
-            )
+        nxt = state.steps[state.step + 1]
+        return r.made(
+            "advance",
+            f"Canary not worse so far: {evidence}. Advancing from "
+            f"{_pct(state.weight)} to {_pct(nxt)} of new conversations.",
+            weight=nxt,
+        )
     elif new_c >= cfg.max_ratings_per_step and not timed_out:
-        verdict = made(
+        return r.made(
             "inconclusive",
             f"Step budget spent without evidence: {rates} after "
             f"{new_c} canary ratings at this step; P(not worse by more than "
@@ -456,8 +461,7 @@ def decide(
     elif cmp.p_non_inferior >= cfg.confidence:
         wait_reason = (
             f"Canary not worse so far ({rates}; P = {cmp.p_non_inferior:.3f}); this "
-            f"step needs {cfg.min_ratings_per_arm} new canary ratings before it "
-            f"advances, has {new_c}."
+            f"step needs {floor} new canary ratings before it advances, has {new_c}."
         )
     else:
         wait_reason = (
@@ -466,14 +470,33 @@ def decide(
             f"{cmp.p_worse:.3f}, both below "
             f"{cfg.confidence:g}."
         )
-    if verdict is not None:
-        return verdict
     if timed_out:
-        return made(
+        return r.made(
             "inconclusive",
             f"Time limit of {cfg.max_hours:g} hours reached without a "
             f"decision ({rates}). Applying on_timeout = {cfg.on_timeout}.",
             cfg.on_timeout,
             1.0 if cfg.on_timeout == "promote" else 0.0,
         )
-    return made("wait", wait_reason)
+    return r.made("wait", wait_reason)
+
+
+def decide(
+    state: RolloutState, canary: ArmStats, production: ArmStats, cfg: RolloutConfig, now: datetime
+) -> Decision:
+    """One tick of the rollout: guardrails, pause, the non-inferiority rule, budgets, time limit.
+
+    `canary` and `production` count everything since the rollout started (ratings, turns,
+    errors, empty answers, median latency). See the module docstring for the rule and its
+    calibration.
+    """
+    reading = _read(state, canary, production, cfg, now)
+    if breached := [g for g in reading.guards if g.breached]:
+        return reading.made("rollback", _breach_reason(breached, canary.turns), "rollback", 0.0)
+    if state.paused:
+        return reading.made(
+            "wait",
+            "Paused by an operator: no step, promotion or time-out is decided "
+            "until it is resumed (guardrails still apply).",
+        )
+    return _on_ratings(reading, cfg)
