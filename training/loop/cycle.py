@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from config import Config, dump_config
 from core.adapters import adapters_dir
@@ -162,13 +162,7 @@ class _Run:
             adapter = registry.get_adapter(self.db, self.version)
             if adapter.status in ("training", "candidate"):
                 target = "failed" if adapter.status == "training" else "rejected"
-                registry.set_status(
-                    self.db,
-                    self.version,
-                    target,
-                    actor=self.actor,
-                    reason=f"cycle failed: {reason}"[:1000],
-                )
+                self._set_status(target, f"cycle failed: {reason}")
         return self.result("failed", reason)
 
     def stage(self, name: str) -> _Timer:
@@ -176,27 +170,48 @@ class _Run:
         return _Timer(self.seconds, name)
 
     def execute(self) -> CycleResult:
+        """curate -> register -> train -> validate -> canary; each phase either hands the next
+        what it needs or ends the cycle with a result."""
         self.dir.mkdir(parents=True, exist_ok=True)
         config_path = self.dir / "config.toml"
         config_path.write_text(dump_config(self.cfg), encoding="utf-8")
-
         with self.stage("curate"):
-            built = curate_since_last(self.cfg, self.db)
-            curated = built.result
-            self.summary = summary_lines(curated)
-            if not curated.train:
-                return self.result(
-                    "skipped", "curation kept no training examples: " + "; ".join(self.summary)
-                )
-            waiting = _too_little_heldout(self.cfg, curated.train, curated.heldout)
-            if waiting:
-                return self.result("skipped", waiting)
-            saved = save_dataset(
-                self.cfg, self.db, built, source={"cycle": self.cycle_id}, actor=self.actor
-            )
-            self.dataset_id, folder = saved.dataset_id, saved.folder
-            cycles.update_cycle(self.db, self.cycle_id, dataset_id=self.dataset_id)
+            folder = self._curate()
+            if isinstance(folder, CycleResult):
+                return folder
+        prod_dir, out = self._register()
+        with self.stage("train"):
+            stopped = self._train(folder, out, prod_dir, config_path)
+            if stopped:
+                return stopped
+        with self.stage("validate"):
+            judged = self._validate(folder, out, prod_dir, config_path)
+            if isinstance(judged, CycleResult):
+                return judged
+        with self.stage("canary"):
+            return self._canary(out, judged)
 
+    def _curate(self) -> Path | CycleResult:
+        """Curate the votes since the last dataset; the saved dataset's folder."""
+        built = curate_since_last(self.cfg, self.db)
+        curated = built.result
+        self.summary = summary_lines(curated)
+        if not curated.train:
+            return self.result(
+                "skipped", "curation kept no training examples: " + "; ".join(self.summary)
+            )
+        waiting = _too_little_heldout(self.cfg, curated.train, curated.heldout)
+        if waiting:
+            return self.result("skipped", waiting)
+        saved = save_dataset(
+            self.cfg, self.db, built, source={"cycle": self.cycle_id}, actor=self.actor
+        )
+        self.dataset_id = saved.dataset_id
+        cycles.update_cycle(self.db, self.cycle_id, dataset_id=self.dataset_id)
+        return saved.folder
+
+    def _register(self) -> tuple[Path | None, Path]:
+        """Register the new version (status training); production's folder and the new one's."""
         production = registry.production_version(self.db)
         prod_dir = (
             Path(registry.get_adapter(self.db, production).path or "") if production else None
@@ -212,97 +227,78 @@ class _Run:
             actor=self.actor,
         )
         cycles.update_cycle(self.db, self.cycle_id, adapter_version=self.version)
+        return prod_dir, out
 
-        with self.stage("train"):
-            args = ["train", "--dataset", str(folder), "--out", str(out)]
-            if prod_dir and self.cfg.training.start_from == "production":
-                args += ["--init-adapter", str(prod_dir)]
-            result = self._run_with_progress(args, config_path)
-            if not result.ok:
-                why = stage_failure(result)
-                registry.set_status(
-                    self.db,
-                    self.version,
-                    "failed",
-                    actor=self.actor,
-                    reason=f"training failed: {why}"[:1000],
-                )
-                return self.result("failed", f"training failed: {why}")
-            train = TrainReport.read(out / TRAIN_REPORT)
-            taste = TasteReport.read(out / TASTE_REPORT)
-            if taste is not None:
-                self.summary.append(taste.summary())
-            registry.set_status(
-                self.db,
-                self.version,
-                "candidate",
-                actor=self.actor,
-                reason="training finished",
-                metrics={
-                    "train": train.to_json() if train else {},
-                    "taste": taste.to_json() if taste else {},
-                },
-            )
+    def _set_status(self, status: str, reason: str, metrics: dict | None = None) -> None:
+        assert self.version is not None
+        registry.set_status(
+            self.db, self.version, status, actor=self.actor, reason=reason[:1000], metrics=metrics
+        )
 
-        with self.stage("validate"):
-            report = out / VALIDATION_REPORT
-            args = [
-                "validate",
-                "--candidate",
-                str(out),
-                "--dataset",
-                str(folder),
-                "--report",
-                str(report),
-            ]
-            if prod_dir:
-                args += ["--production", str(prod_dir)]
-            result = run_stage(args, config_path, self.timeout, None)
-            verdict = ValidationReport.read(report)
-            if verdict is None:
-                why = stage_failure(result) if not result.ok else f"{report} is not a verdict"
-                raise_reason = f"validation could not run: {why}"
-                registry.set_status(
-                    self.db, self.version, "rejected", actor=self.actor, reason=raise_reason[:1000]
-                )
-                return self.result("failed", raise_reason)
-            metrics = {"validation": verdict.to_json()}
-            if not verdict.passed:
-                reasons = "; ".join(verdict.reasons) or "validation failed"
-                registry.set_status(
-                    self.db,
-                    self.version,
-                    "rejected",
-                    actor=self.actor,
-                    reason=reasons[:1000],
-                    metrics=metrics,
-                )
-                return self.result("succeeded", f"v{self.version} rejected: {reasons}", "rejected")
+    def _train(
+        self, folder: Path, out: Path, prod_dir: Path | None, config_path: Path
+    ) -> CycleResult | None:
+        """Train in a subprocess; the version becomes a candidate with its reports."""
+        args = ["train", "--dataset", str(folder), "--out", str(out)]
+        if prod_dir and self.cfg.training.start_from == "production":
+            args += ["--init-adapter", str(prod_dir)]
+        result = self._run_with_progress(args, config_path)
+        if not result.ok:
+            why = stage_failure(result)
+            self._set_status("failed", f"training failed: {why}")
+            return self.result("failed", f"training failed: {why}")
+        train = TrainReport.read(out / TRAIN_REPORT)
+        taste = TasteReport.read(out / TASTE_REPORT)
+        if taste is not None:
+            self.summary.append(taste.summary())
+        metrics = {
+            "train": train.to_json() if train else {},
+            "taste": taste.to_json() if taste else {},
+        }
+        self._set_status("candidate", "training finished", metrics)
+        return None
 
-        with self.stage("canary"):
-            if self.on_canary:
-                try:
-                    self.on_canary(self.version, out)
-                except AssistantError as exc:
-                    registry.set_status(
-                        self.db,
-                        self.version,
-                        "rejected",
-                        actor=self.actor,
-                        reason=f"could not be loaded for serving: {exc}"[:1000],
-                        metrics=metrics,
-                    )
-                    return self.result("failed", f"v{self.version} could not be loaded: {exc}")
-            from training.rollout.canary import start_canary
+    def _validate(
+        self, folder: Path, out: Path, prod_dir: Path | None, config_path: Path
+    ) -> dict[str, Any] | CycleResult:
+        """Validate in a subprocess; the verdict's metrics when the candidate passed."""
+        report = out / VALIDATION_REPORT
+        args = ["validate", "--candidate", str(out), "--dataset", str(folder)]
+        args += ["--report", str(report)]
+        if prod_dir:
+            args += ["--production", str(prod_dir)]
+        result = run_stage(args, config_path, self.timeout, None)
+        verdict = ValidationReport.read(report)
+        if verdict is None:
+            why = stage_failure(result) if not result.ok else f"{report} is not a verdict"
+            self._set_status("rejected", f"validation could not run: {why}")
+            return self.result("failed", f"validation could not run: {why}")
+        metrics = {"validation": verdict.to_json()}
+        if not verdict.passed:
+            reasons = "; ".join(verdict.reasons) or "validation failed"
+            self._set_status("rejected", reasons, metrics)
+            return self.result("succeeded", f"v{self.version} rejected: {reasons}", "rejected")
+        return metrics
 
-            start_canary(
-                self.cfg,
-                self.db,
-                self.version,
-                actor=self.actor,
-                reason="passed validation",
-                metrics=metrics,
-            )
+    def _canary(self, out: Path, metrics: dict[str, Any]) -> CycleResult:
+        """Load the candidate for serving (the hook) and start its canary."""
+        from training.rollout.canary import start_canary
+
+        assert self.version is not None
+        if self.on_canary:
+            try:
+                self.on_canary(self.version, out)
+            except AssistantError as exc:
+                self._set_status("rejected", f"could not be loaded for serving: {exc}", metrics)
+                return self.result("failed", f"v{self.version} could not be loaded: {exc}")
+        start_canary(
+            self.cfg,
+            self.db,
+            self.version,
+            actor=self.actor,
+            reason="passed validation",
+            metrics=metrics,
+        )
         return self.result(
             "succeeded", f"v{self.version} passed validation and is the canary", "canary"
         )
