@@ -166,6 +166,19 @@ def _chosen_correction(down_votes: list[Vote], answer: str) -> str | None:
 # --- the stages --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Draft:
+    """One example a turn's majority proposes, before the filters."""
+
+    order: int
+    turn: RatedTurn
+    label: Label
+    raw: str
+    from_correction: bool
+    winners: list[Vote]
+    opposing: int
+
+
 class _Curator:
     """One curation run: the budgets, indexes and scrub cache shared by the stages."""
 
@@ -246,7 +259,8 @@ class _Curator:
         return budget
 
     def visit(self, order: int, turn: RatedTurn) -> None:
-        """Stages 0-3 for one turn."""
+        """Stages 0-3 for one turn: its counted votes, their majority, then each draft example
+        (the liked answer, or a correction and the disliked answer) through the filters."""
         cap = self.cfg.max_examples_per_user
         votes = _current_votes(turn.votes)
         if not votes:
@@ -261,93 +275,117 @@ class _Curator:
                 "user cap",
                 f"all {len(votes)} voters already decided max_examples_per_user={cap} examples",
             )
+        majority = self.majority(turn, counted)
+        if majority is None:
+            return None
+        drafts, winners, opposing = majority
+        messages, message_counts = self.scrubbed_messages(turn)
+        question = words(self.scrub(turn.question).text)
+        for label, raw, from_correction in drafts:
+            self.keep_draft(
+                _Draft(order, turn, label, raw, from_correction, winners, opposing),
+                messages,
+                message_counts,
+                question,
+            )
+        return None
+
+    def majority(
+        self, turn: RatedTurn, counted: list[Vote]
+    ) -> tuple[list[tuple[Label, str, bool]], list[Vote], int] | None:
+        """The draft examples (label, text, from a correction) the majority of `counted`
+        decides, its voters and the size of the minority; None (dropped) on a tie."""
         up = [v for v in counted if v.rating == "up"]
         down = [v for v in counted if v.rating == "down"]
         if len(up) == len(down):
-            return self.drop(turn, "tie", f"{len(up)} up, {len(down)} down")
-        drafts: list[tuple[Label, str, bool]] = []  # (label, text, from a correction)
+            self.drop(turn, "tie", f"{len(up)} up, {len(down)} down")
+            return None
+        drafts: list[tuple[Label, str, bool]] = []
         if len(up) > len(down):
-            winners, opposing = up, len(down)
-            drafts.append(("desirable", turn.answer, False))
-        else:
-            winners, opposing = down, len(up)
-            correction = _chosen_correction(down, turn.answer)
-            if correction is not None:
-                drafts.append(("desirable", correction, True))
-            if self.cfg.use_downvotes:
-                drafts.append(("undesirable", turn.answer, False))
-            if not drafts:
-                return self.drop(turn, "downvote without correction", "use_downvotes is off")
+            return [("desirable", turn.answer, False)], up, len(down)
+        correction = _chosen_correction(down, turn.answer)
+        if correction is not None:
+            drafts.append(("desirable", correction, True))
+        if self.cfg.use_downvotes:
+            drafts.append(("undesirable", turn.answer, False))
+        if not drafts:
+            self.drop(turn, "downvote without correction", "use_downvotes is off")
+            return None
+        return drafts, down, len(up)
+
+    def scrubbed_messages(self, turn: RatedTurn) -> tuple[list[dict[str, str]], Counter[str]]:
+        """The turn's prompt messages with personal data scrubbed, and what was scrubbed."""
         source = turn.messages or [{"role": "user", "content": turn.question}]
-        scrubbed_messages = [self.scrub(str(m.get("content", ""))) for m in source]
+        scrubbed = [self.scrub(str(m.get("content", ""))) for m in source]
+        counts: Counter[str] = Counter()
+        for r in scrubbed:
+            counts.update(r.counts)
         messages = [
             {"role": str(m.get("role", "")), "content": r.text}
-            for m, r in zip(source, scrubbed_messages, strict=True)
+            for m, r in zip(source, scrubbed, strict=True)
         ]
-        message_counts: Counter[str] = Counter()
-        for r in scrubbed_messages:
-            message_counts.update(r.counts)
-        question = words(self.scrub(turn.question).text)
-        for label, raw, from_correction in drafts:
-            if (
-                label == "desirable"
-                and not from_correction
-                and self.cfg.hold_risky_text
-                and (problem := answer_problem(raw, self.sources(turn)))
-            ):
-                self.drop(turn, "held for review", f"the liked answer carries {problem}", label)
-                continue
-            counting = [v for v in winners if self.used[v.user_id] < cap and self.network_ok(v)]
-            deciders = {v.user_id for v in counting}
-            if len(deciders) <= opposing:
-                self.drop(turn, "user cap", "its voters reached max_examples_per_user", label)
-                continue
-            scrubbed = self.scrub(raw.strip())
-            target = scrubbed.text
-            if len(target) < self.cfg.min_chars:
-                self.drop(
-                    turn, "too short", f"{len(target)} < min_chars={self.cfg.min_chars}", label
-                )
-                continue
-            if len(target) > self.cfg.max_chars:
-                self.drop(
-                    turn, "too long", f"{len(target)} > max_chars={self.cfg.max_chars}", label
-                )
-                continue
-            target_key = words(target) or (target,)
-            if (label, question, target_key) in self.exact:
-                self.drop(turn, "duplicate", "same question and target as a kept example", label)
-                continue
-            pair = shingles(question, "q:") | shingles(target_key, "a:")
-            twin = self.near[label].find(pair)
-            if twin is not None:
-                self.drop(
-                    turn, "near duplicate", f"similar to turn {self.kept[twin].turn.turn_id}", label
-                )
-                continue
-            self.exact.add((label, question, target_key))
-            self.near[label].add(len(self.kept), pair)
-            self.kept.append(
-                _Candidate(
-                    order,
-                    turn,
-                    label,
-                    [dict(m) for m in messages],
-                    target,
-                    deciders,
-                    opposing,
-                    target_key,
-                    shingles(target_key, "a:"),
-                    message_counts + Counter(scrubbed.counts),
-                    from_correction,
-                )
+        return messages, counts
+
+    def keep_draft(
+        self,
+        d: _Draft,
+        messages: list[dict[str, str]],
+        message_counts: Counter[str],
+        question: tuple[str, ...],
+    ) -> None:
+        """Keep one draft example unless a filter drops it (each drop says why)."""
+        cap, turn, label = self.cfg.max_examples_per_user, d.turn, d.label
+        if (
+            label == "desirable"
+            and not d.from_correction
+            and self.cfg.hold_risky_text
+            and (problem := answer_problem(d.raw, self.sources(turn)))
+        ):
+            return self.drop(turn, "held for review", f"the liked answer carries {problem}", label)
+        counting = [v for v in d.winners if self.used[v.user_id] < cap and self.network_ok(v)]
+        deciders = {v.user_id for v in counting}
+        if len(deciders) <= d.opposing:
+            return self.drop(turn, "user cap", "its voters reached max_examples_per_user", label)
+        scrubbed = self.scrub(d.raw.strip())
+        target = scrubbed.text
+        if len(target) < self.cfg.min_chars:
+            why = f"{len(target)} < min_chars={self.cfg.min_chars}"
+            return self.drop(turn, "too short", why, label)
+        if len(target) > self.cfg.max_chars:
+            why = f"{len(target)} > max_chars={self.cfg.max_chars}"
+            return self.drop(turn, "too long", why, label)
+        target_key = words(target) or (target,)
+        if (label, question, target_key) in self.exact:
+            why = "same question and target as a kept example"
+            return self.drop(turn, "duplicate", why, label)
+        pair = shingles(question, "q:") | shingles(target_key, "a:")
+        twin = self.near[label].find(pair)
+        if twin is not None:
+            why = f"similar to turn {self.kept[twin].turn.turn_id}"
+            return self.drop(turn, "near duplicate", why, label)
+        self.exact.add((label, question, target_key))
+        self.near[label].add(len(self.kept), pair)
+        self.kept.append(
+            _Candidate(
+                d.order,
+                turn,
+                label,
+                [dict(m) for m in messages],
+                target,
+                deciders,
+                d.opposing,
+                target_key,
+                shingles(target_key, "a:"),
+                message_counts + Counter(scrubbed.counts),
+                d.from_correction,
             )
-            for user in deciders:
-                self.used[user] += 1
-            for network in {
-                v.network for v in counting if v.network is not None and not is_logged_in(v.user_id)
-            }:
-                self.used_network[network] += 1
+        )
+        for user in deciders:
+            self.used[user] += 1
+        for network in {
+            v.network for v in counting if v.network is not None and not is_logged_in(v.user_id)
+        }:
+            self.used_network[network] += 1
         return None
 
     def drop_campaigns(self, turns: list[RatedTurn], context: Sequence[PastCorrection]) -> None:
