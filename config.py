@@ -366,6 +366,14 @@ class TrainingConfig:
     patience: int = setting(
         2, "Evaluations without improvement before stopping early.", min=1, max=1000
     )
+    taste_loss_slack: float = setting(
+        0.15,
+        "With taste-model (best-of-n) targets, the held-out 👍 loss only guards: the run keeps "
+        "its latest evaluated weights whose loss is at most this much (nats/token) above the "
+        "starting loss, and stops after `patience` evaluations above it.",
+        min=0.0,
+        max=100.0,
+    )
     kto_beta: float = setting(
         0.1,
         "KTO only: scale of the log-ratio (candidate over base) of "

@@ -222,6 +222,14 @@ def main() -> None:
             )
             for line in result.curation_summary:
                 print("  " + line)
+            if result.adapter_version is not None:
+                train = registry.get_adapter(db, result.adapter_version).metrics.get("train")
+                if isinstance(train, dict) and train:
+                    print(
+                        f"  training: {train['steps']} steps ({train['stop_reason']}), kept step "
+                        f"{train['best_step']}; held-out 👍 loss {train['initial_heldout_loss']}"
+                        f" -> {train['best_heldout_loss']}; curve {train['heldout_loss']}"
+                    )
             entry = {
                 "cycle": k,
                 "verdict": result.verdict,

@@ -332,3 +332,35 @@ def test_a_stage_past_its_time_limit_is_killed_and_reported(tiny_cfg, colour_dat
     assert not result.ok and result.timed_out and result.exit_code is None
     assert "time limit" in result.stderr_tail
     assert not (tmp_path / "v1").exists()
+
+
+def _keeper_run(slack: float | None, losses: list[float], patience: int = 2):
+    """Offer `losses` (one per evaluation, after steps 10, 20, ...) to a keeper over one
+    parameter whose value is the step; stop as the train loop does."""
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    keeper = train_mod._Keeper([param], 1.0, slack)
+    step = 0
+    for i, loss in enumerate(losses, start=1):
+        step = 10 * i
+        with torch.no_grad():
+            param.fill_(step)
+        keeper.offer(step, loss)
+        if keeper.misses >= patience:
+            break
+    kept, loss = keeper.restore(step)
+    assert float(param) == kept  # the weights put back are those of the kept step
+    return kept, loss, step
+
+
+def test_without_taste_targets_the_lowest_heldout_loss_is_kept():
+    assert _keeper_run(None, [1.1, 1.2]) == (0, 1.0, 20)  # never improved: the start, stopped
+    assert _keeper_run(None, [0.9, 0.8, 0.85, 0.95]) == (20, 0.8, 40)
+
+
+def test_with_taste_targets_the_loss_only_guards_and_the_start_is_not_kept():
+    # Slightly worse per-token loss on the few held-out 👍 answers: still learning the taste.
+    assert _keeper_run(0.15, [1.05, 1.1, 1.12]) == (30, 1.12, 30)
+    # Past the slack twice in a row: stopped, the last weights within the bound kept.
+    assert _keeper_run(0.15, [1.1, 1.2, 1.3]) == (10, 1.1, 30)

@@ -181,6 +181,51 @@ def steps_budget(tcfg: TrainingConfig, examples: int) -> tuple[int, StopReason]:
     return tcfg.max_steps, "max_steps"
 
 
+class _Keeper:
+    """Which weights a run saves, chosen at its held-out evaluations (step 0 = the start).
+
+    Without taste-model targets the held-out 👍 loss is the objective: the weights of its lowest
+    value are kept, and `patience` evaluations without a new lowest stop the run. With them
+    (`slack` set) the loss only guards: what users like is a property of whole answers (length,
+    shape, where they stop) that per-token loss on a few held-out 👍 answers barely sees, and
+    measured under the brevity rater it never improved, so the run kept its starting weights and
+    learnt nothing. The latest evaluated weights whose loss is at most `slack` above the starting
+    loss are kept (never the start itself), and `patience` evaluations over that bound stop it;
+    the taste gate then judges the answers.
+    """
+
+    def __init__(self, trainable: list[Any], initial: float | None, slack: float | None) -> None:
+        self.trainable, self.initial, self.slack = trainable, initial, slack
+        self.best_step, self.best_loss, self.misses = 0, initial, 0
+        self.best_state = [p.detach().clone() for p in trainable]
+        self.curve: list[tuple[int, float]] = [(0, initial)] if initial is not None else []
+
+    def offer(self, step: int, loss: float) -> None:
+        """The held-out loss after `step`: keep these weights if they are the best so far."""
+        self.curve.append((step, loss))
+        assert self.initial is not None and self.best_loss is not None
+        if self.slack is not None:
+            keep = loss <= self.initial + self.slack
+        else:
+            keep = loss < self.best_loss
+        if keep:
+            self.best_step, self.best_loss, self.misses = step, loss, 0
+            self.best_state = [p.detach().clone() for p in self.trainable]
+        else:
+            self.misses += 1
+
+    def restore(self, last_step: int) -> tuple[int, float | None]:
+        """Put the kept weights back (the last ones when there was nothing to choose by)."""
+        import torch
+
+        if self.initial is None:
+            return last_step, None
+        with torch.no_grad():
+            for param, saved in zip(self.trainable, self.best_state, strict=True):
+                param.copy_(saved)
+        return self.best_step, self.best_loss
+
+
 def train_adapter(
     cfg: Config,
     dataset_dir: Path,
@@ -195,7 +240,7 @@ def train_adapter(
     training examples, whichever comes first, at the first step boundary after
     `training.max_minutes` (counted from the call, model loading included), or when the held-out
     loss has not improved for `training.patience` evaluations; the weights of the best held-out
-    evaluation (step 0 = the starting point) are the ones saved. The folder appears atomically:
+    evaluation are the ones saved (see _Keeper). The folder appears atomically:
     an interrupted run (crash, kill, Ctrl-C) leaves no `out_dir`.
     """
     import torch
@@ -254,10 +299,10 @@ def train_adapter(
         )
 
     initial = heldout()
-    best_loss, best_step, misses = initial, 0, 0
-    best_state = [p.detach().clone() for p in trainable]
+    # With taste-model targets the held-out 👍 loss only guards (see _Keeper).
+    slack = tcfg.taste_loss_slack if taste.examples else None
+    keeper = _Keeper(trainable, initial, slack)
     train_curve: list[tuple[int, float]] = []
-    heldout_curve: list[tuple[int, float]] = [(0, initial)] if initial is not None else []
     tokens = answer_tokens = 0
     train_s = 0.0
     step = 0
@@ -294,13 +339,8 @@ def train_adapter(
         current = None
         if heldout_enc and (step % tcfg.eval_every == 0 or step == total_steps):
             current = heldout()
-            assert current is not None and best_loss is not None
-            heldout_curve.append((step, current))
-            if current < best_loss:
-                best_loss, best_step, misses = current, step, 0
-                best_state = [p.detach().clone() for p in trainable]
-            else:
-                misses += 1
+            assert current is not None
+            keeper.offer(step, current)
         if progress:
             progress(
                 TrainProgress(
@@ -313,21 +353,14 @@ def train_adapter(
                     tokens / max(train_s, 1e-9),
                 )
             )
-        if misses >= tcfg.patience:
+        if keeper.misses >= tcfg.patience:
             stop = "early_stopping"
             break
-    if heldout_enc and heldout_curve[-1][0] != step:  # stopped between evaluations
+    if heldout_enc and keeper.curve[-1][0] != step:  # stopped between evaluations
         current = heldout()
-        assert current is not None and best_loss is not None
-        heldout_curve.append((step, current))
-        if current < best_loss:
-            best_loss, best_step = current, step
-            best_state = [p.detach().clone() for p in trainable]
-    if not heldout_enc:  # nothing to choose by: keep the last weights
-        best_step, best_state = step, [p.detach().clone() for p in trainable]
-    with torch.no_grad():
-        for param, saved in zip(trainable, best_state, strict=True):
-            param.copy_(saved)
+        assert current is not None
+        keeper.offer(step, current)
+    best_step, best_loss = keeper.restore(step)
 
     rss, acc = _peak_memory_mb()
     report = TrainReport(
@@ -351,7 +384,7 @@ def train_adapter(
         peak_rss_mb=rss,
         peak_accelerator_mb=acc,
         train_loss=train_curve,
-        heldout_loss=heldout_curve,
+        heldout_loss=keeper.curve,
     )
     train_config = {
         "training": dataclasses.asdict(tcfg),
