@@ -58,25 +58,124 @@ if TYPE_CHECKING:
     from assistant.http.identity import ASGIApp, Receive, Scope, Send
     from assistant.http.prometheus import Metrics
     from assistant.turns.service import Services
+    from config import Config
 
 # ---- routes ----------------------------------------------------------------------------------
 
 
 def api_router(services: Services) -> APIRouter:
-    """The OpenAI-compatible routes under /v1."""
+    """The OpenAI-compatible routes under /v1 (each answers through _V1.guarded)."""
     router = APIRouter(prefix="/v1")
-    chat, cfg, metrics = services.chat, services.cfg, services.metrics
+    v1 = _V1(services)
 
-    # Anonymous identities cost nothing to make, so their making is limited per address:
-    # keyless calls from one address share one user's message rate.
-    minted = RateLimiter(
-        cfg.server.rate_limit_per_minute,
-        what="new anonymous API callers from this address (send the key from "
-        "the X-API-Key header of your first answer)",
-    )
+    @router.post("/chat/completions", openapi_extra=body_doc(ChatCompletionRequest))
+    async def chat_completions(request: Request) -> Response:
+        return await v1.guarded(v1.completions, request)
 
-    def user_of(request: Request) -> str:
-        user = services.identity.api_user(request.headers.get("authorization"))
+    @router.get("/models")
+    async def list_models(request: Request) -> Response:
+        return await v1.guarded(v1.models, request)
+
+    @router.post("/feedback", openapi_extra=body_doc(FeedbackRequest))
+    async def post_feedback(request: Request) -> Response:
+        return await v1.guarded(v1.feedback, request)
+
+    @router.get("/conversations")
+    async def list_conversations(request: Request) -> Response:
+        return await v1.guarded(v1.conversations, request)
+
+    @router.get("/conversations/{conversation_id}")
+    async def get_conversation(request: Request, conversation_id: str) -> Response:
+        return await v1.guarded(v1.conversation, request, conversation_id)
+
+    return router
+
+
+def completion_args(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+    """ChatService.ask's arguments from a /v1/chat/completions body, every field checked."""
+    model = data.get("model", "assistant")
+    if not isinstance(model, str):
+        raise ApiError(400, "'model' must be a string")
+    if model not in MODEL_NAMES:
+        raise ApiError(
+            404,
+            f"the model {quoted(model)} does not exist: use one of "
+            f"{', '.join(MODEL_NAMES)} (see GET /v1/models)",
+            code="model_not_found",
+        )
+    int_field(data, "n", 1, 1)  # one answer per request
+    longest = cfg.model.max_new_tokens
+    max_tokens = int_field(data, "max_tokens", 1, longest)
+    max_tokens = int_field(data, "max_completion_tokens", 1, longest) or max_tokens
+    conversation_id = opt_field(data, "conversation_id", str, "a string")
+    if conversation_id is not None and len(conversation_id) > MAX_FIELD_CHARS:
+        raise ApiError(
+            400,
+            f"'conversation_id' is longer than {MAX_FIELD_CHARS} "
+            "characters: use an id a response gave you",
+        )
+    opt_field(data, "user", str, "a string")  # accepted for compatibility, never an identity
+    check_ignored_fields(data)
+    question, history = parse_messages(data)
+    return {
+        "message": question,
+        "conversation_id": conversation_id,
+        "model": model,
+        "history": None if conversation_id else history,
+        "temperature": number_field(data, "temperature", 0.0, 2.0),
+        "top_p": number_field(data, "top_p", 0.01, 1.0),
+        "seed": int_field(data, "seed", 0, MAX_SEED),
+        "max_new_tokens": max_tokens,
+    }
+
+
+def turn_extras(handle: TurnHandle) -> dict[str, Any]:
+    """The extension fields of a completion: conversation, arm, adapter, notes and sources."""
+    notes = [handle.retrieval_note] if handle.retrieval_note else []
+    if handle.dropped_turns:
+        notes.append(
+            f"{handle.dropped_turns} earlier turn(s) were left out of the prompt "
+            "to fit the model's context window"
+        )
+    return {
+        "conversation_id": handle.conversation_id,
+        "arm": handle.arm,
+        "adapter_version": handle.adapter_version,
+        "notes": notes,
+        "sources": [
+            {"n": i, "source": p.source, "chunk_id": p.chunk_id, "score": p.score}
+            for i, p in enumerate(handle.passages, 1)
+        ],
+    }
+
+
+def _model(model_id: str, version: int | None, **more: str) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "assistant",
+        **more,
+        "adapter_version": version,
+    }
+
+
+class _V1:
+    """The /v1 handlers: one caller identity per request, every failure a JSON error."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.chat, self.cfg, self.metrics = services.chat, services.cfg, services.metrics
+        # Anonymous identities cost nothing to make, so their making is limited per address:
+        # keyless calls from one address share one user's message rate.
+        self.minted = RateLimiter(
+            self.cfg.server.rate_limit_per_minute,
+            what="new anonymous API callers from this address (send the key from "
+            "the X-API-Key header of your first answer)",
+        )
+
+    def user_of(self, request: Request) -> str:
+        user = self.services.identity.api_user(request.headers.get("authorization"))
         if user is None:
             raise ApiError(
                 401,
@@ -84,181 +183,89 @@ def api_router(services: Services) -> APIRouter:
                 code="invalid_api_key",
             )
         if user.issued_key:  # a new anonymous caller: guarded() hands it its key
-            minted.check(request.client.host if request.client else "unknown")
+            self.minted.check(request.client.host if request.client else "unknown")
             request.state.issued_key = user.issued_key
         return user.user_id
 
-    async def guarded(fn: Any, request: Request, *args: Any) -> Response:
+    async def guarded(self, fn: Any, request: Request, *args: Any) -> Response:
         try:
             response = await fn(request, *args)
         except ApiError as exc:
-            metrics.error("api", str(exc.status))
+            self.metrics.error("api", str(exc.status))
             response = exc.response()
         except AssistantError as exc:
             err = translate(exc)
-            metrics.error("api", type(exc).__name__)
+            self.metrics.error("api", type(exc).__name__)
             response = err.response()
         issued = getattr(request.state, "issued_key", None)
         if issued:
             response.headers[API_KEY_HEADER] = issued
         return response
 
-    def completion_args(data: dict[str, Any]) -> dict[str, Any]:
-        model = data.get("model", "assistant")
-        if not isinstance(model, str):
-            raise ApiError(400, "'model' must be a string")
-        if model not in MODEL_NAMES:
-            raise ApiError(
-                404,
-                f"the model {quoted(model)} does not exist: use one of "
-                f"{', '.join(MODEL_NAMES)} (see GET /v1/models)",
-                code="model_not_found",
-            )
-        int_field(data, "n", 1, 1)  # one answer per request
-        longest = cfg.model.max_new_tokens
-        max_tokens = int_field(data, "max_tokens", 1, longest)
-        max_tokens = int_field(data, "max_completion_tokens", 1, longest) or max_tokens
-        conversation_id = opt_field(data, "conversation_id", str, "a string")
-        if conversation_id is not None and len(conversation_id) > MAX_FIELD_CHARS:
-            raise ApiError(
-                400,
-                f"'conversation_id' is longer than {MAX_FIELD_CHARS} "
-                "characters: use an id a response gave you",
-            )
-        opt_field(data, "user", str, "a string")  # accepted for compatibility, never an identity
-        check_ignored_fields(data)
-        question, history = parse_messages(data)
-        return {
-            "message": question,
-            "conversation_id": conversation_id,
-            "model": model,
-            "history": None if conversation_id else history,
-            "temperature": number_field(data, "temperature", 0.0, 2.0),
-            "top_p": number_field(data, "top_p", 0.01, 1.0),
-            "seed": int_field(data, "seed", 0, MAX_SEED),
-            "max_new_tokens": max_tokens,
-        }
-
-    def extras(handle: TurnHandle) -> dict[str, Any]:
-        notes = [handle.retrieval_note] if handle.retrieval_note else []
-        if handle.dropped_turns:
-            notes.append(
-                f"{handle.dropped_turns} earlier turn(s) were left out of the prompt "
-                "to fit the model's context window"
-            )
-        return {
-            "conversation_id": handle.conversation_id,
-            "arm": handle.arm,
-            "adapter_version": handle.adapter_version,
-            "notes": notes,
-            "sources": [
-                {"n": i, "source": p.source, "chunk_id": p.chunk_id, "score": p.score}
-                for i, p in enumerate(handle.passages, 1)
-            ],
-        }
-
-    async def completions(request: Request) -> Response:
-        user_id = user_of(request)
+    async def completions(self, request: Request) -> Response:
+        user_id = self.user_of(request)
         data = await read_json(request)
-        args = completion_args(data)
+        args = completion_args(self.cfg, data)
         stream = opt_field(data, "stream", bool, "true or false") or False
         options = opt_field(data, "stream_options", dict, "an object") or {}
         model = args["model"]
-        handle: TurnHandle = await run_in_threadpool(lambda: chat.ask(user_id, **args))
+        handle: TurnHandle = await run_in_threadpool(lambda: self.chat.ask(user_id, **args))
         created = int(time.time())
-        if not stream:
-            text = await run_in_threadpool(lambda: "".join(handle))
-            turn_id = await run_in_threadpool(services.finish_turn, handle, "api")
-            result = handle.result
-            assert result is not None
-            if result.error:
-                raise ApiError(
-                    503,
-                    f"the answer could not be generated ({result.error}); try again",
-                    "server_error",
-                    "generation_failed",
-                )
-            return JSONResponse(
-                {
-                    "id": turn_id,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    **extras(handle),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": _finish(result.finish_reason),
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": result.prompt_tokens,
-                        "completion_tokens": result.completion_tokens,
-                        "total_tokens": result.prompt_tokens + result.completion_tokens,
-                    },
-                }
+        if stream:
+            usage = bool(options.get("include_usage"))
+            return StreamingResponse(
+                sse(self.services, handle, model, created, turn_extras(handle), usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return StreamingResponse(
-            sse(
-                services, handle, model, created, extras(handle), bool(options.get("include_usage"))
-            ),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    @router.post("/chat/completions", openapi_extra=body_doc(ChatCompletionRequest))
-    async def chat_completions(request: Request) -> Response:
-        return await guarded(completions, request)
-
-    async def models(request: Request) -> Response:
-        user_of(request)
-        state = await run_in_threadpool(chat.state)
-        data = [
-            {
-                "id": "assistant",
-                "object": "model",
-                "created": 0,
-                "owned_by": "assistant",
-                "description": "routed: production, or the canary for its share of new "
-                "conversations",
-                "adapter_version": state.production_version,
-            },
-            {
-                "id": "production",
-                "object": "model",
-                "created": 0,
-                "owned_by": "assistant",
-                "adapter_version": state.production_version,
-            },
-        ]
-        if state.canary_version is not None and state.rollout_id is not None:
-            data.append(
-                {
-                    "id": "canary",
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "assistant",
-                    "adapter_version": state.canary_version,
-                }
+        text = await run_in_threadpool(lambda: "".join(handle))
+        turn_id = await run_in_threadpool(self.services.finish_turn, handle, "api")
+        result = handle.result
+        assert result is not None
+        if result.error:
+            raise ApiError(
+                503,
+                f"the answer could not be generated ({result.error}); try again",
+                "server_error",
+                "generation_failed",
             )
-        data.append(
+        return JSONResponse(
             {
-                "id": "base",
-                "object": "model",
-                "created": 0,
-                "owned_by": "assistant",
-                "adapter_version": 0,
+                "id": turn_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                **turn_extras(handle),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": _finish(result.finish_reason),
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens,
+                    "total_tokens": result.prompt_tokens + result.completion_tokens,
+                },
             }
         )
+
+    async def models(self, request: Request) -> Response:
+        self.user_of(request)
+        state = await run_in_threadpool(self.chat.state)
+        routed = "routed: production, or the canary for its share of new conversations"
+        data = [
+            _model("assistant", state.production_version, description=routed),
+            _model("production", state.production_version),
+        ]
+        if state.canary_version is not None and state.rollout_id is not None:
+            data.append(_model("canary", state.canary_version))
+        data.append(_model("base", 0))
         return JSONResponse({"object": "list", "data": data})
 
-    @router.get("/models")
-    async def list_models(request: Request) -> Response:
-        return await guarded(models, request)
-
-    async def feedback(request: Request) -> Response:
-        user_id = user_of(request)
+    async def feedback(self, request: Request) -> Response:
+        user_id = self.user_of(request)
         data = await read_json(request)
         turn_id = data.get("id")
         if not isinstance(turn_id, str) or not turn_id or len(turn_id) > MAX_FIELD_CHARS:
@@ -270,7 +277,7 @@ def api_router(services: Services) -> APIRouter:
         correction = opt_field(data, "correction", str, "a string")
         reasons = opt_field(data, "reasons", list, f"a list of reasons ({', '.join(logs.REASONS)})")
         vote = await run_in_threadpool(
-            services.rate,
+            self.services.rate,
             user_id,
             turn_id,
             rating,
@@ -289,13 +296,9 @@ def api_router(services: Services) -> APIRouter:
             }
         )
 
-    @router.post("/feedback", openapi_extra=body_doc(FeedbackRequest))
-    async def post_feedback(request: Request) -> Response:
-        return await guarded(feedback, request)
-
-    async def conversations(request: Request) -> Response:
-        user_id = user_of(request)
-        rows = await run_in_threadpool(logs.list_conversations, services.db, user_id)
+    async def conversations(self, request: Request) -> Response:
+        user_id = self.user_of(request)
+        rows = await run_in_threadpool(logs.list_conversations, self.services.db, user_id)
         return JSONResponse(
             {
                 "object": "list",
@@ -312,14 +315,10 @@ def api_router(services: Services) -> APIRouter:
             }
         )
 
-    @router.get("/conversations")
-    async def list_conversations(request: Request) -> Response:
-        return await guarded(conversations, request)
-
-    async def conversation(request: Request, conversation_id: str) -> Response:
-        user_id = user_of(request)
+    async def conversation(self, request: Request, conversation_id: str) -> Response:
+        user_id = self.user_of(request)
         turns = await run_in_threadpool(
-            logs.conversation_turns, services.db, conversation_id, user_id
+            logs.conversation_turns, self.services.db, conversation_id, user_id
         )
         return JSONResponse(
             {
@@ -336,12 +335,6 @@ def api_router(services: Services) -> APIRouter:
                 ],
             }
         )
-
-    @router.get("/conversations/{conversation_id}")
-    async def get_conversation(request: Request, conversation_id: str) -> Response:
-        return await guarded(conversation, request, conversation_id)
-
-    return router
 
 
 def _finish(reason: str) -> str:
