@@ -101,20 +101,22 @@ def test_without_milvus_answers_go_on_ungrounded_and_say_so(live, services):
     assert note and "Document search is unavailable" in note[0]
 
 
-def test_healthz_is_503_when_the_model_worker_is_dead(live, services):
-    class DeadThread:
-        def is_alive(self) -> bool:
-            return False
+def test_healthz_is_503_when_the_model_worker_is_dead(tiny_model_dir, tmp_path):
+    # A server of its own whose model worker really stops (its thread ends): the health check
+    # must say so while the HTTP side still answers.
+    from assistant.turns.service import build_services
 
-    generator = services.generator
-    saved = generator._thread
-    generator._thread = DeadThread()
+    services = build_services(server_config(tmp_path / "data", tiny_model_dir))
+    running = run_server(services)
     try:
-        r = httpx.get(live.url + "/healthz")
+        assert httpx.get(running.url + "/healthz").status_code == 200
+        services.generator.close()
+        r = httpx.get(running.url + "/healthz")
+        assert r.status_code == 503 and r.json()["status"] == "unavailable"
+        assert r.json()["checks"]["model"]["ok"] is False
     finally:
-        generator._thread = saved
-    assert r.status_code == 503 and r.json()["status"] == "unavailable"
-    assert r.json()["checks"]["model"]["ok"] is False
+        running.stop()
+        services.close()
 
 
 def test_metrics_count_turns_latency_tokens_ratings_and_errors(live):
