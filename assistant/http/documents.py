@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from assistant.http.admin import check_token
+from assistant.http.operator_auth import OperatorAuth
 from assistant.retrieval.ingest import IngestReport
 from assistant.retrieval.library import MAX_FILES_PER_BATCH, DocumentLibrary, Upload
 from errors import AssistantError, BusyError, InputError, NotFoundError
@@ -72,7 +72,7 @@ def _http(exc: AssistantError) -> HTTPException:
 
 def documents_router(
     library: DocumentLibrary | None,
-    token: str | None,
+    auth: OperatorAuth,
     unavailable: str = "document search is not available on this server",
     switched_off: bool = False,
 ) -> APIRouter:
@@ -81,9 +81,11 @@ def documents_router(
     this server), 503 when it failed to open."""
     router = APIRouter(prefix="/admin/documents", tags=["admin"])
 
-    def need(authorization: Annotated[str | None, Header()] = None) -> tuple[str, DocumentLibrary]:
+    def need(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> tuple[str, DocumentLibrary]:
         """The token first (a dependency: before the body is even validated), then a library."""
-        actor = check_token(token, authorization)
+        actor = auth.bearer(request, authorization)
         if library is None:
             raise HTTPException(409 if switched_off else 503, unavailable)
         return f"{actor}:api", library

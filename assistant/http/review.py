@@ -5,9 +5,10 @@ excluding a vote from training (or including it again); every one behind the adm
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 
-from assistant.http.admin import ActionBody, check_token
+from assistant.http.admin import ActionBody
+from assistant.http.operator_auth import OperatorAuth
 from assistant.turns.operator import Operator
 from errors import AssistantError, InputError, NotFoundError
 
@@ -17,12 +18,12 @@ def _http(exc: AssistantError) -> HTTPException:
     return HTTPException(code, str(exc))
 
 
-def review_router(operator: Operator, token: str | None) -> APIRouter:
+def review_router(operator: Operator, auth: OperatorAuth) -> APIRouter:
     """Routes under /admin/cycles and /admin/feedback."""
     router = APIRouter(prefix="/admin", tags=["admin"])
 
-    def need(authorization: Annotated[str | None, Header()] = None) -> str:
-        return f"{check_token(token, authorization)}:api"
+    def need(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+        return f"{auth.bearer(request, authorization)}:api"
 
     Actor = Annotated[str, Depends(need)]
 

@@ -1,77 +1,28 @@
 """The operator console: a Gradio page at /console behind its own login.
 
-Operators sign in at /operator/login with the admin token (attempts limited per address); the
-session is a random id in an HttpOnly, SameSite=Strict cookie. Every request under /console,
+Operators sign in at /operator/login with the admin token, checked by the server's one
+OperatorAuth (assistant/http/operator_auth.py, shared with the admin API); the session is a
+random id in an HttpOnly, SameSite=Strict cookie. Every request under /console,
 the page and its Gradio API alike, needs that session (Gradio's `auth_dependency`), and every
 action goes through `Operator.act`, which records it in the audit log.
 """
 
 from __future__ import annotations
 
-import hmac
 import html
-import secrets
-import threading
-import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from assistant.http.limits import RateLimiter
+from assistant.http.operator_auth import COOKIE, SESSION_SECONDS, OperatorAuth
 from assistant.pages.console_cycles import progress_text
 from assistant.pages.console_rollout import evidence_svg, rollout_markdown
 from assistant.retrieval.library import DocumentLibrary
 from assistant.turns.operator import Operator
 from errors import AssistantError, BusyError
 
-COOKIE = "operator_session"
-SESSION_SECONDS = 12 * 3600
 ACTOR = "operator:console"
-
-
-class OperatorSessions:
-    """Logged-in operator sessions and the login-attempt limit."""
-
-    def __init__(self, token: str | None, attempts_per_minute: int) -> None:
-        self.token = token
-        self.limiter = RateLimiter(attempts_per_minute, what="login attempts")
-        self._sessions: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def login(self, address: str, token: str) -> str:
-        """A new session id, or BusyError (too many attempts) / PermissionError (wrong)."""
-        self.limiter.check(address)  # counted before the compare: parallel guesses cannot race
-        if not self.token:
-            raise PermissionError(
-                "operator features are disabled on this server: set the "
-                "admin token environment variable and restart"
-            )
-        if not hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode()):
-            raise PermissionError("wrong operator token")
-        self.limiter.refund(address)  # only failures count against the address
-        session = secrets.token_urlsafe(32)
-        with self._lock:
-            self._sessions[session] = time.monotonic() + SESSION_SECONDS
-        return session
-
-    def valid(self, session: str | None) -> bool:
-        if not session:
-            return False
-        with self._lock:
-            expiry = self._sessions.get(session)
-            if expiry is None or expiry < time.monotonic():
-                self._sessions.pop(session, None)
-                return False
-            return True
-
-    def logout(self, session: str | None) -> None:
-        with self._lock:
-            self._sessions.pop(session or "", None)
-
-    def user(self, request: Request) -> str | None:
-        """Gradio's auth_dependency: the operator's name, or None (401)."""
-        return "operator" if self.valid(request.cookies.get(COOKIE)) else None
 
 
 _LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Operator sign-in</title>
@@ -85,7 +36,7 @@ input,button{{font-size:1rem;padding:.5rem;width:100%;margin:.3rem 0}}
 </body></html>"""
 
 
-def login_router(sessions: OperatorSessions) -> APIRouter:
+def login_router(sessions: OperatorAuth) -> APIRouter:
     router = APIRouter(prefix="/operator")
 
     @router.get("/login", response_class=HTMLResponse)
@@ -326,7 +277,7 @@ def _overview_tab(gr: Any) -> dict[str, Any]:
 def mount_console(
     app: FastAPI,
     operator: Operator,
-    sessions: OperatorSessions,
+    sessions: OperatorAuth,
     library: DocumentLibrary | None = None,
     documents_unavailable: str = "",
     max_upload_bytes: int = 0,

@@ -516,11 +516,31 @@ def test_the_admin_api_limits_wrong_tokens(live, tmp_path):
         _stop(running, services)
 
 
+def test_every_operator_door_shares_one_token_attempt_limit(live, tmp_path):
+    # The admin token opens the admin API's routes (documents and review included) and the
+    # console's login: guesses through any of them count against one limit per address, so
+    # spreading them over the doors does not multiply the guessing rate.
+    running, services = _server(live, tmp_path, admin=True, login_attempts_per_minute=3)
+    try:
+        with running.client() as c:
+            codes = [
+                c.get("/admin/documents", headers=auth("guess-1")).status_code,
+                c.get("/admin/feedback", headers=auth("guess-2")).status_code,
+                c.post("/operator/login", data={"token": "guess-3"}).status_code,
+                c.get("/admin/cycles/x", headers=auth("guess-4")).status_code,
+                c.post("/operator/login", data={"token": "guess-5"}).status_code,
+                c.get("/admin/overview", headers=auth(ADMIN_TOKEN)).status_code,
+            ]
+        assert codes == [401, 401, 401, 429, 429, 429], codes
+    finally:
+        _stop(running, services)
+
+
 def test_a_short_admin_token_is_refused_at_start():
-    from assistant.http.admin import admin_router
+    from assistant.http.operator_auth import OperatorAuth
 
     with pytest.raises(ConfigError, match="32"):
-        admin_router(None, "s3cret")  # type: ignore[arg-type]
+        OperatorAuth("s3cret")
 
 
 # ---- 10. concurrent streams and limiter memory -------------------------------------------------

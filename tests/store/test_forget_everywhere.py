@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 import config as config_mod
 from assistant.http.admin import admin_router
+from assistant.http.operator_auth import OperatorAuth
 from cli.data import cmd_forget
 from store.compact import rebuild_file
 from store.datasets import record_dataset
@@ -157,7 +158,7 @@ def held(
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_database(database_path(cfg))
     app = FastAPI()
-    app.include_router(admin_router(LoopOperator(cfg, db, LoopScheduler(cfg, db)), TOKEN))
+    app.include_router(admin_router(LoopOperator(cfg, db, LoopScheduler(cfg, db)), OperatorAuth(TOKEN)))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -181,7 +182,7 @@ def test_forget_through_the_admin_api_while_the_server_runs(held, capsys) -> Non
     assert list_conversations(db, "alice") == [] and len(list_conversations(db, "bob")) == 1
 
     operator = LoopOperator(cfg, db, LoopScheduler(cfg, db))
-    client = TestClient(FastAPI(routes=admin_router(operator, TOKEN).routes))
+    client = TestClient(FastAPI(routes=admin_router(operator, OperatorAuth(TOKEN)).routes))
     assert client.post("/admin/forget", json={"user": "bob"}).status_code == 401
     bad = client.post(
         "/admin/forget", json={"user": ""}, headers={"Authorization": f"Bearer {TOKEN}"}

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from assistant.generation.reconciler import AdapterReconciler
 from assistant.http.admin import admin_router
 from assistant.http.documents import documents_router, max_request_bytes
+from assistant.http.operator_auth import OperatorAuth
 from assistant.http.review import review_router
-from assistant.pages.console import OperatorSessions, mount_console
+from assistant.pages.console import mount_console
 from assistant.retrieval.library import DocumentLibrary, remove_stale_uploads
 from assistant.turns.operator import Action
 from assistant.turns.service import Services
@@ -197,8 +198,8 @@ class LearningLoop:
 
     operator: LoopOperator
     scheduler: LoopScheduler
-    sessions: OperatorSessions
-    token: str | None
+    auth: OperatorAuth
+    """The admin token, for the admin API and the console alike."""
     library: DocumentLibrary | None
     """Documents while serving (None when there is no document search: `unavailable` says
     why)."""
@@ -215,22 +216,15 @@ class LearningLoop:
 
     def install(self, app: FastAPI) -> None:
         cfg = self.operator.cfg
-        app.include_router(
-            admin_router(
-                self.operator,
-                self.token,
-                cfg.server.login_attempts_per_minute,
-                cfg.server.admin_token_env,
-            )
-        )
-        app.include_router(review_router(self.operator, self.token))
+        app.include_router(admin_router(self.operator, self.auth))
+        app.include_router(review_router(self.operator, self.auth))
         app.include_router(
             documents_router(
-                self.library, self.token, self.unavailable, switched_off=cfg.retrieval.top_k == 0
+                self.library, self.auth, self.unavailable, switched_off=cfg.retrieval.top_k == 0
             )
         )
         upload_cap = max_request_bytes(self.library) if self.library is not None else 0
-        mount_console(app, self.operator, self.sessions, self.library, self.unavailable, upload_cap)
+        mount_console(app, self.operator, self.auth, self.library, self.unavailable, upload_cap)
 
     def start(self) -> None:
         self.scheduler.start()
@@ -260,13 +254,11 @@ def attach_learning_loop(services: Services) -> LoopOperator:
     if services.retriever is not None:
         remove_stale_uploads(cfg.data_dir / "uploads")
         library = DocumentLibrary(services.retriever, db, cfg.data_dir / "uploads")
-    sessions = OperatorSessions(token, cfg.server.login_attempts_per_minute)
+    auth = OperatorAuth(token, cfg.server.login_attempts_per_minute, cfg.server.admin_token_env)
     cycles.abandon_running_cycles(
         db,
         actor="server",
         reason="the server restarted while the cycle ran; its stage subprocess is gone",
     )
-    services.extensions.append(
-        LearningLoop(operator, scheduler, sessions, token, library, unavailable)
-    )
+    services.extensions.append(LearningLoop(operator, scheduler, auth, library, unavailable))
     return operator
