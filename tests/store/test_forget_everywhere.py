@@ -158,7 +158,9 @@ def held(
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_database(database_path(cfg))
     app = FastAPI()
-    app.include_router(admin_router(LoopOperator(cfg, db, LoopScheduler(cfg, db)), OperatorAuth(TOKEN)))
+    app.include_router(
+        admin_router(LoopOperator(cfg, db, LoopScheduler(cfg, db)), OperatorAuth(TOKEN))
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
