@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from bench.prompts import PROBES, probe_correct, split_prompts  # noqa: E402
 from config import Config, load_config, with_overrides  # noqa: E402
 from core.prompts import build_messages  # noqa: E402
-from store import logs, registry  # noqa: E402
+from store import logs, ratings, registry  # noqa: E402
 from store.db import Database, database_path, open_database  # noqa: E402
 from training.loop.cycle import run_cycle  # noqa: E402
 from training.rollout import canary  # noqa: E402
@@ -210,7 +210,7 @@ def main() -> None:
             timings[f"cycle {k}: traffic ({len(prompts)} answers)"] = time.perf_counter() - t
             votes = [rater(q, a) for _, q, a, _ in rows]
             for (user, _, _, turn), vote in zip(rows, votes, strict=True):
-                logs.set_feedback(db, turn_id=turn, user_id=user, rating=vote)
+                ratings.set_feedback(db, turn_id=turn, user_id=user, rating=vote)
             t = time.perf_counter()
             result = run_cycle(cfg, db, trigger="bench", actor="bench", force=True)
             timings[f"cycle {k}: curate+taste+candidates+train+validate"] = time.perf_counter() - t

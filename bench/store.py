@@ -23,8 +23,9 @@ import duckdb  # noqa: E402
 
 from core.domain import ServedPassage  # noqa: E402
 from store.db import Database, open_database  # noqa: E402
-from store.logs import create_conversation, log_turn, set_feedback  # noqa: E402
+from store.logs import create_conversation, log_turn  # noqa: E402
 from store.queries import rated_turns_since  # noqa: E402
+from store.ratings import set_feedback  # noqa: E402
 
 MESSAGES = [
     {"role": "system", "content": "Answer from the passages."},

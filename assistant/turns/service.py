@@ -20,7 +20,7 @@ from assistant.turns.chat import ChatService, TurnHandle
 from config import Config
 from core.domain import Vote
 from errors import AssistantError, InputError
-from store import logs
+from store import logs, ratings
 from store.db import Database, database_path, open_database
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Services:
             raise InputError("the answer id must be a non-empty string")
         if logs.is_pending(self.db, turn_id, user_id):
             raise InputError("this answer is still being written: rate it once it is complete")
-        vote = logs.set_feedback(
+        vote = ratings.set_feedback(
             self.db,
             turn_id=turn_id,
             user_id=user_id,
@@ -90,7 +90,7 @@ class Services:
             reasons=reasons,  # type: ignore[arg-type]
         )
         if vote is not None and client:
-            logs.record_vote_origin(self.db, turn_id=turn_id, user_id=user_id, address=client)
+            ratings.record_vote_origin(self.db, turn_id=turn_id, user_id=user_id, address=client)
         with self._turn_lock:
             arm, version = self._turns.get(turn_id, ("unknown", -1))
         self.metrics.rating(rating if isinstance(rating, str) else None, arm, version)

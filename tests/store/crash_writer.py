@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 from store.db import open_database
-from store.logs import create_conversation, log_turn, set_feedback
+from store.logs import create_conversation, log_turn
+from store.ratings import set_feedback
 
 print_lock = threading.Lock()
 

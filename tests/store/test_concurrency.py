@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 
 from store.db import Database
-from store.logs import create_conversation, feedback_history, list_conversations, set_feedback
+from store.logs import create_conversation, list_conversations
 from store.queries import rating_counts
+from store.ratings import feedback_history, set_feedback
 from tests.store.conftest import add_turn
 
 THREADS = 32

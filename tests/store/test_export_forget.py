@@ -15,8 +15,9 @@ from store.db import Database
 from store.events import list_events
 from store.export import export_conversations
 from store.forget import forget_user, user_hash
-from store.logs import conversation_turns, list_conversations, set_feedback
+from store.logs import conversation_turns, list_conversations
 from store.queries import rated_turns_since
+from store.ratings import set_feedback
 from store.registry import register_adapter
 from tests.store.conftest import add_turn
 

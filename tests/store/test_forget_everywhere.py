@@ -27,7 +27,8 @@ from store.db import Database, database_path, open_database
 from store.events import list_events
 from store.export import export_conversations
 from store.forget import forget_user
-from store.logs import list_conversations, set_feedback
+from store.logs import list_conversations
+from store.ratings import set_feedback
 from store.registry import register_adapter, set_status
 from tests.assistant.conftest import free_port
 from tests.store.conftest import add_turn

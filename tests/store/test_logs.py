@@ -11,13 +11,12 @@ from store.db import Database
 from store.logs import (
     conversation_turns,
     create_conversation,
-    feedback_history,
     get_conversation,
     list_conversations,
     log_turn,
     rename_conversation,
-    set_feedback,
 )
+from store.ratings import feedback_history, set_feedback
 from tests.store.conftest import add_turn
 
 

@@ -12,8 +12,8 @@ from errors import InputError, StoreError
 from store.columns import now
 from store.datasets import last_dataset_time, record_dataset
 from store.db import Database
-from store.logs import set_feedback
 from store.queries import arm_stats, lineage, rated_turns_since, rating_counts, rating_series
+from store.ratings import set_feedback
 from store.registry import register_adapter, set_status
 from tests.store.conftest import add_turn
 

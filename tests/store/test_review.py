@@ -8,7 +8,7 @@ import pytest
 from errors import InputError, NotFoundError
 from store import evidence, queries, review
 from store.forget import forget_user, user_hash
-from store.logs import set_feedback
+from store.ratings import set_feedback
 from tests.store.conftest import add_turn
 
 

@@ -17,10 +17,10 @@ from store.logs import (
     list_conversations,
     rename_conversation,
     search_conversations,
-    set_feedback,
 )
 from store.preferences import preference_of, preference_pairs, set_preference
 from store.queries import rated_turns_since
+from store.ratings import set_feedback
 from tests.store.conftest import add_turn
 
 

@@ -15,8 +15,9 @@ from assistant.turns.chat import ChatService, ServingState, TurnHandle
 from core.base_model import load_model
 from store import registry, rollouts
 from store.db import Database, open_database
-from store.logs import create_conversation, log_turn, set_feedback
+from store.logs import create_conversation, log_turn
 from store.queries import arm_stats, rating_series
+from store.ratings import set_feedback
 from training.rollout import canary
 
 

@@ -11,7 +11,8 @@ import pytest
 import config as config_mod
 from store import queries, registry, rollouts
 from store.events import list_events
-from store.logs import create_conversation, log_turn, set_feedback
+from store.logs import create_conversation, log_turn
+from store.ratings import set_feedback
 from tests.tiny import build_adapter
 from tests.training import console_server
 from tests.training.console_server import auth, open_tab, screenshot

@@ -15,7 +15,8 @@ import pytest
 from config import with_overrides
 from store import cycles, datasets, registry, rollouts
 from store.db import open_database
-from store.logs import create_conversation, log_turn, set_feedback
+from store.logs import create_conversation, log_turn
+from store.ratings import set_feedback
 from training.loop import cycle as cycle_mod
 from training.loop.cycle import run_cycle
 from training.loop.schedule import LoopScheduler

@@ -12,7 +12,8 @@ from config import with_overrides
 from errors import TransitionError
 from store import registry, rollouts
 from store.db import open_database
-from store.logs import create_conversation, log_turn, set_feedback
+from store.logs import create_conversation, log_turn
+from store.ratings import set_feedback
 from training.rollout import canary as rollout
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import config as config_mod
-from store import logs, queries
+from store import logs, queries, ratings
 from store.db import Database, open_database
 from training.dataset.curate import CurationResult, curate, summary_lines
 from training.dataset.trust import text_problem as trust_problem
@@ -72,7 +72,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(logs, "now", c)
+    monkeypatch.setattr(logs, "now", c)  # turns
+    monkeypatch.setattr(ratings, "now", c)  # votes
     return c
 
 
@@ -132,9 +133,9 @@ def vote(
     correction: str | None = None,
     address: str | None = None,
 ) -> None:
-    logs.set_feedback(db, turn_id=turn, user_id=user, rating=rating, correction=correction)
+    ratings.set_feedback(db, turn_id=turn, user_id=user, rating=rating, correction=correction)
     if address is not None:
-        logs.record_vote_origin(db, turn_id=turn, user_id=user, address=address)
+        ratings.record_vote_origin(db, turn_id=turn, user_id=user, address=address)
 
 
 def honest_users(db: Database, clock: Clock, n: int = 40, *, start: datetime = DAY0) -> list[str]:
@@ -378,8 +379,8 @@ def test_the_store_gives_curation_each_voters_history_and_network(db, clock) -> 
     assert "192.0.2" not in a.network  # a keyed digest, not the address
     assert votes["anon-c"].network not in (None, a.network)
     assert votes["anon-d"].network is None
-    logs.record_vote_origin(db, turn_id=t, user_id="anon-a", address="not an address")
-    assert logs.client_network("not an address") is None
+    ratings.record_vote_origin(db, turn_id=t, user_id="anon-a", address="not an address")
+    assert ratings.client_network("not an address") is None
 
 
 def test_a_campaign_spread_over_daily_datasets_is_still_detected(cfg, db, clock) -> None:
