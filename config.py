@@ -200,6 +200,15 @@ class ModelConfig:
         "with native bf16 (AVX-512 BF16/AMX), else fp32.",
         choices=("auto", "bf16", "fp32"),
     )
+    int8_step_tokens: int = setting(
+        4,
+        "On the CPU, a step of at most this many tokens (a few streams decoding) reads an int8 "
+        "copy of the serving weights (per-output-channel scales): measured 1.7x faster than "
+        "bf16 at one token, 1.2x at four, slower from eight; costs half the serving weights' "
+        "memory again. 0 = off.",
+        min=0,
+        max=64,
+    )
 
 
 @dataclass(frozen=True)

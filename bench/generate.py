@@ -71,7 +71,9 @@ def concurrently(jobs: list[Callable[[], tuple[int, float]]]) -> Run:
 
 
 class Ours:
-    def __init__(self, model_dir: str, adapters: Path, tokens: int, slots: int) -> None:
+    def __init__(
+        self, model_dir: str, adapters: Path, tokens: int, slots: int, int8_step_tokens: int
+    ) -> None:
         loaded = load_model(model_dir, "nf4", "cpu")
         self.gen = Generator(
             loaded.model,
@@ -79,6 +81,7 @@ class Ours:
             context_window=2048,
             max_batch=slots,
             adapter_root=adapters,
+            int8_step_tokens=int8_step_tokens,
         )
         for name in ("production", "canary"):
             self.gen.load_adapter(name, adapters / name)
@@ -94,12 +97,8 @@ class Ours:
             tok, build_messages(LONG), context_window=2048, max_new_tokens=tokens
         ).input_ids
         w = self.gen._engine.w
-        self.step_bytes = sum(
-            t.numel() * t.element_size()
-            for layer in w.layers
-            for t in (layer.qkv, layer.o, layer.gate_up, layer.down)
-        )
-        self.step_bytes += w.lm_head.numel() * w.lm_head.element_size()
+        self.step_bytes = w.weight_bytes()
+        self.small_step_bytes = w.weight_bytes(int8=int8_step_tokens > 0)
 
     def job(self, prompt: list[int], adapter: str | None) -> Callable[[], tuple[int, float]]:
         def run() -> tuple[int, float]:
@@ -182,6 +181,12 @@ def main() -> None:
         default=1,
         help="CPU threads for both engines (1 is steadier on a shared machine)",
     )
+    parser.add_argument(
+        "--int8-step-tokens",
+        type=int,
+        default=4,
+        help="model.int8_step_tokens of ours; a second copy with 0 (bf16 only) runs beside it",
+    )
     args = parser.parse_args()
 
     import torch
@@ -191,7 +196,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = resolve_base_model("smollm2-135m-instruct", Path(tmp))
         write_adapters(model_dir, Path(tmp) / "adapters")
-        ours = Ours(model_dir, Path(tmp) / "adapters", args.tokens, n)
+        ours = Ours(model_dir, Path(tmp) / "adapters", args.tokens, n, args.int8_step_tokens)
+        plain = Ours(model_dir, Path(tmp) / "adapters", args.tokens, n, 0)
         try:
             llama: LlamaCpp | None = LlamaCpp(args.tokens, n, args.threads)
         except ImportError:
@@ -204,6 +210,7 @@ def main() -> None:
         workloads: dict[str, list[Callable[[], tuple[int, float]]]] = {
             "ours 1 stream + LoRA": [ours.job(ours.prompts[0], "production")],
             "ours 1 stream base": [ours.job(ours.prompts[0], None)],
+            "ours bf16 only: 1 stream + LoRA": [plain.job(plain.prompts[0], "production")],
             f"ours {n} streams mixed LoRA": [
                 ours.job(ours.prompts[i % 4], mixed[i % 3]) for i in range(n)
             ],
@@ -224,16 +231,19 @@ def main() -> None:
             for name, jobs in workloads.items():
                 runs[name].append(concurrently(jobs))
         ours.gen.close()
+        plain.gen.close()
     med = {
         k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
         for k, v in runs.items()
     }
-    ceiling = MEMORY_GBPS * 1e9 / ours.step_bytes
+    ceiling = MEMORY_GBPS * 1e9 / ours.small_step_bytes
     print(
         f"\n{args.tokens} new tokens, greedy, median of {args.repeats} runs, {args.threads} "
         f"thread(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; serving "
-        f"dtype {ours.gen.dtype}, {ours.step_bytes / 1e6:.0f} MB of weights per step: "
-        f"bandwidth ceiling {ceiling:.0f} steps/s at {MEMORY_GBPS:.0f} GB/s"
+        f"dtype {ours.gen.dtype}, {ours.step_bytes / 1e6:.0f} MB of weights per step "
+        f"({ours.small_step_bytes / 1e6:.0f} MB int8 on steps of <= {args.int8_step_tokens} "
+        f"tokens): bandwidth ceiling of a single stream {ceiling:.0f} steps/s at "
+        f"{MEMORY_GBPS:.0f} GB/s"
     )
     single = med["ours 1 stream + LoRA"][0]
     base_llama = med.get("llama.cpp 1 stream (no LoRA)", (None, None))[0]

@@ -230,6 +230,13 @@ def main() -> None:
                         f"{train['best_step']}; held-out 👍 loss {train['initial_heldout_loss']}"
                         f" -> {train['best_heldout_loss']}; curve {train['heldout_loss']}"
                     )
+                validation = registry.get_adapter(db, result.adapter_version).metrics.get(
+                    "validation"
+                )
+                for check in (
+                    (validation or {}).get("checks", []) if isinstance(validation, dict) else []
+                ):
+                    print(f"  check {check['name']}: {check['status']}: {check['reason']}")
             entry = {
                 "cycle": k,
                 "verdict": result.verdict,

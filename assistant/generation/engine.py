@@ -33,11 +33,15 @@ class Row:
 class Engine:
     """A serving copy of the model plus its KV cache; used from one thread only."""
 
-    def __init__(self, weights: ServingWeights, slots: int, context: int) -> None:
+    def __init__(
+        self, weights: ServingWeights, slots: int, context: int, *, int8_step_tokens: int = 0
+    ) -> None:
         import torch
 
         self.torch = torch
         self.w = weights
+        # Steps of at most this many tokens read the int8 copies (0 or none: never).
+        self.int8_step_tokens = int8_step_tokens if weights.lm_head_int8 is not None else 0
         self.slots = slots
         self.context = context
         s = weights.shape
@@ -113,10 +117,18 @@ class Engine:
         heads, kvh, hd = s.heads, s.kv_heads, s.head_dim
         half = hd // 2
         total = len(flat)
+        small = total <= self.int8_step_tokens
+
+        def linear(inp: Any, layer: Any, group: str, bias: Any = None) -> Any:
+            if small:
+                out = layer.int8[group].matmul(inp)
+                return out if bias is None else out + bias
+            return F.linear(inp, getattr(layer, group), bias)
+
         x = w.embed[ids]
         for li, layer in enumerate(w.layers):
             h = F.rms_norm(x, (s.hidden,), layer.input_norm, s.eps)
-            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+            qkv = linear(h, layer, "qkv", layer.qkv_bias)
             self._lora(qkv, h, "qkv", li, segments)
             qkv = qkv.view(total, heads + 2 * kvh, hd)
             qk = qkv[:, : heads + kvh]
@@ -142,20 +154,22 @@ class Engine:
                     out.view(kvh, self.n_rep, n, hd).permute(2, 0, 1, 3).reshape(n, heads, hd)
                 )
             a = attn.view(total, heads * hd)
-            o = F.linear(a, layer.o, layer.o_bias)
+            o = linear(a, layer, "o", layer.o_bias)
             self._lora(o, a, "o", li, segments)
             x = x + o
             h = F.rms_norm(x, (s.hidden,), layer.post_norm, s.eps)
-            gu = F.linear(h, layer.gate_up)
+            gu = linear(h, layer, "gate_up")
             self._lora(gu, h, "gate_up", li, segments)
             m = F.silu(gu[:, : s.intermediate]) * gu[:, s.intermediate :]
-            d = F.linear(m, layer.down)
+            d = linear(m, layer, "down")
             self._lora(d, m, "down", li, segments)
             x = x + d
         wanted = [last[i] for i, row in enumerate(rows) if row.logits]
         if not wanted:
             return None
         hx = F.rms_norm(x[torch.tensor(wanted, device=dev)], (s.hidden,), w.norm, s.eps)
+        if w.lm_head_int8 is not None and len(wanted) <= self.int8_step_tokens:
+            return w.lm_head_int8.matmul(hx).float()
         return F.linear(hx, w.lm_head).float()
 
     def _lora(

@@ -64,6 +64,7 @@ def build_generator(cfg: Config, loaded: LoadedModel | None = None) -> Generator
         max_batch=cfg.model.max_batch,
         prefill_chunk=cfg.model.prefill_chunk,
         dtype=cfg.model.serving_dtype,
+        int8_step_tokens=cfg.model.int8_step_tokens,
     )
 
 

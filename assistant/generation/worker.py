@@ -89,6 +89,7 @@ class Generator:
         max_batch: int = 8,
         prefill_chunk: int = 64,
         dtype: str = "auto",
+        int8_step_tokens: int = 0,
     ) -> None:
         import torch
 
@@ -98,7 +99,12 @@ class Generator:
         self._adapter_root = adapter_root.resolve() if adapter_root else None
         self._max_queued = max_queued
         self._prefill_chunk = prefill_chunk
-        self._engine = Engine(extract(model, dtype), max_batch, context_window)
+        self._engine = Engine(
+            extract(model, dtype, int8=int8_step_tokens > 0),
+            max_batch,
+            context_window,
+            int8_step_tokens=int8_step_tokens,
+        )
         self.dtype = str(self._engine.w.dtype).removeprefix("torch.")
         self.device = str(getattr(model, "device", "cpu"))
         self._adapters: dict[str, LoraWeights] = {}  # internal -> weights
