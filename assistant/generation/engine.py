@@ -118,10 +118,18 @@ class Engine:
         half = hd // 2
         total = len(flat)
         small = total <= self.int8_step_tokens
+        # A small step whose rows all use one adapter reads that adapter's merged int8 copy.
+        merged = None
+        if small and len(segments) == 1 and segments[0][1] - segments[0][0] == total:
+            merged = segments[0][2].merged_int8
+            if merged is not None:
+                segments = []
+        li = 0
 
         def linear(inp: Any, layer: Any, group: str, bias: Any = None) -> Any:
             if small:
-                out = layer.int8[group].matmul(inp)
+                mats = merged[li] if merged is not None else layer.int8
+                out = mats[group].matmul(inp)
                 return out if bias is None else out + bias
             return F.linear(inp, getattr(layer, group), bias)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from assistant.generation.detok import IncrementalDetokenizer
 from assistant.generation.engine import Engine, Row
-from assistant.generation.lora import LoraWeights, load_lora
+from assistant.generation.lora import LoraWeights, load_lora, merge_int8
 from assistant.generation.sampling import SamplingParams, sample_token
 from assistant.generation.streams import (
     FinishReason,
@@ -138,6 +138,8 @@ class Generator:
         w = self._engine.w
         try:  # read and laid out here, off the worker thread: running streams do not pause
             weights = load_lora(folder, w.shape, w.dtype, w.device)
+            if self._engine.int8_step_tokens:
+                weights = merge_int8(weights, w)
         except AdapterError as exc:
             raise AdapterError(
                 f"could not load adapter {name!r} from {folder}: {exc}; the "

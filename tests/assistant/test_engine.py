@@ -120,6 +120,36 @@ def test_int8_decode_steps_match_peft_for_each_adapter_and_the_base(tiny_model_d
     assert worst > 1e-4  # the int8 path did run (the bf16 one would agree more closely)
 
 
+def test_a_small_step_of_one_adapter_reads_its_merged_int8_copy_and_matches_peft(
+    tiny_model_dir, tiny_adapters
+):
+    import torch
+    from peft import PeftModel
+
+    from assistant.generation.lora import merge_int8
+
+    loaded = load_model(str(tiny_model_dir), "nf4", "cpu")
+    w = extract(loaded.model, "bf16", int8=True)
+    pm = PeftModel.from_pretrained(loaded.model, str(tiny_adapters["a"]), adapter_name="a")
+    lora = merge_int8(load_lora(tiny_adapters["a"], w.shape, w.dtype, w.device), w)
+    plain = load_lora(tiny_adapters["a"], w.shape, w.dtype, w.device)
+    ids = prompt(loaded.tokenizer)
+    got = {}
+    for name, weights in (("merged", lora), ("lora products", plain)):
+        engine = Engine(w, slots=2, context=256, int8_step_tokens=4)
+        with torch.inference_mode():
+            engine.forward([Row(0, ids, 0, weights), Row(1, ids, 0, weights)])
+            got[name] = engine.forward(
+                [Row(0, [17], len(ids), weights), Row(1, [17], len(ids), weights)]
+            )
+    ref = peft_logits(pm, [*ids, 17], "a")
+    for name, logits in got.items():
+        for row in (0, 1):
+            assert (logits[row] - ref).abs().max() < INT8_TOL * ref.std(), name
+    # The merged path really ran: it differs (slightly) from int8 base + LoRA products.
+    assert not torch.equal(got["merged"][0], got["lora products"][0])
+
+
 def test_greedy_answers_match_peft_for_each_adapter(peft_and_engine, tiny_model_dir, tiny_adapters):
     tokenizer, pm, _ = peft_and_engine
     gen = Generator(
