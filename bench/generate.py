@@ -72,7 +72,13 @@ def concurrently(jobs: list[Callable[[], tuple[int, float]]]) -> Run:
 
 class Ours:
     def __init__(
-        self, model_dir: str, adapters: Path, tokens: int, slots: int, int8_step_tokens: int
+        self,
+        model_dir: str,
+        adapters: Path,
+        tokens: int,
+        slots: int,
+        int8_step_tokens: int,
+        prefill_chunk: int = 64,
     ) -> None:
         loaded = load_model(model_dir, "nf4", "cpu")
         self.gen = Generator(
@@ -82,6 +88,7 @@ class Ours:
             max_batch=slots,
             adapter_root=adapters,
             int8_step_tokens=int8_step_tokens,
+            prefill_chunk=prefill_chunk,
         )
         for name in ("production", "canary"):
             self.gen.load_adapter(name, adapters / name)
@@ -187,6 +194,7 @@ def main() -> None:
         default=4,
         help="model.int8_step_tokens of ours; a second copy with 0 (bf16 only) runs beside it",
     )
+    parser.add_argument("--prefill-chunk", type=int, default=64, help="model.prefill_chunk of ours")
     args = parser.parse_args()
 
     import torch
@@ -196,7 +204,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = resolve_base_model("smollm2-135m-instruct", Path(tmp))
         write_adapters(model_dir, Path(tmp) / "adapters")
-        ours = Ours(model_dir, Path(tmp) / "adapters", args.tokens, n, args.int8_step_tokens)
+        ours = Ours(
+            model_dir,
+            Path(tmp) / "adapters",
+            args.tokens,
+            n,
+            args.int8_step_tokens,
+            args.prefill_chunk,
+        )
         plain = Ours(model_dir, Path(tmp) / "adapters", args.tokens, n, 0)
         try:
             llama: LlamaCpp | None = LlamaCpp(args.tokens, n, args.threads)

@@ -29,7 +29,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,77 @@ def steps_budget(tcfg: TrainingConfig, examples: int) -> tuple[int, StopReason]:
     return tcfg.max_steps, "max_steps"
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """A run's examples as token ids: what SFT/KTO steps draw from, the preference pairs, and
+    the held-out 👍 answers early stopping reads."""
+
+    train: list[EncodedExample]
+    desirable: list[bool]
+    synthetic: int
+    pairs: list[tuple[EncodedExample, EncodedExample]]
+    heldout: list[EncodedExample]
+
+
+def _encode(
+    tokenizer: Any, tcfg: TrainingConfig, data: LoadedDataset, examples: list[Example]
+) -> _Encoded:
+    pool = [e for e in examples if e.desirable or tcfg.method == "kto"]
+    pairs: list[Pair] = preference_pairs(examples) if tcfg.pair_weight > 0 else []
+    return _Encoded(
+        train=encode_examples(tokenizer, pool, tcfg.max_seq_tokens),
+        desirable=[e.desirable for e in pool],
+        synthetic=sum(e.synthetic for e in pool),
+        pairs=list(
+            zip(
+                encode_examples(tokenizer, [p.chosen for p in pairs], tcfg.max_seq_tokens),
+                encode_examples(tokenizer, [p.rejected for p in pairs], tcfg.max_seq_tokens),
+                strict=True,
+            )
+        ),
+        heldout=encode_examples(
+            tokenizer, [e for e in data.heldout if e.desirable], tcfg.max_seq_tokens
+        ),
+    )
+
+
+def _train_config(
+    cfg: Config,
+    source: str,
+    init_adapter: Path | None,
+    dataset_id: str,
+    enc: _Encoded,
+    steps_budget: int,
+    steps_taken: int,
+) -> dict[str, Any]:
+    """train_config.json: how the adapter was made (settings, base, data, schedule, versions)."""
+    tcfg = cfg.training
+    return {
+        "training": dataclasses.asdict(tcfg),
+        "base_model": {
+            "name": cfg.model.base,
+            "location": source,
+            "quantization": cfg.model.quantization,
+        },
+        "prompt_format_version": PROMPT_FORMAT_VERSION,
+        "seed": tcfg.seed,
+        "init_adapter": str(Path(init_adapter).resolve()) if init_adapter else None,
+        "dataset_id": dataset_id,
+        "schedule": {
+            "rule": "steps = min(max_steps, ceil(max_epochs * examples / batch_size))",
+            "examples": len(enc.train),
+            "real_examples": len(enc.train) - enc.synthetic,
+            "pairs": len(enc.pairs),
+            "steps_budget": steps_budget,
+            "steps_taken": steps_taken,
+            "epochs": round(steps_taken * tcfg.batch_size / max(len(enc.train), 1), 2),
+            "learning_rate": tcfg.learning_rate,
+        },
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+
+
 class _Keeper:
     """Which weights a run saves, chosen at its held-out evaluations (step 0 = the start).
 
@@ -226,6 +297,98 @@ class _Keeper:
         return self.best_step, self.best_loss
 
 
+@dataclass
+class _Optimised:
+    """What the optimisation loop did."""
+
+    step: int = 0
+    stop: StopReason | None = None
+    train_curve: list[tuple[int, float]] = field(default_factory=list)
+    tokens: int = 0
+    answer_tokens: int = 0
+    train_s: float = 0.0
+
+
+def _optimise(
+    model: Any,
+    enc: _Encoded,
+    tcfg: TrainingConfig,
+    where: tuple[int, str],
+    keeper: _Keeper,
+    heldout: Callable[[], float | None],
+    progress: Callable[[TrainProgress], None] | None,
+    started: float,
+) -> _Optimised:
+    """Optimiser steps until the step budget, the time budget or early stopping (`stop` says
+    which, None for the step budget); the keeper sees every held-out evaluation."""
+    import torch
+
+    pad_id, device = where
+    run = _Optimised()
+    trainable = keeper.trainable
+    optimizer = torch.optim.AdamW(trainable, lr=tcfg.learning_rate, weight_decay=0.0)
+    total_steps, _ = steps_budget(tcfg, len(enc.train))
+    batches = _batches(len(enc.train), tcfg.batch_size, random.Random(tcfg.seed))
+    pair_batches = (
+        _batches(len(enc.pairs), max(1, tcfg.batch_size // 2), random.Random(tcfg.seed + 1))
+        if enc.pairs
+        else None
+    )
+    budget_s = tcfg.max_minutes * 60
+    model.train()
+    while run.step < total_steps:
+        if time.monotonic() - started >= budget_s:
+            run.stop = "time_budget"
+            break
+        t0 = time.perf_counter()
+        idx = next(batches)
+        pair_idx = next(pair_batches) if pair_batches else []
+        loss, n = _step_loss(
+            model,
+            [enc.train[i] for i in idx],
+            [enc.desirable[i] for i in idx],
+            tcfg,
+            pad_id,
+            device,
+            [enc.pairs[i] for i in pair_idx],
+        )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        run.step += 1
+        run.train_s += time.perf_counter() - t0
+        run.tokens += n
+        run.answer_tokens += sum(sum(t != -100 for t in enc.train[i].labels) for i in idx)
+        loss_value = float(loss.detach())
+        run.train_curve.append((run.step, loss_value))
+        current = None
+        if enc.heldout and (run.step % tcfg.eval_every == 0 or run.step == total_steps):
+            current = heldout()
+            assert current is not None
+            keeper.offer(run.step, current)
+        if progress:
+            progress(
+                TrainProgress(
+                    run.step,
+                    total_steps,
+                    loss_value,
+                    current,
+                    time.monotonic() - started,
+                    run.tokens,
+                    run.tokens / max(run.train_s, 1e-9),
+                )
+            )
+        if keeper.misses >= tcfg.patience:
+            run.stop = "early_stopping"
+            break
+    if enc.heldout and keeper.curve[-1][0] != run.step:  # stopped between evaluations
+        current = heldout()
+        assert current is not None
+        keeper.offer(run.step, current)
+    return run
+
+
 def train_adapter(
     cfg: Config,
     dataset_dir: Path,
@@ -264,27 +427,9 @@ def train_adapter(
     )
     model = attach_lora(base.model, tcfg, init_adapter)
 
-    pool = [e for e in examples if e.desirable or tcfg.method == "kto"]
-    train_enc = encode_examples(tokenizer, pool, tcfg.max_seq_tokens)
-    desirable = [e.desirable for e in pool]
-    pairs: list[Pair] = preference_pairs(examples) if tcfg.pair_weight > 0 else []
-    pair_enc = list(
-        zip(
-            encode_examples(tokenizer, [p.chosen for p in pairs], tcfg.max_seq_tokens),
-            encode_examples(tokenizer, [p.rejected for p in pairs], tcfg.max_seq_tokens),
-            strict=True,
-        )
-    )
-    pair_batches = (
-        _batches(len(pair_enc), max(1, tcfg.batch_size // 2), random.Random(tcfg.seed + 1))
-        if pair_enc
-        else None
-    )
-    heldout_enc = encode_examples(
-        tokenizer, [e for e in data.heldout if e.desirable], tcfg.max_seq_tokens
-    )
+    enc = _encode(tokenizer, tcfg, data, examples)
+    heldout_enc = enc.heldout
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=tcfg.learning_rate, weight_decay=0.0)
     eval_batch = max(tcfg.batch_size, 8)
 
     def heldout() -> float | None:
@@ -302,64 +447,9 @@ def train_adapter(
     # With taste-model targets the held-out 👍 loss only guards (see _Keeper).
     slack = tcfg.taste_loss_slack if taste.examples else None
     keeper = _Keeper(trainable, initial, slack)
-    train_curve: list[tuple[int, float]] = []
-    tokens = answer_tokens = 0
-    train_s = 0.0
-    step = 0
-    total_steps, stop = steps_budget(tcfg, len(train_enc))
-    batches = _batches(len(train_enc), tcfg.batch_size, random.Random(tcfg.seed))
-    budget_s = tcfg.max_minutes * 60
-    model.train()
-    while step < total_steps:
-        if time.monotonic() - started >= budget_s:
-            stop = "time_budget"
-            break
-        t0 = time.perf_counter()
-        idx = next(batches)
-        pair_idx = next(pair_batches) if pair_batches else []
-        loss, n = _step_loss(
-            model,
-            [train_enc[i] for i in idx],
-            [desirable[i] for i in idx],
-            tcfg,
-            pad_id,
-            device,
-            [pair_enc[i] for i in pair_idx],
-        )
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        train_s += time.perf_counter() - t0
-        tokens += n
-        answer_tokens += sum(sum(t != -100 for t in train_enc[i].labels) for i in idx)
-        loss_value = float(loss.detach())
-        train_curve.append((step, loss_value))
-        current = None
-        if heldout_enc and (step % tcfg.eval_every == 0 or step == total_steps):
-            current = heldout()
-            assert current is not None
-            keeper.offer(step, current)
-        if progress:
-            progress(
-                TrainProgress(
-                    step,
-                    total_steps,
-                    loss_value,
-                    current,
-                    time.monotonic() - started,
-                    tokens,
-                    tokens / max(train_s, 1e-9),
-                )
-            )
-        if keeper.misses >= tcfg.patience:
-            stop = "early_stopping"
-            break
-    if heldout_enc and keeper.curve[-1][0] != step:  # stopped between evaluations
-        current = heldout()
-        assert current is not None
-        keeper.offer(step, current)
+    total_steps, stop = steps_budget(tcfg, len(enc.train))
+    run = _optimise(model, enc, tcfg, (pad_id, device), keeper, heldout, progress, started)
+    step, stop = run.step, run.stop or stop
     best_step, best_loss = keeper.restore(step)
 
     rss, acc = _peak_memory_mb()
@@ -372,44 +462,23 @@ def train_adapter(
         best_step=best_step,
         initial_heldout_loss=initial,
         best_heldout_loss=best_loss,
-        train_examples=len(train_enc),
-        synthetic_examples=sum(e.synthetic for e in pool),
-        pairs=len(pair_enc),
+        train_examples=len(enc.train),
+        synthetic_examples=enc.synthetic,
+        pairs=len(enc.pairs),
         heldout_examples=len(heldout_enc),
-        tokens=tokens,
-        answer_tokens=answer_tokens,
-        tokens_per_s=tokens / max(train_s, 1e-9),
-        train_s=train_s,
+        tokens=run.tokens,
+        answer_tokens=run.answer_tokens,
+        tokens_per_s=run.tokens / max(run.train_s, 1e-9),
+        train_s=run.train_s,
         duration_s=time.monotonic() - started,
         peak_rss_mb=rss,
         peak_accelerator_mb=acc,
-        train_loss=train_curve,
+        train_loss=run.train_curve,
         heldout_loss=keeper.curve,
     )
-    train_config = {
-        "training": dataclasses.asdict(tcfg),
-        "base_model": {
-            "name": cfg.model.base,
-            "location": base.source,
-            "quantization": cfg.model.quantization,
-        },
-        "prompt_format_version": PROMPT_FORMAT_VERSION,
-        "seed": tcfg.seed,
-        "init_adapter": str(Path(init_adapter).resolve()) if init_adapter else None,
-        "dataset_id": data.dataset_id,
-        "schedule": {
-            "rule": "steps = min(max_steps, ceil(max_epochs * examples / batch_size))",
-            "examples": len(train_enc),
-            "real_examples": len(train_enc) - sum(e.synthetic for e in pool),
-            "pairs": len(pair_enc),
-            "steps_budget": total_steps,
-            "steps_taken": step,
-            "epochs": round(step * tcfg.batch_size / max(len(train_enc), 1), 2),
-            "learning_rate": tcfg.learning_rate,
-        },
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": _versions(),
-    }
+    train_config = _train_config(
+        cfg, base.source, init_adapter, data.dataset_id, enc, total_steps, step
+    )
     write_adapter(model, out_dir, data, train_config, report, taste)
     return report
 
