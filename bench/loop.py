@@ -153,6 +153,12 @@ def main() -> None:
     parser.add_argument(
         "--min-heldout", type=int, default=None, help="validation.min_taste_questions"
     )
+    parser.add_argument("--loss-slack", type=float, default=None, help="training.taste_loss_slack")
+    parser.add_argument(
+        "--evaluate-rejected",
+        action="store_true",
+        help="also measure a candidate validation rejected (it is not promoted)",
+    )
     args = parser.parse_args()
     rater = load_rater(args.rater)
     eval_prompts, train_prompts = split_prompts(args.eval, args.n, args.cycles)
@@ -165,6 +171,8 @@ def main() -> None:
             training["method"] = args.method
         if args.learning_rate:
             training["learning_rate"] = args.learning_rate
+        if args.loss_slack is not None:
+            training["taste_loss_slack"] = args.loss_slack
         taste = {"enabled": not args.no_taste, "max_new_tokens": args.max_new_tokens}
         if args.candidates is not None:
             taste["candidates"] = args.candidates
@@ -243,7 +251,10 @@ def main() -> None:
                 "up": votes.count("up"),
                 "down": votes.count("down"),
             }
-            if result.verdict == "canary" and result.adapter_version is not None:
+            measure = result.verdict == "canary" or (
+                args.evaluate_rejected and result.verdict == "rejected"
+            )
+            if measure and result.adapter_version is not None:
                 path = Path(registry.get_adapter(db, result.adapter_version).path)
                 t = time.perf_counter()
                 cand_eval = answers_of(cfg, path, eval_prompts, EVAL_SEED)
@@ -265,9 +276,10 @@ def main() -> None:
                         probe_correct(a, w) for a, (_, w) in zip(cand_probe, PROBES, strict=True)
                     ),
                 )
-                canary.promote(
-                    db, actor="bench", reason="bench: promoted to start the next cycle from it"
-                )
+                if result.verdict == "canary":
+                    canary.promote(
+                        db, actor="bench", reason="bench: promoted to start the next cycle from it"
+                    )
             trajectory.append(entry)
         db.close()
 
@@ -287,7 +299,8 @@ def main() -> None:
     for e in trajectory:
         if "rate" in e:
             print(
-                f"cycle {e['cycle']}: v{e['adapter']} 👍 {e['rate']:.1%}, paired difference "
+                f"cycle {e['cycle']}: v{e['adapter']} ({e['verdict']}) 👍 {e['rate']:.1%}, "
+                f"paired difference "
                 f"{e['diff']:+.1%} (95% CI {e['low']:+.1%}..{e['high']:+.1%}), mean words "
                 f"{e['words']:.0f}, probe {e['probe']}/{len(PROBES)}"
             )
