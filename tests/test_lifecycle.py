@@ -154,8 +154,8 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
             },
             "schedule": {"enabled": False},
             # 18 ratings leave ~4 held-out questions: the taste gate would (rightly) wait for more
-            # evidence. This test is the vote-only path end to end; tests/training/test_learning.py
-            # drives the taste path on the real model.
+            # evidence. This test is the vote-only path end to end; tests/training/test_cycle.py
+            # drives the taste path (tiny model) and bench/loop.py measures it on the real model.
             "taste": {"enabled": False},
             "rollout": {
                 "steps": [0.5],
