@@ -124,9 +124,8 @@ class Engine:
             merged = segments[0][2].merged_int8
             if merged is not None:
                 segments = []
-        li = 0
 
-        def linear(inp: Any, layer: Any, group: str, bias: Any = None) -> Any:
+        def linear(inp: Any, li: int, layer: Any, group: str, bias: Any = None) -> Any:
             if small:
                 mats = merged[li] if merged is not None else layer.int8
                 out = mats[group].matmul(inp)
@@ -136,7 +135,7 @@ class Engine:
         x = w.embed[ids]
         for li, layer in enumerate(w.layers):
             h = F.rms_norm(x, (s.hidden,), layer.input_norm, s.eps)
-            qkv = linear(h, layer, "qkv", layer.qkv_bias)
+            qkv = linear(h, li, layer, "qkv", layer.qkv_bias)
             self._lora(qkv, h, "qkv", li, segments)
             qkv = qkv.view(total, heads + 2 * kvh, hd)
             qk = qkv[:, : heads + kvh]
@@ -162,14 +161,14 @@ class Engine:
                     out.view(kvh, self.n_rep, n, hd).permute(2, 0, 1, 3).reshape(n, heads, hd)
                 )
             a = attn.view(total, heads * hd)
-            o = linear(a, layer, "o", layer.o_bias)
+            o = linear(a, li, layer, "o", layer.o_bias)
             self._lora(o, a, "o", li, segments)
             x = x + o
             h = F.rms_norm(x, (s.hidden,), layer.post_norm, s.eps)
-            gu = linear(h, layer, "gate_up")
+            gu = linear(h, li, layer, "gate_up")
             self._lora(gu, h, "gate_up", li, segments)
             m = F.silu(gu[:, : s.intermediate]) * gu[:, s.intermediate :]
-            d = linear(m, layer, "down")
+            d = linear(m, li, layer, "down")
             self._lora(d, m, "down", li, segments)
             x = x + d
         wanted = [last[i] for i, row in enumerate(rows) if row.logits]

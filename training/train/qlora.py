@@ -221,7 +221,7 @@ def _train_config(
     init_adapter: Path | None,
     dataset_id: str,
     enc: _Encoded,
-    steps_budget: int,
+    budget: int,
     steps_taken: int,
 ) -> dict[str, Any]:
     """train_config.json: how the adapter was made (settings, base, data, schedule, versions)."""
@@ -242,7 +242,7 @@ def _train_config(
             "examples": len(enc.train),
             "real_examples": len(enc.train) - enc.synthetic,
             "pairs": len(enc.pairs),
-            "steps_budget": steps_budget,
+            "steps_budget": budget,
             "steps_taken": steps_taken,
             "epochs": round(steps_taken * tcfg.batch_size / max(len(enc.train), 1), 2),
             "learning_rate": tcfg.learning_rate,
@@ -318,6 +318,7 @@ def _optimise(
     heldout: Callable[[], float | None],
     progress: Callable[[TrainProgress], None] | None,
     started: float,
+    total_steps: int,
 ) -> _Optimised:
     """Optimiser steps until the step budget, the time budget or early stopping (`stop` says
     which, None for the step budget); the keeper sees every held-out evaluation."""
@@ -327,7 +328,6 @@ def _optimise(
     run = _Optimised()
     trainable = keeper.trainable
     optimizer = torch.optim.AdamW(trainable, lr=tcfg.learning_rate, weight_decay=0.0)
-    total_steps, _ = steps_budget(tcfg, len(enc.train))
     batches = _batches(len(enc.train), tcfg.batch_size, random.Random(tcfg.seed))
     pair_batches = (
         _batches(len(enc.pairs), max(1, tcfg.batch_size // 2), random.Random(tcfg.seed + 1))
@@ -448,7 +448,9 @@ def train_adapter(
     slack = tcfg.taste_loss_slack if taste.examples else None
     keeper = _Keeper(trainable, initial, slack)
     total_steps, stop = steps_budget(tcfg, len(enc.train))
-    run = _optimise(model, enc, tcfg, (pad_id, device), keeper, heldout, progress, started)
+    run = _optimise(
+        model, enc, tcfg, (pad_id, device), keeper, heldout, progress, started, total_steps
+    )
     step, stop = run.step, run.stop or stop
     best_step, best_loss = keeper.restore(step)
 
