@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import tempfile
@@ -159,12 +160,28 @@ def main() -> None:
         action="store_true",
         help="also measure a candidate validation rejected (it is not promoted)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=JSON",
+        help="any other config setting, e.g. --set training.pair_weight=0 (repeatable)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="use this new folder as the data dir and keep it (adapters, datasets, DuckDB)",
+    )
     args = parser.parse_args()
     rater = load_rater(args.rater)
     eval_prompts, train_prompts = split_prompts(args.eval, args.n, args.cycles)
     timings: dict[str, float] = {}
     trajectory = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(args.keep) if args.keep else scratch
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=False)
         cfg = load_config(Path(__file__).resolve().parent.parent / "config.toml")
         training = {"max_steps": args.steps, "max_minutes": 30.0, "start_from": "production"}
         if args.method:
@@ -179,6 +196,13 @@ def main() -> None:
         if args.max_questions is not None:
             taste["max_questions"] = args.max_questions
         validation = {"min_taste_questions": args.min_heldout} if args.min_heldout else {}
+        sections = {"training": training, "taste": taste, "validation": validation}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            section, _, name = key.partition(".")
+            if section not in sections or not name:
+                parser.error(f"--set {item}: use training.*, taste.* or validation.*")
+            sections[section][name] = json.loads(value)
         cfg = with_overrides(
             cfg,
             server={"data_dir": tmp, "rate_limit_per_minute": 10_000},
@@ -191,10 +215,8 @@ def main() -> None:
                 "min_voter_age_hours": 0.0,
                 "min_voter_turns": 0,
             },
-            training=training,
-            taste=taste,
-            validation=validation,
             schedule={"min_new_examples": 1},
+            **sections,
         )
         db = open_database(database_path(cfg))
         t = time.perf_counter()

@@ -364,3 +364,22 @@ def test_with_taste_targets_the_loss_only_guards_and_the_start_is_not_kept():
     assert _keeper_run(0.15, [1.05, 1.1, 1.12]) == (30, 1.12, 30)
     # Past the slack twice in a row: stopped, the last weights within the bound kept.
     assert _keeper_run(0.15, [1.1, 1.2, 1.3]) == (10, 1.1, 30)
+
+
+def test_unlikelihood_penalises_repeating_earlier_answer_tokens_not_the_target():
+    import torch
+
+    from training.train.scoring import IGNORE, unlikelihood
+
+    # Answer tokens 3 4 3 5 after a two-token prompt; logits at row t predict token t+1.
+    labels = torch.tensor([[IGNORE, IGNORE, 3, 4, 3, 5]])
+    flat = torch.zeros(1, 6, 10)
+    fond_of_repeats = flat.clone()
+    fond_of_repeats[0, 4, 4] = 5.0  # predicting 5, the model leans to repeat 4
+    fond_of_target = flat.clone()
+    fond_of_target[0, 4, 5] = 5.0  # predicting 5, the model leans to 5 itself
+    base = float(unlikelihood(flat, labels))
+    assert float(unlikelihood(fond_of_repeats, labels)) > base + 0.5
+    assert float(unlikelihood(fond_of_target, labels)) < base
+    # A one-token answer has nothing earlier to repeat (prompt tokens are never candidates).
+    assert float(unlikelihood(fond_of_repeats, torch.tensor([[IGNORE] * 5 + [4]]))) == 0.0

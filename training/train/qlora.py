@@ -50,7 +50,15 @@ from training.dataset.schema import (
 from training.stage_files import TASTE_REPORT, TRAIN_REPORT, StopReason, TrainReport
 from training.taste.distill import TasteOutcome, best_of_n
 from training.taste.model import TASTE_FILE
-from training.train.scoring import collate, encode_examples, mean_nll, score_answers, token_logprobs
+from training.train.scoring import (
+    collate,
+    encode_examples,
+    logprobs_of,
+    mean_nll,
+    score_answers,
+    token_logprobs,
+    unlikelihood,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +163,13 @@ def _step_loss(
 
     if good:
         inputs = collate(good, pad_id, device)
-        logp, counts = token_logprobs(model, inputs)
+        logits = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).logits
+        logp, counts = logprobs_of(logits, inputs["labels"])
         loss = loss - logp.sum() / counts.sum().clamp(min=1)
+        if tcfg.unlikelihood_weight > 0:
+            loss = loss + tcfg.unlikelihood_weight * unlikelihood(logits, inputs["labels"])
         tokens += int(inputs["attention_mask"].sum())
     if bad:
         _, r, n = ratio(bad)
@@ -197,7 +210,11 @@ def _encode(
     tokenizer: Any, tcfg: TrainingConfig, data: LoadedDataset, examples: list[Example]
 ) -> _Encoded:
     pool = [e for e in examples if e.desirable or tcfg.method == "kto"]
-    pairs: list[Pair] = preference_pairs(examples) if tcfg.pair_weight > 0 else []
+    pairs: list[Pair] = [
+        p
+        for p in (preference_pairs(examples) if tcfg.pair_weight > 0 else [])
+        if tcfg.synthetic_pairs or not (p.chosen.synthetic and p.rejected.synthetic)
+    ]
     return _Encoded(
         train=encode_examples(tokenizer, pool, tcfg.max_seq_tokens),
         desirable=[e.desirable for e in pool],

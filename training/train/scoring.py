@@ -53,16 +53,52 @@ def collate(batch: Sequence[EncodedExample], pad_id: int, device: str) -> dict[s
 def token_logprobs(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     """Per-example sum of answer-token log-probabilities and answer-token counts (tensors of
     shape [batch]); differentiable when called with gradients enabled."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return logprobs_of(logits, batch["labels"])
+
+
+def logprobs_of(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """token_logprobs from a forward pass's logits and the batch's labels."""
     import torch.nn.functional as F
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
+    labels = labels[:, 1:]
     # cross_entropy per token avoids materialising a full log_softmax copy of the logits.
     nll = F.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
     )
     counts = (labels != IGNORE).sum(dim=1)
     return -nll.sum(dim=1), counts
+
+
+def unlikelihood(logits: Any, labels: Any) -> Any:
+    """Token-level unlikelihood (Welleck et al. 2019, "Neural text generation with unlikelihood
+    training"): at every answer position t, -log(1 - p(c)) summed over the distinct earlier
+    answer tokens c other than the target, averaged over answer tokens. It makes repeating what
+    the answer already said less likely: the loops greedy decoding falls into."""
+    import torch
+
+    logits = logits[:, :-1].float()
+    target = labels[:, 1:]
+    answer = target != IGNORE
+    ids = target.clamp(min=0)
+    width = ids.shape[1]
+    pos = torch.arange(width, device=ids.device)
+    # next_same[b, s]: the next answer position after s holding the same token (width if none).
+    same = (ids.unsqueeze(2) == ids.unsqueeze(1)) & answer.unsqueeze(1)
+    later = pos.unsqueeze(0) > pos.unsqueeze(1)
+    next_same = torch.where(same & later, pos, width).min(dim=2).values
+    cand = ids.unsqueeze(1).expand(-1, width, -1)  # cand[b, t, s] = the token at s
+    valid = (
+        (pos.unsqueeze(1) > pos.unsqueeze(0))  # s < t
+        & answer.unsqueeze(1)  # s is an answer token
+        & answer.unsqueeze(2)  # t is an answer position
+        & (cand != ids.unsqueeze(2))  # not the target at t
+        & (next_same.unsqueeze(1) >= pos.view(1, -1, 1))  # counted once: its last occurrence
+    )
+    log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
+    p = (logits.gather(2, cand) - log_z).exp()
+    penalty = -torch.log((1 - p).clamp(min=1e-5)) * valid
+    return penalty.sum() / answer.sum().clamp(min=1)
 
 
 def score_answers(
