@@ -418,10 +418,11 @@ class TrainingConfig:
         max=100.0,
     )
     unlikelihood_weight: float = setting(
-        1.0,
+        0.0,
         "Weight of token-level unlikelihood on desirable answers (Welleck et al. 2019): at each "
-        "answer token, the earlier answer tokens are pushed down, so short targets do not teach "
-        "greedy loops; 0 = off.",
+        "answer token, the earlier answer tokens are pushed down; 0 = off. Measured at 1.0: it "
+        "stopped one brevity candidate's greedy loops but made a style adapter loop, so it is off "
+        "by default.",
         min=0.0,
         max=100.0,
     )

@@ -2,14 +2,15 @@
 candidates) then QLoRA on the quantized base with the rated and distilled examples, written as
 a self-describing adapter folder.
 
-Losses: SFT on desirable answers (👍, corrections, best-of-n winners) with token-level
-unlikelihood against repeating earlier answer tokens (`unlikelihood_weight`), KTO on undesirable
+Losses: SFT on desirable answers (👍, corrections, best-of-n winners), optionally with
+token-level unlikelihood against repeating earlier answer tokens (`unlikelihood_weight`, off by
+default: at 1.0 it made tests/training/test_validate.py's style adapter loop), KTO on undesirable
 ones (`method = "kto"`) and DPO on the preference pairs of real votes (`pair_weight`): a 👎
 answer and its correction, 👍 and 👎 to the same question. Best-vs-worst taste candidates join
 the DPO term only with `synthetic_pairs`: measured under the brevity rater (bench/loop.py, 200
 conversations), with them the candidate learnt more (+22 points) but its greedy answers looped
-(84% repeated 4-grams) and validation rejected it, and a run took 5x longer; without them and
-with unlikelihood it passed validation and gained +14 points (95% CI +7.9..+20.1).
+(84% repeated 4-grams) and validation rejected it, and a run took 5x longer; without them
+(and with unlikelihood at 1.0) it passed validation and gained +14 points (95% CI +7.9..+20.1).
 
 The loop is hand-written rather than trl's SFTTrainer/KTOTrainer/DPOTrainer or transformers'
 Trainer on purpose: examples must be tokenized by `core.prompts.encode_example` (the serving
