@@ -10,6 +10,9 @@ ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_
     ASSISTANT_CONFIG=/app/config.toml
 
 WORKDIR /app
+# A C compiler builds the small-step CPU kernels on first use (assistant/generation/cpu_kernels.py).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch==${TORCH_VERSION}"
 COPY requirements.txt requirements-models.txt ./
 RUN pip install --no-cache-dir -r requirements.txt \

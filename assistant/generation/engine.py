@@ -6,7 +6,9 @@ prompt when prefilling) and its adapter. All rows' tokens are flattened into one
 weights are read once per step for everybody; rows are ordered by adapter, so each adapter's
 LoRA is two small matrix products on one contiguous segment (a segmented gather, as punica's
 SGMV; the base model's rows cost nothing). Attention is per row: decoding rows together in one
-call over their slots, each prefill chunk on its own with its causal mask.
+call over their slots, each prefill chunk on its own with its causal mask. Small steps (at most
+`int8_step_tokens` tokens, bf16 on the CPU) run their matrix products, norms and decode
+attention in the C kernels of cpu_kernels.py where those are built.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
+from assistant.generation import cpu_kernels
 from assistant.generation.lora import LoraWeights
 from assistant.generation.weights import ServingWeights
 
@@ -111,8 +114,6 @@ class Engine:
         ids = torch.tensor(flat, device=dev)
         pos_t = torch.tensor(pos, device=dev)
         slot_t = torch.tensor(slot_of, device=dev)
-        cos, sin = self.cos[pos_t].unsqueeze(1), self.sin[pos_t].unsqueeze(1)
-        dec = self._decode_plan(decode) if decode else None
         masks = [self._prefill_mask(start, end - begin) for begin, end, _, start in prefill]
         heads, kvh, hd = s.heads, s.kv_heads, s.head_dim
         half = hd // 2
@@ -132,39 +133,57 @@ class Engine:
                 return out if bias is None else out + bias
             return F.linear(inp, getattr(layer, group), bias)
 
+        fast = small and cpu_kernels.supports(w.embed[:1], s.hidden) and cpu_kernels.available()
+
+        def norm(inp: Any, weight: Any) -> Any:
+            if fast and inp.shape[0] <= cpu_kernels.MAX_ROWS:
+                return cpu_kernels.rms_norm(inp, weight, s.eps)
+            return F.rms_norm(inp, (s.hidden,), weight, s.eps)
+
+        # all rows decoding one token: rotary, cache write and attention in one C call
+        fast_attention = fast and not prefill and s.head_dim % 16 == 0 and s.head_dim <= 256
+        if not fast_attention:
+            cos, sin = self.cos[pos_t].unsqueeze(1), self.sin[pos_t].unsqueeze(1)
+        dec = self._decode_plan(decode) if decode and not fast_attention else None
+
         x = w.embed[ids]
         for li, layer in enumerate(w.layers):
-            h = F.rms_norm(x, (s.hidden,), layer.input_norm, s.eps)
+            h = norm(x, layer.input_norm)
             qkv = linear(h, li, layer, "qkv", layer.qkv_bias)
             self._lora(qkv, h, "qkv", li, segments)
-            qkv = qkv.view(total, heads + 2 * kvh, hd)
-            qk = qkv[:, : heads + kvh]
-            rotated = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
-            qk = qk * cos + rotated * sin
-            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kvh :]
-            ck, cv = self.k[li], self.v[li]
-            ck[slot_t, :, pos_t] = k
-            cv[slot_t, :, pos_t] = v
-            attn = torch.empty(total, heads, hd, dtype=x.dtype, device=dev)
-            if dec is not None:
-                self._decode_attention(q, ck, cv, dec, attn)
-            for (begin, end, slot, start), mask in zip(prefill, masks, strict=True):
-                n = end - begin
-                qp = q[begin:end].reshape(n, kvh, self.n_rep, hd).permute(1, 2, 0, 3)
-                out = F.scaled_dot_product_attention(
-                    qp.reshape(1, kvh, self.n_rep * n, hd),
-                    ck[slot : slot + 1, :, : start + n],
-                    cv[slot : slot + 1, :, : start + n],
-                    attn_mask=mask,
+            if fast_attention:
+                a = cpu_kernels.decode_attention(
+                    qkv, slot_t, pos_t, self.k[li], self.v[li], self.cos, self.sin, heads, kvh
                 )
-                attn[begin:end] = (
-                    out.view(kvh, self.n_rep, n, hd).permute(2, 0, 1, 3).reshape(n, heads, hd)
-                )
-            a = attn.view(total, heads * hd)
+            else:
+                qkv = qkv.view(total, heads + 2 * kvh, hd)
+                qk = qkv[:, : heads + kvh]
+                rotated = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
+                qk = qk * cos + rotated * sin
+                q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kvh :]
+                ck, cv = self.k[li], self.v[li]
+                ck[slot_t, :, pos_t] = k
+                cv[slot_t, :, pos_t] = v
+                attn = torch.empty(total, heads, hd, dtype=x.dtype, device=dev)
+                if dec is not None:
+                    self._decode_attention(q, ck, cv, dec, attn)
+                for (begin, end, slot, start), mask in zip(prefill, masks, strict=True):
+                    n = end - begin
+                    qp = q[begin:end].reshape(n, kvh, self.n_rep, hd).permute(1, 2, 0, 3)
+                    out = F.scaled_dot_product_attention(
+                        qp.reshape(1, kvh, self.n_rep * n, hd),
+                        ck[slot : slot + 1, :, : start + n],
+                        cv[slot : slot + 1, :, : start + n],
+                        attn_mask=mask,
+                    )
+                    attn[begin:end] = (
+                        out.view(kvh, self.n_rep, n, hd).permute(2, 0, 1, 3).reshape(n, heads, hd)
+                    )
+                a = attn.view(total, heads * hd)
             o = linear(a, li, layer, "o", layer.o_bias)
             self._lora(o, a, "o", li, segments)
             x = x + o
-            h = F.rms_norm(x, (s.hidden,), layer.post_norm, s.eps)
+            h = norm(x, layer.post_norm)
             gu = linear(h, li, layer, "gate_up")
             self._lora(gu, h, "gate_up", li, segments)
             m = F.silu(gu[:, : s.intermediate]) * gu[:, s.intermediate :]
@@ -174,7 +193,7 @@ class Engine:
         wanted = [last[i] for i, row in enumerate(rows) if row.logits]
         if not wanted:
             return None
-        hx = F.rms_norm(x[torch.tensor(wanted, device=dev)], (s.hidden,), w.norm, s.eps)
+        hx = norm(x[torch.tensor(wanted, device=dev)], w.norm)
         if w.lm_head_int8 is not None and len(wanted) <= self.int8_step_tokens:
             return w.lm_head_int8.matmul(hx).float()
         return F.linear(hx, w.lm_head).float()

@@ -6,9 +6,10 @@ served function is the trained one), stored in the serving dtype. q/k/v and gate
 into one matrix each, so a decoder layer is four matrix products.
 
 On the CPU an int8 copy can sit beside it (`extract(..., int8=True)`): each matrix rounded to
-int8 with one scale per output row, for torch's weight-only int8 kernel. A matrix-vector product
-reads memory, so half the bytes make small steps (one or a few streams decoding) ~1.7x faster;
-larger steps are compute-bound and stay on the serving dtype (Engine.int8_step_tokens).
+int8 with one scale per output row, read by the C kernel of cpu_kernels.py (or torch's
+weight-only int8 kernel where that cannot be built). A matrix-vector product reads memory, so
+half the bytes make small steps (one or a few streams decoding) faster; larger steps are
+compute-bound and stay on the serving dtype (Engine.int8_step_tokens).
 """
 
 from __future__ import annotations
@@ -46,11 +47,17 @@ class Int8Matrix:
         q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
         return cls(q, scale.to(weight.dtype).contiguous())
 
-    def matmul(self, x: Any) -> Any:
-        """x @ w.T, reading the int8 matrix (x in the serving dtype)."""
+    def matmul(self, x: Any, add: Any = None) -> Any:
+        """x @ w.T (+ add), reading the int8 matrix (x in the serving dtype); through the
+        fast C kernel where it is built and takes x (cpu_kernels.py), else torch's."""
         import torch
 
-        return torch._weight_int8pack_mm(x, self.q, self.scale)
+        from assistant.generation import cpu_kernels
+
+        if cpu_kernels.supports(x, self.q.shape[1]) and cpu_kernels.available():
+            return cpu_kernels.int8_matmul(x, self.q, self.scale, add)
+        out = torch._weight_int8pack_mm(x, self.q, self.scale)
+        return out if add is None else out + add
 
 
 @dataclass

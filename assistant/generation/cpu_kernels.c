@@ -1,0 +1,206 @@
+// Small-step CPU kernels for the batched engine (see cpu_kernels.py): built once with the
+// machine's C compiler, called through ctypes on torch tensors' memory.
+//
+// A decoding step multiplies one (or a few) rows by every weight matrix: it reads memory and
+// does little arithmetic, so what matters is streaming the int8 weights at the memory's speed
+// on every core. torch's weight-only int8 kernel reads them at ~11 GB/s here; this one, with
+// AVX-512 and OpenMP (torch's own runtime, so one thread pool), reads them several times faster.
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ROWS 8
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {  // round to nearest even, as torch does
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN stays NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline __m512 load_bf16x16(const uint16_t *p) {
+    __m256i v = _mm256_loadu_si256((const __m256i *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+// M activation rows (M <= 4) at a time: each output row of weights is read front to back (one
+// sequential stream of memory, which the hardware prefetcher follows: reading blocks of rows
+// side by side ran at half the speed) and used for all M rows; two accumulators per row.
+#define INT8_ROWS(M)                                                                           \
+    static void int8_rows_##M(const float *xf, int in, const int8_t *q, const uint16_t *scale, \
+                              int out, uint16_t *y, const uint16_t *add) {                     \
+        _Pragma("omp parallel for schedule(static)") for (int r = 0; r < out; r++) {           \
+            const int8_t *row = q + (size_t)r * in;                                            \
+            __m512 a[M][2];                                                                    \
+            for (int i = 0; i < M; i++) a[i][0] = a[i][1] = _mm512_setzero_ps();               \
+            int k = 0;                                                                         \
+            for (; k + 32 <= in; k += 32) {                                                    \
+                __m256i w2 = _mm256_loadu_si256((const __m256i *)(row + k));                   \
+                __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(w2))); \
+                __m512 w1 =                                                                    \
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(w2, 1))); \
+                for (int i = 0; i < M; i++) {                                                  \
+                    a[i][0] = _mm512_fmadd_ps(w0, _mm512_load_ps(xf + (size_t)i * in + k), a[i][0]); \
+                    a[i][1] =                                                                  \
+                        _mm512_fmadd_ps(w1, _mm512_load_ps(xf + (size_t)i * in + k + 16), a[i][1]); \
+                }                                                                              \
+            }                                                                                  \
+            for (; k < in; k += 16) {                                                          \
+                __m512 w0 = _mm512_cvtepi32_ps(                                                \
+                    _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(row + k))));        \
+                for (int i = 0; i < M; i++)                                                    \
+                    a[i][0] = _mm512_fmadd_ps(w0, _mm512_load_ps(xf + (size_t)i * in + k), a[i][0]); \
+            }                                                                                  \
+            float s = bf16_to_f32(scale[r]);                                                   \
+            for (int i = 0; i < M; i++) {                                                      \
+                size_t at = (size_t)i * out + r;                                               \
+                float v = _mm512_reduce_add_ps(_mm512_add_ps(a[i][0], a[i][1])) * s;           \
+                if (add) v += bf16_to_f32(add[at]);                                            \
+                y[at] = f32_to_bf16(v);                                                        \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+INT8_ROWS(1)
+INT8_ROWS(2)
+INT8_ROWS(3)
+INT8_ROWS(4)
+
+// y[m, out] = (x[m, in] @ (q[out, in] * scale[out, None]).T) (+ add[m, out] when add != 0).
+// bf16 activations and scales, int8 weights, fp32 accumulation. in % 16 == 0; m <= MAX_ROWS
+// (rows beyond 4 go in groups of 4).
+int int8_matmul_bf16(const uint16_t *x, int m, int in, const int8_t *q, const uint16_t *scale,
+                     int out, uint16_t *y, const uint16_t *add) {
+    if (m < 1 || m > MAX_ROWS || in % 16 != 0) return -1;
+    float *xf = (float *)aligned_alloc(64, sizeof(float) * (size_t)m * (size_t)in);
+    if (!xf) return -2;
+    for (size_t i = 0; i < (size_t)m * (size_t)in; i++) xf[i] = bf16_to_f32(x[i]);
+    for (int i0 = 0; i0 < m; i0 += 4) {
+        int mm = m - i0 < 4 ? m - i0 : 4;
+        const float *xi = xf + (size_t)i0 * in;
+        uint16_t *yi = y + (size_t)i0 * out;
+        const uint16_t *ai = add ? add + (size_t)i0 * out : 0;
+        if (mm == 1) int8_rows_1(xi, in, q, scale, out, yi, ai);
+        else if (mm == 2) int8_rows_2(xi, in, q, scale, out, yi, ai);
+        else if (mm == 3) int8_rows_3(xi, in, q, scale, out, yi, ai);
+        else int8_rows_4(xi, in, q, scale, out, yi, ai);
+    }
+    free(xf);
+    return 0;
+}
+
+// y[m, n] = rms_norm(x[m, n]) * weight[n]: bf16 in and out, fp32 arithmetic. n % 16 == 0.
+int rms_norm_bf16(const uint16_t *x, int m, int n, const uint16_t *weight, float eps,
+                  uint16_t *y) {
+    if (n % 16 != 0) return -1;
+    for (int i = 0; i < m; i++) {
+        const uint16_t *row = x + (size_t)i * n;
+        __m512 ss = _mm512_setzero_ps();
+        for (int k = 0; k < n; k += 16) {
+            __m512 v = load_bf16x16(row + k);
+            ss = _mm512_fmadd_ps(v, v, ss);
+        }
+        float inv = 1.0f / __builtin_sqrtf(_mm512_reduce_add_ps(ss) / (float)n + eps);
+        for (int k = 0; k < n; k++)
+            y[(size_t)i * n + k] = f32_to_bf16(bf16_to_f32(row[k]) * inv * bf16_to_f32(weight[k]));
+    }
+    return 0;
+}
+
+// Decode attention for m rows of one new token each, rotary embedding and KV-cache write
+// included. qkv[m, (heads + 2 * kv_heads) * hd] holds each row's projected q, k, v (bf16);
+// row i sits in cache slot slots[i] at position pos[i] and attends to positions 0..pos[i].
+// Caches are [slots, kv_heads, context, hd] bf16; cos/sin are [context, hd] bf16 tables.
+// out[m, heads * hd] (bf16) gets the attention output. hd % 16 == 0, hd <= 256.
+int decode_attention_bf16(const uint16_t *qkv, int m, const int64_t *slots, const int64_t *pos,
+                          uint16_t *k_cache, uint16_t *v_cache, const uint16_t *cos,
+                          const uint16_t *sin, int heads, int kv_heads, int hd, int context,
+                          uint16_t *out) {
+    if (hd % 16 != 0 || hd > 256 || heads % kv_heads != 0) return -1;
+    int width = (heads + 2 * kv_heads) * hd, half = hd / 2, rep = heads / kv_heads;
+    for (int i = 0; i < m; i++)
+        if (pos[i] < 0 || pos[i] >= context) return -2;
+    // 1. rotate k, write k and v into the cache
+    for (int i = 0; i < m; i++) {
+        const uint16_t *row = qkv + (size_t)i * width;
+        const uint16_t *c = cos + (size_t)pos[i] * hd, *sn = sin + (size_t)pos[i] * hd;
+        for (int g = 0; g < kv_heads; g++) {
+            const uint16_t *kin = row + (size_t)(heads + g) * hd;
+            const uint16_t *vin = row + (size_t)(heads + kv_heads + g) * hd;
+            size_t at = (((size_t)slots[i] * kv_heads + g) * context + pos[i]) * hd;
+            for (int d = 0; d < hd; d++) {
+                float rot = d < half ? -bf16_to_f32(kin[d + half]) : bf16_to_f32(kin[d - half]);
+                k_cache[at + d] =
+                    f32_to_bf16(bf16_to_f32(kin[d]) * bf16_to_f32(c[d]) + rot * bf16_to_f32(sn[d]));
+                v_cache[at + d] = vin[d];
+            }
+        }
+    }
+    float scale = 1.0f / __builtin_sqrtf((float)hd);
+    // 2. each (row, head): scores over the cache, softmax, weighted sum of values
+#pragma omp parallel for schedule(static) collapse(2)
+    for (int i = 0; i < m; i++) {
+        for (int h = 0; h < heads; h++) {
+            const uint16_t *qin = qkv + (size_t)i * width + (size_t)h * hd;
+            const uint16_t *c = cos + (size_t)pos[i] * hd, *sn = sin + (size_t)pos[i] * hd;
+            float qf[256];
+            for (int d = 0; d < hd; d++) {
+                float rot = d < half ? -bf16_to_f32(qin[d + half]) : bf16_to_f32(qin[d - half]);
+                // round like the cache's keys: q rotated in bf16, as the prefill path does
+                qf[d] = bf16_to_f32(f32_to_bf16(bf16_to_f32(qin[d]) * bf16_to_f32(c[d]) +
+                                                rot * bf16_to_f32(sn[d]))) * scale;
+            }
+            int g = h / rep, n = (int)pos[i] + 1;
+            size_t base = ((size_t)slots[i] * kv_heads + g) * context * hd;
+            const uint16_t *kc = k_cache + base, *vc = v_cache + base;
+            float *sc = (float *)malloc(sizeof(float) * (size_t)n);
+            float mx = -3.0e38f;
+            for (int t = 0; t < n; t++) {
+                __m512 a = _mm512_setzero_ps();
+                for (int d = 0; d < hd; d += 16)
+                    a = _mm512_fmadd_ps(load_bf16x16(kc + (size_t)t * hd + d), _mm512_loadu_ps(qf + d), a);
+                sc[t] = _mm512_reduce_add_ps(a);
+                if (sc[t] > mx) mx = sc[t];
+            }
+            float sum = 0.0f;
+            for (int t = 0; t < n; t++) {
+                sc[t] = __builtin_expf(sc[t] - mx);
+                sum += sc[t];
+            }
+            __m512 acc[16];
+            int blocks = hd / 16;
+            for (int b = 0; b < blocks; b++) acc[b] = _mm512_setzero_ps();
+            for (int t = 0; t < n; t++) {
+                __m512 p = _mm512_set1_ps(sc[t] / sum);
+                for (int b = 0; b < blocks; b++)
+                    acc[b] = _mm512_fmadd_ps(p, load_bf16x16(vc + (size_t)t * hd + b * 16), acc[b]);
+            }
+            free(sc);
+            uint16_t *o = out + (size_t)i * heads * hd + (size_t)h * hd;
+            float tmp[16];
+            for (int b = 0; b < blocks; b++) {
+                _mm512_storeu_ps(tmp, acc[b]);
+                for (int d = 0; d < 16; d++) o[b * 16 + d] = f32_to_bf16(tmp[d]);
+            }
+        }
+    }
+    return 0;
+}
+
+int kernel_abi_version(void) { return 1; }
+int kernel_threads(void) { int n = 0;
+#pragma omp parallel
+{
+#pragma omp atomic
+ n++; }
+ return n; }

@@ -1,0 +1,132 @@
+"""The C kernels of small decoding steps: the same numbers as torch's kernels (to rounding), the
+same greedy answers through the engine, and torch's kernels where the C ones cannot be built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assistant.generation import cpu_kernels
+from assistant.generation.engine import Engine, Row
+from assistant.generation.lora import load_lora
+from assistant.generation.weights import Int8Matrix, extract
+from core.base_model import load_model
+
+pytestmark = pytest.mark.skipif(
+    not cpu_kernels.available(), reason="no C compiler or no AVX-512 on this machine"
+)
+
+
+def _relative(a, b) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max())
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("shape", [(96, 64), (40, 48), (7, 1536)])
+def test_int8_matmul_matches_torchs_weight_only_int8_kernel(rows, shape):
+    import torch
+
+    torch.manual_seed(rows)
+    out, width = shape  # 48: a width that is not a multiple of 32 takes the tail loop
+    m = Int8Matrix.of(torch.randn(out, width, dtype=torch.bfloat16))
+    x = torch.randn(rows, width, dtype=torch.bfloat16)
+    add = torch.randn(rows, out, dtype=torch.bfloat16)
+    ref = torch._weight_int8pack_mm(x, m.q, m.scale)
+    assert _relative(cpu_kernels.int8_matmul(x, m.q, m.scale), ref) < 0.01
+    assert _relative(cpu_kernels.int8_matmul(x, m.q, m.scale, add), ref + add) < 0.01
+    assert _relative(m.matmul(x), ref) < 0.01  # Int8Matrix goes through the C kernel
+
+
+def test_int8_matmul_refuses_what_it_cannot_take():
+    import torch
+
+    m = Int8Matrix.of(torch.randn(8, 40, dtype=torch.bfloat16))  # width 40: not % 16
+    x = torch.randn(1, 40, dtype=torch.bfloat16)
+    assert not cpu_kernels.supports(x, 40)
+    with pytest.raises(RuntimeError, match="refused"):
+        cpu_kernels.int8_matmul(x, m.q, m.scale)
+    assert not cpu_kernels.supports(torch.randn(9, 64, dtype=torch.bfloat16), 64)  # rows
+    assert not cpu_kernels.supports(torch.randn(1, 64), 64)  # fp32
+    assert _relative(m.matmul(x), torch._weight_int8pack_mm(x, m.q, m.scale)) == 0.0
+
+
+def test_rms_norm_matches_torch():
+    import torch
+
+    x = torch.randn(3, 576, dtype=torch.bfloat16) * 4
+    w = torch.rand(576, dtype=torch.bfloat16)
+    ref = torch.nn.functional.rms_norm(x, (576,), w, 1e-5)
+    assert _relative(cpu_kernels.rms_norm(x, w, 1e-5), ref) < 0.01
+
+
+def _decode(engine: Engine, prompts: list[list[int]], loras: list, feed: list[list[int]]):
+    """Prefill, then decode steps of every row at once feeding `feed` (teacher forcing);
+    the logits of each step."""
+    import torch
+
+    slots = [engine.acquire() for _ in prompts]
+    with torch.inference_mode():
+        steps = [
+            engine.forward(
+                [Row(s, p, 0, lo) for s, p, lo in zip(slots, prompts, loras, strict=True)]
+            )
+        ]
+        for k in range(len(feed[0])):
+            rows = [
+                Row(s, [f[k]], len(p) + k, lo)
+                for s, p, f, lo in zip(slots, prompts, feed, loras, strict=True)
+            ]
+            steps.append(engine.forward(rows))
+    return steps
+
+
+@pytest.mark.parametrize("adapters", [False, True])
+def test_engine_decode_steps_on_c_kernels_match_torchs_path(
+    tiny_model_dir: Path, tiny_adapters, monkeypatch, adapters
+):
+    # Decode steps of three rows at different lengths (one per adapter, or the base), on the C
+    # kernels (rotary, cache write and attention in C) and on torch's, fed the same tokens:
+    # the logits of every step agree within bf16 rounding.
+    import torch
+
+    loaded = load_model(str(tiny_model_dir), "nf4", "cpu")
+    w = extract(loaded.model, "bf16", int8=True)
+    loras = (
+        [None] + [load_lora(tiny_adapters[n], w.shape, w.dtype, w.device) for n in ("a", "b")]
+        if adapters
+        else [None, None, None]
+    )
+    prompts = [list(range(5, 45)), list(range(50, 127)), list(range(3, 16))]
+    feed = torch.randint(3, w.shape.vocab, (3, 24), generator=torch.Generator().manual_seed(1))
+    feed_rows = feed.tolist()
+    fast = _decode(Engine(w, 4, 256, int8_step_tokens=4), prompts, loras, feed_rows)
+    monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    slow = _decode(Engine(w, 4, 256, int8_step_tokens=4), prompts, loras, feed_rows)
+    for step, (a, b) in enumerate(zip(fast, slow, strict=True)):
+        assert float((a - b).abs().max()) < 0.05 * float(b.std()), step
+    assert any(float((a - b).abs().max()) > 0 for a, b in zip(fast, slow, strict=True))
+
+
+def test_without_a_compiler_the_engine_keeps_torchs_kernels(tiny_model_dir, monkeypatch, tmp_path):
+    import shutil
+
+    monkeypatch.setattr(cpu_kernels, "_tried", False)
+    monkeypatch.setattr(cpu_kernels, "_lib", None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert not cpu_kernels.available()
+    loaded = load_model(str(tiny_model_dir), "nf4", "cpu")
+    w = extract(loaded.model, "bf16", int8=True)
+    steps = _decode(Engine(w, 2, 256, int8_step_tokens=4), [list(range(5, 30))], [None], [[7, 8]])
+    assert len(steps) == 3 and steps[-1].shape == (1, w.shape.vocab)
+
+
+def test_a_cache_folder_others_can_write_to_is_not_used(monkeypatch, tmp_path):
+    shared = tmp_path / "cache"
+    (shared / "assistant-kernels").mkdir(parents=True)
+    (shared / "assistant-kernels").chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared))
+    monkeypatch.setattr(cpu_kernels, "_tried", False)
+    monkeypatch.setattr(cpu_kernels, "_lib", None)
+    assert not cpu_kernels.available()
+    assert not list((shared / "assistant-kernels").iterdir())  # nothing was built there
