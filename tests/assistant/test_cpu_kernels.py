@@ -38,6 +38,34 @@ def test_int8_matmul_matches_torchs_weight_only_int8_kernel(rows, shape):
     assert _relative(m.matmul(x), ref) < 0.01  # Int8Matrix goes through the C kernel
 
 
+def test_two_threads_calling_at_once_both_get_their_own_right_answer():
+    # Two engines in one process (a server and a learning cycle's sampler) share the C pool.
+    import threading
+
+    import torch
+
+    torch.manual_seed(0)
+    jobs = []
+    for k in range(2):
+        m = Int8Matrix.of(torch.randn(3072, 576, dtype=torch.bfloat16))
+        x = torch.randn(1 + k, 576, dtype=torch.bfloat16)
+        jobs.append((m, x, torch._weight_int8pack_mm(x, m.q, m.scale)))
+    worst = [0.0, 0.0]
+
+    def hammer(k: int) -> None:
+        m, x, ref = jobs[k]
+        for _ in range(300):
+            worst[k] = max(worst[k], _relative(cpu_kernels.int8_matmul(x, m.q, m.scale), ref))
+
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert max(worst) < 0.01
+
+
 def test_int8_matmul_refuses_what_it_cannot_take():
     import torch
 
