@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument(
         "--int8-step-tokens",
         type=int,
-        default=4,
+        default=8,
         help="model.int8_step_tokens of ours; a second copy with 0 (bf16 only) runs beside it",
     )
     parser.add_argument("--prefill-chunk", type=int, default=64, help="model.prefill_chunk of ours")

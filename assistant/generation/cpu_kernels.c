@@ -129,7 +129,7 @@ static inline __m512 load_bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
 }
 
-// M activation rows (M <= 4) at a time: each output row of weights is read front to back (one
+// M activation rows (M <= MAX_ROWS) at a time: each output row of weights is read front to back (one
 // sequential stream of memory, which the hardware prefetcher follows: reading blocks of rows
 // side by side ran at half the speed) and used for all M rows; two accumulators per row.
 #define INT8_ROWS(M)                                                                           \
@@ -171,10 +171,17 @@ INT8_ROWS(1)
 INT8_ROWS(2)
 INT8_ROWS(3)
 INT8_ROWS(4)
+INT8_ROWS(5)
+INT8_ROWS(6)
+INT8_ROWS(7)
+INT8_ROWS(8)
 
-// y[m, out] = (x[m, in] @ (q[out, in] * scale[out, None]).T) (+ add[m, out] when add != 0).
-// bf16 activations and scales, int8 weights, fp32 accumulation. in % 16 == 0; m <= MAX_ROWS
-// (rows beyond 4 go in groups of 4).
+typedef void (*int8_rows_fn)(const float *, int, const int8_t *, const uint16_t *, int,
+                             uint16_t *, const uint16_t *, int, int);
+static const int8_rows_fn INT8_BY_ROWS[MAX_ROWS + 1] = {
+    0, int8_rows_1, int8_rows_2, int8_rows_3, int8_rows_4,
+    int8_rows_5, int8_rows_6, int8_rows_7, int8_rows_8};
+
 typedef struct {
     const float *xf;
     int m, in, out;
@@ -187,21 +194,13 @@ static void int8_part(void *arg, int part, int parts) {
     const int8_job *j = (const int8_job *)arg;
     int lo, hi;
     split(j->out, part, parts, &lo, &hi);
-    for (int i0 = 0; i0 < j->m; i0 += 4) {
-        int mm = j->m - i0 < 4 ? j->m - i0 : 4;
-        const float *xi = j->xf + (size_t)i0 * j->in;
-        uint16_t *yi = j->y + (size_t)i0 * j->out;
-        const uint16_t *ai = j->add ? j->add + (size_t)i0 * j->out : 0;
-        if (mm == 1) int8_rows_1(xi, j->in, j->q, j->scale, j->out, yi, ai, lo, hi);
-        else if (mm == 2) int8_rows_2(xi, j->in, j->q, j->scale, j->out, yi, ai, lo, hi);
-        else if (mm == 3) int8_rows_3(xi, j->in, j->q, j->scale, j->out, yi, ai, lo, hi);
-        else int8_rows_4(xi, j->in, j->q, j->scale, j->out, yi, ai, lo, hi);
-    }
+    // every row in one pass: each weight row is read once for all of them
+    INT8_BY_ROWS[j->m](j->xf, j->in, j->q, j->scale, j->out, j->y, j->add, lo, hi);
 }
 
 // y[m, out] = (x[m, in] @ (q[out, in] * scale[out, None]).T) (+ add[m, out] when add != 0).
 // bf16 activations and scales, int8 weights, fp32 accumulation, on `threads` cores. in % 16
-// == 0; m <= MAX_ROWS (rows beyond 4 go in groups of 4).
+// == 0; m <= MAX_ROWS.
 int int8_matmul_bf16(const uint16_t *x, int m, int in, const int8_t *q, const uint16_t *scale,
                      int out, uint16_t *y, const uint16_t *add, int threads) {
     if (m < 1 || m > MAX_ROWS || in % 16 != 0) return -1;
@@ -213,6 +212,51 @@ int int8_matmul_bf16(const uint16_t *x, int m, int in, const int8_t *q, const ui
     int parts = threads < out / 64 ? threads : (out / 64 > 0 ? out / 64 : 1);
     parallel(int8_part, &job, parts);
     free(xf);
+    return 0;
+}
+
+// LoRA of one layer's group for the rows of several adapters: for each segment s, rows
+// seg[s].begin .. seg[s].end - 1 of y[m, out] get += (x @ A) @ B, with A [in, r] and B [r, out]
+// (bf16, the scaling folded into B) read from the segment's table: per (layer, group) index,
+// three int64s (address of A, address of B, r); A == 0 means "no LoRA on this group".
+typedef struct {
+    int64_t begin, end, table;
+} lora_segment;
+
+int lora_add_bf16(const uint16_t *x, int in, uint16_t *y, int out, const lora_segment *seg,
+                  int segments, int index) {
+    if (in % 16 != 0 || out % 16 != 0) return -1;
+    float t[256];
+    float *acc = (float *)aligned_alloc(64, sizeof(float) * (size_t)out);
+    if (!acc) return -2;
+    for (int s = 0; s < segments; s++) {
+        const int64_t *entry = (const int64_t *)(intptr_t)seg[s].table + 3 * (int64_t)index;
+        const uint16_t *a = (const uint16_t *)(intptr_t)entry[0];
+        const uint16_t *b = (const uint16_t *)(intptr_t)entry[1];
+        int r = (int)entry[2];
+        if (!a || r < 1 || r > 256) continue;
+        for (int64_t i = seg[s].begin; i < seg[s].end; i++) {
+            const uint16_t *xi = x + (size_t)i * in;
+            for (int j = 0; j < r; j++) t[j] = 0.0f;
+            for (int k = 0; k < in; k++) {  // t = x_i @ A (rows of A are r wide)
+                float xv = bf16_to_f32(xi[k]);
+                const uint16_t *ak = a + (size_t)k * r;
+                for (int j = 0; j < r; j++) t[j] += xv * bf16_to_f32(ak[j]);
+            }
+            for (int o = 0; o < out; o += 16) _mm512_store_ps(acc + o, _mm512_setzero_ps());
+            for (int j = 0; j < r; j++) {  // acc = t @ B
+                if (t[j] == 0.0f) continue;
+                __m512 tj = _mm512_set1_ps(bf16_to_f32(f32_to_bf16(t[j])));  // t in bf16, as torch
+                const uint16_t *bj = b + (size_t)j * out;
+                for (int o = 0; o < out; o += 16)
+                    _mm512_store_ps(acc + o,
+                                    _mm512_fmadd_ps(tj, load_bf16x16(bj + o), _mm512_load_ps(acc + o)));
+            }
+            uint16_t *yi = y + (size_t)i * out;
+            for (int o = 0; o < out; o++) yi[o] = f32_to_bf16(bf16_to_f32(yi[o]) + acc[o]);
+        }
+    }
+    free(acc);
     return 0;
 }
 

@@ -113,6 +113,8 @@ def _build() -> ctypes.CDLL | None:
     lib.rms_norm_bf16.restype = i
     lib.decode_attention_bf16.argtypes = [vp, i, vp, vp, vp, vp, vp, vp, i, i, i, i, vp, i]
     lib.decode_attention_bf16.restype = i
+    lib.lora_add_bf16.argtypes = [vp, i, vp, i, vp, i, i]
+    lib.lora_add_bf16.restype = i
     return lib
 
 
@@ -237,3 +239,57 @@ def decode_attention(
     if rc != 0:
         raise RuntimeError(f"decode_attention_bf16 refused its arguments (code {rc})")
     return out
+
+
+GROUP_ORDER = ("qkv", "o", "gate_up", "down")
+
+
+def lora_table(layers: list[dict[str, tuple[Any, Any]]]) -> Any:
+    """The C kernel's view of one adapter: per (layer, group) index, int64 (address of A^T,
+    address of B^T, rank), 0s where the group has no LoRA. Keep the adapter's tensors alive
+    while the table is in use (LoraWeights holds both)."""
+    import torch
+
+    rows = []
+    for groups in layers:
+        for group in GROUP_ORDER:
+            pair = groups.get(group)
+            ok = (
+                pair is not None
+                and pair[0].dtype == torch.bfloat16
+                and pair[0].is_contiguous()
+                and pair[1].is_contiguous()
+                and pair[0].shape[1] <= 256
+            )
+            rows.append(
+                [pair[0].data_ptr(), pair[1].data_ptr(), pair[0].shape[1]]
+                if ok and pair
+                else [0, 0, 0]
+            )
+    return torch.tensor(rows, dtype=torch.int64).contiguous()
+
+
+def lora_segments(segments: list[tuple[int, int, Any]]) -> Any:
+    """A step's (begin, end, table) rows for `lora_add`."""
+    import torch
+
+    return torch.tensor([[b, e, t.data_ptr()] for b, e, t in segments], dtype=torch.int64)
+
+
+def lora_add(x: Any, y: Any, segments: Any, index: int) -> None:
+    """y[rows of each segment] += (x @ A^T) @ B^T of that segment's adapter, for the group at
+    (layer * 4 + group) `index`; x [m, in] and y [m, out] bf16, y updated in place."""
+    lib = library()
+    assert lib is not None
+    assert x.is_contiguous() and y.is_contiguous()
+    rc = lib.lora_add_bf16(
+        x.data_ptr(),
+        x.shape[1],
+        y.data_ptr(),
+        y.shape[1],
+        segments.data_ptr(),
+        len(segments),
+        index,
+    )
+    if rc != 0:
+        raise RuntimeError(f"lora_add_bf16 refused its arguments (code {rc})")

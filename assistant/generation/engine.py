@@ -140,6 +140,12 @@ class Engine:
                 return cpu_kernels.rms_norm(inp, weight, s.eps)
             return F.rms_norm(inp, (s.hidden,), weight, s.eps)
 
+        lora_c = None  # the step's adapter segments for the C LoRA kernel
+        if fast and segments:
+            for _, _, lora in segments:
+                if lora.c_table is None:
+                    lora.c_table = cpu_kernels.lora_table(lora.layers)
+            lora_c = cpu_kernels.lora_segments([(b, e, lo.c_table) for b, e, lo in segments])
         # all rows decoding one token: rotary, cache write and attention in one C call
         fast_attention = fast and not prefill and s.head_dim % 16 == 0 and s.head_dim <= 256
         if not fast_attention:
@@ -150,7 +156,7 @@ class Engine:
         for li, layer in enumerate(w.layers):
             h = norm(x, layer.input_norm)
             qkv = linear(h, li, layer, "qkv", layer.qkv_bias)
-            self._lora(qkv, h, "qkv", li, segments)
+            self._lora(qkv, h, "qkv", li, segments, lora_c)
             if fast_attention:
                 a = cpu_kernels.decode_attention(
                     qkv, slot_t, pos_t, self.k[li], self.v[li], self.cos, self.sin, heads, kvh
@@ -181,14 +187,14 @@ class Engine:
                     )
                 a = attn.view(total, heads * hd)
             o = linear(a, li, layer, "o", layer.o_bias)
-            self._lora(o, a, "o", li, segments)
+            self._lora(o, a, "o", li, segments, lora_c)
             x = x + o
             h = norm(x, layer.post_norm)
             gu = linear(h, li, layer, "gate_up")
-            self._lora(gu, h, "gate_up", li, segments)
+            self._lora(gu, h, "gate_up", li, segments, lora_c)
             m = F.silu(gu[:, : s.intermediate]) * gu[:, s.intermediate :]
             d = linear(m, li, layer, "down")
-            self._lora(d, m, "down", li, segments)
+            self._lora(d, m, "down", li, segments, lora_c)
             x = x + d
         wanted = [last[i] for i, row in enumerate(rows) if row.logits]
         if not wanted:
@@ -205,7 +211,11 @@ class Engine:
         group: str,
         layer: int,
         segments: list[tuple[int, int, LoraWeights]],
+        lora_c: Any = None,
     ) -> None:
+        if lora_c is not None:  # every segment's rows in one C call
+            cpu_kernels.lora_add(inp, out, lora_c, layer * 4 + cpu_kernels.GROUP_ORDER.index(group))
+            return
         for begin, end, lora in segments:
             pair = lora.layers[layer].get(group)
             if pair is not None:

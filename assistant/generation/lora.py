@@ -36,6 +36,8 @@ class LoraWeights:
     merged_int8: list[dict[str, Int8Matrix]] | None = None
     """Per layer and group, the base matrix with this adapter merged in, as int8 (see
     merge_int8): small steps whose rows all use this adapter read these, with no LoRA products."""
+    c_table: Any = None
+    """The C kernels' address table of `layers` (cpu_kernels.lora_table), built on first use."""
 
 
 def merge_int8(lora: LoraWeights, weights: ServingWeights) -> LoraWeights:

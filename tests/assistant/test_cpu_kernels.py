@@ -79,6 +79,32 @@ def test_int8_matmul_refuses_what_it_cannot_take():
     assert _relative(m.matmul(x), torch._weight_int8pack_mm(x, m.q, m.scale)) == 0.0
 
 
+def test_lora_add_applies_each_segments_own_adapter_and_skips_groups_without_one():
+    import torch
+
+    torch.manual_seed(3)
+
+    def adapter(r: int) -> list[dict]:
+        pair = (torch.randn(64, r, dtype=torch.bfloat16), torch.randn(r, 96, dtype=torch.bfloat16))
+        return [{"qkv": pair}]  # one layer; only its qkv group has a LoRA
+
+    a, b = adapter(8), adapter(24)
+    tables = [cpu_kernels.lora_table(x) for x in (a, b)]
+    x = torch.randn(6, 64, dtype=torch.bfloat16)
+    y = torch.randn(6, 96, dtype=torch.bfloat16)
+    ref = y.clone()
+    ref[0:2].addmm_(x[0:2] @ a[0]["qkv"][0], a[0]["qkv"][1])  # rows 0-1: a; 2-4: b; 5: base
+    ref[2:5].addmm_(x[2:5] @ b[0]["qkv"][0], b[0]["qkv"][1])
+    segments = cpu_kernels.lora_segments([(0, 2, tables[0]), (2, 5, tables[1])])
+    got = y.clone()
+    cpu_kernels.lora_add(x, got, segments, cpu_kernels.GROUP_ORDER.index("qkv"))
+    assert _relative(got, ref) < 0.02
+    assert torch.equal(got[5], y[5])
+    unchanged = y.clone()
+    cpu_kernels.lora_add(x, unchanged, segments, cpu_kernels.GROUP_ORDER.index("o"))
+    assert torch.equal(unchanged, y)
+
+
 def test_rms_norm_matches_torch():
     import torch
 
