@@ -46,7 +46,21 @@ LONG = (
     )
     + " Summarise it in two sentences."
 )
-MEMORY_GBPS = 66.0  # measured read bandwidth of this machine (DESIGN.md)
+
+
+def read_bandwidth_gbps() -> float:
+    """Memory read speed now, with this run's threads: median of summing 256 MB of fp32 (the
+    ceiling of a decode step is this over the bytes it reads)."""
+    import torch
+
+    x = torch.ones(64 * 1024 * 1024, dtype=torch.float32)
+    x.sum()
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - start)
+    return x.numel() * 4 / statistics.median(times) / 1e9
 Run = tuple[float, float]  # (aggregate tokens/s, median TTFT s)
 
 
@@ -251,14 +265,15 @@ def main() -> None:
         k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
         for k, v in runs.items()
     }
-    ceiling = MEMORY_GBPS * 1e9 / ours.small_step_bytes
+    gbps = read_bandwidth_gbps()
+    ceiling = gbps * 1e9 / ours.small_step_bytes
     print(
         f"\n{args.tokens} new tokens, greedy, median of {args.repeats} runs, {args.threads} "
         f"thread(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; serving "
         f"dtype {ours.gen.dtype}, {ours.step_bytes / 1e6:.0f} MB of weights per step "
         f"({ours.small_step_bytes / 1e6:.0f} MB int8 on steps of <= {args.int8_step_tokens} "
         f"tokens): bandwidth ceiling of a single stream {ceiling:.0f} steps/s at "
-        f"{MEMORY_GBPS:.0f} GB/s"
+        f"{gbps:.0f} GB/s (measured now)"
     )
     single = med["ours 1 stream + LoRA"][0]
     base_llama = med.get("llama.cpp 1 stream (no LoRA)", (None, None))[0]
