@@ -61,6 +61,8 @@ def read_bandwidth_gbps() -> float:
         x.sum()
         times.append(time.perf_counter() - start)
     return x.numel() * 4 / statistics.median(times) / 1e9
+
+
 Run = tuple[float, float]  # (aggregate tokens/s, median TTFT s)
 
 
