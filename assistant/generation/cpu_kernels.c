@@ -134,7 +134,7 @@ static inline __m512 load_bf16x16(const uint16_t *p) {
 // side by side ran at half the speed) and used for all M rows; two accumulators per row.
 #define INT8_ROWS(M)                                                                           \
     static void int8_rows_##M(const float *xf, int in, const int8_t *q, const uint16_t *scale, \
-                              int out, uint16_t *y, const uint16_t *add, int lo, int hi) {     \
+                              int out, uint16_t *y, int lo, int hi) {                          \
         for (int r = lo; r < hi; r++) {                                                        \
             const int8_t *row = q + (size_t)r * in;                                            \
             __m512 a[M][2];                                                                    \
@@ -159,10 +159,8 @@ static inline __m512 load_bf16x16(const uint16_t *p) {
             }                                                                                  \
             float s = bf16_to_f32(scale[r]);                                                   \
             for (int i = 0; i < M; i++) {                                                      \
-                size_t at = (size_t)i * out + r;                                               \
                 float v = _mm512_reduce_add_ps(_mm512_add_ps(a[i][0], a[i][1])) * s;           \
-                if (add) v += bf16_to_f32(add[at]);                                            \
-                y[at] = f32_to_bf16(v);                                                        \
+                y[(size_t)i * out + r] = f32_to_bf16(v);                                       \
             }                                                                                  \
         }                                                                                      \
     }
@@ -177,7 +175,7 @@ INT8_ROWS(7)
 INT8_ROWS(8)
 
 typedef void (*int8_rows_fn)(const float *, int, const int8_t *, const uint16_t *, int,
-                             uint16_t *, const uint16_t *, int, int);
+                             uint16_t *, int, int);
 static const int8_rows_fn INT8_BY_ROWS[MAX_ROWS + 1] = {
     0, int8_rows_1, int8_rows_2, int8_rows_3, int8_rows_4,
     int8_rows_5, int8_rows_6, int8_rows_7, int8_rows_8};
@@ -186,7 +184,7 @@ typedef struct {
     const float *xf;
     int m, in, out;
     const int8_t *q;
-    const uint16_t *scale, *add;
+    const uint16_t *scale;
     uint16_t *y;
 } int8_job;
 
@@ -195,19 +193,19 @@ static void int8_part(void *arg, int part, int parts) {
     int lo, hi;
     split(j->out, part, parts, &lo, &hi);
     // every row in one pass: each weight row is read once for all of them
-    INT8_BY_ROWS[j->m](j->xf, j->in, j->q, j->scale, j->out, j->y, j->add, lo, hi);
+    INT8_BY_ROWS[j->m](j->xf, j->in, j->q, j->scale, j->out, j->y, lo, hi);
 }
 
-// y[m, out] = (x[m, in] @ (q[out, in] * scale[out, None]).T) (+ add[m, out] when add != 0).
+// y[m, out] = x[m, in] @ (q[out, in] * scale[out, None]).T.
 // bf16 activations and scales, int8 weights, fp32 accumulation, on `threads` cores. in % 16
 // == 0; m <= MAX_ROWS.
 int int8_matmul_bf16(const uint16_t *x, int m, int in, const int8_t *q, const uint16_t *scale,
-                     int out, uint16_t *y, const uint16_t *add, int threads) {
+                     int out, uint16_t *y, int threads) {
     if (m < 1 || m > MAX_ROWS || in % 16 != 0) return -1;
     float *xf = (float *)aligned_alloc(64, sizeof(float) * (size_t)m * (size_t)in);
     if (!xf) return -2;
     for (size_t i = 0; i < (size_t)m * (size_t)in; i++) xf[i] = bf16_to_f32(x[i]);
-    int8_job job = {xf, m, in, out, q, scale, add, y};
+    int8_job job = {xf, m, in, out, q, scale, y};
     // each part gets at least 64 rows: below that, waking a helper costs more than it saves
     int parts = threads < out / 64 ? threads : (out / 64 > 0 ? out / 64 : 1);
     parallel(int8_part, &job, parts);
@@ -383,4 +381,3 @@ int decode_attention_bf16(const uint16_t *qkv, int m, const int64_t *slots, cons
     return 0;
 }
 
-int kernel_abi_version(void) { return 2; }

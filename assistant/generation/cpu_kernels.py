@@ -107,7 +107,7 @@ def _build() -> ctypes.CDLL | None:
             return None
     lib = ctypes.CDLL(str(target))
     vp, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-    lib.int8_matmul_bf16.argtypes = [vp, i, i, vp, vp, i, vp, vp, i]
+    lib.int8_matmul_bf16.argtypes = [vp, i, i, vp, vp, i, vp, i]
     lib.int8_matmul_bf16.restype = i
     lib.rms_norm_bf16.argtypes = [vp, i, i, vp, f, vp]
     lib.rms_norm_bf16.restype = i
@@ -121,6 +121,8 @@ def _build() -> ctypes.CDLL | None:
 def library() -> ctypes.CDLL | None:
     """The built kernels, or None where they cannot be built (built on the first call)."""
     global _lib, _tried
+    if _tried:  # every small step asks ~130 times: no lock once the answer is known
+        return _lib
     with _lock:
         if not _tried:
             _tried = True
@@ -136,21 +138,25 @@ def available() -> bool:
     return library() is not None
 
 
-def supports(x: Any, in_features: int) -> bool:
-    """Whether the C kernels take this activation (bf16, on the CPU, few rows, width % 16)."""
+def takes(dtype: Any, device: Any) -> bool:
+    """Whether the C kernels take tensors of this dtype on this device (bf16 on the CPU)."""
     import torch
 
+    return dtype == torch.bfloat16 and torch.device(device).type == "cpu"
+
+
+def supports(x: Any, in_features: int) -> bool:
+    """Whether `int8_matmul` takes this activation (bf16, on the CPU, few rows, width % 16)."""
     return (
-        x.dtype == torch.bfloat16
-        and x.device.type == "cpu"
+        takes(x.dtype, x.device)
         and x.dim() == 2
         and 1 <= x.shape[0] <= MAX_ROWS
         and in_features % 16 == 0
     )
 
 
-def int8_matmul(x: Any, q: Any, scale: Any, add: Any = None) -> Any:
-    """x @ (q * scale[:, None]).T (+ add), bf16 out; x [m, in] bf16, q [out, in] int8."""
+def int8_matmul(x: Any, q: Any, scale: Any) -> Any:
+    """x @ (q * scale[:, None]).T, bf16 out; x [m, in] bf16, q [out, in] int8."""
     import torch
 
     lib = library()
@@ -159,8 +165,6 @@ def int8_matmul(x: Any, q: Any, scale: Any, add: Any = None) -> Any:
     m, n_in = x.shape
     n_out = q.shape[0]
     y = torch.empty(m, n_out, dtype=torch.bfloat16)
-    if add is not None:
-        add = add.contiguous()
     rc = lib.int8_matmul_bf16(
         x.data_ptr(),
         m,
@@ -169,7 +173,6 @@ def int8_matmul(x: Any, q: Any, scale: Any, add: Any = None) -> Any:
         scale.data_ptr(),
         n_out,
         y.data_ptr(),
-        add.data_ptr() if add is not None else None,
         torch.get_num_threads(),
     )
     if rc != 0:

@@ -133,10 +133,15 @@ class Engine:
                 return out if bias is None else out + bias
             return F.linear(inp, getattr(layer, group), bias)
 
-        fast = small and cpu_kernels.supports(w.embed[:1], s.hidden) and cpu_kernels.available()
+        fast = (
+            small
+            and s.hidden % 16 == 0
+            and cpu_kernels.takes(w.dtype, dev)
+            and cpu_kernels.available()
+        )
 
         def norm(inp: Any, weight: Any) -> Any:
-            if fast and inp.shape[0] <= cpu_kernels.MAX_ROWS:
+            if fast:
                 return cpu_kernels.rms_norm(inp, weight, s.eps)
             return F.rms_norm(inp, (s.hidden,), weight, s.eps)
 

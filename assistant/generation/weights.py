@@ -47,17 +47,16 @@ class Int8Matrix:
         q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
         return cls(q, scale.to(weight.dtype).contiguous())
 
-    def matmul(self, x: Any, add: Any = None) -> Any:
-        """x @ w.T (+ add), reading the int8 matrix (x in the serving dtype); through the
-        fast C kernel where it is built and takes x (cpu_kernels.py), else torch's."""
+    def matmul(self, x: Any) -> Any:
+        """x @ w.T, reading the int8 matrix (x in the serving dtype); through the fast C
+        kernel where it is built and takes x (cpu_kernels.py), else torch's."""
         import torch
 
         from assistant.generation import cpu_kernels
 
         if cpu_kernels.supports(x, self.q.shape[1]) and cpu_kernels.available():
-            return cpu_kernels.int8_matmul(x, self.q, self.scale, add)
-        out = torch._weight_int8pack_mm(x, self.q, self.scale)
-        return out if add is None else out + add
+            return cpu_kernels.int8_matmul(x, self.q, self.scale)
+        return torch._weight_int8pack_mm(x, self.q, self.scale)
 
 
 @dataclass
