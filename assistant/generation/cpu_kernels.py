@@ -18,12 +18,15 @@ process, the two paths alternated, 2 threads, SmolLM2-135M, one 64-token answer)
 33.6-39.2 ms on torch's kernels against 8.2-11.2 ms on these, 25-29 against 83-119 tokens/s.
 Greedy tokens are the same and logits agree within bf16 rounding (tests/assistant/test_cpu_kernels.py).
 
-The library is compiled from the C file beside this module on first use (about a second), with
+The kernels take bf16 or fp32 activations (the serving dtype: bf16 where the CPU does bf16
+natively, else fp32) and use AVX-512 or, on CPUs without it, AVX2 with FMA.
+
+The library is compiled from the C files beside this module on first use (about a second), with
 `-march=native`, into a private cache folder (`$XDG_CACHE_HOME` or `~/.cache`, then
-`assistant-kernels/`, mode 0700). Its name holds a hash of the source, the compiler's flags and
-the CPU, so a copy built for another CPU is never loaded. Where there is no compiler, no
-AVX-512, the folder is not private or the build fails, `available()` is False and the engine
-keeps torch's kernels: the same function, slower.
+`assistant-kernels/`, mode 0700). Its name holds a hash of the sources, the compiler's flags and
+the CPU, so a copy built for another CPU is never loaded. Where there is no compiler, neither
+AVX-512 nor AVX2 with FMA, the folder is not private or the build fails, `available()` is False
+and the engine keeps torch's kernels: the same function, slower.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
+SOURCES = (SOURCE, SOURCE.with_name("cpu_kernels_typed.h"))
 FLAGS = ("-O3", "-march=native", "-pthread", "-shared", "-fPIC", "-std=c11")
 MAX_ROWS = 8
 """Most rows one int8 call takes (the C kernel's MAX_ROWS)."""
@@ -61,8 +65,10 @@ def _cpu_flags() -> str:
     return "\n".join(x for x in lines if x.startswith(("model name", "flags")))
 
 
-def _cpu_has_avx512(flags: str) -> bool:
-    return {"avx512f", "avx512bw"} <= set(flags.split())
+def _cpu_has_vector_units(flags: str) -> bool:
+    """AVX-512 (F and BW), or AVX2 with FMA: what cpu_kernels.c is written for."""
+    have = set(flags.split())
+    return {"avx512f", "avx512bw"} <= have or {"avx2", "fma"} <= have
 
 
 def cache_dir() -> Path:
@@ -73,10 +79,10 @@ def cache_dir() -> Path:
 def _build() -> ctypes.CDLL | None:
     compiler = shutil.which("gcc") or shutil.which("cc")
     cpu = _cpu_flags()
-    if compiler is None or not _cpu_has_avx512(cpu):
-        log.info("fast CPU kernels off (no C compiler or no AVX-512): torch's kernels serve")
+    if compiler is None or not _cpu_has_vector_units(cpu):
+        log.info("fast CPU kernels off (no C compiler, or neither AVX-512 nor AVX2): torch's serve")
         return None
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in SOURCES)
     # -march=native code runs only on the CPU it was built for: the CPU is part of the key
     key = hashlib.sha256(source + " ".join(FLAGS).encode() + cpu.encode()).hexdigest()[:16]
     folder = cache_dir()
@@ -90,7 +96,7 @@ def _build() -> ctypes.CDLL | None:
         os.close(fd)
         try:
             subprocess.run(
-                [compiler, *FLAGS, "-o", tmp, str(SOURCE)],
+                [compiler, *FLAGS, "-o", tmp, str(SOURCE)],  # it includes the .h
                 check=True,
                 capture_output=True,
                 timeout=120,
@@ -107,15 +113,34 @@ def _build() -> ctypes.CDLL | None:
             return None
     lib = ctypes.CDLL(str(target))
     vp, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-    lib.int8_matmul_bf16.argtypes = [vp, i, i, vp, vp, i, vp, i]
-    lib.int8_matmul_bf16.restype = i
-    lib.rms_norm_bf16.argtypes = [vp, i, i, vp, f, vp]
-    lib.rms_norm_bf16.restype = i
-    lib.decode_attention_bf16.argtypes = [vp, i, vp, vp, vp, vp, vp, vp, i, i, i, i, vp, i]
-    lib.decode_attention_bf16.restype = i
-    lib.lora_add_bf16.argtypes = [vp, i, vp, i, vp, i, i]
-    lib.lora_add_bf16.restype = i
+    signatures = {
+        "int8_matmul": [vp, i, i, vp, vp, i, vp, i],
+        "rms_norm": [vp, i, i, vp, f, vp],
+        "decode_attention": [vp, i, vp, vp, vp, vp, vp, vp, i, i, i, i, vp, i],
+        "lora_add": [vp, i, vp, i, vp, i, i],
+    }
+    for name, argtypes in signatures.items():
+        for suffix in _SUFFIX.values():
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.argtypes = argtypes
+            fn.restype = i
     return lib
+
+
+_SUFFIX = {"torch.bfloat16": "bf16", "torch.float32": "f32"}
+"""The activation dtypes the kernels take, and their C functions' suffixes."""
+
+
+def _kernel(name: str, dtype: Any) -> Any:
+    """The C function `name` for activations of `dtype` (the library must be built)."""
+    lib = library()
+    assert lib is not None
+    return getattr(lib, f"{name}_{_SUFFIX[str(dtype)]}")
+
+
+def _check(rc: int, name: str, dtype: Any) -> None:
+    if rc != 0:
+        raise RuntimeError(f"{name}_{_SUFFIX[str(dtype)]} refused its arguments (code {rc})")
 
 
 def library() -> ctypes.CDLL | None:
@@ -139,14 +164,15 @@ def available() -> bool:
 
 
 def takes(dtype: Any, device: Any) -> bool:
-    """Whether the C kernels take tensors of this dtype on this device (bf16 on the CPU)."""
+    """Whether the C kernels take tensors of this dtype on this device (bf16 or fp32, CPU)."""
     import torch
 
-    return dtype == torch.bfloat16 and torch.device(device).type == "cpu"
+    return str(dtype) in _SUFFIX and torch.device(device).type == "cpu"
 
 
 def supports(x: Any, in_features: int) -> bool:
-    """Whether `int8_matmul` takes this activation (bf16, on the CPU, few rows, width % 16)."""
+    """Whether `int8_matmul` takes this activation (bf16 or fp32, on the CPU, few rows,
+    width % 16)."""
     return (
         takes(x.dtype, x.device)
         and x.dim() == 2
@@ -156,16 +182,16 @@ def supports(x: Any, in_features: int) -> bool:
 
 
 def int8_matmul(x: Any, q: Any, scale: Any) -> Any:
-    """x @ (q * scale[:, None]).T, bf16 out; x [m, in] bf16, q [out, in] int8."""
+    """x @ (q * scale[:, None]).T in x's dtype; x [m, in] and scale [out] bf16 or fp32 (the
+    same), q [out, in] int8."""
     import torch
 
-    lib = library()
-    assert lib is not None
     x = x.contiguous()
+    assert scale.dtype == x.dtype and scale.is_contiguous()
     m, n_in = x.shape
     n_out = q.shape[0]
-    y = torch.empty(m, n_out, dtype=torch.bfloat16)
-    rc = lib.int8_matmul_bf16(
+    y = torch.empty(m, n_out, dtype=x.dtype)
+    rc = _kernel("int8_matmul", x.dtype)(
         x.data_ptr(),
         m,
         n_in,
@@ -175,24 +201,21 @@ def int8_matmul(x: Any, q: Any, scale: Any) -> Any:
         y.data_ptr(),
         torch.get_num_threads(),
     )
-    if rc != 0:
-        raise RuntimeError(f"int8_matmul_bf16 refused its arguments (code {rc})")
+    _check(rc, "int8_matmul", x.dtype)
     return y
 
 
 def rms_norm(x: Any, weight: Any, eps: float) -> Any:
-    """RMS norm of each row of x [m, n] (bf16) times weight [n] (bf16)."""
+    """RMS norm of each row of x [m, n] times weight [n] (bf16 or fp32, the same)."""
     import torch
 
-    lib = library()
-    assert lib is not None
     x = x.contiguous()
+    assert weight.dtype == x.dtype and weight.is_contiguous()
     y = torch.empty_like(x)
-    rc = lib.rms_norm_bf16(
+    rc = _kernel("rms_norm", x.dtype)(
         x.data_ptr(), x.shape[0], x.shape[1], weight.data_ptr(), eps, y.data_ptr()
     )
-    if rc != 0:
-        raise RuntimeError(f"rms_norm_bf16 refused its arguments (code {rc})")
+    _check(rc, "rms_norm", x.dtype)
     return y
 
 
@@ -208,13 +231,11 @@ def decode_attention(
     kv_heads: int,
 ) -> Any:
     """One new token per row: rotate q and k, write k and v into the cache at the row's
-    position, attend over the row's slot up to it. qkv [m, (heads + 2 kv_heads) * hd] bf16;
-    slots and positions int64 [m]; caches [slots, kv_heads, context, hd]; cos and sin
-    [context, hd]. Returns [m, heads * hd] bf16."""
+    position, attend over the row's slot up to it. qkv [m, (heads + 2 kv_heads) * hd], caches
+    [slots, kv_heads, context, hd], cos and sin [context, hd]: all bf16 or all fp32; slots and
+    positions int64 [m]. Returns [m, heads * hd] in qkv's dtype."""
     import torch
 
-    lib = library()
-    assert lib is not None
     qkv = qkv.contiguous()
     slots = slots.to(torch.int64).contiguous()
     positions = positions.to(torch.int64).contiguous()
@@ -222,8 +243,9 @@ def decode_attention(
     context = k_cache.shape[2]
     assert k_cache.is_contiguous() and v_cache.is_contiguous()
     assert cos.is_contiguous() and sin.is_contiguous()
-    out = torch.empty(qkv.shape[0], heads * hd, dtype=torch.bfloat16)
-    rc = lib.decode_attention_bf16(
+    assert {k_cache.dtype, v_cache.dtype, cos.dtype, sin.dtype} == {qkv.dtype}
+    out = torch.empty(qkv.shape[0], heads * hd, dtype=qkv.dtype)
+    rc = _kernel("decode_attention", qkv.dtype)(
         qkv.data_ptr(),
         qkv.shape[0],
         slots.data_ptr(),
@@ -239,36 +261,40 @@ def decode_attention(
         out.data_ptr(),
         torch.get_num_threads(),
     )
-    if rc != 0:
-        raise RuntimeError(f"decode_attention_bf16 refused its arguments (code {rc})")
+    _check(rc, "decode_attention", qkv.dtype)
     return out
 
 
 GROUP_ORDER = ("qkv", "o", "gate_up", "down")
 
 
-def lora_table(layers: list[dict[str, tuple[Any, Any]]]) -> Any:
-    """The C kernel's view of one adapter: per (layer, group) index, int64 (address of A^T,
-    address of B^T, rank), 0s where the group has no LoRA. Keep the adapter's tensors alive
-    while the table is in use (LoraWeights holds both)."""
+def lora_table(layers: list[dict[str, tuple[Any, Any]]], dtype: Any) -> Any:
+    """The C kernel's view of one adapter for activations of `dtype`: per (layer, group)
+    index, int64 (address of A^T, address of B^T, rank), 0s where the group has no LoRA. Keep
+    the adapter's tensors alive while the table is in use (LoraWeights holds both). A pair the
+    kernel cannot read (another dtype, not contiguous, rank over 256) is a ValueError, never a
+    LoRA silently left out."""
     import torch
 
     rows = []
-    for groups in layers:
+    for li, groups in enumerate(layers):
         for group in GROUP_ORDER:
             pair = groups.get(group)
-            ok = (
-                pair is not None
-                and pair[0].dtype == torch.bfloat16
-                and pair[0].is_contiguous()
-                and pair[1].is_contiguous()
-                and pair[0].shape[1] <= 256
-            )
-            rows.append(
-                [pair[0].data_ptr(), pair[1].data_ptr(), pair[0].shape[1]]
-                if ok and pair
-                else [0, 0, 0]
-            )
+            if pair is None:
+                rows.append([0, 0, 0])
+                continue
+            a, b = pair
+            if not (
+                a.dtype == b.dtype == dtype
+                and a.is_contiguous()
+                and b.is_contiguous()
+                and a.shape[1] <= 256
+            ):
+                raise ValueError(
+                    f"layer {li} {group}: the C LoRA kernel needs contiguous {dtype} weights of"
+                    f" rank <= 256, got {a.dtype} rank {a.shape[1]}"
+                )
+            rows.append([a.data_ptr(), b.data_ptr(), a.shape[1]])
     return torch.tensor(rows, dtype=torch.int64).contiguous()
 
 
@@ -281,11 +307,10 @@ def lora_segments(segments: list[tuple[int, int, Any]]) -> Any:
 
 def lora_add(x: Any, y: Any, segments: Any, index: int) -> None:
     """y[rows of each segment] += (x @ A^T) @ B^T of that segment's adapter, for the group at
-    (layer * 4 + group) `index`; x [m, in] and y [m, out] bf16, y updated in place."""
-    lib = library()
-    assert lib is not None
-    assert x.is_contiguous() and y.is_contiguous()
-    rc = lib.lora_add_bf16(
+    (layer * 4 + group) `index`; x [m, in] and y [m, out] in the tables' dtype, y updated in
+    place."""
+    assert x.is_contiguous() and y.is_contiguous() and x.dtype == y.dtype
+    rc = _kernel("lora_add", x.dtype)(
         x.data_ptr(),
         x.shape[1],
         y.data_ptr(),
@@ -294,5 +319,4 @@ def lora_add(x: Any, y: Any, segments: Any, index: int) -> None:
         len(segments),
         index,
     )
-    if rc != 0:
-        raise RuntimeError(f"lora_add_bf16 refused its arguments (code {rc})")
+    _check(rc, "lora_add", x.dtype)

@@ -149,7 +149,7 @@ class Engine:
         if fast and segments:
             for _, _, lora in segments:
                 if lora.c_table is None:
-                    lora.c_table = cpu_kernels.lora_table(lora.layers)
+                    lora.c_table = cpu_kernels.lora_table(lora.layers, w.dtype)
             lora_c = cpu_kernels.lora_segments([(b, e, lo.c_table) for b, e, lo in segments])
         # all rows decoding one token: rotary, cache write and attention in one C call
         fast_attention = fast and not prefill and s.head_dim % 16 == 0 and s.head_dim <= 256

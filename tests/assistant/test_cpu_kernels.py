@@ -14,7 +14,8 @@ from assistant.generation.weights import Int8Matrix, extract
 from core.base_model import load_model
 
 pytestmark = pytest.mark.skipif(
-    not cpu_kernels.available(), reason="no C compiler or no AVX-512 on this machine"
+    not cpu_kernels.available(),
+    reason="no C compiler, or neither AVX-512 nor AVX2 with FMA on this machine",
 )
 
 
@@ -22,18 +23,26 @@ def _relative(a, b) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
 
 
+DTYPES = ["bfloat16", "float32"]
+"""The serving dtypes the kernels take: bf16 where the CPU does it natively, else fp32."""
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8])
 @pytest.mark.parametrize("shape", [(96, 64), (40, 48), (7, 1536)])
-def test_int8_matmul_matches_torchs_weight_only_int8_kernel(rows, shape):
+def test_int8_matmul_matches_torchs_weight_only_int8_kernel(rows, shape, dtype):
     import torch
 
     torch.manual_seed(rows)
     out, width = shape  # 48: a width that is not a multiple of 32 takes the tail loop
-    m = Int8Matrix.of(torch.randn(out, width, dtype=torch.bfloat16))
-    x = torch.randn(rows, width, dtype=torch.bfloat16)
+    dt = getattr(torch, dtype)
+    m = Int8Matrix.of(torch.randn(out, width, dtype=dt))
+    x = torch.randn(rows, width, dtype=dt)
     ref = torch._weight_int8pack_mm(x, m.q, m.scale)
     assert _relative(cpu_kernels.int8_matmul(x, m.q, m.scale), ref) < 0.01
     assert _relative(m.matmul(x), ref) < 0.01  # Int8Matrix goes through the C kernel
+    if dt == torch.float32:  # no rounding to bf16 anywhere: agreement to summation order
+        assert _relative(cpu_kernels.int8_matmul(x, m.q, m.scale), ref) < 1e-5
 
 
 def test_two_threads_calling_at_once_both_get_their_own_right_answer():
@@ -73,23 +82,25 @@ def test_int8_matmul_refuses_what_it_cannot_take():
     with pytest.raises(RuntimeError, match="refused"):
         cpu_kernels.int8_matmul(x, m.q, m.scale)
     assert not cpu_kernels.supports(torch.randn(9, 64, dtype=torch.bfloat16), 64)  # rows
-    assert not cpu_kernels.supports(torch.randn(1, 64), 64)  # fp32
+    assert not cpu_kernels.supports(torch.randn(1, 64, dtype=torch.float16), 64)  # fp16
     assert _relative(m.matmul(x), torch._weight_int8pack_mm(x, m.q, m.scale)) == 0.0
 
 
-def test_lora_add_applies_each_segments_own_adapter_and_skips_groups_without_one():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lora_add_applies_each_segments_own_adapter_and_skips_groups_without_one(dtype):
     import torch
 
     torch.manual_seed(3)
+    dt = getattr(torch, dtype)
 
     def adapter(r: int) -> list[dict]:
-        pair = (torch.randn(64, r, dtype=torch.bfloat16), torch.randn(r, 96, dtype=torch.bfloat16))
+        pair = (torch.randn(64, r, dtype=dt), torch.randn(r, 96, dtype=dt))
         return [{"qkv": pair}]  # one layer; only its qkv group has a LoRA
 
     a, b = adapter(8), adapter(24)
-    tables = [cpu_kernels.lora_table(x) for x in (a, b)]
-    x = torch.randn(6, 64, dtype=torch.bfloat16)
-    y = torch.randn(6, 96, dtype=torch.bfloat16)
+    tables = [cpu_kernels.lora_table(x, dt) for x in (a, b)]
+    x = torch.randn(6, 64, dtype=dt)
+    y = torch.randn(6, 96, dtype=dt)
     ref = y.clone()
     ref[0:2].addmm_(x[0:2] @ a[0]["qkv"][0], a[0]["qkv"][1])  # rows 0-1: a; 2-4: b; 5: base
     ref[2:5].addmm_(x[2:5] @ b[0]["qkv"][0], b[0]["qkv"][1])
@@ -103,11 +114,20 @@ def test_lora_add_applies_each_segments_own_adapter_and_skips_groups_without_one
     assert torch.equal(unchanged, y)
 
 
-def test_rms_norm_matches_torch():
+def test_an_adapter_in_another_dtype_is_refused_not_left_out():
     import torch
 
-    x = torch.randn(3, 576, dtype=torch.bfloat16) * 4
-    w = torch.rand(576, dtype=torch.bfloat16)
+    pair = (torch.randn(64, 8, dtype=torch.bfloat16), torch.randn(8, 96, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="layer 0 qkv"):
+        cpu_kernels.lora_table([{"qkv": pair}], torch.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rms_norm_matches_torch(dtype):
+    import torch
+
+    x = torch.randn(3, 576, dtype=getattr(torch, dtype)) * 4
+    w = torch.rand(576, dtype=getattr(torch, dtype))
     ref = torch.nn.functional.rms_norm(x, (576,), w, 1e-5)
     assert _relative(cpu_kernels.rms_norm(x, w, 1e-5), ref) < 0.01
 
@@ -133,17 +153,18 @@ def _decode(engine: Engine, prompts: list[list[int]], loras: list, feed: list[li
     return steps
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 @pytest.mark.parametrize("adapters", [False, True])
 def test_engine_decode_steps_on_c_kernels_match_torchs_path(
-    tiny_model_dir: Path, tiny_adapters, monkeypatch, adapters
+    tiny_model_dir: Path, tiny_adapters, monkeypatch, adapters, dtype
 ):
     # Decode steps of three rows at different lengths (one per adapter, or the base), on the C
     # kernels (rotary, cache write and attention in C) and on torch's, fed the same tokens:
-    # the logits of every step agree within bf16 rounding.
+    # the logits of every step agree within bf16 rounding (fp32: to summation order).
     import torch
 
     loaded = load_model(str(tiny_model_dir), "nf4", "cpu")
-    w = extract(loaded.model, "bf16", int8=True)
+    w = extract(loaded.model, dtype, int8=True)
     loras = (
         [None] + [load_lora(tiny_adapters[n], w.shape, w.dtype, w.device) for n in ("a", "b")]
         if adapters
@@ -155,8 +176,9 @@ def test_engine_decode_steps_on_c_kernels_match_torchs_path(
     fast = _decode(Engine(w, 4, 256, int8_step_tokens=4), prompts, loras, feed_rows)
     monkeypatch.setattr(cpu_kernels, "available", lambda: False)
     slow = _decode(Engine(w, 4, 256, int8_step_tokens=4), prompts, loras, feed_rows)
+    tolerance = 0.05 if dtype == "bf16" else 1e-4
     for step, (a, b) in enumerate(zip(fast, slow, strict=True)):
-        assert float((a - b).abs().max()) < 0.05 * float(b.std()), step
+        assert float((a - b).abs().max()) < tolerance * float(b.std()), step
     assert any(float((a - b).abs().max()) > 0 for a, b in zip(fast, slow, strict=True))
 
 
