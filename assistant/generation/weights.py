@@ -18,6 +18,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from core.base_model import cpu_does_bf16
 from errors import ModelError
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")
@@ -191,8 +192,7 @@ def serving_dtype(name: str, device: str) -> Any:
         return torch.bfloat16
     if device.startswith("cuda"):
         return torch.bfloat16
-    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return torch.bfloat16 if supported is not None and supported() else torch.float32
+    return torch.bfloat16 if cpu_does_bf16() else torch.float32
 
 
 def extract(model: Any, dtype_name: str = "auto", *, int8: bool = False) -> ServingWeights:

@@ -14,7 +14,7 @@ from config import Config
 from training.dataset.schema import Example, LoadedDataset
 from training.stage_files import TasteReport
 from training.taste.model import TasteModel, fit_taste, load_taste_embedder
-from training.taste.sampling import SamplingSpec, sample_answers
+from training.taste.sampling import SamplingSpec, bf16_sampling, sample_answers
 from training.validate.checks import has_pii
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def sampling_model(cfg: Config, adapter: Path | None) -> tuple[Any, Any, str]:
 
     base = load_base(cfg)
     model = dequantized_on_cpu(base)
-    if base.device == "cpu" and cfg.taste.sample_dtype == "bf16":
+    if base.device == "cpu" and bf16_sampling(cfg.taste.sample_dtype):
         model = model.to(torch.bfloat16)
     if adapter is not None:
         from peft import PeftModel

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.base_model import cpu_does_bf16
 from core.prompts import Message, encode_prompt, stop_token_ids
+
+
+def bf16_sampling(sample_dtype: str) -> bool:
+    """Whether taste.sample_dtype means bf16 on this CPU ('auto': where it does bf16 natively)."""
+    return sample_dtype == "bf16" or (sample_dtype == "auto" and cpu_does_bf16())
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from core.base_model import dequantized_on_cpu, load_base
 from errors import AdapterError, TrainingError
 from training.dataset.schema import load_dataset
 from training.stage_files import Check, ValidationReport
+from training.taste.sampling import bf16_sampling
 from training.train.qlora import TRAIN_CONFIG
 from training.train.scoring import AnswerScore, encode_examples, mean_nll, score_answers
 from training.validate.checks import (
@@ -345,7 +346,7 @@ def validate_adapter(
     if production:
         metrics[BASE] = {"drift_kl": 0.0}
     cand, prod = metrics[CANDIDATE], metrics[arms[1]]
-    if device == "cpu" and cfg.taste.sample_dtype == "bf16" and cfg.taste.enabled:
+    if device == "cpu" and bf16_sampling(cfg.taste.sample_dtype) and cfg.taste.enabled:
         import torch
 
         model = model.to(torch.bfloat16)  # the other metrics are done; sampling is 1.9x faster
