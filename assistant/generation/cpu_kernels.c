@@ -152,8 +152,9 @@ static inline vf vload_bf16(const uint16_t *p) {
 static inline vf vload_i8(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
-// 16 vector registers: two accumulators per row while they fit, one beyond 4 rows
-#define ROW_ACC(M) ((M) <= 4 ? 2 : 1)
+// 16 vector registers: with one or two rows, four chains of 8-wide multiply-adds keep the FMA
+// units busy (two could not: an FMA takes 4 cycles); two chains up to 4 rows, one beyond
+#define ROW_ACC(M) ((M) <= 2 ? 4 : (M) <= 4 ? 2 : 1)
 #else
 #error "the kernels need AVX-512 (F and BW) or AVX2 with FMA"
 #endif

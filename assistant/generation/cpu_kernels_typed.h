@@ -7,8 +7,8 @@
 
 // M activation rows (M <= MAX_ROWS) at a time: each output row of weights is read front to back
 // (one sequential stream of memory, which the hardware prefetcher follows: reading blocks of
-// rows side by side ran at half the speed) and used for all M rows; ROW_ACC(M) accumulators per
-// row.
+// rows side by side ran at half the speed) and used for all M rows, ROW_ACC(M) vectors of it at a
+// time, each with its own accumulator per row (independent chains of multiply-adds).
 #define INT8_ROWS(M)                                                                            \
     static void NAME(int8_rows_##M)(const float *xf, int in, const int8_t *q, const ACT *scale, \
                                     int out, ACT *y, int lo, int hi) {                          \
@@ -19,12 +19,12 @@
             for (int i = 0; i < M; i++)                                                         \
                 for (int c = 0; c < A; c++) a[i][c] = vzero();                                  \
             int k = 0;                                                                          \
-            for (; k + 2 * VW <= in; k += 2 * VW) {                                             \
-                vf w0 = vload_i8(row + k), w1 = vload_i8(row + k + VW);                         \
+            for (; k + A * VW <= in; k += A * VW) {                                             \
+                vf w[A];                                                                        \
+                for (int c = 0; c < A; c++) w[c] = vload_i8(row + k + c * VW);                  \
                 for (int i = 0; i < M; i++) {                                                   \
                     const float *xi = xf + (size_t)i * in + k;                                  \
-                    a[i][0] = vfma(w0, vload(xi), a[i][0]);                                     \
-                    a[i][A - 1] = vfma(w1, vload(xi + VW), a[i][A - 1]);                        \
+                    for (int c = 0; c < A; c++) a[i][c] = vfma(w[c], vload(xi + c * VW), a[i][c]); \
                 }                                                                               \
             }                                                                                   \
             for (; k < in; k += VW) {                                                           \

@@ -175,7 +175,9 @@ def test_engine_decode_steps_on_c_kernels_match_torchs_path(
     feed_rows = feed.tolist()
     fast = _decode(Engine(w, 4, 256, int8_step_tokens=4), prompts, loras, feed_rows)
     monkeypatch.setattr(cpu_kernels, "available", lambda: False)
-    slow = _decode(Engine(w, 4, 256, int8_step_tokens=4), prompts, loras, feed_rows)
+    torch_path = Engine(w, 4, 256, int8_step_tokens=4)
+    torch_path.int8_step_tokens = 4  # fp32 would leave int8 (see the test below): compare int8
+    slow = _decode(torch_path, prompts, loras, feed_rows)
     tolerance = 0.05 if dtype == "bf16" else 1e-4
     for step, (a, b) in enumerate(zip(fast, slow, strict=True)):
         assert float((a - b).abs().max()) < tolerance * float(b.std()), step
@@ -193,6 +195,21 @@ def test_without_a_compiler_the_engine_keeps_torchs_kernels(tiny_model_dir, monk
     w = extract(loaded.model, "bf16", int8=True)
     steps = _decode(Engine(w, 2, 256, int8_step_tokens=4), [list(range(5, 30))], [None], [[7, 8]])
     assert len(steps) == 3 and steps[-1].shape == (1, w.shape.vocab)
+
+
+def test_without_the_c_kernels_an_fp32_model_keeps_its_fp32_matrices(tiny_model_dir, monkeypatch):
+    # torch's int8 kernel with fp32 activations is slower than fp32 itself (7 vs 14 tok/s on
+    # an AVX2 EPYC); bf16 keeps the int8 copy (torch's kernel was the faster one with AVX-512).
+    loaded = load_model(str(tiny_model_dir), "nf4", "cpu")
+    monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    assert (
+        Engine(extract(loaded.model, "fp32", int8=True), 2, 64, int8_step_tokens=4).int8_step_tokens
+        == 0
+    )
+    assert (
+        Engine(extract(loaded.model, "bf16", int8=True), 2, 64, int8_step_tokens=4).int8_step_tokens
+        == 4
+    )
 
 
 def test_a_cache_folder_others_can_write_to_is_not_used(monkeypatch, tmp_path):
