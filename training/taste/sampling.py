@@ -40,7 +40,8 @@ def sample_answers(
 ) -> list[list[str]]:
     """`n` sampled answers to each prompt (served chat messages), in batches of
     `spec.batch_size` rows; batch b is drawn with seed `spec.seed + b`, so the same prompts
-    and spec give the same random stream to any model."""
+    and spec give the same random stream to any model. A prompt with several answers in a
+    batch is prefilled once and its cache shared by its rows (`_shared_prefix`)."""
     import torch
 
     ids = [
@@ -68,9 +69,11 @@ def sample_answers(
             )
             torch.manual_seed(spec.seed + b)
             with torch.no_grad():
+                cache = _shared_prefix(model, [i for i, _ in chunk], x, mask)
                 gen = model.generate(
                     input_ids=x,
                     attention_mask=mask,
+                    past_key_values=cache,
                     max_new_tokens=spec.max_new_tokens,
                     do_sample=spec.temperature > 0,
                     temperature=spec.temperature or None,
@@ -85,3 +88,32 @@ def sample_answers(
     finally:
         model.train(was_training)
     return out
+
+
+def _shared_prefix(model: Any, prompt_of_row: list[int], x: Any, mask: Any) -> Any:
+    """The KV cache of each row's prompt but its last token, computed once per distinct prompt
+    and shared by that prompt's rows (None, for generate to prefill, when no prompt repeats).
+    Best-of-n asks each question n times: with n = 4, three of four prefills were repeats
+    (with retrieved passages in the prompt, most of the sampling's arithmetic)."""
+    import torch
+    from transformers import DynamicCache
+
+    first: dict[int, int] = {}  # prompt -> its first row
+    for row, prompt in enumerate(prompt_of_row):
+        first.setdefault(prompt, row)
+    if len(first) == len(prompt_of_row) or x.shape[1] < 2:
+        return None
+    uniques = list(first.values())
+    slot = {p: k for k, p in enumerate(first)}
+    xu, mu = x[uniques, :-1], mask[uniques, :-1]
+    positions = (mu.long().cumsum(-1) - 1).masked_fill(mu == 0, 1)  # as generate numbers them
+    cache = DynamicCache()
+    model(
+        input_ids=xu,
+        attention_mask=mu,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    cache.batch_select_indices(torch.tensor([slot[p] for p in prompt_of_row], device=x.device))
+    return cache
