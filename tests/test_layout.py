@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "store", "assistant", "training", "cli")
+PACKAGES = ("config", "core", "store", "assistant", "training", "cli")
 LAYER = {
     "config": 0,
     "errors": 0,
@@ -22,7 +22,7 @@ LAYER = {
 
 
 def _modules() -> dict[str, Path]:
-    found = {"config": REPO / "config.py", "errors": REPO / "errors.py", "main": REPO / "main.py"}
+    found = {"errors": REPO / "errors.py", "main": REPO / "main.py"}
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
             parts = path.relative_to(REPO).with_suffix("").parts

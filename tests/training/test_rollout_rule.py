@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,7 +133,7 @@ def simulate(cfg: RolloutConfig, true_diff: float, runs: int, seed: int) -> Outc
 @pytest.fixture(scope="module")
 def shipped() -> RolloutConfig:
     """The rollout settings exactly as config.toml ships them."""
-    return config_mod.load_config(config_mod.__file__.replace("config.py", "config.toml")).rollout
+    return config_mod.load_config(Path(config_mod.__file__).parent.parent / "config.toml").rollout
 
 
 def test_a_canary_ten_points_worse_is_almost_never_promoted(shipped):
