@@ -34,13 +34,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 from config import CurationConfig
 from core.domain import PastCorrection, RatedTurn, Vote
 from errors import InputError
 from training.dataset.pii import ScrubResult, scrub
 from training.dataset.schema import Example, Label, Split
+from training.dataset.shares import Candidate, DropReason, enforce_shares
 from training.dataset.similarity import SimilarIndex, shingles, words
 from training.dataset.trust import (
     answer_problem,
@@ -50,28 +50,6 @@ from training.dataset.trust import (
     text_problem,
     voter_problem,
 )
-
-DropReason = Literal[
-    "repeated turn",
-    "no votes",
-    "tie",
-    "downvote without correction",
-    "user cap",
-    "too short",
-    "too long",
-    "duplicate",
-    "near duplicate",
-    "answer cap",
-    "untrusted voter",
-    "network cap",
-    "held for review",
-    "campaign",
-]
-
-# Word-bigram Jaccard above which two targets count as the same answer for
-# max_share_per_answer: 0.5 still joins a 15-word answer with a few words swapped, appended or
-# dropped, while answers that merely share phrasing stay apart.
-ANSWER_SIMILARITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,25 +89,6 @@ class CurationResult:
         """Each kept turn once, with its split: what the store records as dataset_examples (a
         👎 turn with a correction gives two examples but is one turn)."""
         return list(dict.fromkeys((e.turn_id, e.split) for e in self.examples))
-
-
-@dataclass(eq=False)
-class _Candidate:
-    """An example on its way through the stages; `deciders` shrinks in the share stage."""
-
-    order: int
-    turn: RatedTurn
-    label: Label
-    messages: list[dict[str, str]]
-    target: str
-    deciders: set[str]
-    opposing: int
-    target_key: tuple[str, ...]
-    target_shingles: frozenset[str]
-    scrubbed: Counter[str]
-    from_correction: bool = False
-    dropped: DropReason | None = None
-    detail: str = ""
 
 
 # --- votes -------------------------------------------------------------------------------------
@@ -186,7 +145,7 @@ class _Curator:
         self.cfg = cfg
         self.used: Counter[str] = Counter()
         self.used_network: Counter[str] = Counter()
-        self.kept: list[_Candidate] = []
+        self.kept: list[Candidate] = []
         self.dropped: list[Dropped] = []
         self.exact: set[tuple[Label, tuple[str, ...], tuple[str, ...]]] = set()
         frequency: Counter[str] = Counter()
@@ -366,7 +325,7 @@ class _Curator:
         self.exact.add((label, question, target_key))
         self.near[label].add(len(self.kept), pair)
         self.kept.append(
-            _Candidate(
+            Candidate(
                 d.order,
                 turn,
                 label,
@@ -431,86 +390,12 @@ class _Curator:
         self.kept = [c for c in self.kept if c.dropped is None]
 
     def enforce_shares(self) -> None:
-        """Stage 4: apply the voter and answer shares to the dataset they produce, until no
-        change (each round drops examples or un-counts votes, so it terminates)."""
-        clusters = self._answer_clusters()
-        changed = True
-        while changed:
-            changed = self._cap_voters() | self._cap_answers(clusters)
-            for c in self.kept:
-                if c.dropped is not None:
-                    self.drop(c.turn, c.dropped, c.detail, c.label)
-            self.kept = [c for c in self.kept if c.dropped is None]
+        """Stage 4: the voter and answer shares (training.dataset.shares)."""
+        self.kept = enforce_shares(self.kept, self.cfg, self.frequency, self._drop_candidate)
 
-    def _limit(self, share: float) -> int:
-        live = sum(c.dropped is None for c in self.kept)
-        return max(1, math.floor(share * live + 1e-9))
-
-    def _cap_voters(self) -> bool:
-        limit = self._limit(self.cfg.max_share_per_user)
-        by_user: dict[str, list[_Candidate]] = defaultdict(list)
-        for c in self.kept:
-            for user in c.deciders:
-                by_user[user].append(c)
-        changed = False
-        for user in sorted(by_user, key=lambda u: (-len(by_user[u]), u)):
-            mine = [c for c in by_user[user] if c.dropped is None and user in c.deciders]
-            excess = len(mine) - limit
-            if excess <= 0:
-                continue
-            changed = True
-            # Stop counting the voter first where the example stands without them, then on
-            # their latest examples: a capped voter costs the dataset as little as possible.
-            mine.sort(
-                key=lambda c: (len(c.deciders) - 1 > c.opposing, c.order, c.label == "undesirable"),
-                reverse=True,
-            )
-            for c in mine[:excess]:
-                c.deciders.discard(user)
-                if len(c.deciders) <= c.opposing:
-                    c.dropped, c.detail = (
-                        "user cap",
-                        (f"a voter exceeded max_share_per_user={self.cfg.max_share_per_user}"),
-                    )
-        return changed
-
-    def _answer_clusters(self) -> list[list[_Candidate]]:
-        """Kept examples grouped by label and similar target (leader clustering in visit
-        order). Looser than dedup: a planted answer with a few words changed per copy must
-        still count as one answer."""
-        threshold = min(self.cfg.near_duplicate_threshold, ANSWER_SIMILARITY)
-        clusters: list[list[_Candidate]] = []
-        exact: dict[tuple[Label, tuple[str, ...]], int] = {}
-        near = {
-            label: SimilarIndex(threshold, self.frequency) for label in ("desirable", "undesirable")
-        }
-        for c in self.kept:
-            i = exact.get((c.label, c.target_key))
-            if i is None:
-                i = near[c.label].find(c.target_shingles)
-            if i is None:
-                i = len(clusters)
-                clusters.append([])
-                exact[(c.label, c.target_key)] = i
-                near[c.label].add(i, c.target_shingles)
-            clusters[i].append(c)
-        return clusters
-
-    def _cap_answers(self, clusters: list[list[_Candidate]]) -> bool:
-        limit = self._limit(self.cfg.max_share_per_answer)
-        changed = False
-        for cluster in clusters:
-            live = [c for c in cluster if c.dropped is None]
-            for c in live[limit:]:  # keep the earliest
-                c.dropped, c.detail = (
-                    "answer cap",
-                    (
-                        f"the same answer exceeded max_share_per_answer="
-                        f"{self.cfg.max_share_per_answer}"
-                    ),
-                )
-                changed = True
-        return changed
+    def _drop_candidate(self, c: Candidate) -> None:
+        assert c.dropped is not None
+        self.drop(c.turn, c.dropped, c.detail, c.label)
 
 
 def _split(kept: Iterable[tuple[str, bool]], fraction: float, seed: int) -> dict[str, Split]:
