@@ -74,10 +74,23 @@ def _examples(n: int) -> list[dict[str, object]]:
 
 
 def _dataset(folder: Path, n: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _examples(n)))
-    (folder / "heldout.jsonl").write_text("")  # no evaluations: time only the steps
-    (folder / "manifest.json").write_text(json.dumps({"dataset_id": "bench"}))
+    """The examples as a dataset folder, written by the one dataset writer (no held-out split:
+    no evaluations, time only the steps)."""
+    from training.dataset.schema import Example, write_examples
+
+    examples = [
+        Example(
+            str(r["turn_id"]),
+            str(r["conversation_id"]),
+            r["messages"],  # type: ignore[arg-type]
+            str(r["target"]),
+            "desirable",
+            "train",
+            1,
+        )
+        for r in _examples(n)
+    ]
+    write_examples(examples, folder, dataset_id="bench", source={"bench": "train.py"})
     return folder
 
 
