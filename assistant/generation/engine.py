@@ -43,12 +43,8 @@ class Engine:
 
         self.torch = torch
         self.w = weights
-        # Steps of at most this many tokens read the int8 copies (0 or none: never). Without the
-        # C kernels an fp32 model keeps its fp32 matrices: torch's int8 kernel with fp32
-        # activations ran a decode step 2x slower than plain fp32 (AVX2 EPYC: 7 vs 14 tok/s).
-        slow_int8 = weights.dtype == torch.float32 and not cpu_kernels.available()
-        has_int8 = weights.lm_head_int8 is not None and not slow_int8
-        self.int8_step_tokens = int8_step_tokens if has_int8 else 0
+        # Steps of at most this many tokens read the int8 copies (0 or none: never).
+        self.int8_step_tokens = int8_step_tokens if weights.lm_head_int8 is not None else 0
         self.slots = slots
         self.context = context
         s = weights.shape
