@@ -114,6 +114,7 @@ def _shared_prefix(model: Any, prompt_of_row: list[int], x: Any, mask: Any) -> A
         position_ids=positions,
         past_key_values=cache,
         use_cache=True,
+        logits_to_keep=1,  # only the cache is wanted: no vocabulary-wide logits per position
     )
     cache.batch_select_indices(torch.tensor([slot[p] for p in prompt_of_row], device=x.device))
     return cache
