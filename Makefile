@@ -30,8 +30,10 @@ setup-dev: $(VENV)/.dev-deps
 run: setup
 	$(BIN)/python main.py serve
 
+# Two workers (pytest-xdist), a test file each at a time: the heavy real-model files overlap the
+# browser and server ones that mostly wait.
 test: setup-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-fast: setup-dev
 	$(BIN)/python -m pytest -m "not real_model and not milvus_server and not browser"

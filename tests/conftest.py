@@ -10,6 +10,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# `make test` runs two pytest-xdist workers on this 2-core machine: one torch thread each (set
+# before anything imports torch; stage subprocesses and servers inherit it), or the two
+# oversubscribe the cores and every spinning thread pool waits on a descheduled peer.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import config as config_mod  # noqa: E402
 

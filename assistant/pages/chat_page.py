@@ -476,7 +476,10 @@ def build_chat(services: Services) -> gr.Blocks:
         )
         prefer_original.click(compared.prefer_original, [state], [state, *compare_out], **private)
         prefer_retry.click(compared.prefer_retry, [state], [state, *compare_out], **private)
-        search.input(mine.search, [search, state], past, **private)
+        # Every keystroke is an input event; "always_last" runs the one typed last once the
+        # running search ends (gradio's default for .input, "once", drops the keystrokes typed
+        # while a search runs, and the list then shows what the first letter matched).
+        search.input(mine.search, [search, state], past, trigger_mode="always_last", **private)
         rename_btn.click(mine.rename, [title, search, state], [past, title], **private)
         delete_btn.click(mine.ask_delete, [state], [confirm_delete, confirm_text], **private)
         delete_no.click(lambda: gr.update(visible=False), None, confirm_delete, **private)

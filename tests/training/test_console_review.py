@@ -217,6 +217,7 @@ def finished_cycle(pages, seeded) -> str:
             "min_voter_age_hours": 0,
             "min_voter_turns": 0,
         },
+        taste={"enabled": False},  # a dozen votes: a taste model would make the cycle wait
     )  # the seeded users are new
     result = run_cycle(cfg, services.db, trigger="test", actor="test", force=True)
     assert result.status == "succeeded", result.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -59,6 +60,10 @@ def loop_cfg(cfg, tiny_model_dir):
             "min_voter_turns": 0,
         },
         schedule={"min_new_examples": 8, "cooldown_minutes": 30},
+        # A dozen votes on a random model: no taste to learn, and a split that leaves fewer than
+        # taste.min_votes_per_label 👍 in training would (rightly) make the cycle wait; the
+        # taste tests below turn it on with votes that support it.
+        taste={"enabled": False},
     )
 
 
@@ -284,7 +289,7 @@ def seed_length_taste(db, n: int = 40) -> None:
 
 def test_a_cycle_waits_when_the_heldout_split_is_too_small_for_the_taste_gate(loop_cfg, db):
     seed_length_taste(db)
-    cfg = with_overrides(loop_cfg, validation={"min_taste_questions": 50})
+    cfg = with_overrides(loop_cfg, taste={"enabled": True}, validation={"min_taste_questions": 50})
     result = run_cycle(cfg, db, trigger="test", actor="test")
     assert result.status == "skipped", (result.reason, result.curation_summary)
     assert result.reason.startswith("waiting for more evidence: ")
@@ -294,12 +299,25 @@ def test_a_cycle_waits_when_the_heldout_split_is_too_small_for_the_taste_gate(lo
     )
 
 
+def test_a_cycle_waits_for_more_liked_answers_rather_than_training_on_a_handful(loop_cfg, db):
+    seed_ratings(db)  # 12 👍 and 4 👎: fewer than 13 👍 in the train split, whatever the split
+    cfg = with_overrides(loop_cfg, taste={"enabled": True, "min_votes_per_label": 13})
+    result = run_cycle(cfg, db, trigger="test", actor="test")
+    assert result.status == "skipped", (result.reason, result.curation_summary)
+    waiting = re.match(r"waiting for more evidence: (\d+) 👍 training votes", result.reason)
+    assert waiting and int(waiting.group(1)) <= 12, result.reason
+    assert "needs 13 (taste.min_votes_per_label)" in result.reason
+    assert cycles.get_cycle(db, result.cycle_id).dataset_id is None  # nothing trained or kept
+    # (Few 👎 beside enough 👍 is no reason to wait: the first test trains on these votes.)
+
+
 def test_a_cycle_fits_the_taste_model_distils_candidates_and_gates_on_taste(loop_cfg, db):
     seed_length_taste(db)
     cfg = with_overrides(
         loop_cfg,
         validation={"min_taste_questions": 5, "taste_samples": 1},
         taste={
+            "enabled": True,
             "candidates": 3,
             "max_questions": 8,
             "max_new_tokens": 8,

@@ -36,6 +36,7 @@ def test_the_console_shows_step_of_total_while_a_cycle_trains(cfg, tiny_model_di
             "min_voter_turns": 0,
         },  # the seeded users are new
         schedule={"min_new_examples": 8, "cooldown_minutes": 30},
+        taste={"enabled": False},  # a dozen votes: a taste model would make the cycle wait
     )
     monkeypatch.setattr(cycle_mod, "PROGRESS_POLL_S", 0.1)
     db = open_database(loop_cfg.data_dir / "assistant.duckdb")

@@ -34,7 +34,7 @@ from training.stage_files import (
     TrainReport,
     ValidationReport,
 )
-from training.taste.distill import enough_votes
+from training.taste.distill import enough_votes, real_votes
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class _Run:
             return self.result(
                 "skipped", "curation kept no training examples: " + "; ".join(self.summary)
             )
-        waiting = _too_little_heldout(self.cfg, curated.train, curated.heldout)
+        waiting = _waiting_for_evidence(self.cfg, curated.train, curated.heldout)
         if waiting:
             return self.result("skipped", waiting)
         saved = save_dataset(
@@ -358,10 +358,24 @@ def stage_failure(result: StageResult) -> str:
     return lines[-1][:500] if lines else f"exit code {result.exit_code}"
 
 
-def _too_little_heldout(cfg: Config, train: list, heldout: list) -> str | None:
-    """Why the cycle waits: the votes support a taste model but the held-out split has too few
-    questions for the taste gate to decide (None when it may go on)."""
-    if not cfg.taste.enabled or enough_votes(cfg, train) is not None:
+def _waiting_for_evidence(cfg: Config, train: list, heldout: list) -> str | None:
+    """Why the cycle waits rather than guessing (None when it may go on): with the taste step
+    on, too few 👍 training votes for a taste model (a handful of liked answers moves neither
+    the model nor any gate: measured under the one_liner rater, 7 of them gave a canary that
+    gained +0.8 points, 95% CI -2.0..+3.7), or votes that support one but a held-out split
+    with too few questions for the taste gate to decide. Few 👎 with many 👍 go on: the liked
+    answers are targets and the held-out loss gate decides."""
+    if not cfg.taste.enabled:
+        return None
+    _, labels = real_votes(train)
+    need = cfg.taste.min_votes_per_label
+    if sum(labels) < need:
+        return (
+            f"waiting for more evidence: {sum(labels)} 👍 training votes, learning a taste "
+            f"needs {need} (taste.min_votes_per_label); the cycle runs again when more "
+            "answers are rated"
+        )
+    if enough_votes(cfg, train) is not None:
         return None
     questions = {" ".join(e.messages[-1]["content"].lower().split()) for e in heldout}
     if len(questions) >= cfg.validation.min_taste_questions:
