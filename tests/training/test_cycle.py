@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import signal
@@ -251,8 +252,9 @@ def test_a_run_missed_while_the_server_was_down_runs_on_start(loop_cfg, db):
     assert sched.missed_run(started + interval + timedelta(minutes=1))
 
 
-def seed_length_taste(db, n: int = 40) -> None:
-    """n one-turn conversations whose users like short answers and dislike long ones."""
+def seed_length_taste(db, n: int = 40, coin: bool = False) -> None:
+    """n one-turn conversations whose users like short answers and dislike long ones (with
+    `coin`, whose users vote by a coin flip that ignores the answer)."""
     for i in range(n):
         user = f"taste-user-{i}"
         question = f"Tell me about thing number {i}."
@@ -284,7 +286,20 @@ def seed_length_taste(db, n: int = 40) -> None:
             finish_reason="stop",
             error=None,
         )
-        set_feedback(db, turn_id=turn, user_id=user, rating="up" if short else "down")
+        up = hashlib.sha256(f"coin {i}".encode()).digest()[0] % 2 if coin else short
+        set_feedback(db, turn_id=turn, user_id=user, rating="up" if up else "down")
+
+
+def test_votes_that_show_no_preference_train_nothing(loop_cfg, db):
+    seed_length_taste(db, n=60, coin=True)
+    # A coin's out-of-fold AUC wanders around 0.5; 0.8 keeps a lucky split from passing.
+    cfg = with_overrides(loop_cfg, taste={"enabled": True, "min_cv_auc": 0.8})
+    result = run_cycle(cfg, db, trigger="test", actor="test")
+    assert result.status == "skipped", (result.reason, result.curation_summary)
+    assert result.reason.startswith("nothing to learn from these votes: cross-validated AUC")
+    assert "no preference the taste model can learn" in result.reason
+    assert result.adapter_version is None
+    assert all(a.version == 0 for a in registry.list_adapters(db))  # nothing registered
 
 
 def test_a_cycle_waits_when_the_heldout_split_is_too_small_for_the_taste_gate(loop_cfg, db):

@@ -34,7 +34,7 @@ from training.stage_files import (
     TrainReport,
     ValidationReport,
 )
-from training.taste.distill import enough_votes, real_votes
+from training.taste.distill import enough_votes, fit_on_votes, real_votes, taste_embedder
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,9 @@ class _Run:
         waiting = _waiting_for_evidence(self.cfg, curated.train, curated.heldout)
         if waiting:
             return self.result("skipped", waiting)
+        untaught = _nothing_to_learn(self.cfg, curated.train)
+        if untaught:
+            return self.result("skipped", untaught)
         saved = save_dataset(
             self.cfg, self.db, built, source={"cycle": self.cycle_id}, actor=self.actor
         )
@@ -384,6 +387,22 @@ def _waiting_for_evidence(cfg: Config, train: list, heldout: list) -> str | None
         f"waiting for more evidence: {len(questions)} held-out questions, the taste gate "
         f"needs {cfg.validation.min_taste_questions} (validation.min_taste_questions); "
         "the cycle runs again when more answers are rated"
+    )
+
+
+def _nothing_to_learn(cfg: Config, train: list) -> str | None:
+    """Why no adapter is trained: the votes support a taste model but show no preference it can
+    learn (coin flips, or users who disagree), so the taste gate would refuse whatever the
+    training made of them (it fits the same model on the same votes); None when they show
+    one. Fitting costs seconds; the training and validation it saves, minutes."""
+    if not cfg.taste.enabled or enough_votes(cfg, train) is not None:
+        return None
+    fitted, why = fit_on_votes(cfg, train, taste_embedder(cfg))
+    if fitted is not None:
+        return None
+    return (
+        f"nothing to learn from these votes: {why}; no adapter is trained (the taste gate "
+        "would refuse it), and the cycle runs again when more answers are rated"
     )
 
 

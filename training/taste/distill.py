@@ -55,10 +55,10 @@ def enough_votes(cfg: Config, examples: list[Example]) -> str | None:
     return None
 
 
-def fit_on_votes(cfg: Config, data: LoadedDataset, embedder: Any) -> tuple[TasteModel | None, str]:
+def fit_on_votes(cfg: Config, train: list[Example], embedder: Any) -> tuple[TasteModel | None, str]:
     """The taste model fitted on the train split's real votes, or None and why not."""
     tc = cfg.taste
-    pairs, labels = real_votes(data.train)
+    pairs, labels = real_votes(train)
     ups, downs = sum(labels), len(labels) - sum(labels)
     model = fit_taste(pairs, labels, embedder, folds=tc.cv_folds, seed=cfg.training.seed)
     if model.cv_auc is None or model.cv_auc < tc.min_cv_auc:
@@ -120,7 +120,7 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     if too_few:
         return TasteOutcome(None, [], TasteReport(True, too_few))
     embedder = taste_embedder(cfg)
-    taste, why = fit_on_votes(cfg, data, embedder)
+    taste, why = fit_on_votes(cfg, data.train, embedder)
     auc = taste.cv_auc if taste else None
     if taste is None or tc.candidates < 2:
         fit_s = round(time.monotonic() - started, 1)

@@ -56,7 +56,7 @@ def taste_for_gate(
         saved = TasteModel.load(candidate / TASTE_FILE)
         if saved.cv_auc is not None and saved.cv_auc >= cfg.taste.min_cv_auc:
             return saved, embedder, f"the candidate's taste model (CV AUC {saved.cv_auc:.3f})", True
-    fitted, why = fit_on_votes(cfg, data, embedder)
+    fitted, why = fit_on_votes(cfg, data.train, embedder)
     return fitted, embedder, why, True
 
 
