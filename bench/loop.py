@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -137,6 +138,170 @@ def up_votes(rater: Rater, prompts: list[str], answers: list[str]) -> list[int]:
     return [int(rater(q, a) == "up") for q, a in zip(prompts, answers, strict=True)]
 
 
+@dataclass
+class LoopRun:
+    """What a run of the loop measured: the base on the fresh prompts, then one entry per cycle
+    (votes, verdict and, for a measured adapter, its 👍 rate and paired difference)."""
+
+    eval_prompts: list[str]
+    base_up: list[int]
+    base_words: float
+    base_probe: int
+    trajectory: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def base_rate(self) -> float:
+        return sum(self.base_up) / len(self.base_up)
+
+
+def bench_config(
+    data_dir: Path,
+    max_new_tokens: int,
+    sections: dict[str, dict],
+    base: str | None = None,
+) -> Config:
+    """config.toml with the bench's settings: sampled answers of `max_new_tokens`, retrieval
+    off, simulated users trusted, any cycle forced; `sections` override training/taste/
+    validation (and may override what else they name)."""
+    cfg = load_config(Path(__file__).resolve().parent.parent / "config.toml")
+    model: dict = {"max_new_tokens": max_new_tokens, "temperature": 0.7}
+    if base:
+        model["base"] = base
+    return with_overrides(
+        cfg,
+        server={"data_dir": str(data_dir), "rate_limit_per_minute": 10_000},
+        model=model,
+        retrieval={"top_k": 0},
+        # Simulated raters are minutes old: trust them (the bench measures learning).
+        curation={
+            "max_share_per_user": 0.2,
+            "max_examples_per_user": 1000,
+            "min_voter_age_hours": 0.0,
+            "min_voter_turns": 0,
+        },
+        schedule={"min_new_examples": 1},
+        **sections,
+    )
+
+
+def evaluate_base(cfg: Config, rater: Rater, eval_prompts: list[str]) -> LoopRun:
+    """The base's 👍 rate on the fresh prompts (seeded samples) and its probe score (greedy)."""
+    t = time.perf_counter()
+    base_eval = answers_of(cfg, None, eval_prompts, EVAL_SEED)
+    base_probe = answers_of(cfg, None, [q for q, _ in PROBES], 0, greedy=True)
+    run = LoopRun(
+        eval_prompts,
+        up_votes(rater, eval_prompts, base_eval),
+        sum(len(a.split()) for a in base_eval) / len(base_eval),
+        sum(probe_correct(a, w) for a, (_, w) in zip(base_probe, PROBES, strict=True)),
+    )
+    run.timings[f"evaluate base on {len(eval_prompts)} fresh prompts + probe"] = (
+        time.perf_counter() - t
+    )
+    return run
+
+
+def run_loop(
+    cfg: Config,
+    rater: Rater,
+    run: LoopRun,
+    train_prompts: list[list[str]],
+    traffic: str = "batched",
+    evaluate_rejected: bool = False,
+    report: Callable[[str], None] = print,
+) -> LoopRun:
+    """One cycle per slice of `train_prompts` on fresh traffic from the current production
+    model, each measured on `run`'s fresh prompts against the base; a candidate that passes
+    validation is promoted so that the next cycle starts from it. `report` gets the per-cycle
+    lines (votes, verdict, curation, training and every check)."""
+    timings = run.timings
+    db = open_database(database_path(cfg))
+    try:
+        for k, prompts in enumerate(train_prompts, start=1):
+            version = registry.production_version(db)
+            prod_path = Path(registry.get_adapter(db, version).path) if version else None
+            t = time.perf_counter()
+            if traffic == "chat":
+                rows = chat_traffic(cfg, db, prompts)
+            else:
+                rows = log_traffic(
+                    db, prompts, answers_of(cfg, prod_path, prompts, 1000 + k), version
+                )
+            timings[f"cycle {k}: traffic ({len(prompts)} answers)"] = time.perf_counter() - t
+            votes = [rater(q, a) for _, q, a, _ in rows]
+            for (user, _, _, turn), vote in zip(rows, votes, strict=True):
+                ratings.set_feedback(db, turn_id=turn, user_id=user, rating=vote)
+            t = time.perf_counter()
+            result = run_cycle(cfg, db, trigger="bench", actor="bench", force=True)
+            timings[f"cycle {k}: curate+taste+candidates+train+validate"] = time.perf_counter() - t
+            for stage, seconds in result.stage_seconds.items():
+                timings[f"cycle {k}:   stage {stage}"] = seconds
+            report(
+                f"cycle {k}: {votes.count('up')} up / {votes.count('down')} down of "
+                f"{len(votes)}; {result.status}: {result.reason}"
+            )
+            for line in result.curation_summary:
+                report("  " + line)
+            if result.adapter_version is not None:
+                _report_adapter(db, result.adapter_version, report)
+            entry = {
+                "cycle": k,
+                "status": result.status,
+                "reason": result.reason,
+                "verdict": result.verdict,
+                "up": votes.count("up"),
+                "down": votes.count("down"),
+            }
+            measure = result.verdict == "canary" or (
+                evaluate_rejected and result.verdict == "rejected"
+            )
+            if measure and result.adapter_version is not None and run.eval_prompts:
+                path = Path(registry.get_adapter(db, result.adapter_version).path)
+                t = time.perf_counter()
+                entry.update(_measure(cfg, rater, run, path), adapter=result.adapter_version)
+                timings[f"cycle {k}: evaluate v{result.adapter_version}"] = time.perf_counter() - t
+                if result.verdict == "canary":
+                    canary.promote(
+                        db, actor="bench", reason="bench: promoted to start the next cycle from it"
+                    )
+            run.trajectory.append(entry)
+    finally:
+        db.close()
+    return run
+
+
+def _report_adapter(db: Database, version: int, report: Callable[[str], None]) -> None:
+    metrics = registry.get_adapter(db, version).metrics
+    train = metrics.get("train")
+    if isinstance(train, dict) and train:
+        report(
+            f"  training: {train['steps']} steps ({train['stop_reason']}), kept step "
+            f"{train['best_step']}; held-out 👍 loss {train['initial_heldout_loss']}"
+            f" -> {train['best_heldout_loss']}; curve {train['heldout_loss']}"
+        )
+    validation = metrics.get("validation")
+    for check in (validation or {}).get("checks", []) if isinstance(validation, dict) else []:
+        report(f"  check {check['name']}: {check['status']}: {check['reason']}")
+
+
+def _measure(cfg: Config, rater: Rater, run: LoopRun, adapter: Path) -> dict:
+    """The adapter's 👍 rate on the fresh prompts (same seeds as the base), the paired
+    difference with its 95% interval, mean words and probe score."""
+    answers = answers_of(cfg, adapter, run.eval_prompts, EVAL_SEED)
+    probe = answers_of(cfg, adapter, [q for q, _ in PROBES], 0, greedy=True)
+    up = up_votes(rater, run.eval_prompts, answers)
+    diff, low, high = paired_interval([c - b for c, b in zip(up, run.base_up, strict=True)])
+    return {
+        "rate": sum(up) / len(up),
+        "diff": diff,
+        "low": low,
+        "high": high,
+        "words": sum(len(a.split()) for a in answers) / len(answers),
+        "probe": sum(probe_correct(a, w) for a, (_, w) in zip(probe, PROBES, strict=True)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="rated conversations per cycle")
@@ -176,149 +341,45 @@ def main() -> None:
     args = parser.parse_args()
     rater = load_rater(args.rater)
     eval_prompts, train_prompts = split_prompts(args.eval, args.n, args.cycles)
-    timings: dict[str, float] = {}
-    trajectory = []
+    training = {"max_steps": args.steps, "max_minutes": 30.0, "start_from": "production"}
+    if args.method:
+        training["method"] = args.method
+    if args.learning_rate:
+        training["learning_rate"] = args.learning_rate
+    if args.loss_slack is not None:
+        training["taste_loss_slack"] = args.loss_slack
+    taste = {"enabled": not args.no_taste, "max_new_tokens": args.max_new_tokens}
+    if args.candidates is not None:
+        taste["candidates"] = args.candidates
+    if args.max_questions is not None:
+        taste["max_questions"] = args.max_questions
+    validation = {"min_taste_questions": args.min_heldout} if args.min_heldout else {}
+    sections = {"training": training, "taste": taste, "validation": validation}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if section not in sections or not name:
+            parser.error(f"--set {item}: use training.*, taste.* or validation.*")
+        sections[section][name] = json.loads(value)
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = str(args.keep) if args.keep else scratch
+        data_dir = args.keep or Path(scratch)
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=False)
-        cfg = load_config(Path(__file__).resolve().parent.parent / "config.toml")
-        training = {"max_steps": args.steps, "max_minutes": 30.0, "start_from": "production"}
-        if args.method:
-            training["method"] = args.method
-        if args.learning_rate:
-            training["learning_rate"] = args.learning_rate
-        if args.loss_slack is not None:
-            training["taste_loss_slack"] = args.loss_slack
-        taste = {"enabled": not args.no_taste, "max_new_tokens": args.max_new_tokens}
-        if args.candidates is not None:
-            taste["candidates"] = args.candidates
-        if args.max_questions is not None:
-            taste["max_questions"] = args.max_questions
-        validation = {"min_taste_questions": args.min_heldout} if args.min_heldout else {}
-        sections = {"training": training, "taste": taste, "validation": validation}
-        for item in args.set:
-            key, _, value = item.partition("=")
-            section, _, name = key.partition(".")
-            if section not in sections or not name:
-                parser.error(f"--set {item}: use training.*, taste.* or validation.*")
-            sections[section][name] = json.loads(value)
-        cfg = with_overrides(
-            cfg,
-            server={"data_dir": tmp, "rate_limit_per_minute": 10_000},
-            model={"max_new_tokens": args.max_new_tokens, "temperature": 0.7},
-            retrieval={"top_k": 0},
-            # Simulated raters are minutes old: trust them (the bench measures learning).
-            curation={
-                "max_share_per_user": 0.2,
-                "max_examples_per_user": 1000,
-                "min_voter_age_hours": 0.0,
-                "min_voter_turns": 0,
-            },
-            schedule={"min_new_examples": 1},
-            **sections,
-        )
-        db = open_database(database_path(cfg))
-        t = time.perf_counter()
-        base_eval = answers_of(cfg, None, eval_prompts, EVAL_SEED)
-        base_up = up_votes(rater, eval_prompts, base_eval)
-        probe_q = [q for q, _ in PROBES]
-        base_probe = answers_of(cfg, None, probe_q, 0, greedy=True)
-        timings[f"evaluate base on {len(eval_prompts)} fresh prompts + probe"] = (
-            time.perf_counter() - t
-        )
-        for k, prompts in enumerate(train_prompts, start=1):
-            version = registry.production_version(db)
-            prod_path = Path(registry.get_adapter(db, version).path) if version else None
-            t = time.perf_counter()
-            if args.traffic == "chat":
-                rows = chat_traffic(cfg, db, prompts)
-            else:
-                rows = log_traffic(
-                    db, prompts, answers_of(cfg, prod_path, prompts, 1000 + k), version
-                )
-            timings[f"cycle {k}: traffic ({len(prompts)} answers)"] = time.perf_counter() - t
-            votes = [rater(q, a) for _, q, a, _ in rows]
-            for (user, _, _, turn), vote in zip(rows, votes, strict=True):
-                ratings.set_feedback(db, turn_id=turn, user_id=user, rating=vote)
-            t = time.perf_counter()
-            result = run_cycle(cfg, db, trigger="bench", actor="bench", force=True)
-            timings[f"cycle {k}: curate+taste+candidates+train+validate"] = time.perf_counter() - t
-            for stage, seconds in result.stage_seconds.items():
-                timings[f"cycle {k}:   stage {stage}"] = seconds
-            print(
-                f"cycle {k}: {votes.count('up')} up / {votes.count('down')} down of "
-                f"{len(votes)}; {result.status}: {result.reason}"
-            )
-            for line in result.curation_summary:
-                print("  " + line)
-            if result.adapter_version is not None:
-                train = registry.get_adapter(db, result.adapter_version).metrics.get("train")
-                if isinstance(train, dict) and train:
-                    print(
-                        f"  training: {train['steps']} steps ({train['stop_reason']}), kept step "
-                        f"{train['best_step']}; held-out 👍 loss {train['initial_heldout_loss']}"
-                        f" -> {train['best_heldout_loss']}; curve {train['heldout_loss']}"
-                    )
-                validation = registry.get_adapter(db, result.adapter_version).metrics.get(
-                    "validation"
-                )
-                for check in (
-                    (validation or {}).get("checks", []) if isinstance(validation, dict) else []
-                ):
-                    print(f"  check {check['name']}: {check['status']}: {check['reason']}")
-            entry = {
-                "cycle": k,
-                "verdict": result.verdict,
-                "up": votes.count("up"),
-                "down": votes.count("down"),
-            }
-            measure = result.verdict == "canary" or (
-                args.evaluate_rejected and result.verdict == "rejected"
-            )
-            if measure and result.adapter_version is not None:
-                path = Path(registry.get_adapter(db, result.adapter_version).path)
-                t = time.perf_counter()
-                cand_eval = answers_of(cfg, path, eval_prompts, EVAL_SEED)
-                cand_probe = answers_of(cfg, path, probe_q, 0, greedy=True)
-                timings[f"cycle {k}: evaluate v{result.adapter_version}"] = time.perf_counter() - t
-                cand_up = up_votes(rater, eval_prompts, cand_eval)
-                diff, low, high = paired_interval(
-                    [c - b for c, b in zip(cand_up, base_up, strict=True)]
-                )
-                words = sum(len(a.split()) for a in cand_eval) / len(cand_eval)
-                entry.update(
-                    adapter=result.adapter_version,
-                    rate=sum(cand_up) / len(cand_up),
-                    diff=diff,
-                    low=low,
-                    high=high,
-                    words=words,
-                    probe=sum(
-                        probe_correct(a, w) for a, (_, w) in zip(cand_probe, PROBES, strict=True)
-                    ),
-                )
-                if result.verdict == "canary":
-                    canary.promote(
-                        db, actor="bench", reason="bench: promoted to start the next cycle from it"
-                    )
-            trajectory.append(entry)
-        db.close()
+        cfg = bench_config(data_dir, args.max_new_tokens, sections)
+        run = evaluate_base(cfg, rater, eval_prompts)
+        run_loop(cfg, rater, run, train_prompts, args.traffic, args.evaluate_rejected)
 
     n_eval = len(eval_prompts)
-    base_rate = sum(base_up) / n_eval
-    base_words = sum(len(a.split()) for a in base_eval) / n_eval
-    base_probe_ok = sum(probe_correct(a, w) for a, (_, w) in zip(base_probe, PROBES, strict=True))
     print(
         f"\nrater {args.rater}; {args.n} rated conversations per cycle; {n_eval} fresh "
         f"prompts; probe: {len(PROBES)} factual/instruction prompts, greedy, right when the "
         "answer contains the expected word"
     )
     print(
-        f"base: 👍 {base_rate:.1%} ({sum(base_up)}/{n_eval}), mean words {base_words:.0f}, "
-        f"probe {base_probe_ok}/{len(PROBES)}"
+        f"base: 👍 {run.base_rate:.1%} ({sum(run.base_up)}/{n_eval}), mean words "
+        f"{run.base_words:.0f}, probe {run.base_probe}/{len(PROBES)}"
     )
-    for e in trajectory:
+    for e in run.trajectory:
         if "rate" in e:
             print(
                 f"cycle {e['cycle']}: v{e['adapter']} ({e['verdict']}) 👍 {e['rate']:.1%}, "
@@ -329,7 +390,7 @@ def main() -> None:
         else:
             print(f"cycle {e['cycle']}: no adapter passed validation ({e['verdict']})")
     print("\nwall time per stage:")
-    for stage, seconds in timings.items():
+    for stage, seconds in run.timings.items():
         print(f"  {stage:55} {seconds:8.1f} s")
 
 
