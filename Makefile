@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup setup-dev run test test-fast check lint bench clean
+.PHONY: setup setup-dev run test test-fast test-learning check lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ run: setup
 # Two workers (pytest-xdist), a test file each at a time: the heavy real-model files overlap the
 # browser and server ones that mostly wait.
 test: setup-dev
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not learning"
+
+# The learning loop's own test (tests/training/test_learning.py): not yet steady enough for CI.
+test-learning: setup-dev
+	$(BIN)/python -m pytest -m learning
 
 test-fast: setup-dev
 	$(BIN)/python -m pytest -m "not real_model and not milvus_server and not browser"
