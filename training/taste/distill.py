@@ -60,14 +60,37 @@ def fit_on_votes(cfg: Config, train: list[Example], embedder: Any) -> tuple[Tast
     tc = cfg.taste
     pairs, labels = real_votes(train)
     ups, downs = sum(labels), len(labels) - sum(labels)
-    model = fit_taste(pairs, labels, embedder, folds=tc.cv_folds, seed=cfg.training.seed)
+    model = fit_taste(
+        pairs,
+        labels,
+        embedder,
+        folds=tc.cv_folds,
+        seed=cfg.training.seed,
+        permutations=tc.permutations,
+    )
+    distrust = untrusted(cfg, model)
+    if distrust:
+        return None, f"{distrust}: the votes show no preference the taste model can learn"
+    return model, f"{_evidence(model)} on {ups} 👍 / {downs} 👎 votes"
+
+
+def untrusted(cfg: Config, model: TasteModel) -> str | None:
+    """Why a fitted taste model is not to be used (its cross-validated AUC is below the floor
+    or no better than shuffled votes reach), or None when it may be."""
+    tc = cfg.taste
     if model.cv_auc is None or model.cv_auc < tc.min_cv_auc:
-        return None, (
-            f"cross-validated AUC {model.cv_auc:.3f} is below taste.min_cv_auc "
-            f"{tc.min_cv_auc}: the votes show no preference the taste model can "
-            "learn"
+        return f"{_evidence(model)} is below taste.min_cv_auc {tc.min_cv_auc}"
+    if model.p_value is not None and model.p_value > tc.max_p_value:
+        return (
+            f"{_evidence(model)}: shuffled votes reach that AUC too often "
+            f"(taste.max_p_value {tc.max_p_value})"
         )
-    return model, f"cross-validated AUC {model.cv_auc:.3f} on {ups} 👍 / {downs} 👎 votes"
+    return None
+
+
+def _evidence(model: TasteModel) -> str:
+    text = "cross-validated AUC " + ("n/a" if model.cv_auc is None else f"{model.cv_auc:.3f}")
+    return text if model.p_value is None else f"{text} (permutation p {model.p_value:.2f})"
 
 
 def sampling_spec(cfg: Config, max_new_tokens: int, temperature: float, seed: int) -> SamplingSpec:

@@ -12,7 +12,13 @@ from typing import Any
 from config import Config
 from training.dataset.schema import Example, LoadedDataset
 from training.stage_files import Status
-from training.taste.distill import enough_votes, fit_on_votes, sampling_spec, taste_embedder
+from training.taste.distill import (
+    enough_votes,
+    fit_on_votes,
+    sampling_spec,
+    taste_embedder,
+    untrusted,
+)
 from training.taste.model import TASTE_FILE, TasteModel, auc
 from training.taste.sampling import sample_answers
 
@@ -54,7 +60,7 @@ def taste_for_gate(
     embedder = taste_embedder(cfg)
     if (candidate / TASTE_FILE).is_file():
         saved = TasteModel.load(candidate / TASTE_FILE)
-        if saved.cv_auc is not None and saved.cv_auc >= cfg.taste.min_cv_auc:
+        if not untrusted(cfg, saved):
             return saved, embedder, f"the candidate's taste model (CV AUC {saved.cv_auc:.3f})", True
     fitted, why = fit_on_votes(cfg, data.train, embedder)
     return fitted, embedder, why, True
