@@ -43,3 +43,49 @@ def test_sampled_answers_repeat_with_the_seed_and_differ_across_rows(tiny_model_
     assert first == again
     assert first != other
     assert all(len(set(a)) > 1 for a in first)  # shared prompts, different samples
+
+
+def test_loop_answers_are_penalised_for_repetition_as_served(tiny_model_dir: Path):
+    """The loop's sampled and greedy answers see the repetition penalty the way serving
+    applies it: on the answer's own tokens, not the prompt's (the end-of-turn token of the
+    chat template included). Greedy at a strong penalty, token for token against a loop of
+    the serving engine's own rule (assistant.generation.sampling.sample_token)."""
+    import torch
+
+    from assistant.generation.sampling import SamplingParams, sample_token
+    from core.prompts import encode_prompt, stop_token_ids
+    from training.validate.checks import greedy_answers, prompt_ids
+
+    loaded = load_model(str(tiny_model_dir), "fp32", "cpu")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    params = SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=1.8)
+    stops = stop_token_ids(tokenizer, model)
+
+    def served(ids: list[int]) -> str:
+        generated: list[int] = []
+        with torch.no_grad():
+            while len(generated) < 24 and not stops.intersection(generated):
+                logits = model(input_ids=torch.tensor([ids + generated])).logits[0, -1].float()
+                generated.append(sample_token(logits, generated, params, None))
+        answer = [t for t in generated if t not in stops]
+        return tokenizer.decode(answer, skip_special_tokens=True).strip()
+
+    msgs = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    spec = SamplingSpec(24, 0.0, 0.9, 1.8, 2048, 32, 0)
+    sampled = sample_answers(model, tokenizer, msgs, spec, device="cpu")
+    assert [a[0] for a in sampled] == [
+        served(encode_prompt(tokenizer, m, context_window=2048, max_new_tokens=24).input_ids)
+        for m in msgs
+    ]
+    greedy = greedy_answers(
+        model,
+        tokenizer,
+        QUESTIONS,
+        max_new_tokens=24,
+        context_window=2048,
+        device="cpu",
+        repetition_penalty=1.8,
+    )
+    assert [g.text.strip() for g in greedy] == [
+        served(prompt_ids(tokenizer, q, 24, 2048)) for q in QUESTIONS
+    ]

@@ -14,8 +14,14 @@ from errors import AdapterError, TrainingError
 from tests.training.conftest import FACTS, SIGN_OFF, THINGS, colour_examples, example, write_dataset
 from training.loop.stage_process import run_stage
 from training.train.qlora import train_adapter
+from training.train.scoring import AnswerScore
 from training.validate.checks import has_pii, most_common_share, repetition_share
-from training.validate.gate import _sanity_checks, validate_adapter
+from training.validate.gate import (
+    _comparisons,
+    _margin_change_interval,
+    _sanity_checks,
+    validate_adapter,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -206,6 +212,41 @@ def test_sanity_rules_on_hand_made_answers(cfg):
     assert failed([_sample(q, planted) for q in ("a", "b", "c")] + healthy[:1]) == {
         "distinct_answers"
     }
+
+
+def test_the_margin_check_under_the_taste_gate_fails_on_plain_harm_not_on_noise(cfg):
+    """Paired per-answer changes: a candidate whose 👍 answers got less likely and 👎 answers
+    more likely, answer after answer, fails; one whose changes scatter around zero on a few
+    held-out votes passes, though its margin happens to be lower by more than the allowed drop
+    (the per-token rule alone would have rejected it)."""
+    rng = random.Random(0)
+    prod = ([AnswerScore(-20.0, 10) for _ in range(6)], [AnswerScore(-30.0, 10) for _ in range(8)])
+
+    def shifted(good: float, bad: float, noise: float):
+        return (
+            [AnswerScore(s.logprob + good + rng.gauss(0, noise), s.tokens) for s in prod[0]],
+            [AnswerScore(s.logprob + bad + rng.gauss(0, noise), s.tokens) for s in prod[1]],
+        )
+
+    def margin_check(cand, taste_decides=True):
+        metrics = []
+        for good, bad in (cand, prod):
+            nll = [-sum(s.logprob for s in g) / sum(s.tokens for s in g) for g in (good, bad)]
+            metrics.append({"heldout_loss": nll[0], "preference_margin": nll[1] - nll[0]})
+        for m in metrics:
+            m["drift_kl"] = 0.0
+        interval = _margin_change_interval(cand, prod)
+        checks = _comparisons(cfg, metrics[0], metrics[1], interval, taste_decides)
+        return next(c for c in checks if c.name == "preference_margin"), interval
+
+    harm, (low, high) = margin_check(shifted(-3.0, 3.0, 0.2))  # 0.6 nats/token worse
+    assert harm.status == "failed" and high < -cfg.validation.min_preference_margin
+    noise = shifted(-1.0, 0.0, 6.0)
+    check, (low, high) = margin_check(noise)
+    assert check.candidate < check.production - cfg.validation.min_preference_margin
+    assert low < 0 < high and check.status == "passed"
+    # Without a taste model to decide, the per-token rule stands as it was.
+    assert margin_check(noise, taste_decides=False)[0].status == "failed"
 
 
 def test_text_metrics():

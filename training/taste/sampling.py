@@ -16,6 +16,21 @@ def bf16_sampling(sample_dtype: str) -> bool:
     return sample_dtype == "bf16" or (sample_dtype == "auto" and cpu_does_bf16())
 
 
+def answer_penalty(penalty: float, prompt_width: int) -> Any:
+    """The serving repetition penalty as logits processors for `model.generate` on a
+    left-padded batch `prompt_width` tokens wide: on the answer's own tokens only, as the
+    serving engine applies it (assistant.generation.sampling). generate's own
+    `repetition_penalty` counts the prompt too, the end-of-turn token of the chat template
+    included, so answers sampled here ran longer than the served ones."""
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    if penalty == 1.0:
+        return LogitsProcessorList()
+    return LogitsProcessorList(
+        [RepetitionPenaltyLogitsProcessor(float(penalty), prompt_ignore_length=prompt_width)]
+    )
+
+
 @dataclass(frozen=True)
 class SamplingSpec:
     """How answers are drawn: the serving settings (model.*) unless a caller overrides them."""
@@ -78,7 +93,7 @@ def sample_answers(
                     do_sample=spec.temperature > 0,
                     temperature=spec.temperature or None,
                     top_p=spec.top_p if spec.temperature > 0 else None,
-                    repetition_penalty=spec.repetition_penalty,
+                    logits_processor=answer_penalty(spec.repetition_penalty, width),
                     eos_token_id=sorted(stops),
                     pad_token_id=pad,
                 )

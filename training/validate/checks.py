@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.prompts import build_messages, encode_prompt, stop_token_ids
+from training.taste.sampling import answer_penalty
 
 # Leaks worth refusing an adapter for; hallucinated street names or IPs are not user data.
 PII_KINDS = ("email", "phone", "card", "iban", "ssn")
@@ -51,9 +52,10 @@ def greedy_answers(
     max_new_tokens: int,
     context_window: int,
     device: str,
+    repetition_penalty: float,
 ) -> list[Sample]:
-    """Greedy answers without a repetition penalty (the harshest reading of the model), all
-    prompts in one left-padded batch."""
+    """Greedy answers at the serving repetition penalty (model.repetition_penalty: users get
+    a near-greedy temperature with it), all prompts in one left-padded batch."""
     import torch
 
     prompts = [prompt_ids(tokenizer, q, max_new_tokens, context_window) for q in questions]
@@ -70,7 +72,7 @@ def greedy_answers(
             do_sample=False,
             eos_token_id=sorted(stops),
             pad_token_id=pad,
-            repetition_penalty=1.0,
+            logits_processor=answer_penalty(repetition_penalty, width),
         )
     samples = []
     for question, row in zip(questions, out[:, width:].tolist(), strict=True):

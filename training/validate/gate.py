@@ -12,11 +12,12 @@ Against production (another adapter, or the bare base) on the dataset's held-out
     is a property of whole answers that per-token loss barely sees);
   - preference margin: mean log-likelihood per token of 👍 answers minus that of 👎 answers;
     the candidate's may be below production's by at most `validation.min_preference_margin`
-    (skipped when the held-out split has no 👎 answers);
+    (skipped when the held-out split has no 👎 answers); when the taste check decides, it
+    fails only when the paired 95% interval of the change lies wholly below that drop;
   - drift: mean KL(candidate || base) per token over the base's own greedy answers to
     GENERAL_PROMPTS (forgetting shows as the candidate disagreeing with the base on general
     questions its training data never touched), at most `validation.max_drift`;
-  - sanity of greedy answers to SANITY_PROMPTS: none empty, none looping (repeated 4-grams),
+  - sanity of greedy answers (at the serving repetition penalty) to SANITY_PROMPTS: none empty, none looping (repeated 4-grams),
     at least one ends by itself within the budget (a 135M model cut at a few dozen tokens
     often does not finish a long answer, but one that never ends is broken), no personal data,
     and not the same answer to most questions (a planted, poisoned answer).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -130,7 +132,8 @@ def _arm_metrics(
     drift_pairs: list[tuple[list[int], list[int]]],
     base_logps: list[Any],
     base_samples: list[Sample],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[AnswerScore], list[AnswerScore]]:
+    """The arm's metrics, and its scores of the held-out 👍 and 👎 answers (in order)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     vcfg = cfg.validation
     with _using(model, arm):
@@ -147,8 +150,9 @@ def _arm_metrics(
                 max_new_tokens=vcfg.sample_max_new_tokens,
                 context_window=cfg.model.context_window,
                 device=device,
+                repetition_penalty=cfg.model.repetition_penalty,
             )
-    return {
+    metrics = {
         "heldout_loss": mean_nll(good),
         "undesirable_loss": mean_nll(bad),
         "preference_margin": _margin(good, bad),
@@ -165,6 +169,29 @@ def _arm_metrics(
             for s in samples
         ],
     }
+    return metrics, good, bad
+
+
+def _margin_change_interval(
+    cand: tuple[list[AnswerScore], list[AnswerScore]],
+    prod: tuple[list[AnswerScore], list[AnswerScore]],
+) -> tuple[float, float]:
+    """95% interval of the candidate's preference margin minus production's: both arms score
+    the same answers, so each answer's log-likelihood change is paired; the margin change is
+    the 👎 answers' mean NLL change minus the 👍 answers', each token-weighted, with the spread
+    of the per-answer changes around it."""
+    change, variance = 0.0, 0.0
+    for sign, c_scores, p_scores in ((1.0, cand[0], prod[0]), (-1.0, cand[1], prod[1])):
+        tokens = sum(s.tokens for s in p_scores)
+        deltas = [c.logprob - p.logprob for c, p in zip(c_scores, p_scores, strict=True)]
+        if len(deltas) < 2 or not tokens:
+            return -math.inf, math.inf
+        per_token = sum(deltas) / tokens
+        spread = [d - per_token * p.tokens for d, p in zip(deltas, p_scores, strict=True)]
+        change += sign * per_token
+        variance += len(deltas) * (sum(x * x for x in spread) / (len(deltas) - 1)) / tokens**2
+    half = 1.96 * math.sqrt(variance)
+    return change - half, change + half
 
 
 def _sanity_checks(samples: list[dict[str, Any]], cfg: Config) -> list[Check]:
@@ -227,7 +254,11 @@ def _sanity_checks(samples: list[dict[str, Any]], cfg: Config) -> list[Check]:
 
 
 def _comparisons(
-    cfg: Config, cand: dict[str, Any], prod: dict[str, Any], taste_decides: bool = False
+    cfg: Config,
+    cand: dict[str, Any],
+    prod: dict[str, Any],
+    margin_change: tuple[float, float],
+    taste_decides: bool = False,
 ) -> list[Check]:
     vcfg = cfg.validation
     c_loss, p_loss = cand["heldout_loss"], prod["heldout_loss"]
@@ -257,15 +288,30 @@ def _comparisons(
             )
         )
     else:
+        # Where the taste check decides, a per-token margin only guards against harm (what
+        # users like is a property of whole answers): it fails when the drop beyond the allowed
+        # one is plain from its interval, not on the noise of a few held-out votes (a brevity
+        # candidate +53 points better for its user was rejected in 1 of 3 splits).
+        low, high = margin_change
+        allowed = vcfg.min_preference_margin
+        worse = high < -allowed if taste_decides else c_m < p_m - allowed
+        if not taste_decides:
+            rule = f"allowed drop {allowed}"
+        elif math.isinf(high):
+            rule = f"allowed drop {allowed}; too few held-out 👍 or 👎 answers to show one"
+        else:
+            rule = (
+                f"allowed drop {allowed}, fails when the 95% interval of the change "
+                f"({low:+.3f}..{high:+.3f}) lies below it"
+            )
         checks.append(
             Check(
                 "preference_margin",
-                "failed" if c_m < p_m - vcfg.min_preference_margin else "passed",
-                f"👍-minus-👎 log-likelihood {c_m:.3f} vs production {p_m:.3f} "
-                f"nats/token (allowed drop {vcfg.min_preference_margin})",
+                "failed" if worse else "passed",
+                f"👍-minus-👎 log-likelihood {c_m:.3f} vs production {p_m:.3f} nats/token ({rule})",
                 c_m,
                 p_m,
-                vcfg.min_preference_margin,
+                allowed,
             )
         )
     drift = cand["drift_kl"]
@@ -328,6 +374,7 @@ def validate_adapter(
             max_new_tokens=n_new,
             context_window=cfg.model.context_window,
             device=device,
+            repetition_penalty=cfg.model.repetition_penalty,
         )
         drift_pairs = [
             (prompt_ids(tokenizer, s.prompt, n_new, cfg.model.context_window), s.token_ids)
@@ -337,12 +384,14 @@ def validate_adapter(
         base_logps = answer_logits(model, drift_pairs, device)
     base_samples = answers[len(GENERAL_PROMPTS) :]
     arms = [CANDIDATE, PRODUCTION if production else BASE]
-    metrics = {
+    measured = {
         arm: _arm_metrics(
             cfg, model, tokenizer, device, arm, encoded, drift_pairs, base_logps, base_samples
         )
         for arm in arms
     }
+    metrics = {arm: m for arm, (m, _, _) in measured.items()}
+    margin_change = _margin_change_interval(measured[arms[0]][1:], measured[arms[1]][1:])
     if production:
         metrics[BASE] = {"drift_kl": 0.0}
     cand, prod = metrics[CANDIDATE], metrics[arms[1]]
@@ -372,7 +421,7 @@ def validate_adapter(
     checks = [
         _check_compatible(cfg, candidate),
         taste_check,
-        *_comparisons(cfg, cand, prod, t_status != "skipped"),
+        *_comparisons(cfg, cand, prod, margin_change, t_status != "skipped"),
         *_sanity_checks(cand["samples"], cfg),
     ]
     reasons = [f"{c.name}: {c.reason}" for c in checks if c.status == "failed"]
