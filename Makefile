@@ -33,11 +33,11 @@ run: setup
 # Two workers (pytest-xdist), a test file each at a time: the heavy real-model files overlap the
 # browser and server ones that mostly wait.
 test: setup-dev
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not learning"
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-# The learning loop's own test (tests/training/test_learning.py): not yet steady enough for CI.
+# The learning loop's own test alone (tests/training/test_learning.py, also part of `make test`).
 test-learning: setup-dev
-	$(BIN)/python -m pytest -m learning
+	$(BIN)/python -m pytest tests/training/test_learning.py
 
 test-fast: setup-dev
 	$(BIN)/python -m pytest -m "not real_model and not milvus_server and not browser"

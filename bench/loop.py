@@ -67,13 +67,21 @@ def answers_of(
 
 
 def log_traffic(
-    db: Database, prompts: list[str], answers: list[str], version: int
+    db: Database, prompts: list[str], answers: list[str], version: int, cycle: int = 1
 ) -> list[tuple[str, str, str, str]]:
-    """Log each (prompt, answer) as a one-turn conversation of one of 40 simulated users."""
+    """Log each (prompt, answer) as a one-turn conversation of one of 40 simulated users. The
+    conversation ids are fixed (cycle and position), so a rerun with the same seeds splits
+    train and held-out the same way (the split hashes them)."""
     rows = []
     for i, (q, a) in enumerate(zip(prompts, answers, strict=True)):
         user = f"sim-{i % 40}"
-        conv = logs.create_conversation(db, user, arm="production", adapter_version=version)
+        conv = logs.create_conversation(
+            db,
+            user,
+            arm="production",
+            adapter_version=version,
+            conversation_id=f"sim-cycle{cycle}-{i:05d}",
+        )
         turn = logs.log_turn(
             db,
             conversation_id=conv,
@@ -226,7 +234,7 @@ def run_loop(
                 rows = chat_traffic(cfg, db, prompts)
             else:
                 rows = log_traffic(
-                    db, prompts, answers_of(cfg, prod_path, prompts, 1000 + k), version
+                    db, prompts, answers_of(cfg, prod_path, prompts, 1000 + k), version, k
                 )
             timings[f"cycle {k}: traffic ({len(prompts)} answers)"] = time.perf_counter() - t
             votes = [rater(q, a) for _, q, a, _ in rows]

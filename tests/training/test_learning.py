@@ -3,10 +3,10 @@ seeds, the same fresh prompts and sampling seeds for base and adapter). A user w
 complete answers gets more of them from the promoted adapter than from the base; a user who
 votes by coin flip gets no adapter trained, let alone rolled out.
 
-Sizes, measured on this 2-core machine with one torch thread (as a CI worker runs it): at 100
-rated conversations the brevity cycle gained +31.7 points (95% CI +18.9..+44.4) but passed the
-taste gate by a hair; at 130, +53.3 (+39.8..+66.9) in 11.6 minutes, and coin flips were turned
-away in 2.5. bench/loop.py --n 200 --eval 200 is the full measurement."""
+Sizes, measured on this 2-core machine with one torch thread (as a CI worker runs it): at 130
+rated conversations the brevity cycle gained +43.3 points (95% CI +29.1..+57.6) in 7.8 minutes,
+and coin flips were turned away in about 2. The conversation ids are fixed, so every run splits
+the same votes the same way. bench/loop.py --n 200 --eval 200 is the full measurement."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"  # the measured cycle, kept for the reader of a CI run
 sys.path.insert(0, str(REPO))
 from bench import raters  # noqa: E402
 from bench.loop import LoopRun, bench_config, evaluate_base, run_loop  # noqa: E402
@@ -26,7 +27,15 @@ N_EVAL = 60  # fresh evaluation prompts, never trained on
 NEW_TOKENS = 64
 # Small enough for CI, large enough to learn: steps, candidates and held-out questions.
 SECTIONS = {
-    "training": {"max_steps": 16, "max_minutes": 10.0, "start_from": "production"},
+    # Measured on this cycle's data (the same votes and split every run): 16 steps at the
+    # shipped 2e-4 gained +6.7 points (95% CI -7.2..+20.5), 32 at 2e-4 +13.3 (-0.2..+26.9),
+    # 32 at 3e-4 +43.3 (+29.1..+57.6) with the probe kept; 24 and 32 at 4e-4 lost probe answers.
+    "training": {
+        "max_steps": 32,
+        "learning_rate": 3e-4,
+        "max_minutes": 10.0,
+        "start_from": "production",
+    },
     "taste": {
         "max_new_tokens": NEW_TOKENS,
         "candidates": 2,
@@ -51,9 +60,6 @@ def _config(tmp_path: Path, real_model_dir: Path):
     return bench_config(tmp_path / "data", NEW_TOKENS, SECTIONS, base=str(real_model_dir))
 
 
-# Not in `make test` yet: in 1 of 3 runs the brevity candidate (+53 points in the others) was
-# rejected by the preference-margin gate on a small random held-out split. `make test-learning`.
-@pytest.mark.learning
 def test_a_user_who_likes_short_answers_gets_more_of_them_from_the_promoted_adapter(
     tmp_path, real_model_dir
 ):
@@ -63,7 +69,15 @@ def test_a_user_who_likes_short_answers_gets_more_of_them_from_the_promoted_adap
     run = evaluate_base(cfg, raters.brevity, eval_prompts)
     run_loop(cfg, raters.brevity, run, train, report=lines.append)
     cycle = run.trajectory[0]
-    log = "\n".join(lines)
+    measured = (
+        f"brevity: base {run.base_rate:.1%} -> {cycle.get('rate', float('nan')):.1%} 👍 on "
+        f"{N_EVAL} fresh prompts, paired gain {cycle.get('diff', float('nan')):+.3f} "
+        f"(95% CI {cycle.get('low', float('nan')):+.3f}..{cycle.get('high', float('nan')):+.3f}); "
+        f"probe {cycle.get('probe')} of 16 vs the base's {run.base_probe}"
+    )
+    log = "\n".join([measured, *lines])
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "learning-brevity.txt").write_text(log + "\n", encoding="utf-8")
     assert cycle["verdict"] == "canary", log
     assert cycle["diff"] >= LEARNT_MARGIN and cycle["low"] > 0, (cycle, run.base_rate, log)
     assert cycle["rate"] > run.base_rate
@@ -79,6 +93,12 @@ def test_votes_by_coin_flip_roll_nothing_out(tmp_path, real_model_dir):
     run = run_loop(cfg, raters.random_rater, nothing_measured, train, report=lines.append)
     cycle = run.trajectory[0]
     assert cycle["up"] > N_TRAIN // 4 and cycle["down"] > N_TRAIN // 4  # a fair coin
-    # The taste model finds nothing in coin flips: no adapter is trained, so none is rolled out.
-    assert cycle["verdict"] is None and cycle["status"] == "skipped", "\n".join(lines)
-    assert "no preference the taste model can learn" in cycle["reason"]
+    # Nothing is rolled out. As a rule the taste model finds nothing in coin flips and no adapter
+    # is trained; a set of coin flips whose taste model passed the permutation test by chance
+    # (1 in 100) meets the taste gate on held-out votes, which rejects the adapter.
+    log = "\n".join(lines)
+    assert cycle["verdict"] != "canary", log
+    if cycle["status"] == "skipped":
+        assert "no preference the taste model can learn" in cycle["reason"], log
+    else:
+        assert cycle["verdict"] == "rejected", log
