@@ -7,7 +7,7 @@ choices included, on shuffled votes.
 
 Why the p-value: picking the best of several fits on ~100 votes inflates the AUC of votes that
 carry no preference (measured on coin flips with 108 answers: 0.672, where a floor of 0.65 had
-been set; on 40 answers 3 of 30 coin-flip sets cleared it), and anyone can cast coin-flip
+been set; on 40 answers 4 of 30 coin-flip sets cleared it), and anyone can cast coin-flip
 votes. With more features than votes the fit runs in the votes' space, so 99 permutations of
 ~100 votes take a few seconds."""
 
