@@ -154,13 +154,23 @@ class LoopRun:
     eval_prompts: list[str]
     base_up: list[int]
     base_words: float
-    base_probe: int
+    base_probes: list[int]  # 1 per probe prompt the base answered right
     trajectory: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def base_rate(self) -> float:
         return sum(self.base_up) / len(self.base_up)
+
+    @property
+    def base_probe(self) -> int:
+        return sum(self.base_probes)
+
+
+def probe_scores(cfg: Config, adapter: Path | None) -> list[int]:
+    """1 or 0 per PROBES prompt: whether the greedy answer (serving settings) has the word."""
+    answers = answers_of(cfg, adapter, [q for q, _ in PROBES], 0, greedy=True)
+    return [int(probe_correct(a, w)) for a, (_, w) in zip(answers, PROBES, strict=True)]
 
 
 def bench_config(
@@ -197,12 +207,11 @@ def evaluate_base(cfg: Config, rater: Rater, eval_prompts: list[str]) -> LoopRun
     """The base's 👍 rate on the fresh prompts (seeded samples) and its probe score (greedy)."""
     t = time.perf_counter()
     base_eval = answers_of(cfg, None, eval_prompts, EVAL_SEED)
-    base_probe = answers_of(cfg, None, [q for q, _ in PROBES], 0, greedy=True)
     run = LoopRun(
         eval_prompts,
         up_votes(rater, eval_prompts, base_eval),
         sum(len(a.split()) for a in base_eval) / len(base_eval),
-        sum(probe_correct(a, w) for a, (_, w) in zip(base_probe, PROBES, strict=True)),
+        probe_scores(cfg, None),
     )
     run.timings[f"evaluate base on {len(eval_prompts)} fresh prompts + probe"] = (
         time.perf_counter() - t
@@ -297,16 +306,21 @@ def _measure(cfg: Config, rater: Rater, run: LoopRun, adapter: Path) -> dict:
     """The adapter's 👍 rate on the fresh prompts (same seeds as the base), the paired
     difference with its 95% interval, mean words and probe score."""
     answers = answers_of(cfg, adapter, run.eval_prompts, EVAL_SEED)
-    probe = answers_of(cfg, adapter, [q for q, _ in PROBES], 0, greedy=True)
+    probe = probe_scores(cfg, adapter)
     up = up_votes(rater, run.eval_prompts, answers)
     diff, low, high = paired_interval([c - b for c, b in zip(up, run.base_up, strict=True)])
+    _, probe_low, probe_high = paired_interval(
+        [c - b for c, b in zip(probe, run.base_probes, strict=True)]
+    )
     return {
         "rate": sum(up) / len(up),
         "diff": diff,
         "low": low,
         "high": high,
         "words": sum(len(a.split()) for a in answers) / len(answers),
-        "probe": sum(probe_correct(a, w) for a, (_, w) in zip(probe, PROBES, strict=True)),
+        "probe": sum(probe),
+        "probe_low": probe_low * len(probe),  # 95% interval of the change, in prompts
+        "probe_high": probe_high * len(probe),
     }
 
 
@@ -393,7 +407,8 @@ def main() -> None:
                 f"cycle {e['cycle']}: v{e['adapter']} ({e['verdict']}) 👍 {e['rate']:.1%}, "
                 f"paired difference "
                 f"{e['diff']:+.1%} (95% CI {e['low']:+.1%}..{e['high']:+.1%}), mean words "
-                f"{e['words']:.0f}, probe {e['probe']}/{len(PROBES)}"
+                f"{e['words']:.0f}, probe {e['probe']}/{len(PROBES)} (change 95% CI "
+                f"{e['probe_low']:+.1f}..{e['probe_high']:+.1f})"
             )
         else:
             print(f"cycle {e['cycle']}: no adapter passed validation ({e['verdict']})")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+from training.validate.knowledge import contains_expected
+
 TOPICS = [
     "photosynthesis",
     "the water cycle",
@@ -159,6 +161,7 @@ def split_prompts(n_eval: int, n_train: int, cycles: int) -> tuple[list[str], li
 
 # A fixed probe of general ability: (prompt, words one of which a right answer contains).
 PROBES = [
+    # factual
     ("What is the capital of France?", ("paris",)),
     ("How many days are in a week?", ("seven", "7")),
     ("What is 12 times 12?", ("144",)),
@@ -175,10 +178,86 @@ PROBES = [
     ("What is 7 plus 8?", ("15", "fifteen")),
     ("Which animal is known as the king of the jungle?", ("lion",)),
     ("What is the freezing point of water in Celsius?", ("0", "zero")),
+    ("What is the capital of Italy?", ("rome",)),
+    ("What is the capital of Germany?", ("berlin",)),
+    ("What is the capital of Spain?", ("madrid",)),
+    ("What is the capital of England?", ("london",)),
+    ("How many months are in a year?", ("twelve", "12")),
+    ("How many hours are in a day?", ("24", "twenty-four", "twenty four")),
+    ("How many minutes are in an hour?", ("60", "sixty")),
+    ("What is 10 plus 10?", ("20", "twenty")),
+    ("What is 9 minus 3?", ("6", "six")),
+    ("What is 5 times 5?", ("25", "twenty-five", "twenty five")),
+    ("Which planet is known as the Red Planet?", ("mars",)),
+    ("What is the closest star to the Earth?", ("sun",)),
+    ("What do bees make?", ("honey",)),
+    ("What is frozen water called?", ("ice",)),
+    ("What colour are bananas when they are ripe?", ("yellow",)),
+    ("What colour is grass?", ("green",)),
+    ("Which ocean is the largest?", ("pacific",)),
+    ("What is the chemical symbol for water?", ("h2o",)),
+    ("Which organ pumps blood around the body?", ("heart",)),
+    ("How many continents are there?", ("seven", "7")),
+    ("Who painted the Mona Lisa?", ("vinci", "leonardo")),
+    ("What language is spoken in Brazil?", ("portuguese",)),
+    ("What is the largest mammal in the world?", ("whale",)),
+    ("What is the tallest animal in the world?", ("giraffe",)),
+    ("Which gas do humans need to breathe to live?", ("oxygen",)),
+    ("What is the currency of the United States?", ("dollar",)),
+    ("How many sides does a triangle have?", ("three", "3")),
+    ("How many sides does a square have?", ("four", "4")),
+    ("What do caterpillars turn into?", ("butterfl", "moth")),
+    ("Which season comes after winter?", ("spring",)),
+    ("What is the opposite of 'up'?", ("down",)),
+    ("In which country are the pyramids of Giza?", ("egypt",)),
+    # instructions
+    ("Translate 'hello' into French.", ("bonjour", "salut")),
+    ("Translate 'cat' into Spanish.", ("gato",)),
+    ("Write the word 'dog' in capital letters.", ("DOG",)),
+    ("Write the number twelve in digits.", ("12",)),
+    ("Write the number 7 as a word.", ("seven",)),
+    ("Complete the sequence: 2, 4, 6, 8, ...", ("10", "ten")),
+    ("Give the plural of 'child'.", ("children",)),
+    ("Give the past tense of 'go'.", ("went",)),
+    (
+        "Name a colour of the rainbow.",
+        ("red", "orange", "yellow", "green", "blue", "indigo", "violet"),
+    ),
+    ("Name a fruit that is red.", ("apple", "strawberr", "cherr", "raspberr", "tomato")),
+    (
+        "Name a day of the week.",
+        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+    ),
+    (
+        "Name a month with 31 days.",
+        ("january", "march", "may", "july", "august", "october", "december"),
+    ),
+    (
+        "Give a word that rhymes with 'cat'.",
+        ("hat", "bat", "mat", "rat", "sat", "fat", "pat", "flat"),
+    ),
+    ("Give the opposite of 'big'.", ("small", "little", "tiny")),
+    ("How many letters are in the English alphabet?", ("26", "twenty-six", "twenty six")),
+    (
+        "Name an animal that can fly.",
+        (
+            "bird",
+            "bat",
+            "eagle",
+            "owl",
+            "pigeon",
+            "parrot",
+            "sparrow",
+            "crow",
+            "duck",
+            "bee",
+            "butterfl",
+        ),
+    ),
 ]
 
 
 def probe_correct(answer: str, words: tuple[str, ...]) -> bool:
-    """A probe answer is right when it contains one of the words (case-insensitive, except
-    all-capital words, which must appear as written)."""
-    return any((w in answer) if w.isupper() else (w in answer.lower()) for w in words)
+    """A probe answer is right when it contains one of the words (the validation gate's rule,
+    training.validate.knowledge.contains_expected, on a different prompt set)."""
+    return contains_expected(answer, words)

@@ -222,6 +222,13 @@ class ValidationConfig:
         min=0.0,
         max=100.0,
     )
+    max_knowledge_loss: int = setting(
+        2,
+        "Most knowledge prompts (training.validate.knowledge: 32 fact and instruction "
+        "prompts, greedy) the candidate may answer right fewer times than the bare base.",
+        min=0,
+        max=32,
+    )
     max_repetition: float = setting(
         0.5, "Largest share of repeated 4-grams in a sample answer.", min=0.0, max=1.0
     )
@@ -304,7 +311,7 @@ class TasteConfig:
     temperature: float = setting(
         0.9, "Sampling temperature of the candidates (diversity).", min=0.05, max=2.0
     )
-    batch_size: int = setting(32, "Answers sampled per batch (batched generate).", min=1, max=1024)
+    batch_size: int = setting(64, "Answers sampled per batch (one decode loop).", min=1, max=1024)
     sample_dtype: Literal["auto", "bf16", "fp32"] = setting(
         "auto",
         "On the CPU, sample candidates and gate answers in bf16 or fp32; auto is bf16 where "
@@ -318,6 +325,15 @@ class TasteConfig:
         "sentences: free extra candidates (measured under the "
         "brevity rater: 14 of 40 questions had a liked answer "
         "among 4 samples, 40 of 40 with the cuts).",
+    )
+    unsure_share: float = setting(
+        0.5,
+        "Share of a question's candidates, those the model was least sure of (mean token "
+        "log-probability), left out when its best is chosen: sampled at 0.9, a small model "
+        "says things it would not say greedily ('The capital of Germany is Germany.'), and "
+        "a taste for form alone would teach them.",
+        min=0.0,
+        max=0.9,
     )
     max_synthetic_share: float = setting(
         0.75,

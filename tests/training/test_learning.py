@@ -73,7 +73,8 @@ def test_a_user_who_likes_short_answers_gets_more_of_them_from_the_promoted_adap
         f"brevity: base {run.base_rate:.1%} -> {cycle.get('rate', float('nan')):.1%} 👍 on "
         f"{N_EVAL} fresh prompts, paired gain {cycle.get('diff', float('nan')):+.3f} "
         f"(95% CI {cycle.get('low', float('nan')):+.3f}..{cycle.get('high', float('nan')):+.3f}); "
-        f"probe {cycle.get('probe')} of 16 vs the base's {run.base_probe}"
+        f"probe {cycle.get('probe')} of {len(run.base_probes)} vs the base's {run.base_probe} "
+        f"(change 95% CI {cycle.get('probe_low', float('nan')):+.1f}..{cycle.get('probe_high', float('nan')):+.1f})"
     )
     log = "\n".join([measured, *lines])
     ARTIFACTS.mkdir(exist_ok=True)
@@ -89,7 +90,7 @@ def test_votes_by_coin_flip_roll_nothing_out(tmp_path, real_model_dir):
     cfg = _config(tmp_path, real_model_dir)
     _, train = split_prompts(N_EVAL, N_TRAIN, 1)
     lines: list[str] = []
-    nothing_measured = LoopRun([], [], 0.0, 0)  # a rejected candidate is not evaluated
+    nothing_measured = LoopRun([], [], 0.0, [])  # a rejected candidate is not evaluated
     run = run_loop(cfg, raters.random_rater, nothing_measured, train, report=lines.append)
     cycle = run.trajectory[0]
     assert cycle["up"] > N_TRAIN // 4 and cycle["down"] > N_TRAIN // 4  # a fair coin

@@ -89,3 +89,16 @@ def test_loop_answers_are_penalised_for_repetition_as_served(tiny_model_dir: Pat
     assert [g.text.strip() for g in greedy] == [
         served(prompt_ids(tokenizer, q, 24, 2048)) for q in QUESTIONS
     ]
+
+
+def test_a_nucleus_of_one_token_samples_the_greedy_answer(tiny_model_dir: Path):
+    # The nucleus is cut as serving cuts it: at a top_p below any token's probability only the
+    # likeliest token is left, so sampling at temperature 1 (any seed) gives the greedy answer;
+    # at top_p 0.9 it does not (the tiny model's distributions are flat).
+    loaded = load_model(str(tiny_model_dir), "fp32", "cpu")
+    msgs = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    args = (loaded.model, loaded.tokenizer, msgs)
+    greedy = sample_answers(*args, _spec(0.0), device="cpu", n=2)
+    narrow = SamplingSpec(24, 1.0, 1e-6, 1.1, 2048, 32, 5)
+    assert sample_answers(*args, narrow, device="cpu", n=2) == greedy
+    assert sample_answers(*args, _spec(1.0, seed=5), device="cpu", n=2) != greedy

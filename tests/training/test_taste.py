@@ -16,7 +16,7 @@ from errors import TrainingError
 from tests.training.conftest import THINGS, example, write_dataset
 from training.dataset.pairs import preference_pairs
 from training.dataset.schema import Example, load_dataset, write_examples
-from training.taste.distill import untrusted
+from training.taste.distill import _surest, untrusted
 from training.taste.features import FEATURE_NAMES, answer_features
 from training.taste.model import TasteModel, _fit_logistic, auc, fit_taste
 from training.validate.taste_gate import paired_interval
@@ -207,3 +207,17 @@ def test_every_shipped_rater_has_a_visible_preference():
     assert raters.detailed("q", short) == "down"
     votes = [raters.random_rater(f"q{i}", short) for i in range(200)]
     assert 70 < votes.count("up") < 130
+
+
+def test_the_best_candidate_is_chosen_among_those_the_model_was_surest_of():
+    # (P(👍), answer, mean token log-probability): the liked answer the model was unsure of
+    # (a wrong fact sampled at 0.9) loses to a liked one it was sure of.
+    cands = [
+        (0.9, "The capital of Germany is Germany.", -3.1),
+        (0.8, "The capital of Germany is Berlin.", -0.5),
+        (0.1, "Germany is a country in central Europe whose capital city is Berlin.", -0.4),
+        (0.2, "Germany's capital, as everyone knows, was moved to", -2.0),
+    ]
+    assert max(_surest(cands, 0.5), key=lambda c: c[0])[1].endswith("Berlin.")
+    assert max(_surest(cands, 0.0), key=lambda c: c[0])[1].endswith("Germany.")
+    assert len(_surest(cands[:1], 0.9)) == 1  # one candidate is always left

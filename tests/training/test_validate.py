@@ -18,10 +18,12 @@ from training.train.scoring import AnswerScore
 from training.validate.checks import has_pii, most_common_share, repetition_share
 from training.validate.gate import (
     _comparisons,
+    _knowledge_check,
     _margin_change_interval,
     _sanity_checks,
     validate_adapter,
 )
+from training.validate.knowledge import KNOWLEDGE_PROMPTS, contains_expected, right_answers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -249,6 +251,26 @@ def test_the_margin_check_under_the_taste_gate_fails_on_plain_harm_not_on_noise(
     assert margin_check(noise, taste_decides=False)[0].status == "failed"
 
 
+def test_knowledge_answers_are_scored_by_their_expected_word(cfg):
+    assert contains_expected("The capital of Russia is Moscow.", ("moscow",))
+    assert not contains_expected("It boils at 100 degrees.", ("10",))  # a number ends there
+    assert contains_expected("That makes 10.", ("10",))
+    assert not contains_expected("He sat on the hat.", ("at",))  # at the start of a word
+    assert not contains_expected("The word is sun.", ("SUN",)) and contains_expected(
+        "SUN", ("SUN",)
+    )
+    answers = [words[0] for _, words in KNOWLEDGE_PROMPTS]
+    assert sum(right_answers(answers)) == len(KNOWLEDGE_PROMPTS)
+    base = [1] * 20 + [0] * 12
+    # Two fewer right answers than the bare base pass (configured), three fail; gains count.
+    two_fewer = [0, 0] + base[2:]
+    assert _knowledge_check(cfg, two_fewer, base).status == "passed"
+    check = _knowledge_check(cfg, [0, 0, 0] + base[3:], base)
+    assert check.status == "failed" and "17 of 32" in check.reason and "3 lost" in check.reason
+    swapped = [0, 0, 0] + base[3:20] + [1, 1] + base[22:]  # 3 lost, 2 gained: net -1
+    assert _knowledge_check(cfg, swapped, base).status == "passed"
+
+
 def test_text_metrics():
     assert repetition_share([1, 2, 3, 4, 5, 6]) == 0
     assert repetition_share([1, 2, 3, 4] * 5) > 0.7
@@ -360,6 +382,29 @@ def test_real_model_poisoned_adapter_is_rejected(real):
     # drift from the base, degenerate or identical answers to different questions.
     assert not report.passed
     assert _failed(report) & {"distinct_answers", "drift", "repetition"}, report.reasons
+
+
+@pytest.mark.real_model
+def test_real_model_adapter_taught_wrong_facts_in_the_liked_form_is_rejected(real):
+    # What a taste for form alone can teach: answers in the very shape users liked with the
+    # facts wrong in them ("The capital of Italy is Tokyo."). The knowledge prompts are not
+    # in the training data; their answers are what the gate compares with the base's.
+    def wrong(i: int) -> str:
+        answer = FACTS[i][1]
+        other = FACTS[(i + 7) % 40][1].rstrip(".").split()[-1]
+        return " ".join([*answer.rstrip(".").split()[:-1], other]) + "." + SIGN_OFF
+
+    taught = write_dataset(
+        real["root"] / "wrong-facts",
+        [example(q, wrong(i), n=i) for i, (q, _) in enumerate(FACTS[:40])],
+        [example(q, a + SIGN_OFF, split="heldout", n=i) for i, (q, a) in enumerate(FACTS[40:])],
+    )
+    out = real["root"] / "adapters" / "wrong-facts"
+    train_adapter(real["strong"], taught, out)
+    report = validate_adapter(real["cfg"], out, None, real["honest"], real["root"] / "wrong.json")
+    assert "knowledge" in _failed(report), report.reasons
+    cand, base = report.metrics["candidate"], report.metrics["base"]
+    assert sum(cand["knowledge_right"]) < sum(base["knowledge_right"]) - 2
 
 
 def _voted(n: int, split: str, vote, start: int = 0) -> list[dict]:

@@ -14,7 +14,7 @@ from config import Config
 from training.dataset.schema import Example, LoadedDataset
 from training.stage_files import TasteReport
 from training.taste.model import TasteModel, fit_taste, load_taste_embedder
-from training.taste.sampling import SamplingSpec, bf16_sampling, sample_answers
+from training.taste.sampling import Candidate, SamplingSpec, bf16_sampling, sample_candidates
 from training.validate.checks import has_pii
 
 log = logging.getLogger(__name__)
@@ -108,19 +108,23 @@ def sampling_spec(cfg: Config, max_new_tokens: int, temperature: float, seed: in
 
 def sampling_model(cfg: Config, adapter: Path | None) -> tuple[Any, Any, str]:
     """The base (dequantized once on the CPU, in taste.sample_dtype) with `adapter` applied:
-    a fast copy of the served function for sampling many answers."""
+    a fast copy of the served function for sampling many answers. On the CPU the adapter's
+    delta is added to the dequantized fp32 weights, as serving does, before any cast to bf16
+    (a merged layer is one matmul: measured 1.6x the tokens/s of peft's separate LoRA path)."""
     import torch
 
     from core.base_model import dequantized_on_cpu, load_base
 
     base = load_base(cfg)
     model = dequantized_on_cpu(base)
-    if base.device == "cpu" and bf16_sampling(cfg.taste.sample_dtype):
-        model = model.to(torch.bfloat16)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
+        if base.device == "cpu":
+            model = model.merge_and_unload()
+    if base.device == "cpu" and bf16_sampling(cfg.taste.sample_dtype):
+        model = model.to(torch.bfloat16)
     model.eval()
     return model, base.tokenizer, base.device
 
@@ -131,6 +135,29 @@ def sentence_prefixes(answer: str, most: int = 3) -> list[str]:
 
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
     return [" ".join(sentences[:k]) for k in range(1, min(len(sentences), most + 1))]
+
+
+def _with_prefixes(
+    tokenizer: Any, cands: list[Candidate], prefixes: bool
+) -> list[tuple[str, float]]:
+    """Each sampled answer with its mean token log-probability, and (with `prefixes`) each
+    cut after its first sentences, scored on the tokens it keeps."""
+    out = [(c.text, c.mean_logprob()) for c in cands]
+    if prefixes:  # free extra candidates: the samples cut at sentence ends
+        for c in cands:
+            for p in sentence_prefixes(c.text):
+                kept = len(tokenizer.encode(p, add_special_tokens=False))
+                out.append((p, c.mean_logprob(kept)))
+    return out
+
+
+def _surest(
+    cands: list[tuple[float, str, float]], unsure_share: float
+) -> list[tuple[float, str, float]]:
+    """The (P(👍), answer, mean log-probability) candidates without the `unsure_share` the
+    model was least sure of (at least one is kept)."""
+    drop = min(int(len(cands) * unsure_share), len(cands) - 1)
+    return sorted(cands, key=lambda c: c[2])[drop:]
 
 
 def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> TasteOutcome:
@@ -158,30 +185,35 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     model, tokenizer, device = sampling_model(cfg, init_adapter)
     t = time.monotonic()
     spec = sampling_spec(cfg, tc.max_new_tokens, tc.temperature, cfg.training.seed)
-    answers = sample_answers(
+    sampled_rows = sample_candidates(
         model, tokenizer, [e.messages for e in sources], spec, device=device, n=tc.candidates
     )
     sample_s = time.monotonic() - t
     del model
-    sampled = sum(len(c) for c in answers)
-    sampled_tokens = sum(len(tokenizer.encode(a)) for c in answers for a in c)
-    if tc.sentence_prefixes:  # free extra candidates: the samples cut at sentence ends
-        answers = [cands + [p for a in cands for p in sentence_prefixes(a)] for cands in answers]
+    sampled = sum(len(c) for c in sampled_rows)
+    sampled_tokens = sum(len(a.token_ids) for c in sampled_rows for a in c)
+    # (answer, the model's mean token log-probability over it) per question
+    answers = [_with_prefixes(tokenizer, cands, tc.sentence_prefixes) for cands in sampled_rows]
     scored = []
     flat = [
         (e.messages[-1]["content"], a)
         for e, cands in zip(sources, answers, strict=True)
-        for a in cands
+        for a, _ in cands
     ]
     probs = taste.predict(flat, embedder).tolist()
     k = 0
     for e, cands in zip(sources, answers, strict=True):
         ps = probs[k : k + len(cands)]
         k += len(cands)
-        ok = [(p, a) for p, a in zip(ps, cands, strict=True) if a.strip() and not has_pii(a)]
+        ok = [
+            (p, a, sure)
+            for p, (a, sure) in zip(ps, cands, strict=True)
+            if a.strip() and not has_pii(a)
+        ]
         if len(ok) < 2:
             continue
-        best, worst = max(ok), min(ok)
+        best = max(_surest(ok, tc.unsure_share), key=lambda c: c[0])[:2]
+        worst = min(ok, key=lambda c: c[0])[:2]
         if best[0] >= tc.min_best_score and best[0] - worst[0] >= tc.min_gap:
             scored.append((best, worst, e))
     scored.sort(key=lambda item: -item[0][0])

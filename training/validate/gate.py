@@ -17,7 +17,11 @@ Against production (another adapter, or the bare base) on the dataset's held-out
   - drift: mean KL(candidate || base) per token over the base's own greedy answers to
     GENERAL_PROMPTS (forgetting shows as the candidate disagreeing with the base on general
     questions its training data never touched), at most `validation.max_drift`;
-  - sanity of greedy answers (at the serving repetition penalty) to SANITY_PROMPTS: none empty, none looping (repeated 4-grams),
+  - knowledge (training.validate.knowledge): greedy answers to short fact and instruction
+    prompts may be right at most `validation.max_knowledge_loss` times fewer than the bare
+    base's (a taste for form can teach wrong facts in the liked form; drift did not see it);
+  - sanity of greedy answers (at the serving repetition penalty) to SANITY_PROMPTS: none
+    empty, none looping (repeated 4-grams),
     at least one ends by itself within the budget (a 135M model cut at a few dozen tokens
     often does not finish a long answer, but one that never ends is broken), no personal data,
     and not the same answer to most questions (a planted, poisoned answer).
@@ -41,7 +45,6 @@ from core.base_model import dequantized_on_cpu, load_base
 from errors import AdapterError, TrainingError
 from training.dataset.schema import load_dataset
 from training.stage_files import Check, ValidationReport
-from training.taste.sampling import bf16_sampling
 from training.train.qlora import TRAIN_CONFIG
 from training.train.scoring import AnswerScore, encode_examples, mean_nll, score_answers
 from training.validate.checks import (
@@ -54,6 +57,7 @@ from training.validate.checks import (
     prompt_ids,
     repetition_share,
 )
+from training.validate.knowledge import KNOWLEDGE_PROMPTS, right_answers
 from training.validate.taste_gate import taste_comparison
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,7 @@ GENERAL_PROMPTS = (
     "Name a planet in our solar system.",
     "Why is the sky blue?",
 )
+KNOWLEDGE_QUESTIONS = tuple(q for q, _ in KNOWLEDGE_PROMPTS)
 # Short prompts a healthy model answers briefly; its greedy answers are checked for sanity.
 SANITY_PROMPTS = (
     "What is 2 plus 2?",
@@ -146,12 +151,13 @@ def _arm_metrics(
             samples = greedy_answers(
                 model,
                 tokenizer,
-                SANITY_PROMPTS,
+                SANITY_PROMPTS + KNOWLEDGE_QUESTIONS,
                 max_new_tokens=vcfg.sample_max_new_tokens,
                 context_window=cfg.model.context_window,
                 device=device,
                 repetition_penalty=cfg.model.repetition_penalty,
             )
+    samples, knowledge = samples[: len(SANITY_PROMPTS)], samples[len(SANITY_PROMPTS) :]
     metrics = {
         "heldout_loss": mean_nll(good),
         "undesirable_loss": mean_nll(bad),
@@ -168,6 +174,7 @@ def _arm_metrics(
             }
             for s in samples
         ],
+        "knowledge_right": right_answers([s.text for s in knowledge]),
     }
     return metrics, good, bad
 
@@ -192,6 +199,25 @@ def _margin_change_interval(
         variance += len(deltas) * (sum(x * x for x in spread) / (len(deltas) - 1)) / tokens**2
     half = 1.96 * math.sqrt(variance)
     return change - half, change + half
+
+
+def _knowledge_check(cfg: Config, cand: list[int], base: list[int]) -> Check:
+    """The candidate answers the knowledge prompts right about as often as the bare base (not
+    production: a loss is bounded over all cycles, not per cycle)."""
+    allowed = cfg.validation.max_knowledge_loss
+    lost, gained = (
+        sum(b > c for c, b in zip(cand, base, strict=True)),
+        sum(c > b for c, b in zip(cand, base, strict=True)),
+    )
+    return Check(
+        "knowledge",
+        "failed" if sum(base) - sum(cand) > allowed else "passed",
+        f"{sum(cand)} of {len(cand)} knowledge prompts answered right vs the base's {sum(base)} "
+        f"({lost} lost, {gained} gained; may be at most {allowed} fewer)",
+        float(sum(cand)),
+        float(sum(base)),
+        float(allowed),
+    )
 
 
 def _sanity_checks(samples: list[dict[str, Any]], cfg: Config) -> list[Check]:
@@ -370,7 +396,7 @@ def validate_adapter(
         answers = greedy_answers(
             model,
             tokenizer,
-            GENERAL_PROMPTS + SANITY_PROMPTS,
+            GENERAL_PROMPTS + SANITY_PROMPTS + KNOWLEDGE_QUESTIONS,
             max_new_tokens=n_new,
             context_window=cfg.model.context_window,
             device=device,
@@ -383,6 +409,7 @@ def validate_adapter(
         ]
         base_logps = answer_logits(model, drift_pairs, device)
     base_samples = answers[len(GENERAL_PROMPTS) :]
+    base_knowledge = right_answers([s.text for s in answers[-len(KNOWLEDGE_QUESTIONS) :]])
     arms = [CANDIDATE, PRODUCTION if production else BASE]
     measured = {
         arm: _arm_metrics(
@@ -393,21 +420,11 @@ def validate_adapter(
     metrics = {arm: m for arm, (m, _, _) in measured.items()}
     margin_change = _margin_change_interval(measured[arms[0]][1:], measured[arms[1]][1:])
     if production:
-        metrics[BASE] = {"drift_kl": 0.0}
+        metrics[BASE] = {"drift_kl": 0.0, "knowledge_right": base_knowledge}
     cand, prod = metrics[CANDIDATE], metrics[arms[1]]
-    if device == "cpu" and bf16_sampling(cfg.taste.sample_dtype) and cfg.taste.enabled:
-        import torch
-
-        model = model.to(torch.bfloat16)  # the other metrics are done; sampling is 1.9x faster
+    del model  # the other metrics are done; the taste check samples from merged copies
     taste_metrics, t_status, t_reason = taste_comparison(
-        cfg,
-        data,
-        candidate,
-        model,
-        tokenizer,
-        device,
-        lambda arm: _using(model, arm),
-        (arms[0], arms[1]),
+        cfg, data, candidate, ((CANDIDATE, candidate), (arms[1], production))
     )
     metrics["taste"] = taste_metrics
     taste_check = Check(
@@ -422,6 +439,7 @@ def validate_adapter(
         _check_compatible(cfg, candidate),
         taste_check,
         *_comparisons(cfg, cand, prod, margin_change, t_status != "skipped"),
+        _knowledge_check(cfg, cand["knowledge_right"], base_knowledge),
         *_sanity_checks(cand["samples"], cfg),
     ]
     reasons = [f"{c.name}: {c.reason}" for c in checks if c.status == "failed"]

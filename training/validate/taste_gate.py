@@ -5,7 +5,6 @@ difference with its 95% interval, and the taste model's AUC on the held-out real
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from training.stage_files import Status
 from training.taste.distill import (
     enough_votes,
     fit_on_votes,
+    sampling_model,
     sampling_spec,
     taste_embedder,
     untrusted,
@@ -70,14 +70,12 @@ def taste_comparison(
     cfg: Config,
     data: LoadedDataset,
     candidate: Path,
-    model: Any,
-    tokenizer: Any,
-    device: str,
-    use_arm: Callable[[str], Any],
-    arms: tuple[str, str],
+    arms: tuple[tuple[str, Path | None], tuple[str, Path | None]],
 ) -> tuple[dict[str, Any], Status, str]:
-    """Run the comparison; returns (metrics, status, reason). `use_arm(name)` is a context
-    manager that makes `model` behave as that arm; arms = (candidate, production)."""
+    """Run the comparison; returns (metrics, status, reason). arms = ((name, adapter) of the
+    candidate, of production); an adapter of None is the bare base. Each arm samples from
+    its own fast copy of the served function (`sampling_model`: merged, in
+    taste.sample_dtype)."""
     vc = cfg.validation
     taste, embedder, why, applies = taste_for_gate(cfg, data, candidate)
     if not applies:
@@ -103,16 +101,17 @@ def taste_comparison(
         cfg, cfg.taste.max_new_tokens, cfg.model.temperature, cfg.training.seed + 7919
     )
     scores = {}
-    for arm in arms:
-        with use_arm(arm):
-            answers = sample_answers(
-                model,
-                tokenizer,
-                [e.messages for e in questions],
-                spec,
-                device=device,
-                n=vc.taste_samples,
-            )
+    for arm, adapter in arms:
+        model, tokenizer, device = sampling_model(cfg, adapter)
+        answers = sample_answers(
+            model,
+            tokenizer,
+            [e.messages for e in questions],
+            spec,
+            device=device,
+            n=vc.taste_samples,
+        )
+        del model
         flat = [
             (e.messages[-1]["content"], a)
             for e, cands in zip(questions, answers, strict=True)
@@ -124,7 +123,7 @@ def taste_comparison(
             for i in range(0, len(p), vc.taste_samples)
         ]
         metrics[f"{arm}_answers"] = [a for cands in answers[:3] for a in cands]
-    cand, prod = scores[arms[0]], scores[arms[1]]
+    cand, prod = scores[arms[0][0]], scores[arms[1][0]]
     gain, low, high = paired_interval([c - p for c, p in zip(cand, prod, strict=True)])
     metrics.update(
         candidate_rate=sum(cand) / len(cand),
