@@ -69,12 +69,13 @@ def test_a_user_who_likes_short_answers_gets_more_of_them_from_the_promoted_adap
     run = evaluate_base(cfg, raters.brevity, eval_prompts)
     run_loop(cfg, raters.brevity, run, train, report=lines.append)
     cycle = run.trajectory[0]
+    nan = float("nan")
     measured = (
         f"brevity: base {run.base_rate:.1%} -> {cycle.get('rate', float('nan')):.1%} 👍 on "
         f"{N_EVAL} fresh prompts, paired gain {cycle.get('diff', float('nan')):+.3f} "
         f"(95% CI {cycle.get('low', float('nan')):+.3f}..{cycle.get('high', float('nan')):+.3f}); "
         f"probe {cycle.get('probe')} of {len(run.base_probes)} vs the base's {run.base_probe} "
-        f"(change 95% CI {cycle.get('probe_low', float('nan')):+.1f}..{cycle.get('probe_high', float('nan')):+.1f})"
+        f"(change 95% CI {cycle.get('probe_low', nan):+.1f}..{cycle.get('probe_high', nan):+.1f})"
     )
     log = "\n".join([measured, *lines])
     ARTIFACTS.mkdir(exist_ok=True)

@@ -210,9 +210,11 @@ def _pick(logits: Any, seen: Any, spec: SamplingSpec, noise: Any, rng: Any) -> t
         token = logits.argmax(-1)
         return token, logprob(token)
     probs = torch.softmax(logits / spec.temperature, dim=-1)
+    if spec.top_p >= 1.0:  # no nucleus: the whole vocabulary, as serving draws it
+        token = torch.multinomial(probs, 1, generator=rng).squeeze(-1)
+        return token, logprob(token)
     top, order = torch.topk(probs, min(_TOP, probs.shape[-1]), dim=-1)
-    if spec.top_p < 1.0:
-        top = top * (torch.cumsum(top, dim=-1) - top < spec.top_p)
+    top = top * (torch.cumsum(top, dim=-1) - top < spec.top_p)
     choice = order.gather(-1, (top / noise[:, : top.shape[-1]]).argmax(-1, keepdim=True))
     flat = (top.sum(-1) < spec.top_p).nonzero().squeeze(-1)  # the nucleus reaches past _TOP
     for r in flat.tolist():  # rare: sort the whole row, as serving does
