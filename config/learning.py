@@ -191,6 +191,21 @@ class TrainingConfig:
         min=0.0,
         max=100.0,
     )
+    anchor_weight: float = setting(
+        2.0,
+        "Weight of the knowledge anchor (training.train.anchor): KL from the bare base's token "
+        "distribution on the opening of its greedy answers to 48 general prompts, so a learnt "
+        "taste does not cost what the model knows; 0 = off.",
+        min=0.0,
+        max=100.0,
+    )
+    anchor_tokens: int = setting(
+        64,
+        "Tokens of each of the base's greedy anchor answers the anchor holds it to (the end of "
+        "an answer never: where to stop stays the users' to teach).",
+        min=1,
+        max=512,
+    )
     seed: int = setting(0, "Training seed.", min=0)
 
 
@@ -225,7 +240,9 @@ class ValidationConfig:
     max_knowledge_loss: int = setting(
         2,
         "Most knowledge prompts (training.validate.knowledge: 32 fact and instruction "
-        "prompts, greedy) the candidate may answer right fewer times than the bare base.",
+        "prompts, greedy) the candidate may answer right fewer times than the bare base; a "
+        "larger loss rejects it when a sign test on the changed answers says it is not chance "
+        "(p < 0.05).",
         min=0,
         max=32,
     )
@@ -309,7 +326,11 @@ class TasteConfig:
     )
     max_new_tokens: int = setting(96, "Longest candidate answer, in tokens.", min=8, max=2048)
     temperature: float = setting(
-        0.9, "Sampling temperature of the candidates (diversity).", min=0.05, max=2.0
+        0.6,
+        "Sampling temperature of the candidates: enough diversity to choose from, and cool enough "
+        "that fewer of them say wrong facts.",
+        min=0.05,
+        max=2.0,
     )
     batch_size: int = setting(64, "Answers sampled per batch (one decode loop).", min=1, max=1024)
     sample_dtype: Literal["auto", "bf16", "fp32"] = setting(

@@ -146,6 +146,9 @@ class TrainReport:
     peak_accelerator_mb: float | None
     train_loss: list[tuple[int, float]]
     heldout_loss: list[tuple[int, float]]
+    # The knowledge anchor (training.train.anchor): prompts held to the base, KL per step.
+    anchor_prompts: int = 0
+    anchor_kl: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -262,13 +262,16 @@ def test_knowledge_answers_are_scored_by_their_expected_word(cfg):
     answers = [words[0] for _, words in KNOWLEDGE_PROMPTS]
     assert sum(right_answers(answers)) == len(KNOWLEDGE_PROMPTS)
     base = [1] * 20 + [0] * 12
-    # Two fewer right answers than the bare base pass (configured), three fail; gains count.
-    two_fewer = [0, 0] + base[2:]
-    assert _knowledge_check(cfg, two_fewer, base).status == "passed"
-    check = _knowledge_check(cfg, [0, 0, 0] + base[3:], base)
-    assert check.status == "failed" and "17 of 32" in check.reason and "3 lost" in check.reason
-    swapped = [0, 0, 0] + base[3:20] + [1, 1] + base[22:]  # 3 lost, 2 gained: net -1
+    # A loss fails when it is over the allowed 2 and the sign test says it is not chance.
+    three_fewer = [0, 0, 0] + base[3:]  # p 0.125: flips a harmless adapter also makes
+    assert _knowledge_check(cfg, three_fewer, base).status == "passed"
+    check = _knowledge_check(cfg, [0] * 5 + base[5:], base)  # 5 lost, 0 gained: p 0.031
+    assert check.status == "failed" and "15 of 32" in check.reason and "5 lost" in check.reason
+    swapped = [0] * 7 + base[7:20] + [1, 1] + base[22:]  # 7 lost, 2 gained: net -5, p 0.09
     assert _knowledge_check(cfg, swapped, base).status == "passed"
+    assert _knowledge_check(cfg, [0] * 8 + base[8:20] + [1] + base[21:], base).status == "failed"
+    # Significant but within the allowed loss: passes.
+    assert _knowledge_check(cfg, [0, 0] + base[2:], base).status == "passed"
 
 
 def test_text_metrics():
@@ -310,8 +313,9 @@ def real(real_model_dir, tmp_path_factory) -> dict:
         [example(q, a + SIGN_OFF, split="heldout", n=i) for i, (q, a) in enumerate(FACTS[40:])],
     )
     # The bad adapters are trained harder, so that they really learned what they were fed (at
-    # 5e-4 for 16 steps shuffled targets barely move the weights, and there is nothing to catch).
-    strong = config_mod.with_overrides(cfg, training={"learning_rate": 2e-3})
+    # 5e-4 for 16 steps shuffled targets barely move the weights, and there is nothing to catch),
+    # and without the knowledge anchor: the gate must catch harm however an adapter was made.
+    strong = config_mod.with_overrides(cfg, training={"learning_rate": 2e-3, "anchor_weight": 0.0})
     return {"cfg": cfg, "strong": strong, "root": root, "honest": honest}
 
 
@@ -384,27 +388,73 @@ def test_real_model_poisoned_adapter_is_rejected(real):
     assert _failed(report) & {"distinct_answers", "drift", "repetition"}, report.reasons
 
 
-@pytest.mark.real_model
-def test_real_model_adapter_taught_wrong_facts_in_the_liked_form_is_rejected(real):
-    # What a taste for form alone can teach: answers in the very shape users liked with the
-    # facts wrong in them ("The capital of Italy is Tokyo."). The knowledge prompts are not
-    # in the training data; their answers are what the gate compares with the base's.
+def _wrong_facts(real: dict) -> Path:
+    """A dataset of answers in the very shape users liked with the facts wrong in them ("The
+    capital of Italy is Tokyo."): what a taste for form alone can teach. The held-out answers
+    are the same kind (the votes liked them too), so early stopping does not undo the lesson."""
+
     def wrong(i: int) -> str:
         answer = FACTS[i][1]
         other = FACTS[(i + 7) % 40][1].rstrip(".").split()[-1]
         return " ".join([*answer.rstrip(".").split()[:-1], other]) + "." + SIGN_OFF
 
-    taught = write_dataset(
-        real["root"] / "wrong-facts",
-        [example(q, wrong(i), n=i) for i, (q, _) in enumerate(FACTS[:40])],
-        [example(q, a + SIGN_OFF, split="heldout", n=i) for i, (q, a) in enumerate(FACTS[40:])],
-    )
-    out = real["root"] / "adapters" / "wrong-facts"
-    train_adapter(real["strong"], taught, out)
-    report = validate_adapter(real["cfg"], out, None, real["honest"], real["root"] / "wrong.json")
+    folder = real["root"] / "wrong-facts"
+    if not folder.exists():
+        write_dataset(
+            folder,
+            [example(q, wrong(i), n=i) for i, (q, _) in enumerate(FACTS[:40])],
+            [
+                example(q, wrong(i), split="heldout", n=i)
+                for i, (q, _) in enumerate(FACTS)
+                if i >= 40
+            ],
+        )
+    return folder
+
+
+def _taught_wrong_facts(real: dict, anchor_weight: float):
+    """The adapter trained hard on _wrong_facts (with this knowledge anchor weight), its train
+    report and its validation report against the honest data; made once per module."""
+    name = f"wrong-facts-anchor{anchor_weight}"
+    if name not in real:
+        cfg = config_mod.with_overrides(real["strong"], training={"anchor_weight": anchor_weight})
+        out = real["root"] / "adapters" / name
+        trained = train_adapter(cfg, _wrong_facts(real), out)
+        report = validate_adapter(
+            real["cfg"], out, None, real["honest"], real["root"] / f"{name}.json"
+        )
+        real[name] = (trained, report)
+    return real[name]
+
+
+@pytest.mark.real_model
+def test_real_model_adapter_taught_wrong_facts_in_the_liked_form_is_rejected(real):
+    # The knowledge prompts are not in the training data; their answers are what the gate
+    # compares with the base's.
+    _, report = _taught_wrong_facts(real, 0.0)
     assert "knowledge" in _failed(report), report.reasons
     cand, base = report.metrics["candidate"], report.metrics["base"]
     assert sum(cand["knowledge_right"]) < sum(base["knowledge_right"]) - 2
+
+
+@pytest.mark.real_model
+def test_real_model_the_knowledge_anchor_keeps_more_of_what_the_model_knows(real):
+    # The same wrong facts, as hard (2e-3, 4x the learning rate of the honest style run), with
+    # the shipped knowledge anchor (training.train.anchor): the adapter learns its targets as
+    # well, and answers clearly more knowledge prompts (none of them, nor of the anchor's
+    # prompts, is in the data) right. Measured: 2 of 32 right without the anchor, 7 with it at
+    # weight 1, 8 at 2; the base 17-18. At this strength the anchor halves the loss, it does not
+    # undo it: the gate rejects both (at the honest run's 5e-4 neither loses more than 2).
+    free, free_report = _taught_wrong_facts(real, 0.0)
+    weight = real["cfg"].training.anchor_weight
+    anchored, report = _taught_wrong_facts(real, weight)
+    assert anchored.anchor_prompts > 0 and free.anchor_prompts == 0
+    # Both learnt the wrong facts (held-out answers of the same kind).
+    for trained in (free, anchored):
+        assert trained.best_heldout_loss < 0.8 * trained.initial_heldout_loss, trained.heldout_loss
+    kept = sum(report.metrics["candidate"]["knowledge_right"])
+    lost_all = sum(free_report.metrics["candidate"]["knowledge_right"])
+    assert kept >= lost_all + 3, (kept, lost_all, report.reasons)
 
 
 def _voted(n: int, split: str, vote, start: int = 0) -> list[dict]:

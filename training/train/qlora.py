@@ -11,6 +11,9 @@ the DPO term only with `synthetic_pairs`: measured under the brevity rater (benc
 conversations), with them the candidate learnt more (+22 points) but its greedy answers looped
 (84% repeated 4-grams) and validation rejected it, and a run took 5x longer; without them
 (and with unlikelihood at 1.0) it passed validation and gained +14 points (95% CI +7.9..+20.1).
+The knowledge anchor (training.train.anchor, `anchor_weight`) adds, every step, the KL from the
+bare base's next-token distribution on the opening of its own greedy answers to general prompts,
+so a taste for form does not cost what the model knows.
 
 The loop is hand-written rather than trl's SFTTrainer/KTOTrainer/DPOTrainer or transformers'
 Trainer on purpose: examples must be tokenized by `core.prompts.encode_example` (the serving
@@ -56,6 +59,7 @@ from training.dataset.schema import (
 from training.stage_files import TASTE_REPORT, TRAIN_REPORT, StopReason, TrainReport
 from training.taste.distill import TasteOutcome, best_of_n
 from training.taste.model import TASTE_FILE
+from training.train.anchor import Anchor, anchor_examples, anchor_loss, with_teacher
 from training.train.scoring import (
     collate,
     encode_examples,
@@ -210,6 +214,7 @@ class _Encoded:
     synthetic: int
     pairs: list[tuple[EncodedExample, EncodedExample]]
     heldout: list[EncodedExample]
+    anchors: list[Anchor] = field(default_factory=list)  # training.train.anchor
 
 
 def _encode(
@@ -330,6 +335,7 @@ class _Optimised:
     tokens: int = 0
     answer_tokens: int = 0
     train_s: float = 0.0
+    anchor_kl: list[float] = field(default_factory=list)
 
 
 def _optimise(
@@ -357,6 +363,11 @@ def _optimise(
         if enc.pairs
         else None
     )
+    anchor_batches = (
+        _batches(len(enc.anchors), max(1, tcfg.batch_size // 2), random.Random(tcfg.seed + 2))
+        if enc.anchors
+        else None
+    )
     budget_s = tcfg.max_minutes * 60
     model.train()
     while run.step < total_steps:
@@ -375,6 +386,13 @@ def _optimise(
             device,
             [enc.pairs[i] for i in pair_idx],
         )
+        if anchor_batches:
+            kl, anchor_tokens = anchor_loss(
+                model, [enc.anchors[i] for i in next(anchor_batches)], pad_id, device
+            )
+            loss = loss + tcfg.anchor_weight * kl
+            n += anchor_tokens
+            run.anchor_kl.append(round(float(kl.detach()), 4))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
         optimizer.step()
@@ -451,6 +469,17 @@ def train_adapter(
     model = attach_lora(base.model, tcfg, init_adapter)
 
     enc = _encode(tokenizer, tcfg, data, examples)
+    if tcfg.anchor_weight > 0:
+        anchors = anchor_examples(
+            model,
+            tokenizer,
+            tokens=tcfg.anchor_tokens,
+            max_seq_tokens=tcfg.max_seq_tokens,
+            context_window=cfg.model.context_window,
+            device=device,
+            repetition_penalty=cfg.model.repetition_penalty,
+        )
+        enc = dataclasses.replace(enc, anchors=with_teacher(model, anchors, pad_id, device))
     heldout_enc = enc.heldout
     trainable = [p for p in model.parameters() if p.requires_grad]
     eval_batch = max(tcfg.batch_size, 8)
@@ -500,6 +529,8 @@ def train_adapter(
         peak_accelerator_mb=acc,
         train_loss=run.train_curve,
         heldout_loss=keeper.curve,
+        anchor_prompts=len(enc.anchors),
+        anchor_kl=run.anchor_kl,
     )
     train_config = _train_config(
         cfg, base.source, init_adapter, data.dataset_id, enc, total_steps, step

@@ -19,7 +19,8 @@ Against production (another adapter, or the bare base) on the dataset's held-out
     questions its training data never touched), at most `validation.max_drift`;
   - knowledge (training.validate.knowledge): greedy answers to short fact and instruction
     prompts may be right at most `validation.max_knowledge_loss` times fewer than the bare
-    base's (a taste for form can teach wrong facts in the liked form; drift did not see it);
+    base's, or the loss must be one a sign test calls chance (a taste for form can teach wrong
+    facts in the liked form; drift did not see it);
   - sanity of greedy answers (at the serving repetition penalty) to SANITY_PROMPTS: none
     empty, none looping (repeated 4-grams),
     at least one ends by itself within the budget (a 135M model cut at a few dozen tokens
@@ -86,6 +87,7 @@ SANITY_PROMPTS = (
 MAX_SAME_ANSWER_SHARE = 0.5
 
 PRODUCTION, CANDIDATE, BASE = "production", "candidate", "base"
+KNOWLEDGE_ALPHA = 0.05  # a knowledge loss must be this unlikely by chance to reject
 
 
 @contextmanager
@@ -201,19 +203,32 @@ def _margin_change_interval(
     return change - half, change + half
 
 
+def sign_test_p(lost: int, gained: int) -> float:
+    """One-sided exact sign test: the chance of at least `lost` losses among the prompts that
+    changed, were a loss and a gain equally likely."""
+    n = lost + gained
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n if n else 1.0
+
+
 def _knowledge_check(cfg: Config, cand: list[int], base: list[int]) -> Check:
     """The candidate answers the knowledge prompts right about as often as the bare base (not
-    production: a loss is bounded over all cycles, not per cycle)."""
+    production: a loss is bounded over all cycles, not per cycle). It fails on a net loss over
+    `validation.max_knowledge_loss` that the sign test says is not chance (p < KNOWLEDGE_ALPHA):
+    any change of weights flips a few of a small model's answers both ways (measured: an honest
+    sign-off style adapter 3 lost and 0 gained of 32, p 0.125; one taught wrong facts 16 lost,
+    0 gained)."""
     allowed = cfg.validation.max_knowledge_loss
     lost, gained = (
         sum(b > c for c, b in zip(cand, base, strict=True)),
         sum(c > b for c, b in zip(cand, base, strict=True)),
     )
+    p = sign_test_p(lost, gained)
     return Check(
         "knowledge",
-        "failed" if sum(base) - sum(cand) > allowed else "passed",
+        "failed" if sum(base) - sum(cand) > allowed and p < KNOWLEDGE_ALPHA else "passed",
         f"{sum(cand)} of {len(cand)} knowledge prompts answered right vs the base's {sum(base)} "
-        f"({lost} lost, {gained} gained; may be at most {allowed} fewer)",
+        f"({lost} lost, {gained} gained, sign test p {p:.3f}; fails at more than {allowed} "
+        f"fewer with p below {KNOWLEDGE_ALPHA})",
         float(sum(cand)),
         float(sum(base)),
         float(allowed),

@@ -1,0 +1,169 @@
+"""Knowledge anchor: while an adapter learns what users like, it is held to the bare base's own
+token distribution on the opening of the base's greedy answers to general prompts.
+
+Why: a taste for form alone teaches a small model to say wrong things in the liked form. Measured
+(bench/loop.py, brevity rater, 130 rated conversations): an adapter whose answers users liked 18 to
+43 points more often answered 5 to 12 of 64 probe prompts fewer right than the base ("the capital
+of Germany is Germany"). The anchor is a distillation term, KL(base || adapter) at every position
+of the first `training.anchor_tokens` tokens of the base's greedy answer (the end-of-turn token
+left out, so where an answer stops stays the users' to decide), averaged over those positions and
+weighted by `training.anchor_weight`.
+
+ANCHOR_PROMPTS are the anchor's own: disjoint from the validation gate's knowledge prompts and
+from bench/prompts.py's probe (tests/training/test_anchor.py checks), so neither yardstick is
+trained on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.prompts import EncodedExample
+from training.train.scoring import IGNORE, collate
+from training.validate.checks import greedy_answers
+from training.validate.checks import prompt_ids as served_prompt
+
+ANCHOR_PROMPTS: tuple[str, ...] = (
+    "What is the capital of Portugal?",
+    "What is the capital of Australia?",
+    "What is the capital of India?",
+    "What is the capital of Kenya?",
+    "What is the capital of Norway?",
+    "What is the capital of Argentina?",
+    "How many hours are in a week?",
+    "How many weeks are in a year?",
+    "How many legs does an insect have?",
+    "How many players are on a football team?",
+    "What is 2 plus 2?",
+    "What is 8 times 3?",
+    "What is 50 minus 20?",
+    "What is half of 30?",
+    "Which planet is closest to the Sun?",
+    "What is the largest ocean animal?",
+    "What do plants need to grow?",
+    "What is the longest river in Africa?",
+    "Who discovered penicillin?",
+    "Who wrote Pride and Prejudice?",
+    "Who invented the telephone?",
+    "What is the chemical symbol for gold?",
+    "What is the hardest natural substance?",
+    "What language is spoken in Germany?",
+    "What is the currency of Japan?",
+    "Which animal is the fastest on land?",
+    "What do you call a young horse?",
+    "What colour is a ripe tomato?",
+    "What is the opposite of 'fast'?",
+    "Translate 'yes' into French.",
+    "Translate 'goodbye' into German.",
+    "Give the plural of 'foot'.",
+    "Give the past tense of 'run'.",
+    "Write the word 'moon' in capital letters.",
+    "Name a musical instrument with strings.",
+    "Name a planet in our solar system.",
+    "What is photosynthesis?",
+    "Why is the sky blue?",
+    "What causes the seasons on Earth?",
+    "How does a rainbow form?",
+    "What is gravity?",
+    "What is the water cycle?",
+    "Explain what a noun is.",
+    "What is a prime number?",
+    "How do vaccines work?",
+    "What does a thermometer measure?",
+    "Why do we need sleep?",
+    "What is the difference between weather and climate?",
+)
+
+
+def anchor_examples(
+    model: Any,
+    tokenizer: Any,
+    *,
+    tokens: int,
+    max_seq_tokens: int,
+    context_window: int,
+    device: str,
+    repetition_penalty: float,
+) -> list[EncodedExample]:
+    """The base's greedy answers to ANCHOR_PROMPTS (the peft model with its adapter disabled),
+    cut to `tokens` (at most `max_seq_tokens` with the prompt), encoded as training examples
+    without the end-of-turn label."""
+    with model.disable_adapter():
+        samples = greedy_answers(
+            model,
+            tokenizer,
+            ANCHOR_PROMPTS,
+            max_new_tokens=tokens,
+            context_window=context_window,
+            device=device,
+            repetition_penalty=repetition_penalty,
+        )
+    out = []
+    for prompt, sample in zip(ANCHOR_PROMPTS, samples, strict=True):
+        if not sample.token_ids:
+            continue
+        # Exactly the tokens the base read and wrote; the answer is cut mid-way, so its end is
+        # not the base's to anchor: no end-of-turn label.
+        prompt_ids = served_prompt(tokenizer, prompt, tokens, context_window)
+        answer = sample.token_ids[: max(0, max_seq_tokens - len(prompt_ids))]
+        out.append(
+            EncodedExample(
+                prompt_ids + answer, [IGNORE] * len(prompt_ids) + answer, len(prompt_ids)
+            )
+        )
+    return out
+
+
+TEACHER_TOP_K = 32  # base tokens kept per position: the bulk of its probability mass
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One anchor answer: its encoded ids and labels, and the bare base's top tokens and their
+    log-probabilities at each labelled position ([positions, TEACHER_TOP_K] tensors)."""
+
+    example: EncodedExample
+    top_ids: Any
+    top_logp: Any
+
+
+def with_teacher(
+    model: Any, examples: Sequence[EncodedExample], pad_id: int, device: str, batch: int = 8
+) -> list[Anchor]:
+    """The base's (adapter disabled) top-k next-token distribution at every labelled position,
+    computed once so a training step runs only the adapter's forward pass on its anchors."""
+    import torch
+
+    out = []
+    with torch.no_grad(), model.disable_adapter():
+        for start in range(0, len(examples), batch):
+            chunk = examples[start : start + batch]
+            inputs = collate(chunk, pad_id, device)
+            logits = model(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+            ).logits[:, :-1]
+            where = inputs["labels"][:, 1:] != IGNORE
+            for row, e in enumerate(chunk):
+                logp = torch.log_softmax(logits[row][where[row]].float(), -1)
+                top = logp.topk(TEACHER_TOP_K, dim=-1)
+                out.append(Anchor(e, top.indices, top.values))
+    return out
+
+
+def anchor_loss(model: Any, batch: Sequence[Anchor], pad_id: int, device: str) -> tuple[Any, int]:
+    """KL(base || model) over the base's top tokens, per labelled position of `batch`
+    (differentiable in the model), and the tokens processed."""
+    import torch
+
+    inputs = collate([a.example for a in batch], pad_id, device)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    where = inputs["labels"][:, 1:] != IGNORE  # positions that predict an answer token
+    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+    terms = []
+    for row, a in enumerate(batch):
+        mine = logp[row][where[row]].gather(-1, a.top_ids.to(logp.device))
+        ref = a.top_logp.to(logp.device)
+        terms.append((ref.exp() * (ref - mine)).sum(-1))
+    kl = torch.cat(terms) if terms else logp.new_zeros(0)
+    return (kl.mean() if kl.numel() else logp.sum() * 0), int(mask.sum())
