@@ -62,5 +62,5 @@ def test_a_run_reports_its_anchor_and_weight_0_turns_it_off(tiny_cfg, colour_dat
         assert 0 < len(labelled) <= tc.anchor_tokens
         assert base.tokenizer.eos_token_id not in labelled
     pad = base.tokenizer.eos_token_id
-    kl, _ = anchor_loss(model, with_teacher(model, examples, pad, base.device), pad, base.device)
+    kl, _ = anchor_loss(model, with_teacher(model, examples, base.device), pad, base.device)
     assert float(kl) < 1e-4  # a fresh LoRA is the base: nothing to pull back

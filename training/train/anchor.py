@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from config import Config
 from core.prompts import EncodedExample
 from training.train.scoring import IGNORE, collate
-from training.validate.checks import greedy_answers
+from training.validate.checks import answer_logits, greedy_answers
 from training.validate.checks import prompt_ids as served_prompt
 
 ANCHOR_PROMPTS: tuple[str, ...] = (
@@ -107,6 +108,8 @@ def anchor_examples(
         # not the base's to anchor: no end-of-turn label.
         prompt_ids = served_prompt(tokenizer, prompt, tokens, context_window)
         answer = sample.token_ids[: max(0, max_seq_tokens - len(prompt_ids))]
+        if not answer:
+            continue
         out.append(
             EncodedExample(
                 prompt_ids + answer, [IGNORE] * len(prompt_ids) + answer, len(prompt_ids)
@@ -128,27 +131,37 @@ class Anchor:
     top_logp: Any
 
 
-def with_teacher(
-    model: Any, examples: Sequence[EncodedExample], pad_id: int, device: str, batch: int = 8
-) -> list[Anchor]:
+def with_teacher(model: Any, examples: Sequence[EncodedExample], device: str) -> list[Anchor]:
     """The base's (adapter disabled) top-k next-token distribution at every labelled position,
-    computed once so a training step runs only the adapter's forward pass on its anchors."""
-    import torch
-
+    computed once so a training step runs only the adapter's forward pass on its anchors.
+    Eight answers per forward pass: the full-vocabulary log-probabilities of all 48 at once
+    would take about 1 GB."""
     out = []
-    with torch.no_grad(), model.disable_adapter():
-        for start in range(0, len(examples), batch):
-            chunk = examples[start : start + batch]
-            inputs = collate(chunk, pad_id, device)
-            logits = model(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-            ).logits[:, :-1]
-            where = inputs["labels"][:, 1:] != IGNORE
-            for row, e in enumerate(chunk):
-                logp = torch.log_softmax(logits[row][where[row]].float(), -1)
+    with model.disable_adapter():
+        for start in range(0, len(examples), 8):
+            chunk = examples[start : start + 8]
+            pairs = [
+                (e.input_ids[: e.prompt_tokens], e.input_ids[e.prompt_tokens :]) for e in chunk
+            ]
+            for e, logp in zip(chunk, answer_logits(model, pairs, device), strict=True):
                 top = logp.topk(TEACHER_TOP_K, dim=-1)
                 out.append(Anchor(e, top.indices, top.values))
     return out
+
+
+def build_anchors(cfg: Config, model: Any, tokenizer: Any, device: str) -> list[Anchor]:
+    """The run's anchors (training.anchor_* settings): the base's answers and its top tokens."""
+    tc = cfg.training
+    examples = anchor_examples(
+        model,
+        tokenizer,
+        tokens=tc.anchor_tokens,
+        max_seq_tokens=tc.max_seq_tokens,
+        context_window=cfg.model.context_window,
+        device=device,
+        repetition_penalty=cfg.model.repetition_penalty,
+    )
+    return with_teacher(model, examples, device)
 
 
 def anchor_loss(model: Any, batch: Sequence[Anchor], pad_id: int, device: str) -> tuple[Any, int]:

@@ -59,7 +59,7 @@ from training.dataset.schema import (
 from training.stage_files import TASTE_REPORT, TRAIN_REPORT, StopReason, TrainReport
 from training.taste.distill import TasteOutcome, best_of_n
 from training.taste.model import TASTE_FILE
-from training.train.anchor import Anchor, anchor_examples, anchor_loss, with_teacher
+from training.train.anchor import Anchor, anchor_loss, build_anchors
 from training.train.scoring import (
     collate,
     encode_examples,
@@ -470,16 +470,7 @@ def train_adapter(
 
     enc = _encode(tokenizer, tcfg, data, examples)
     if tcfg.anchor_weight > 0:
-        anchors = anchor_examples(
-            model,
-            tokenizer,
-            tokens=tcfg.anchor_tokens,
-            max_seq_tokens=tcfg.max_seq_tokens,
-            context_window=cfg.model.context_window,
-            device=device,
-            repetition_penalty=cfg.model.repetition_penalty,
-        )
-        enc = dataclasses.replace(enc, anchors=with_teacher(model, anchors, pad_id, device))
+        enc = dataclasses.replace(enc, anchors=build_anchors(cfg, model, tokenizer, device))
     heldout_enc = enc.heldout
     trainable = [p for p in model.parameters() if p.requires_grad]
     eval_batch = max(tcfg.batch_size, 8)
