@@ -297,7 +297,10 @@ def _report_adapter(db: Database, version: int, report: Callable[[str], None]) -
             f"{train['best_step']}; held-out 👍 loss {train['initial_heldout_loss']}"
             f" -> {train['best_heldout_loss']}; curve {train['heldout_loss']}"
         )
+        report(f"  train phases (s): {train.get('phases_s')}")
     validation = metrics.get("validation")
+    if isinstance(validation, dict):
+        report(f"  validate phases (s): {validation.get('metrics', {}).get('phases_s')}")
     for check in (validation or {}).get("checks", []) if isinstance(validation, dict) else []:
         report(f"  check {check['name']}: {check['status']}: {check['reason']}")
 

@@ -149,6 +149,10 @@ class TrainReport:
     # The knowledge anchor (training.train.anchor): prompts held to the base, KL per step.
     anchor_prompts: int = 0
     anchor_kl: list[float] = field(default_factory=list)
+    anchor_refreshes: int = 0  # times the adapter's own answers joined the pool
+    # Wall seconds by phase (taste step, model load, anchor answers, steps, held-out
+    # evaluations, writing the folder): what a run's time went to.
+    phases_s: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ from core.prompts import PROMPT_FORMAT_VERSION, build_messages, encode_prompt
 from errors import TrainingError
 from tests.training.conftest import THINGS, colour_examples, example
 from training.loop.stage_process import run_stage
+from training.train import adapter_folder
 from training.train import qlora as train_mod
 from training.train.qlora import train_adapter
 
@@ -56,6 +57,7 @@ def test_training_lowers_heldout_loss_and_writes_a_complete_adapter(
     assert saved["stop_reason"] == "max_steps" and saved["tokens"] > 0
     assert saved["tokens_per_s"] > 0 and saved["peak_rss_mb"] > 0
     assert [s for s, _ in saved["heldout_loss"]] == [0, 3, 6]
+    assert {"taste", "load", "steps", "heldout"} <= set(saved["phases_s"])
 
     loaded = load_model(str(tiny_model_dir), "nf4", "cpu")
     gen = Generator(loaded.model, loaded.tokenizer, context_window=512, adapter_root=tmp_path)
@@ -153,7 +155,7 @@ def test_a_failed_write_leaves_no_adapter_folder(tiny_cfg, colour_dataset, tmp_p
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(train_mod.shutil, "copyfile", disk_full)
+    monkeypatch.setattr(adapter_folder.shutil, "copyfile", disk_full)
     cfg = config_mod.with_overrides(tiny_cfg, training={"max_steps": 1})
     with pytest.raises(TrainingError, match="disk space"):
         train_adapter(cfg, colour_dataset, tmp_path / "a" / "v1")
@@ -383,3 +385,18 @@ def test_unlikelihood_penalises_repeating_earlier_answer_tokens_not_the_target()
     assert float(unlikelihood(fond_of_target, labels)) < base
     # A one-token answer has nothing earlier to repeat (prompt tokens are never candidates).
     assert float(unlikelihood(fond_of_repeats, torch.tensor([[IGNORE] * 5 + [4]]))) == 0.0
+
+
+def test_steps_run_in_bf16_only_where_asked_and_on_the_cpu(tiny_cfg):
+    import torch
+
+    from training.train.qlora import step_autocast
+
+    def dtype_inside(compute: str, device: str = "cpu") -> torch.dtype:
+        tcfg = config_mod.with_overrides(tiny_cfg, training={"compute_dtype": compute}).training
+        with step_autocast(tcfg, device):
+            return (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+
+    assert dtype_inside("bf16") == torch.bfloat16
+    assert dtype_inside("fp32") == torch.float32
+    assert dtype_inside("bf16", "cuda") == torch.float32  # CUDA: the 4-bit compute dtype rules

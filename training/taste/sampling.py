@@ -1,5 +1,10 @@
-"""Batched sampling of answers (left-padded `model.generate`), seeded per batch so two models
-asked the same questions with the same seed draw comparable samples (paired comparisons)."""
+"""Batched sampling of answers (an own KV-cached decode loop with the serving engine's sampling
+rule), seeded per batch so two models asked the same questions with the same seed draw
+comparable samples (paired comparisons). Greedy answers (temperature 0) come from the same loop.
+
+The repetition penalty counts the answer's own tokens only, as serving applies it: `generate`'s
+`repetition_penalty` also counts the prompt, the chat template's end-of-turn token included, so
+answers drawn with it ran longer than the served ones."""
 
 from __future__ import annotations
 
@@ -18,21 +23,6 @@ _TOP = 256
 def bf16_sampling(sample_dtype: str) -> bool:
     """Whether taste.sample_dtype means bf16 on this CPU ('auto': where it does bf16 natively)."""
     return sample_dtype == "bf16" or (sample_dtype == "auto" and cpu_does_bf16())
-
-
-def answer_penalty(penalty: float, prompt_width: int) -> Any:
-    """The serving repetition penalty as logits processors for `model.generate` on a
-    left-padded batch `prompt_width` tokens wide: on the answer's own tokens only, as the
-    serving engine applies it (assistant.generation.sampling). generate's own
-    `repetition_penalty` counts the prompt too, the end-of-turn token of the chat template
-    included, so answers sampled here ran longer than the served ones."""
-    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
-
-    if penalty == 1.0:
-        return LogitsProcessorList()
-    return LogitsProcessorList(
-        [RepetitionPenaltyLogitsProcessor(float(penalty), prompt_ignore_length=prompt_width)]
-    )
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,14 @@ trained on."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from config import Config
@@ -24,6 +30,8 @@ from core.prompts import EncodedExample
 from training.train.scoring import IGNORE, collate
 from training.validate.checks import answer_logits, greedy_answers
 from training.validate.checks import prompt_ids as served_prompt
+
+log = logging.getLogger(__name__)
 
 ANCHOR_PROMPTS: tuple[str, ...] = (
     "What is the capital of Portugal?",
@@ -86,11 +94,12 @@ def anchor_examples(
     context_window: int,
     device: str,
     repetition_penalty: float,
+    own: bool = False,
 ) -> list[EncodedExample]:
     """The base's greedy answers to ANCHOR_PROMPTS (the peft model with its adapter disabled),
-    cut to `tokens` (at most `max_seq_tokens` with the prompt), encoded as training examples
-    without the end-of-turn label."""
-    with model.disable_adapter():
+    or with `own` the adapter's as it is now, cut to `tokens` (at most `max_seq_tokens` with
+    the prompt), encoded as training examples without the end-of-turn label."""
+    with contextlib.nullcontext() if own else model.disable_adapter():
         samples = greedy_answers(
             model,
             tokenizer,
@@ -149,8 +158,96 @@ def with_teacher(model: Any, examples: Sequence[EncodedExample], device: str) ->
     return out
 
 
-def build_anchors(cfg: Config, model: Any, tokenizer: Any, device: str) -> list[Anchor]:
-    """The run's anchors (training.anchor_* settings): the base's answers and its top tokens."""
+def cached_anchors(cfg: Config, model: Any, tokenizer: Any, device: str) -> list[Anchor]:
+    """The base's anchors (`build_anchors`), kept under data_dir/cache: they depend only on the
+    base model and the anchor settings, and building them (48 greedy answers and the base's
+    top tokens) took about 25 s of every training run. The file is named by a hash of all they
+    depend on (the base's weights file, the served prompts' token ids, the settings), written
+    atomically as safetensors (no pickle), and rebuilt when it is missing or unreadable."""
+    from safetensors import SafetensorError
+
+    path = _cache_path(cfg, tokenizer)
+    if path.is_file():
+        try:
+            return _read_anchors(path)
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
+            log.warning("rebuilding the knowledge anchors: %s is unreadable (%s)", path, exc)
+    anchors = build_anchors(cfg, model, tokenizer, device)
+    try:
+        _write_anchors(anchors, path)
+    except OSError as exc:  # a cache: the run goes on without it
+        log.warning("could not cache the knowledge anchors in %s (%s)", path, exc)
+    return anchors
+
+
+def _cache_path(cfg: Config, tokenizer: Any) -> Path:
+    from core.base_model import resolve_base_model
+
+    tc, location = cfg.training, Path(resolve_base_model(cfg.model.base, cfg.data_dir))
+    weights = sorted(location.glob("*.safetensors")) if location.is_dir() else [location]
+    key = {
+        "version": 1,
+        "base": [str(location.resolve()), cfg.model.quantization, cfg.model.device],
+        "weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights],
+        "prompts": [
+            served_prompt(tokenizer, p, tc.anchor_tokens, cfg.model.context_window)
+            for p in ANCHOR_PROMPTS
+        ],
+        "settings": [tc.anchor_tokens, tc.max_seq_tokens, cfg.model.repetition_penalty],
+        "top_k": TEACHER_TOP_K,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cfg.data_dir / "cache" / f"anchors-{digest}.safetensors"
+
+
+def _write_anchors(anchors: Sequence[Anchor], path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for i, a in enumerate(anchors):
+        e = a.example
+        tensors[f"{i}.ids"] = torch.tensor(e.input_ids, dtype=torch.int64)
+        tensors[f"{i}.labels"] = torch.tensor(e.labels, dtype=torch.int64)
+        tensors[f"{i}.prompt_tokens"] = torch.tensor([e.prompt_tokens], dtype=torch.int64)
+        tensors[f"{i}.top_ids"] = a.top_ids.detach().cpu().contiguous()
+        tensors[f"{i}.top_logp"] = a.top_logp.detach().cpu().float().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        save_file(tensors, str(tmp), metadata={"anchors": str(len(anchors))})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_anchors(path: Path) -> list[Anchor]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        count = int((f.metadata() or {})["anchors"])
+        out = []
+        for i in range(count):
+            ids, labels = f.get_tensor(f"{i}.ids").tolist(), f.get_tensor(f"{i}.labels").tolist()
+            top_ids, top_logp = f.get_tensor(f"{i}.top_ids"), f.get_tensor(f"{i}.top_logp")
+            shape = (sum(t != IGNORE for t in labels), TEACHER_TOP_K)
+            if (
+                len(ids) != len(labels)
+                or not tuple(top_ids.shape) == tuple(top_logp.shape) == shape
+            ):
+                raise ValueError(f"anchor {i} has inconsistent shapes")
+            example = EncodedExample(ids, labels, int(f.get_tensor(f"{i}.prompt_tokens")[0]))
+            out.append(Anchor(example, top_ids, top_logp))
+    return out
+
+
+def build_anchors(
+    cfg: Config, model: Any, tokenizer: Any, device: str, *, own: bool = False
+) -> list[Anchor]:
+    """The run's anchors (training.anchor_* settings) and the base's top tokens on them: the
+    base's own greedy answers, or with `own` the adapter's as it is now (on-policy: where a
+    learnt opening leads the adapter off the base's path, "The capital of Germany is", the base
+    says what comes next)."""
     tc = cfg.training
     examples = anchor_examples(
         model,
@@ -160,6 +257,7 @@ def build_anchors(cfg: Config, model: Any, tokenizer: Any, device: str) -> list[
         context_window=cfg.model.context_window,
         device=device,
         repetition_penalty=cfg.model.repetition_penalty,
+        own=own,
     )
     return with_teacher(model, examples, device)
 

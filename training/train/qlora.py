@@ -28,38 +28,34 @@ same data; trl itself was not installed or measured here (it is not in requireme
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import math
-import os
 import random
 import resource
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from config import Config, TrainingConfig
-from core.adapters import ADAPTER_FILES, check_adapter_dir
-from core.base_model import load_base
-from core.prompts import PROMPT_FORMAT_VERSION, EncodedExample
+from core.adapters import check_adapter_dir
+from core.base_model import cpu_does_bf16, dequantized_on_cpu, load_base
+from core.prompts import EncodedExample
 from errors import AdapterError, TrainingError
 from training.dataset.pairs import Pair, preference_pairs
 from training.dataset.schema import (
-    MANIFEST_FILE,
     Example,
     LoadedDataset,
     load_dataset,
-    write_examples,
 )
-from training.stage_files import TASTE_REPORT, TRAIN_REPORT, StopReason, TrainReport
-from training.taste.distill import TasteOutcome, best_of_n
-from training.taste.model import TASTE_FILE
-from training.train.anchor import Anchor, anchor_loss, build_anchors
+from training.phases import Phases
+from training.stage_files import StopReason, TrainReport
+from training.taste.distill import best_of_n
+from training.train.adapter_folder import train_config, write_adapter
+from training.train.anchor import Anchor, anchor_loss, build_anchors, cached_anchors
 from training.train.scoring import (
     collate,
     encode_examples,
@@ -72,8 +68,6 @@ from training.train.scoring import (
 
 log = logging.getLogger(__name__)
 
-TRAIN_CONFIG, DATASET_MANIFEST = "train_config.json", "dataset_manifest.json"
-TASTE_EXAMPLES = "taste_examples"
 MAX_GRAD_NORM = 1.0  # the usual LoRA clip: keeps one odd batch from wrecking a short run
 
 
@@ -194,6 +188,18 @@ def _step_loss(
     return loss, tokens
 
 
+def step_autocast(tcfg: TrainingConfig, device: str) -> Any:
+    """The context training steps run in: bf16 autocast on a CPU that does bf16 natively
+    (`training.compute_dtype`), as the CUDA path computes its 4-bit layers in bf16; otherwise
+    none (fp32 on the CPU, the quantization config's compute dtype on CUDA)."""
+    import torch
+
+    wanted = tcfg.compute_dtype == "bf16" or (tcfg.compute_dtype == "auto" and cpu_does_bf16())
+    if device != "cpu" or not wanted:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
 def steps_budget(tcfg: TrainingConfig, examples: int) -> tuple[int, StopReason]:
     """Optimiser steps a run may take on `examples` training examples, and the limit that
     sets it: max_steps, or max_epochs passes over the examples when that is fewer."""
@@ -241,43 +247,6 @@ def _encode(
             tokenizer, [e for e in data.heldout if e.desirable], tcfg.max_seq_tokens
         ),
     )
-
-
-def _train_config(
-    cfg: Config,
-    source: str,
-    init_adapter: Path | None,
-    dataset_id: str,
-    enc: _Encoded,
-    budget: int,
-    steps_taken: int,
-) -> dict[str, Any]:
-    """train_config.json: how the adapter was made (settings, base, data, schedule, versions)."""
-    tcfg = cfg.training
-    return {
-        "training": dataclasses.asdict(tcfg),
-        "base_model": {
-            "name": cfg.model.base,
-            "location": source,
-            "quantization": cfg.model.quantization,
-        },
-        "prompt_format_version": PROMPT_FORMAT_VERSION,
-        "seed": tcfg.seed,
-        "init_adapter": str(Path(init_adapter).resolve()) if init_adapter else None,
-        "dataset_id": dataset_id,
-        "schedule": {
-            "rule": "steps = min(max_steps, ceil(max_epochs * examples / batch_size))",
-            "examples": len(enc.train),
-            "real_examples": len(enc.train) - enc.synthetic,
-            "pairs": len(enc.pairs),
-            "steps_budget": budget,
-            "steps_taken": steps_taken,
-            "epochs": round(steps_taken * tcfg.batch_size / max(len(enc.train), 1), 2),
-            "learning_rate": tcfg.learning_rate,
-        },
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": _versions(),
-    }
 
 
 class _Keeper:
@@ -336,6 +305,7 @@ class _Optimised:
     answer_tokens: int = 0
     train_s: float = 0.0
     anchor_kl: list[float] = field(default_factory=list)
+    anchor_refreshes: int = 0
 
 
 def _optimise(
@@ -348,9 +318,12 @@ def _optimise(
     progress: Callable[[TrainProgress], None] | None,
     started: float,
     total_steps: int,
+    own_anchors: Callable[[], list[Anchor]] | None = None,
 ) -> _Optimised:
     """Optimiser steps until the step budget, the time budget or early stopping (`stop` says
-    which, None for the step budget); the keeper sees every held-out evaluation."""
+    which, None for the step budget); the keeper sees every held-out evaluation. Every
+    `anchor_refresh` steps the anchor pool becomes the base's answers plus `own_anchors()`,
+    the adapter's own answers as they are then."""
     import torch
 
     pad_id, device = where
@@ -363,9 +336,10 @@ def _optimise(
         if enc.pairs
         else None
     )
+    anchors = enc.anchors
     anchor_batches = (
-        _batches(len(enc.anchors), max(1, tcfg.batch_size // 2), random.Random(tcfg.seed + 2))
-        if enc.anchors
+        _batches(len(anchors), max(1, tcfg.batch_size // 2), random.Random(tcfg.seed + 2))
+        if anchors
         else None
     )
     budget_s = tcfg.max_minutes * 60
@@ -374,25 +348,33 @@ def _optimise(
         if time.monotonic() - started >= budget_s:
             run.stop = "time_budget"
             break
+        refresh = tcfg.anchor_refresh
+        if anchors and own_anchors and run.step and refresh and run.step % refresh == 0:
+            anchors = [*enc.anchors, *own_anchors()]
+            run.anchor_refreshes += 1
+            anchor_batches = _batches(
+                len(anchors), max(1, tcfg.batch_size // 2), random.Random(tcfg.seed + run.step)
+            )
         t0 = time.perf_counter()
         idx = next(batches)
         pair_idx = next(pair_batches) if pair_batches else []
-        loss, n = _step_loss(
-            model,
-            [enc.train[i] for i in idx],
-            [enc.desirable[i] for i in idx],
-            tcfg,
-            pad_id,
-            device,
-            [enc.pairs[i] for i in pair_idx],
-        )
-        if anchor_batches:
-            kl, anchor_tokens = anchor_loss(
-                model, [enc.anchors[i] for i in next(anchor_batches)], pad_id, device
+        with step_autocast(tcfg, device):
+            loss, n = _step_loss(
+                model,
+                [enc.train[i] for i in idx],
+                [enc.desirable[i] for i in idx],
+                tcfg,
+                pad_id,
+                device,
+                [enc.pairs[i] for i in pair_idx],
             )
-            loss = loss + tcfg.anchor_weight * kl
-            n += anchor_tokens
-            run.anchor_kl.append(round(float(kl.detach()), 4))
+            if anchor_batches:
+                kl, anchor_tokens = anchor_loss(
+                    model, [anchors[i] for i in next(anchor_batches)], pad_id, device
+                )
+                loss = loss + tcfg.anchor_weight * kl
+                n += anchor_tokens
+                run.anchor_kl.append(round(float(kl.detach()), 4))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
         optimizer.step()
@@ -459,43 +441,63 @@ def train_adapter(
     data = load_dataset(Path(dataset_dir), trainable=True)
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
-    taste = best_of_n(cfg, data, init_adapter)  # before the QLoRA base: one model at a time
+    phases = Phases()
+    with phases("taste"):
+        taste = best_of_n(cfg, data, init_adapter)  # before the QLoRA base: one model at a time
     examples = [*data.train, *taste.examples]
-    base = load_base(cfg)
+    with phases("load"):
+        base = load_base(cfg)
+        # On the CPU the same NF4 weights dequantized once (bitsandbytes would dequantize every
+        # weight on every pass); on CUDA the 4-bit kernels stay.
+        model = attach_lora(dequantized_on_cpu(base), tcfg, init_adapter)
     tokenizer, device = base.tokenizer, base.device
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id)
     )
-    model = attach_lora(base.model, tcfg, init_adapter)
 
     enc = _encode(tokenizer, tcfg, data, examples)
     if tcfg.anchor_weight > 0:
-        enc = dataclasses.replace(enc, anchors=build_anchors(cfg, model, tokenizer, device))
+        with phases("anchors"):
+            anchors = cached_anchors(cfg, model, tokenizer, device)
+        enc = dataclasses.replace(enc, anchors=anchors)
     heldout_enc = enc.heldout
     trainable = [p for p in model.parameters() if p.requires_grad]
     eval_batch = max(tcfg.batch_size, 8)
 
     def heldout() -> float | None:
-        return (
-            mean_nll(
-                score_answers(
-                    model, heldout_enc, pad_id=pad_id, device=device, batch_size=eval_batch
-                )
+        if not heldout_enc:
+            return None
+        with phases("heldout"):
+            scores = score_answers(
+                model, heldout_enc, pad_id=pad_id, device=device, batch_size=eval_batch
             )
-            if heldout_enc
-            else None
-        )
+        return mean_nll(scores)
 
     initial = heldout()
     # With taste-model targets the held-out 👍 loss only guards (see _Keeper).
     slack = tcfg.taste_loss_slack if taste.examples else None
     keeper = _Keeper(trainable, initial, slack)
     total_steps, stop = steps_budget(tcfg, len(enc.train))
+
+    def own_anchors() -> list[Anchor]:
+        with phases("anchors"):
+            return build_anchors(cfg, model, tokenizer, device, own=True)
+
     run = _optimise(
-        model, enc, tcfg, (pad_id, device), keeper, heldout, progress, started, total_steps
+        model,
+        enc,
+        tcfg,
+        (pad_id, device),
+        keeper,
+        heldout,
+        progress,
+        started,
+        total_steps,
+        own_anchors,
     )
     step, stop = run.step, run.stop or stop
     best_step, best_loss = keeper.restore(step)
+    phases.add("steps", run.train_s)
 
     rss, acc = _peak_memory_mb()
     report = TrainReport(
@@ -522,76 +524,10 @@ def train_adapter(
         heldout_loss=keeper.curve,
         anchor_prompts=len(enc.anchors),
         anchor_kl=run.anchor_kl,
+        anchor_refreshes=run.anchor_refreshes,
+        phases_s=phases.seconds,
     )
-    train_config = _train_config(
-        cfg, base.source, init_adapter, data.dataset_id, enc, total_steps, step
-    )
-    write_adapter(model, out_dir, data, train_config, report, taste)
+    counts = (len(enc.train), enc.synthetic, len(enc.pairs))
+    made = train_config(cfg, base.source, init_adapter, data.dataset_id, counts, total_steps, step)
+    write_adapter(model, out_dir, data, made, report, taste)
     return report
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("torch", "transformers", "peft", "bitsandbytes"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
-
-
-def _write_synthetic(examples: list[Example], folder: Path, dataset_id: str) -> None:
-    write_examples(
-        examples, folder, dataset_id=f"{dataset_id}-taste", source={"best_of_n_from": dataset_id}
-    )
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def write_adapter(
-    model: Any,
-    out_dir: Path,
-    data: LoadedDataset,
-    train_config: dict[str, Any],
-    report: TrainReport,
-    taste: TasteOutcome | None = None,
-) -> Path:
-    """Write the adapter folder atomically: everything goes into a hidden sibling folder that is
-    renamed to `out_dir` only when complete; on any failure the partial folder is removed.
-    With a taste step: its report, the fitted taste model and the synthetic examples (a
-    dataset folder of the one schema) go in too."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):  # from a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    try:
-        model.save_pretrained(str(tmp))
-        _write_json(tmp / TRAIN_CONFIG, train_config)
-        shutil.copyfile(data.folder / MANIFEST_FILE, tmp / DATASET_MANIFEST)
-        report.write(tmp / TRAIN_REPORT)
-        if taste is not None:
-            taste.report.write(tmp / TASTE_REPORT)
-            if taste.model is not None:
-                taste.model.save(tmp / TASTE_FILE)
-            if taste.examples:
-                _write_synthetic(taste.examples, tmp / TASTE_EXAMPLES, data.dataset_id)
-        for name in ADAPTER_FILES:
-            if not (tmp / name).is_file():
-                raise TrainingError(
-                    f"peft did not write {name}: check the peft version against requirements.txt"
-                )
-        os.replace(tmp, out_dir)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainingError(
-            f"could not write the adapter to {out_dir} ({exc}): check free "
-            "disk space and permissions"
-        ) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.prompts import build_messages, encode_prompt, stop_token_ids
-from training.taste.sampling import answer_penalty
+from core.prompts import build_messages, encode_prompt
+from training.taste.sampling import SamplingSpec, sample_candidates
 
 # Leaks worth refusing an adapter for; hallucinated street names or IPs are not user data.
 PII_KINDS = ("email", "phone", "card", "iban", "ssn")
@@ -53,40 +53,25 @@ def greedy_answers(
     context_window: int,
     device: str,
     repetition_penalty: float,
+    batch_size: int = 64,
 ) -> list[Sample]:
     """Greedy answers at the serving repetition penalty (model.repetition_penalty: users get
-    a near-greedy temperature with it), all prompts in one left-padded batch."""
-    import torch
-
-    prompts = [prompt_ids(tokenizer, q, max_new_tokens, context_window) for q in questions]
-    stops = stop_token_ids(tokenizer, model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=sorted(stops),
-            pad_token_id=pad,
-            logits_processor=answer_penalty(repetition_penalty, width),
-        )
-    samples = []
-    for question, row in zip(questions, out[:, width:].tolist(), strict=True):
-        cut = next((i for i, t in enumerate(row) if t in stops), None)
-        answer = row if cut is None else row[:cut]
-        samples.append(
-            Sample(
-                question,
-                tokenizer.decode(answer, skip_special_tokens=True),
-                answer,
-                cut is not None,
-            )
-        )
-    return samples
+    a near-greedy temperature with it), through the loop's batched decoder (a row that has
+    stopped leaves the batch; `generate` carried every row to the longest answer)."""
+    spec = SamplingSpec(
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        top_p=1.0,
+        repetition_penalty=repetition_penalty,
+        context_window=context_window,
+        batch_size=batch_size,
+    )
+    prompts = [build_messages(q) for q in questions]
+    answers = sample_candidates(model, tokenizer, prompts, spec, device=device)
+    return [
+        Sample(q, c.text, c.token_ids, len(c.token_ids) < max_new_tokens)
+        for q, (c,) in zip(questions, answers, strict=True)
+    ]
 
 
 def repetition_share(token_ids: Sequence[int], n: int = 4) -> float:
