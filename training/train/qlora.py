@@ -14,6 +14,9 @@ conversations), with them the candidate learnt more (+22 points) but its greedy 
 The knowledge anchor (training.train.anchor, `anchor_weight`) adds, every step, the KL from the
 bare base's next-token distribution on the opening of its own greedy answers to general prompts,
 so a taste for form does not cost what the model knows.
+On the CPU the steps read the NF4 base dequantized once (the same weights) and run under bf16
+autocast where the CPU does bf16 natively (`training.compute_dtype`); on CUDA the 4-bit kernels
+compute in bf16 as they are.
 
 The loop is hand-written rather than trl's SFTTrainer/KTOTrainer/DPOTrainer or transformers'
 Trainer on purpose: examples must be tokenized by `core.prompts.encode_example` (the serving
