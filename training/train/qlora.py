@@ -45,7 +45,7 @@ from typing import Any
 
 from config import Config, TrainingConfig
 from core.adapters import check_adapter_dir
-from core.base_model import cpu_does_bf16, dequantized_on_cpu, load_base
+from core.base_model import dequantized_on_cpu, load_base
 from core.prompts import EncodedExample
 from errors import AdapterError, TrainingError
 from training.dataset.pairs import Pair, preference_pairs
@@ -57,6 +57,7 @@ from training.dataset.schema import (
 from training.phases import Phases
 from training.stage_files import StopReason, TrainReport
 from training.taste.distill import best_of_n
+from training.taste.sampling import bf16_sampling
 from training.train.adapter_folder import train_config, write_adapter
 from training.train.anchor import Anchor, anchor_loss, build_anchors, cached_anchors
 from training.train.scoring import (
@@ -197,8 +198,7 @@ def step_autocast(tcfg: TrainingConfig, device: str) -> Any:
     none (fp32 on the CPU, the quantization config's compute dtype on CUDA)."""
     import torch
 
-    wanted = tcfg.compute_dtype == "bf16" or (tcfg.compute_dtype == "auto" and cpu_does_bf16())
-    if device != "cpu" or not wanted:
+    if device != "cpu" or not bf16_sampling(tcfg.compute_dtype):
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
