@@ -335,7 +335,7 @@ def main() -> None:
     parser.add_argument("--rater", default="bench.raters:brevity")
     parser.add_argument("--traffic", choices=("batched", "chat"), default="batched")
     parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--steps", type=int, default=40, help="training.max_steps")
+    parser.add_argument("--steps", type=int, default=None, help="training.max_steps")
     parser.add_argument("--candidates", type=int, default=None, help="taste.candidates")
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--method", choices=("sft", "kto"), default=None)
@@ -366,7 +366,9 @@ def main() -> None:
     args = parser.parse_args()
     rater = load_rater(args.rater)
     eval_prompts, train_prompts = split_prompts(args.eval, args.n, args.cycles)
-    training = {"max_steps": args.steps, "max_minutes": 30.0, "start_from": "production"}
+    training: dict = {"max_minutes": 30.0, "start_from": "production"}
+    if args.steps:
+        training["max_steps"] = args.steps
     if args.method:
         training["method"] = args.method
     if args.learning_rate:

@@ -124,7 +124,7 @@ class TrainingConfig:
     learning_rate: float = setting(2e-4, "AdamW learning rate.", min=1e-7, max=1.0)
     batch_size: int = setting(4, "Examples per optimiser step.", min=1, max=1024)
     max_seq_tokens: int = setting(512, "Examples are cut to this many tokens.", min=32, max=32768)
-    max_steps: int = setting(60, "Most optimiser steps per run.", min=1, max=1_000_000)
+    max_steps: int = setting(30, "Most optimiser steps per run.", min=1, max=1_000_000)
     max_epochs: float = setting(
         3.0,
         "Most passes over the training examples per run (a small "
@@ -349,7 +349,7 @@ class TasteConfig:
         max=32,
     )
     max_questions: int = setting(
-        200, "Most recent training questions given candidates.", min=0, max=100_000
+        64, "Most recent training questions given candidates.", min=0, max=100_000
     )
     max_new_tokens: int = setting(96, "Longest candidate answer, in tokens.", min=8, max=2048)
     temperature: float = setting(

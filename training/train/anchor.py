@@ -16,10 +16,7 @@ trained on."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,8 @@ from typing import Any
 
 from config import Config
 from core.prompts import EncodedExample
-from training.train.scoring import IGNORE, collate
+from training.base_cache import cache_file, replace_atomically
+from training.train.scoring import IGNORE, answer_forward, collate
 from training.validate.checks import answer_logits, greedy_answers
 from training.validate.checks import prompt_ids as served_prompt
 
@@ -159,11 +157,10 @@ def with_teacher(model: Any, examples: Sequence[EncodedExample], device: str) ->
 
 
 def cached_anchors(cfg: Config, model: Any, tokenizer: Any, device: str) -> list[Anchor]:
-    """The base's anchors (`build_anchors`), kept under data_dir/cache: they depend only on the
-    base model and the anchor settings, and building them (48 greedy answers and the base's
-    top tokens) took about 25 s of every training run. The file is named by a hash of all they
-    depend on (the base's weights file, the served prompts' token ids, the settings), written
-    atomically as safetensors (no pickle), and rebuilt when it is missing or unreadable."""
+    """The base's anchors (`build_anchors`), kept under data_dir/cache (training.base_cache):
+    they depend only on the base model and the anchor settings, and building them (48 greedy
+    answers and the base's top tokens) took about 25 s of every training run. Safetensors, no
+    pickle."""
     from safetensors import SafetensorError
 
     path = _cache_path(cfg, tokenizer)
@@ -181,14 +178,9 @@ def cached_anchors(cfg: Config, model: Any, tokenizer: Any, device: str) -> list
 
 
 def _cache_path(cfg: Config, tokenizer: Any) -> Path:
-    from core.base_model import resolve_base_model
-
-    tc, location = cfg.training, Path(resolve_base_model(cfg.model.base, cfg.data_dir))
-    weights = sorted(location.glob("*.safetensors")) if location.is_dir() else [location]
+    tc = cfg.training
     key = {
         "version": 1,
-        "base": [str(location.resolve()), cfg.model.quantization, cfg.model.device],
-        "weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights],
         "prompts": [
             served_prompt(tokenizer, p, tc.anchor_tokens, cfg.model.context_window)
             for p in ANCHOR_PROMPTS
@@ -196,8 +188,7 @@ def _cache_path(cfg: Config, tokenizer: Any) -> Path:
         "settings": [tc.anchor_tokens, tc.max_seq_tokens, cfg.model.repetition_penalty],
         "top_k": TEACHER_TOP_K,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return cfg.data_dir / "cache" / f"anchors-{digest}.safetensors"
+    return cache_file(cfg, "anchors", key, "safetensors")
 
 
 def _write_anchors(anchors: Sequence[Anchor], path: Path) -> None:
@@ -212,13 +203,9 @@ def _write_anchors(anchors: Sequence[Anchor], path: Path) -> None:
         tensors[f"{i}.prompt_tokens"] = torch.tensor([e.prompt_tokens], dtype=torch.int64)
         tensors[f"{i}.top_ids"] = a.top_ids.detach().cpu().contiguous()
         tensors[f"{i}.top_logp"] = a.top_logp.detach().cpu().float().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        save_file(tensors, str(tmp), metadata={"anchors": str(len(anchors))})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomically(
+        path, lambda tmp: save_file(tensors, str(tmp), metadata={"anchors": str(len(anchors))})
+    )
 
 
 def _read_anchors(path: Path) -> list[Anchor]:
@@ -268,13 +255,13 @@ def anchor_loss(model: Any, batch: Sequence[Anchor], pad_id: int, device: str) -
     import torch
 
     inputs = collate([a.example for a in batch], pad_id, device)
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    where = inputs["labels"][:, 1:] != IGNORE  # positions that predict an answer token
-    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+    logits, labels = answer_forward(model, inputs)
+    where = labels[:, 1:] != IGNORE  # positions that predict an answer token
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)
     terms = []
     for row, a in enumerate(batch):
         mine = logp[row][where[row]].gather(-1, a.top_ids.to(logp.device))
         ref = a.top_logp.to(logp.device)
         terms.append((ref.exp() * (ref - mine)).sum(-1))
     kl = torch.cat(terms) if terms else logp.new_zeros(0)
-    return (kl.mean() if kl.numel() else logp.sum() * 0), int(mask.sum())
+    return (kl.mean() if kl.numel() else logp.sum() * 0), int(inputs["attention_mask"].sum())

@@ -61,6 +61,7 @@ from training.taste.sampling import bf16_sampling
 from training.train.adapter_folder import train_config, write_adapter
 from training.train.anchor import Anchor, anchor_loss, build_anchors, cached_anchors
 from training.train.scoring import (
+    answer_forward,
     collate,
     encode_examples,
     logprobs_of,
@@ -171,13 +172,11 @@ def _step_loss(
 
     if good:
         inputs = collate(good, pad_id, device)
-        logits = model(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-        ).logits
-        logp, counts = logprobs_of(logits, inputs["labels"])
+        logits, labels = answer_forward(model, inputs)
+        logp, counts = logprobs_of(logits, labels)
         loss = loss - logp.sum() / counts.sum().clamp(min=1)
         if tcfg.unlikelihood_weight > 0:
-            loss = loss + tcfg.unlikelihood_weight * unlikelihood(logits, inputs["labels"])
+            loss = loss + tcfg.unlikelihood_weight * unlikelihood(logits, labels)
         tokens += int(inputs["attention_mask"].sum())
     if bad:
         _, r, n = ratio(bad)
@@ -470,7 +469,7 @@ def train_adapter(
     def heldout() -> float | None:
         if not heldout_enc:
             return None
-        with phases("heldout"):
+        with phases("heldout"), step_autocast(tcfg, device):  # the steps' own arithmetic
             scores = score_answers(
                 model, heldout_enc, pad_id=pad_id, device=device, batch_size=eval_batch
             )

@@ -50,11 +50,27 @@ def collate(batch: Sequence[EncodedExample], pad_id: int, device: str) -> dict[s
     }
 
 
+def answer_forward(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """The forward pass's logits from the position before the batch's first answer token on,
+    and the labels cut to match (logits[:, t] predicts labels[:, t + 1]). The prompt's other
+    positions need no vocabulary projection: no loss is taken there, and the projection and
+    softmax over 49k tokens are a large share of a small model's step."""
+    labels = batch["labels"]
+    answer = (labels != IGNORE).any(dim=0).nonzero()
+    start = max(int(answer[0]) - 1, 0) if len(answer) else 0
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        use_cache=False,
+        logits_to_keep=labels.shape[1] - start,
+    ).logits
+    return logits, labels[:, start:]
+
+
 def token_logprobs(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     """Per-example sum of answer-token log-probabilities and answer-token counts (tensors of
     shape [batch]); differentiable when called with gradients enabled."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return logprobs_of(logits, batch["labels"])
+    return logprobs_of(*answer_forward(model, batch))
 
 
 def logprobs_of(logits: Any, labels: Any) -> tuple[Any, Any]:

@@ -44,6 +44,7 @@ from config import Config
 from core.adapters import check_adapter_dir
 from core.base_model import dequantized_on_cpu, load_base
 from errors import AdapterError, TrainingError
+from training.base_cache import cached_answers
 from training.dataset.schema import load_dataset
 from training.phases import Phases
 from training.stage_files import Check, ValidationReport
@@ -52,7 +53,6 @@ from training.train.scoring import AnswerScore, encode_examples, mean_nll, score
 from training.validate.checks import (
     Sample,
     answer_logits,
-    greedy_answers,
     has_pii,
     mean_kl,
     most_common_share,
@@ -135,13 +135,15 @@ def _arm_metrics(
     model: Any,
     tokenizer: Any,
     device: str,
-    arm: str,
+    arm_folder: tuple[str, Path | None],
     encoded: dict[str, list[Any]],
     drift_pairs: list[tuple[list[int], list[int]]],
     base_logps: list[Any],
     base_samples: list[Sample],
 ) -> tuple[dict[str, Any], list[AnswerScore], list[AnswerScore]]:
-    """The arm's metrics, and its scores of the held-out 👍 and 👎 answers (in order)."""
+    """The arm's (name, adapter folder) metrics, and its scores of the held-out 👍 and 👎
+    answers (in order)."""
+    arm, folder = arm_folder
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     vcfg = cfg.validation
     with _using(model, arm):
@@ -151,14 +153,14 @@ def _arm_metrics(
             drift, samples = 0.0, base_samples
         else:
             drift = mean_kl(answer_logits(model, drift_pairs, device), base_logps)
-            samples = greedy_answers(
+            samples = cached_answers(  # production's were cached when it was the candidate
+                cfg,
                 model,
                 tokenizer,
                 SANITY_PROMPTS + KNOWLEDGE_QUESTIONS,
                 max_new_tokens=vcfg.sample_max_new_tokens,
-                context_window=cfg.model.context_window,
                 device=device,
-                repetition_penalty=cfg.model.repetition_penalty,
+                adapter=folder,
             )
     samples, knowledge = samples[: len(SANITY_PROMPTS)], samples[len(SANITY_PROMPTS) :]
     metrics = {
@@ -414,14 +416,13 @@ def validate_adapter(
     }
     n_new = cfg.validation.sample_max_new_tokens
     with phases("base answers"), _using(model, BASE):  # the drift reference, base samples
-        answers = greedy_answers(
+        answers = cached_answers(
+            cfg,
             model,
             tokenizer,
             GENERAL_PROMPTS + SANITY_PROMPTS + KNOWLEDGE_QUESTIONS,
             max_new_tokens=n_new,
-            context_window=cfg.model.context_window,
             device=device,
-            repetition_penalty=cfg.model.repetition_penalty,
         )
         drift_pairs = [
             (prompt_ids(tokenizer, s.prompt, n_new, cfg.model.context_window), s.token_ids)
@@ -432,10 +433,19 @@ def validate_adapter(
     base_samples = answers[len(GENERAL_PROMPTS) :]
     base_knowledge = right_answers([s.text for s in answers[-len(KNOWLEDGE_QUESTIONS) :]])
     arms = [CANDIDATE, PRODUCTION if production else BASE]
+    folders = {CANDIDATE: candidate, PRODUCTION: production, BASE: None}
     with phases("arms"):
         measured = {
             arm: _arm_metrics(
-                cfg, model, tokenizer, device, arm, encoded, drift_pairs, base_logps, base_samples
+                cfg,
+                model,
+                tokenizer,
+                device,
+                (arm, folders[arm]),
+                encoded,
+                drift_pairs,
+                base_logps,
+                base_samples,
             )
             for arm in arms
         }
