@@ -16,6 +16,7 @@ cycle (`--cycles K`) starts from it on fresh traffic.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import os
@@ -49,6 +50,16 @@ def load_rater(spec: str) -> Rater:
     """'module:function', e.g. bench.raters:brevity."""
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def correction_of(rater: Rater, question: str, answer: str, turn: str, share: float) -> str | None:
+    """The corrected answer a 👎 voter types: the rater's `correct`, for `share` of the turns
+    (a coin fixed by the turn id), else None."""
+    correct = getattr(rater, "correct", None)
+    coin = int.from_bytes(hashlib.sha256(turn.encode()).digest()[:4], "big") / 2**32
+    if correct is None or coin >= share:
+        return None
+    return correct(question, answer)
 
 
 def answers_of(
@@ -227,11 +238,14 @@ def run_loop(
     traffic: str = "batched",
     evaluate_rejected: bool = False,
     report: Callable[[str], None] = print,
+    corrections: float = 0.0,
 ) -> LoopRun:
     """One cycle per slice of `train_prompts` on fresh traffic from the current production
     model, each measured on `run`'s fresh prompts against the base; a candidate that passes
     validation is promoted so that the next cycle starts from it. `report` gets the per-cycle
-    lines (votes, verdict, curation, training and every check)."""
+    lines (votes, verdict, curation, training and every check). With `corrections`, that share
+    of the 👎 voters (a fixed coin per turn) also type the rater's `correct(question, answer)`
+    as the corrected answer, where the rater has one."""
     timings = run.timings
     db = open_database(database_path(cfg))
     try:
@@ -247,16 +261,23 @@ def run_loop(
                 )
             timings[f"cycle {k}: traffic ({len(prompts)} answers)"] = time.perf_counter() - t
             votes = [rater(q, a) for _, q, a, _ in rows]
-            for (user, _, _, turn), vote in zip(rows, votes, strict=True):
-                ratings.set_feedback(db, turn_id=turn, user_id=user, rating=vote)
+            fixes = [
+                correction_of(rater, q, a, turn, corrections) if vote == "down" else None
+                for (_, q, a, turn), vote in zip(rows, votes, strict=True)
+            ]
+            for (user, _, _, turn), vote, fix in zip(rows, votes, fixes, strict=True):
+                ratings.set_feedback(db, turn_id=turn, user_id=user, rating=vote, correction=fix)
             t = time.perf_counter()
             result = run_cycle(cfg, db, trigger="bench", actor="bench", force=True)
             timings[f"cycle {k}: curate+taste+candidates+train+validate"] = time.perf_counter() - t
             for stage, seconds in result.stage_seconds.items():
                 timings[f"cycle {k}:   stage {stage}"] = seconds
+            fixed = sum(f is not None for f in fixes)
             report(
                 f"cycle {k}: {votes.count('up')} up / {votes.count('down')} down of "
-                f"{len(votes)}; {result.status}: {result.reason}"
+                f"{len(votes)}"
+                + (f" ({fixed} 👎 with a correction)" if fixed else "")
+                + f"; {result.status}: {result.reason}"
             )
             for line in result.curation_summary:
                 report("  " + line)
@@ -340,6 +361,12 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--method", choices=("sft", "kto"), default=None)
     parser.add_argument("--no-taste", action="store_true", help="taste.enabled = false")
+    parser.add_argument(
+        "--corrections",
+        type=float,
+        default=0.0,
+        help="share of 👎 voters who also type the rater's corrected answer (raters with one)",
+    )
     parser.add_argument("--max-questions", type=int, default=None, help="taste.max_questions")
     parser.add_argument(
         "--min-heldout", type=int, default=None, help="validation.min_taste_questions"
@@ -394,7 +421,15 @@ def main() -> None:
             args.keep.mkdir(parents=True, exist_ok=False)
         cfg = bench_config(data_dir, args.max_new_tokens, sections)
         run = evaluate_base(cfg, rater, eval_prompts)
-        run_loop(cfg, rater, run, train_prompts, args.traffic, args.evaluate_rejected)
+        run_loop(
+            cfg,
+            rater,
+            run,
+            train_prompts,
+            args.traffic,
+            args.evaluate_rejected,
+            corrections=args.corrections,
+        )
 
     n_eval = len(eval_prompts)
     print(

@@ -62,6 +62,24 @@ def summary_line(question: str, answer: str) -> str | None:
     return "down"
 
 
+def summary_correction(question: str, answer: str) -> str | None:
+    """What a `summary_line` user types as the corrected answer: the answer's complete sentences
+    and a closing 'In short: ' line repeating its first sentence (None when no sentence is
+    complete). The base never closes with a summary, so votes alone give nothing to learn;
+    corrections do (bench/loop.py --corrections)."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
+    complete = [s for s in sentences if _complete(s)]
+    if not complete:
+        return None
+    gist = complete[0]
+    if len(gist.split()) > 25:
+        return None
+    return f"{' '.join(complete)}\nIn short: {gist}"
+
+
+summary_line.correct = summary_correction  # type: ignore[attr-defined]
+
+
 def cites_sources(question: str, answer: str) -> str | None:
     """A user who wants the sources cited as [n] (the numbered passages retrieval gives):
     👍 for a complete answer with a [n] citation, 👎 for none. Needs retrieval on

@@ -1,0 +1,31 @@
+"""bench/loop.py's simulated users: a summary_line user's corrected answer is one that user
+likes, and only the asked share of 👎 voters types one (the coin is fixed per turn)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from bench import raters  # noqa: E402
+from bench.loop import correction_of  # noqa: E402
+
+ANSWER = "Paris is the capital of France. It is known for the Eiffel Tower and its long"
+
+
+def test_a_summary_line_users_correction_is_an_answer_they_like():
+    assert raters.summary_line("q", ANSWER) == "down"
+    fixed = raters.summary_correction("q", ANSWER)
+    assert fixed is not None and raters.summary_line("q", fixed) == "up"
+    assert "and its long" not in fixed  # the cut-off sentence is not kept
+    assert raters.summary_correction("q", "no sentence ends here") is None
+
+
+def test_only_the_asked_share_of_down_voters_types_a_correction():
+    turns = [f"turn-{i}" for i in range(400)]
+    given = [correction_of(raters.summary_line, "q", ANSWER, t, 0.25) for t in turns]
+    assert 70 <= sum(g is not None for g in given) <= 130
+    assert given == [correction_of(raters.summary_line, "q", ANSWER, t, 0.25) for t in turns]
+    assert all(correction_of(raters.summary_line, "q", ANSWER, t, 0.0) is None for t in turns)
+    assert all(correction_of(raters.brevity, "q", ANSWER, t, 1.0) is None for t in turns)
