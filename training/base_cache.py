@@ -19,6 +19,7 @@ from typing import Any
 
 from config import Config
 from core.adapters import ADAPTER_FILES
+from training.dataset.schema import file_sha256
 from training.validate.checks import Sample, greedy_answers
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def cached_answers(
         "settings": [max_new_tokens, window, penalty],
     }
     if adapter is not None:
-        key["adapter"] = [_digest(adapter / name) for name in ADAPTER_FILES]
+        key["adapter"] = [file_sha256(adapter / name) for name in ADAPTER_FILES]
     path = cache_file(cfg, "answers", key, "json")
     if path.is_file():
         try:
@@ -109,15 +110,6 @@ def _prune(folder: Path, pattern: str, keep: int) -> None:
     files = sorted(folder.glob(pattern), key=lambda f: f.stat().st_mtime_ns, reverse=True)
     for old in files[keep:]:
         old.unlink(missing_ok=True)
-
-
-def _digest(path: Path) -> str:
-    """sha256 of a file's bytes (an adapter's files: a few MB)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_samples(path: Path, prompts: Sequence[str]) -> list[Sample]:

@@ -167,7 +167,8 @@ class LoadedDataset:
         return self.manifest.dataset_id
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read a MiB at a time."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -266,7 +267,7 @@ def write_examples(
         files = {}
         for split, name in SPLIT_FILES.items():
             _write_lines(tmp / name, [e for e in examples if e.split == split])
-            files[name] = _sha256(tmp / name)
+            files[name] = file_sha256(tmp / name)
         manifest = DatasetManifest(
             dataset_id=dataset_id,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -366,7 +367,7 @@ def load_dataset(path: Path, *, trainable: bool = False) -> LoadedDataset:
             "more answers 👍 (or correct 👎 ones) before training"
         )
     for name in SPLIT_FILES.values():  # after the lines, so a bad line is named first
-        if manifest.sha256.get(name) != _sha256(path / name):
+        if manifest.sha256.get(name) != file_sha256(path / name):
             raise _broken(
                 path,
                 f"{name} does not match the sha256 in {MANIFEST_FILE} (changed "
