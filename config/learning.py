@@ -281,7 +281,8 @@ class ValidationConfig:
         0.05,
         "The candidate's taste-model predicted 👍 rate on "
         "held-out real questions (answers sampled by both arms with "
-        "the same seeds) must beat production's by this much.",
+        "the same seeds) must beat production's by this much, and the "
+        "paired 95% interval of the gain must lie above 0.",
         min=-1.0,
         max=1.0,
     )

@@ -19,7 +19,7 @@ from training.dataset.schema import Example, load_dataset, write_examples
 from training.taste.distill import _surest, untrusted
 from training.taste.features import FEATURE_NAMES, answer_features
 from training.taste.model import TasteModel, _fit_logistic, auc, fit_taste
-from training.validate.taste_gate import paired_interval
+from training.validate.taste_gate import paired_interval, taste_verdict
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -221,3 +221,11 @@ def test_the_best_candidate_is_chosen_among_those_the_model_was_surest_of():
     assert max(_surest(cands, 0.5), key=lambda c: c[0])[1].endswith("Berlin.")
     assert max(_surest(cands, 0.0), key=lambda c: c[0])[1].endswith("Germany.")
     assert len(_surest(cands[:1], 0.9)) == 1  # one candidate is always left
+
+
+def test_the_taste_gate_passes_a_gain_only_when_its_interval_is_above_zero():
+    assert taste_verdict(0.45, 0.34, 0.05) == "passed"
+    # the contrarian rater's candidate: the mean cleared the margin, the interval did not
+    assert taste_verdict(0.066, -0.076, 0.05) == "failed"
+    assert taste_verdict(0.03, 0.01, 0.05) == "failed"  # sure, but too small
+    assert taste_verdict(0.0, 0.0, 0.0) == "failed"
