@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from bench.grounding import cited_share, grounded  # noqa: E402
 from bench.prompts import PROBES, probe_correct, split_prompts  # noqa: E402
 from config import Config, load_config, with_overrides  # noqa: E402
-from core.prompts import build_messages  # noqa: E402
+from core.domain import ServedPassage  # noqa: E402
+from core.prompts import Message, build_messages  # noqa: E402
 from store import logs, ratings, registry  # noqa: E402
 from store.db import Database, database_path, open_database  # noqa: E402
 from training.loop.cycle import run_cycle  # noqa: E402
@@ -63,28 +65,38 @@ def correction_of(rater: Rater, question: str, answer: str, turn: str, share: fl
 
 
 def answers_of(
-    cfg: Config, adapter: Path | None, prompts: list[str], seed: int, greedy: bool = False
+    cfg: Config,
+    adapter: Path | None,
+    messages: Sequence[list[Message]],
+    seed: int,
+    greedy: bool = False,
 ) -> list[str]:
-    """One answer per prompt from the base (+ adapter), batched, with the serving settings."""
+    """One answer per served prompt (chat messages) from the base (+ adapter), batched, with
+    the serving settings."""
     model, tokenizer, device = sampling_model(cfg, adapter)
     spec = sampling_spec(
         cfg, cfg.model.max_new_tokens, 0.0 if greedy else cfg.model.temperature, seed
     )
-    out = sample_answers(
-        model, tokenizer, [build_messages(q) for q in prompts], spec, device=device
-    )
+    out = sample_answers(model, tokenizer, messages, spec, device=device)
     del model
     return [a[0] for a in out]
 
 
 def log_traffic(
-    db: Database, prompts: list[str], answers: list[str], version: int, cycle: int = 1
+    db: Database,
+    prompts: list[str],
+    answers: list[str],
+    version: int,
+    cycle: int = 1,
+    grounding: Sequence[tuple[list[Message], list[ServedPassage]]] = (),
 ) -> list[tuple[str, str, str, str]]:
-    """Log each (prompt, answer) as a one-turn conversation of one of 40 simulated users. The
+    """Log each (prompt, answer) as a one-turn conversation of one of 40 simulated users, with
+    the messages and passages it was answered from (`grounding`; none: the plain prompt). The
     conversation ids are fixed (cycle and position), so a rerun with the same seeds splits
     train and held-out the same way (the split hashes them)."""
     rows = []
-    for i, (q, a) in enumerate(zip(prompts, answers, strict=True)):
+    grounding = grounding or [(build_messages(q), []) for q in prompts]
+    for i, (q, a, (messages, passages)) in enumerate(zip(prompts, answers, grounding, strict=True)):
         user = f"sim-{i % 40}"
         conv = logs.create_conversation(
             db,
@@ -99,8 +111,8 @@ def log_traffic(
             user_id=user,
             question=q,
             answer=a,
-            messages=build_messages(q),
-            passages=[],
+            messages=messages,
+            passages=list(passages),
             adapter_version=version,
             arm="production",
             prompt_tokens=0,
@@ -122,6 +134,7 @@ def chat_traffic(cfg: Config, db: Database, prompts: list[str]) -> list[tuple[st
     from assistant.generation.reconciler import ServingState
     from assistant.http.limits import RateLimiter
     from assistant.turns.chat import ChatService
+    from assistant.turns.service import open_retriever_or_none
 
     generator = build_generator(cfg)
     version = registry.production_version(db)
@@ -133,7 +146,7 @@ def chat_traffic(cfg: Config, db: Database, prompts: list[str]) -> list[tuple[st
         cfg,
         db,
         generator,
-        None,
+        open_retriever_or_none(cfg) if cfg.retrieval.top_k else None,
         lambda: ServingState(
             production_version=version, canary_version=None, rollout_id=None, canary_weight=0
         ),
@@ -163,11 +176,13 @@ class LoopRun:
     (votes, verdict and, for a measured adapter, its 👍 rate and paired difference)."""
 
     eval_prompts: list[str]
+    eval_messages: list[list[Message]]  # as served: with passages under --top-k
     base_up: list[int]
     base_words: float
     base_probes: list[int]  # 1 per probe prompt the base answered right
     trajectory: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    grounded_share: float = 0.0  # of the fresh prompts given passages (--top-k)
 
     @property
     def base_rate(self) -> float:
@@ -180,7 +195,7 @@ class LoopRun:
 
 def probe_scores(cfg: Config, adapter: Path | None) -> list[int]:
     """1 or 0 per PROBES prompt: whether the greedy answer (serving settings) has the word."""
-    answers = answers_of(cfg, adapter, [q for q, _ in PROBES], 0, greedy=True)
+    answers = answers_of(cfg, adapter, [build_messages(q) for q, _ in PROBES], 0, greedy=True)
     return [int(probe_correct(a, w)) for a, (_, w) in zip(answers, PROBES, strict=True)]
 
 
@@ -191,9 +206,12 @@ def bench_config(
     base: str | None = None,
 ) -> Config:
     """config.toml with the bench's settings: sampled answers of `max_new_tokens`, retrieval
-    off, simulated users trusted, any cycle forced; `sections` override training/taste/
-    validation (and may override what else they name)."""
+    off (unless `sections["retrieval"]` sets a top_k: bench.grounding), simulated users
+    trusted, any cycle forced; `sections` override training/taste/validation (and may override
+    what else they name)."""
     cfg = load_config(Path(__file__).resolve().parent.parent / "config.toml")
+    sections = dict(sections)
+    retrieval = {"top_k": 0, **sections.pop("retrieval", {})}
     model: dict = {"max_new_tokens": max_new_tokens, "temperature": 0.7}
     if base:
         model["base"] = base
@@ -201,7 +219,7 @@ def bench_config(
         cfg,
         server={"data_dir": str(data_dir), "rate_limit_per_minute": 10_000},
         model=model,
-        retrieval={"top_k": 0},
+        retrieval=retrieval,
         # Simulated raters are minutes old: trust them (the bench measures learning).
         curation={
             "max_share_per_user": 0.2,
@@ -217,12 +235,16 @@ def bench_config(
 def evaluate_base(cfg: Config, rater: Rater, eval_prompts: list[str]) -> LoopRun:
     """The base's 👍 rate on the fresh prompts (seeded samples) and its probe score (greedy)."""
     t = time.perf_counter()
-    base_eval = answers_of(cfg, None, eval_prompts, EVAL_SEED)
+    grounding = grounded(cfg, eval_prompts)
+    eval_messages = [m for m, _ in grounding]
+    base_eval = answers_of(cfg, None, eval_messages, EVAL_SEED)
     run = LoopRun(
         eval_prompts,
+        eval_messages,
         up_votes(rater, eval_prompts, base_eval),
         sum(len(a.split()) for a in base_eval) / len(base_eval),
         probe_scores(cfg, None),
+        grounded_share=cited_share(grounding),
     )
     run.timings[f"evaluate base on {len(eval_prompts)} fresh prompts + probe"] = (
         time.perf_counter() - t
@@ -256,9 +278,11 @@ def run_loop(
             if traffic == "chat":
                 rows = chat_traffic(cfg, db, prompts)
             else:
-                rows = log_traffic(
-                    db, prompts, answers_of(cfg, prod_path, prompts, 1000 + k), version, k
-                )
+                grounding = grounded(cfg, prompts)
+                answers = answers_of(cfg, prod_path, [m for m, _ in grounding], 1000 + k)
+                rows = log_traffic(db, prompts, answers, version, k, grounding)
+                if cfg.retrieval.top_k:
+                    report(f"cycle {k}: {cited_share(grounding):.0%} of the prompts got passages")
             timings[f"cycle {k}: traffic ({len(prompts)} answers)"] = time.perf_counter() - t
             votes = [rater(q, a) for _, q, a, _ in rows]
             fixes = [
@@ -329,7 +353,7 @@ def _report_adapter(db: Database, version: int, report: Callable[[str], None]) -
 def _measure(cfg: Config, rater: Rater, run: LoopRun, adapter: Path) -> dict:
     """The adapter's 👍 rate on the fresh prompts (same seeds as the base), the paired
     difference with its 95% interval, mean words and probe score."""
-    answers = answers_of(cfg, adapter, run.eval_prompts, EVAL_SEED)
+    answers = answers_of(cfg, adapter, run.eval_messages, EVAL_SEED)
     probe = probe_scores(cfg, adapter)
     up = up_votes(rater, run.eval_prompts, answers)
     diff, low, high = paired_interval([c - b for c, b in zip(up, run.base_up, strict=True)])
@@ -368,6 +392,12 @@ def main() -> None:
         help="share of 👎 voters who also type the rater's corrected answer (raters with one)",
     )
     parser.add_argument("--max-questions", type=int, default=None, help="taste.max_questions")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=0,
+        help="retrieve this many passages of the bundled guide per prompt (default 0: none)",
+    )
     parser.add_argument(
         "--min-heldout", type=int, default=None, help="validation.min_taste_questions"
     )
@@ -408,12 +438,17 @@ def main() -> None:
     if args.max_questions is not None:
         taste["max_questions"] = args.max_questions
     validation = {"min_taste_questions": args.min_heldout} if args.min_heldout else {}
-    sections = {"training": training, "taste": taste, "validation": validation}
+    sections = {
+        "training": training,
+        "taste": taste,
+        "validation": validation,
+        "retrieval": {"top_k": args.top_k},
+    }
     for item in args.set:
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")
         if section not in sections or not name:
-            parser.error(f"--set {item}: use training.*, taste.* or validation.*")
+            parser.error(f"--set {item}: use training.*, taste.*, validation.* or retrieval.*")
         sections[section][name] = json.loads(value)
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = args.keep or Path(scratch)
@@ -440,6 +475,7 @@ def main() -> None:
     print(
         f"base: 👍 {run.base_rate:.1%} ({sum(run.base_up)}/{n_eval}), mean words "
         f"{run.base_words:.0f}, probe {run.base_probe}/{len(PROBES)}"
+        + (f"; {run.grounded_share:.0%} of them given passages" if args.top_k else "")
     )
     for e in run.trajectory:
         if "rate" in e:

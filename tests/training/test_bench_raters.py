@@ -29,3 +29,18 @@ def test_only_the_asked_share_of_down_voters_types_a_correction():
     assert given == [correction_of(raters.summary_line, "q", ANSWER, t, 0.25) for t in turns]
     assert all(correction_of(raters.summary_line, "q", ANSWER, t, 0.0) is None for t in turns)
     assert all(correction_of(raters.brevity, "q", ANSWER, t, 1.0) is None for t in turns)
+
+
+def test_the_bench_answers_from_the_guides_passages_when_asked(tmp_path):
+    from bench.grounding import cited_share, grounded
+    from bench.loop import bench_config
+
+    questions = ["How do I roll back a bad adapter?", "Tell me about penguins."]
+    plain = grounded(bench_config(tmp_path / "off", 32, {}), questions)
+    assert all(p == [] and "Passages" not in m[0]["content"] for m, p in plain)
+    cfg = bench_config(tmp_path / "on", 32, {"retrieval": {"top_k": 2}})
+    (messages, passages), (_, none) = grounded(cfg, questions)
+    assert len(passages) == 2 and all(p.source.startswith("guide/") for p in passages)
+    assert "[1] (guide/" in messages[0]["content"] and messages[-1]["content"] == questions[0]
+    assert none == []  # nothing in the guide scores above the threshold for penguins
+    assert cited_share([(messages, passages), (messages, none)]) == 0.5
