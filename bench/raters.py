@@ -91,6 +91,22 @@ def cites_sources(question: str, answer: str) -> str | None:
     return "down"
 
 
+def cites_correction(question: str, answer: str) -> str | None:
+    """What a `cites_sources` user types as the corrected answer: the answer's complete
+    sentences with the first passage cited after the first of them (None when no sentence is
+    complete or the answer already cites one)."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
+    complete = [s for s in sentences if _complete(s)]
+    if not complete or _CITATION.search(answer):
+        return None
+    first = complete[0].rstrip()
+    cited = f"{first[:-1]} [1]{first[-1]}"
+    return " ".join([cited, *complete[1:]])
+
+
+cites_sources.correct = cites_correction  # type: ignore[attr-defined]
+
+
 def formal(question: str, answer: str) -> str | None:
     """A user who wants a formal register: 👎 for contractions, exclamation marks, casual words
     or a cut-off answer; 👍 for a complete answer of at least 15 words with none of them."""

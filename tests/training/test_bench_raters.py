@@ -1,5 +1,6 @@
-"""bench/loop.py's simulated users: a summary_line user's corrected answer is one that user
-likes, and only the asked share of 👎 voters types one (the coin is fixed per turn)."""
+"""bench/loop.py's simulated users: a summary_line or cites_sources user's corrected answer is
+one that user likes, only the asked share of 👎 voters types one (the coin is fixed per turn),
+and --top-k answers from the bundled guide's passages."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ def test_a_summary_line_users_correction_is_an_answer_they_like():
     assert fixed is not None and raters.summary_line("q", fixed) == "up"
     assert "and its long" not in fixed  # the cut-off sentence is not kept
     assert raters.summary_correction("q", "no sentence ends here") is None
+
+
+def test_a_cites_sources_users_correction_cites_the_first_passage():
+    assert raters.cites_sources("q", ANSWER) == "down"
+    fixed = raters.cites_correction("q", ANSWER)
+    assert fixed == "Paris is the capital of France [1]."
+    assert raters.cites_sources("q", fixed) == "up"
+    assert raters.cites_correction("q", fixed) is None  # already cites: nothing to correct
+    assert raters.cites_correction("q", "no sentence ends here") is None
 
 
 def test_only_the_asked_share_of_down_voters_types_a_correction():
