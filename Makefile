@@ -31,9 +31,10 @@ run: setup
 	$(BIN)/python main.py serve
 
 # Two workers (pytest-xdist), a test file each at a time: the heavy real-model files overlap the
-# browser and server ones that mostly wait.
+# browser and server ones that mostly wait. Files start in tests/conftest.py's order, slowest
+# first (xdist's default reorders them by test count, which started the learning test last).
 test: setup-dev
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The learning loop's own test alone (tests/training/test_learning.py, also part of `make test`).
 test-learning: setup-dev

@@ -176,13 +176,13 @@ class LoopRun:
     (votes, verdict and, for a measured adapter, its 👍 rate and paired difference)."""
 
     eval_prompts: list[str]
-    eval_messages: list[list[Message]]  # as served: with passages under --top-k
     base_up: list[int]
     base_words: float
     base_probes: list[int]  # 1 per probe prompt the base answered right
     trajectory: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     grounded_share: float = 0.0  # of the fresh prompts given passages (--top-k)
+    eval_messages: list[list[Message]] = field(default_factory=list)  # as served (--top-k)
 
     @property
     def base_rate(self) -> float:
@@ -240,11 +240,11 @@ def evaluate_base(cfg: Config, rater: Rater, eval_prompts: list[str]) -> LoopRun
     base_eval = answers_of(cfg, None, eval_messages, EVAL_SEED)
     run = LoopRun(
         eval_prompts,
-        eval_messages,
         up_votes(rater, eval_prompts, base_eval),
         sum(len(a.split()) for a in base_eval) / len(base_eval),
         probe_scores(cfg, None),
         grounded_share=cited_share(grounding),
+        eval_messages=eval_messages,
     )
     run.timings[f"evaluate base on {len(eval_prompts)} fresh prompts + probe"] = (
         time.perf_counter() - t
@@ -353,7 +353,8 @@ def _report_adapter(db: Database, version: int, report: Callable[[str], None]) -
 def _measure(cfg: Config, rater: Rater, run: LoopRun, adapter: Path) -> dict:
     """The adapter's 👍 rate on the fresh prompts (same seeds as the base), the paired
     difference with its 95% interval, mean words and probe score."""
-    answers = answers_of(cfg, adapter, run.eval_messages, EVAL_SEED)
+    messages = run.eval_messages or [build_messages(q) for q in run.eval_prompts]
+    answers = answers_of(cfg, adapter, messages, EVAL_SEED)
     probe = probe_scores(cfg, adapter)
     up = up_votes(rater, run.eval_prompts, answers)
     diff, low, high = paired_interval([c - b for c, b in zip(up, run.base_up, strict=True)])
