@@ -31,10 +31,11 @@ run: setup
 	$(BIN)/python main.py serve
 
 # Two workers (pytest-xdist), a test file each at a time: the heavy real-model files overlap the
-# browser and server ones that mostly wait. Files start in tests/conftest.py's order, slowest
-# first (xdist's default reorders them by test count, which started the learning test last).
+# browser and server ones that mostly wait. (Measured on an AVX2 machine: forcing conftest's
+# slowest-first order with --no-loadscope-reorder made the run slower, as the waiting files then
+# run together at the end.)
 test: setup-dev
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The learning loop's own test alone (tests/training/test_learning.py, also part of `make test`).
 test-learning: setup-dev
