@@ -87,15 +87,14 @@ def log_traffic(
     prompts: list[str],
     answers: list[str],
     version: int,
-    cycle: int = 1,
-    grounding: Sequence[tuple[list[Message], list[ServedPassage]]] = (),
+    cycle: int,
+    grounding: Sequence[tuple[list[Message], list[ServedPassage]]],
 ) -> list[tuple[str, str, str, str]]:
     """Log each (prompt, answer) as a one-turn conversation of one of 40 simulated users, with
-    the messages and passages it was answered from (`grounding`; none: the plain prompt). The
+    the messages and passages it was answered from (`grounding`, bench.grounding.grounded). The
     conversation ids are fixed (cycle and position), so a rerun with the same seeds splits
     train and held-out the same way (the split hashes them)."""
     rows = []
-    grounding = grounding or [(build_messages(q), []) for q in prompts]
     for i, (q, a, (messages, passages)) in enumerate(zip(prompts, answers, grounding, strict=True)):
         user = f"sim-{i % 40}"
         conv = logs.create_conversation(

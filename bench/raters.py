@@ -30,6 +30,11 @@ def _last_line(answer: str) -> str:
     return sentences[-1] if len(lines) == 1 else lines[-1]
 
 
+def _complete_sentences(answer: str) -> list[str]:
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
+    return [s for s in sentences if _complete(s)]
+
+
 def brevity(question: str, answer: str) -> str | None:
     """A user who likes short, complete answers: 👍 for at most 50 words ending in a full stop,
     👎 for a cut-off sentence or more than 80 words, no vote in between. (SmolLM2-135M's
@@ -67,8 +72,7 @@ def summary_correction(question: str, answer: str) -> str | None:
     and a closing 'In short: ' line repeating its first sentence (None when no sentence is
     complete). The base never closes with a summary, so votes alone give nothing to learn;
     corrections do (bench/loop.py --corrections)."""
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
-    complete = [s for s in sentences if _complete(s)]
+    complete = _complete_sentences(answer)
     if not complete:
         return None
     gist = complete[0]
@@ -95,8 +99,7 @@ def cites_correction(question: str, answer: str) -> str | None:
     """What a `cites_sources` user types as the corrected answer: the answer's complete
     sentences with the first passage cited after the first of them (None when no sentence is
     complete or the answer already cites one)."""
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
-    complete = [s for s in sentences if _complete(s)]
+    complete = _complete_sentences(answer)
     if not complete or _CITATION.search(answer):
         return None
     first = complete[0].rstrip()
