@@ -16,6 +16,7 @@ cycle (`--cycles K`) starts from it on fresh traffic.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -34,10 +35,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from bench.grounding import cited_share, grounded  # noqa: E402
 from bench.prompts import PROBES, probe_correct, split_prompts  # noqa: E402
 from config import Config, load_config, with_overrides  # noqa: E402
+from core.adapters import ADAPTER_FILES  # noqa: E402
 from core.domain import ServedPassage  # noqa: E402
 from core.prompts import Message, build_messages  # noqa: E402
 from store import logs, ratings, registry  # noqa: E402
 from store.db import Database, database_path, open_database  # noqa: E402
+from training.dataset.schema import file_sha256  # noqa: E402
 from training.loop.cycle import run_cycle  # noqa: E402
 from training.rollout import canary  # noqa: E402
 from training.taste.distill import sampling_model, sampling_spec  # noqa: E402
@@ -46,6 +49,7 @@ from training.validate.taste_gate import paired_interval  # noqa: E402
 
 Rater = Callable[[str, str], "str | None"]
 EVAL_SEED = 4242
+_DRAWN: dict[str, list[str]] = {}  # answers_of's answers by weights, settings and messages
 
 
 def load_rater(spec: str) -> Rater:
@@ -72,14 +76,22 @@ def answers_of(
     greedy: bool = False,
 ) -> list[str]:
     """One answer per served prompt (chat messages) from the base (+ adapter), batched, with
-    the serving settings."""
-    model, tokenizer, device = sampling_model(cfg, adapter)
+    the serving settings. Seeded sampling from the same weights gives the same answers, so
+    they are drawn once per process (`_DRAWN`): the learning test's two raters rate the same
+    first-cycle traffic."""
     spec = sampling_spec(
         cfg, cfg.model.max_new_tokens, 0.0 if greedy else cfg.model.temperature, seed
     )
-    out = sample_answers(model, tokenizer, messages, spec, device=device)
-    del model
-    return [a[0] for a in out]
+    weights = [file_sha256(adapter / name) for name in ADAPTER_FILES] if adapter else None
+    key = json.dumps(
+        [cfg.model.base, cfg.taste.sample_dtype, weights, dataclasses.asdict(spec), messages]
+    )
+    if key not in _DRAWN:
+        model, tokenizer, device = sampling_model(cfg, adapter)
+        out = sample_answers(model, tokenizer, messages, spec, device=device)
+        del model
+        _DRAWN[key] = [a[0] for a in out]
+    return list(_DRAWN[key])
 
 
 def log_traffic(

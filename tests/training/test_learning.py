@@ -4,12 +4,17 @@ complete answers gets more of them from the promoted adapter than from the base,
 the 64 probe prompts (facts and instructions, none trained on) no worse than the base; a user who
 votes by coin flip gets no adapter trained, let alone rolled out.
 
-Sizes, measured on this 2-core machine (bench/loop.py with this test's settings): at 130 rated
-conversations the brevity cycle gained +50.0 points (95% CI +36.4..+63.6) with the probe at 35
-of 64 vs the base's 31 (change 95% CI -2.8..+10.8); before the knowledge anchor and bf16 steps
-it gained +18.3 with the probe at 19 (-18.8..-5.2), a loss. Coin flips were turned away in
-about 2 minutes. The conversation ids are fixed, so every run splits the same votes the same
-way. bench/loop.py --n 200 --eval 200 is the full measurement."""
+Sizes, measured on this 2-core machine: at 130 rated conversations and 64-token answers the
+brevity cycle gained +50.0 points (95% CI +36.4..+63.6) with the probe at 35 of 64 vs the
+base's 31 (change 95% CI -2.8..+10.8; AVX-512, bf16 steps) and +46.7 (+31.6..+61.7), probe
+29 vs 29, on an AVX2 CPU in fp32, where the file took 21 minutes of the CI run. At 48-token
+answers and 48 fresh prompts (this test) it gained +47.9 (+32.5..+63.3) with the probe at 31
+vs the base's 28 (-3.5..+9.5), in 15 minutes (AVX2, one thread, as under `make test`).
+Before the knowledge anchor it gained +18.3 with the probe at 19 (-18.8..-5.2), a loss. The
+coin-flip test rates the brevity test's first-cycle traffic (the same seeded answers, drawn
+once per process by bench.loop.answers_of), so it takes seconds. The conversation ids are
+fixed, so every run splits the same votes the same way. bench/loop.py --n 200 --eval 200 is
+the full measurement."""
 
 from __future__ import annotations
 
@@ -26,8 +31,8 @@ from bench.loop import LoopRun, bench_config, evaluate_base, run_loop  # noqa: E
 from bench.prompts import split_prompts  # noqa: E402
 
 N_TRAIN = 130  # rated conversations in the one cycle
-N_EVAL = 60  # fresh evaluation prompts, never trained on
-NEW_TOKENS = 64
+N_EVAL = 48  # fresh evaluation prompts, never trained on
+NEW_TOKENS = 48  # model.max_new_tokens of the served and sampled answers
 # Small enough for CI, large enough to learn: steps, candidates and held-out questions.
 SECTIONS = {
     # Measured on this cycle's data (the same votes and split every run): 16 steps at the
