@@ -78,6 +78,12 @@ def test_conversion_is_reused_and_an_interrupted_one_is_redone(tmp_path, monkeyp
     assert resolve_base_model("smollm2-135m-instruct", tmp_path) == str(target)
     assert len(calls) == 1
     assert (target / "model.safetensors").is_file()
+    # The conversion parses the GGUF once (core.base_model._gguf_parsed_once) and puts the
+    # gguf package's reader back: a later read of another file parses that file.
+    import gguf
+
+    assert gguf.GGUFReader is gguf.gguf_reader.GGUFReader
+    assert gguf.get_tensor_name_map is gguf.tensor_mapping.get_tensor_name_map
 
 
 def test_a_corrupt_model_file_names_the_fix(tmp_path):
