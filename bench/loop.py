@@ -35,12 +35,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from bench.grounding import cited_share, grounded  # noqa: E402
 from bench.prompts import PROBES, probe_correct, split_prompts  # noqa: E402
 from config import Config, load_config, with_overrides  # noqa: E402
-from core.adapters import ADAPTER_FILES  # noqa: E402
 from core.domain import ServedPassage  # noqa: E402
 from core.prompts import Message, build_messages  # noqa: E402
 from store import logs, ratings, registry  # noqa: E402
 from store.db import Database, database_path, open_database  # noqa: E402
-from training.dataset.schema import file_sha256  # noqa: E402
+from training.base_cache import adapter_digest  # noqa: E402
 from training.loop.cycle import run_cycle  # noqa: E402
 from training.rollout import canary  # noqa: E402
 from training.taste.distill import sampling_model, sampling_spec  # noqa: E402
@@ -82,7 +81,7 @@ def answers_of(
     spec = sampling_spec(
         cfg, cfg.model.max_new_tokens, 0.0 if greedy else cfg.model.temperature, seed
     )
-    weights = [file_sha256(adapter / name) for name in ADAPTER_FILES] if adapter else None
+    weights = adapter_digest(adapter) if adapter else None
     key = json.dumps(
         [cfg.model.base, cfg.taste.sample_dtype, weights, dataclasses.asdict(spec), messages]
     )

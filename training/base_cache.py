@@ -45,6 +45,11 @@ def cache_file(cfg: Config, kind: str, key: dict[str, Any], suffix: str) -> Path
     return cfg.data_dir / "cache" / f"{kind}-{digest}.{suffix}"
 
 
+def adapter_digest(adapter: Path) -> list[str]:
+    """The identity of an adapter folder's weights: the sha256 of each of its ADAPTER_FILES."""
+    return [file_sha256(adapter / name) for name in ADAPTER_FILES]
+
+
 def replace_atomically(path: Path, write: Any) -> None:
     """Call write(tmp) on a temporary file beside `path`, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +83,7 @@ def cached_answers(
         "settings": [max_new_tokens, window, penalty],
     }
     if adapter is not None:
-        key["adapter"] = [file_sha256(adapter / name) for name in ADAPTER_FILES]
+        key["adapter"] = adapter_digest(adapter)
     path = cache_file(cfg, "answers", key, "json")
     if path.is_file():
         try:
