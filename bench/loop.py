@@ -83,7 +83,12 @@ def answers_of(
     )
     weights = adapter_digest(adapter) if adapter else None
     key = json.dumps(
-        [cfg.model.base, cfg.taste.sample_dtype, weights, dataclasses.asdict(spec), messages]
+        [
+            [cfg.model.base, cfg.model.quantization, cfg.model.device, cfg.taste.sample_dtype],
+            weights,
+            dataclasses.asdict(spec),
+            messages,
+        ]
     )
     if key not in _DRAWN:
         model, tokenizer, device = sampling_model(cfg, adapter)
