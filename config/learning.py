@@ -375,6 +375,17 @@ class TasteConfig:
         "brevity rater: 14 of 40 questions had a liked answer "
         "among 4 samples, 40 of 40 with the cuts).",
     )
+    demonstrations: int = setting(
+        2,
+        "Candidates drawn again for a question none of whose samples the taste model likes "
+        "(P(👍) below min_best_score), each with two liked real answers to other questions shown "
+        "as earlier turns (training.taste.demonstrations): a form the model never samples, such "
+        "as a closing summary line, it copies from examples (measured on 8 questions: 0 of 16 "
+        "plain samples a summary_line user likes, 12 of 16 with two liked answers shown); "
+        "0 = off.",
+        min=0,
+        max=32,
+    )
     unsure_share: float = setting(
         0.5,
         "Share of a question's candidates, those the model was least sure of (mean token "

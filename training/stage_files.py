@@ -195,6 +195,8 @@ class TasteReport:
     candidates_per_question: int | None = None
     candidates: int | None = None
     prefix_candidates: int | None = None
+    demonstrated_questions: int | None = None
+    demonstrated_targets: int | None = None
     sample_s: float | None = None
     tokens_per_s: float | None = None
     mean_predicted_up_all: float | None = None
@@ -228,6 +230,11 @@ class TasteReport:
                 f"questions: {self.synthetic_examples} synthetic examples "
                 f"({self.pairs} pairs), predicted 👍 {self.mean_predicted_up_all or 0:.2f} "
                 f"-> {self.mean_predicted_up_kept or 0:.2f}, sampling {self.sample_s} s"
+            )
+        if self.demonstrated_questions:
+            line += (
+                f"; {self.demonstrated_questions} questions with no liked sample asked again "
+                f"with a liked answer shown: {self.demonstrated_targets} targets from those"
             )
         return line
 

@@ -101,9 +101,12 @@ def test_a_taste_report_says_what_best_of_n_added() -> None:
         mean_predicted_up_all=0.31,
         mean_predicted_up_kept=0.82,
         sample_s=40.0,
+        demonstrated_questions=12,
+        demonstrated_targets=5,
     ).summary()
     assert "AUC 0.910" in line and "best-of-4 on 50 questions" in line
     assert "30 synthetic examples (15 pairs)" in line and "0.31 -> 0.82" in line
+    assert "12 questions with no liked sample asked again" in line and "5 targets" in line
     assert TasteReport(True, "2 👍 and 90 👎 training votes").summary().endswith("votes")
 
 

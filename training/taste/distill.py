@@ -1,6 +1,8 @@
 """Best-of-n distillation: fit the taste model on the dataset's real votes, sample several
-answers per training question with the starting model (batched), and keep the best as extra
-desirable targets and the worst as their undesirable pair, within a bounded synthetic share."""
+answers per training question with the starting model (batched), ask the questions none of
+whose samples it likes again with liked answers shown first (training.taste.demonstrations),
+and keep the best as extra desirable targets and the worst as their undesirable pair, within a
+bounded synthetic share."""
 
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ from typing import Any
 from config import Config
 from training.dataset.schema import Example, LoadedDataset
 from training.stage_files import TasteReport
+from training.taste.demonstrations import (
+    demonstrated_candidates,
+    demonstration_pool,
+    question_of,
+)
 from training.taste.model import TasteModel, fit_taste, load_taste_embedder
 from training.taste.sampling import Candidate, SamplingSpec, bf16_sampling, sample_candidates
 from training.validate.checks import has_pii
@@ -188,37 +195,38 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     sampled_rows = sample_candidates(
         model, tokenizer, [e.messages for e in sources], spec, device=device, n=tc.candidates
     )
+    # (answer, the model's mean token log-probability over it) per question
+    answers = [_with_prefixes(tokenizer, cands, tc.sentence_prefixes) for cands in sampled_rows]
+    own = _rated(taste, embedder, sources, answers)
+    needy = [i for i, c in enumerate(own) if _best(c, tc.unsure_share)[0] < tc.min_best_score]
+    shown: list[list[tuple[float, str, float]]] = [[] for _ in sources]
+    if tc.demonstrations and needy:
+        demo_rows = _demonstrated(
+            cfg, data, taste, embedder, (model, tokenizer, device), [sources[i] for i in needy]
+        )
+        sampled_rows += demo_rows
+        asked = [sources[i] for i in needy]
+        demo_answers = [_with_prefixes(tokenizer, c, tc.sentence_prefixes) for c in demo_rows]
+        for i, rated in zip(needy, _rated(taste, embedder, asked, demo_answers), strict=True):
+            shown[i] = rated
+        answers += demo_answers
     sample_s = time.monotonic() - t
     del model
     sampled = sum(len(c) for c in sampled_rows)
     sampled_tokens = sum(len(a.token_ids) for c in sampled_rows for a in c)
-    # (answer, the model's mean token log-probability over it) per question
-    answers = [_with_prefixes(tokenizer, cands, tc.sentence_prefixes) for cands in sampled_rows]
+    probs = [p for cands in own + shown for p, _, _ in cands]
     scored = []
-    flat = [
-        (e.messages[-1]["content"], a)
-        for e, cands in zip(sources, answers, strict=True)
-        for a, _ in cands
-    ]
-    probs = taste.predict(flat, embedder).tolist()
-    k = 0
-    for e, cands in zip(sources, answers, strict=True):
-        ps = probs[k : k + len(cands)]
-        k += len(cands)
-        ok = [
-            (p, a, sure)
-            for p, (a, sure) in zip(ps, cands, strict=True)
-            if a.strip() and not has_pii(a)
-        ]
-        if len(ok) < 2:
+    for e, mine, demo in zip(sources, own, shown, strict=True):
+        if len(mine) + len(demo) < 2:
             continue
-        best = max(_surest(ok, tc.unsure_share), key=lambda c: c[0])[:2]
-        worst = min(ok, key=lambda c: c[0])[:2]
+        best = max(_best(mine, tc.unsure_share), _best(demo, tc.unsure_share))
+        worst = min(mine + demo)
         if best[0] >= tc.min_best_score and best[0] - worst[0] >= tc.min_gap:
-            scored.append((best, worst, e))
+            scored.append((best, worst, e, best in demo))
     scored.sort(key=lambda item: -item[0][0])
+    kept = scored[: max(0, cap // 2)]
     examples: list[Example] = []
-    for best, worst, e in scored[: max(0, cap // 2)]:
+    for best, worst, e, _ in kept:
         turn = f"bon-{e.turn_id}"
         examples.append(
             Example(turn, e.conversation_id, e.messages, best[1], "desirable", "train", 0, True)
@@ -226,7 +234,6 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
         examples.append(
             Example(turn, e.conversation_id, e.messages, worst[1], "undesirable", "train", 0, True)
         )
-    kept = scored[: max(0, cap // 2)]
     report = TasteReport(
         enabled=True,
         reason=why,
@@ -234,11 +241,13 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
         questions=len(sources),
         candidates_per_question=tc.candidates,
         candidates=sampled,
-        prefix_candidates=len(flat) - sampled,
+        prefix_candidates=sum(len(a) for a in answers) - sampled,
+        demonstrated_questions=len(needy) if tc.demonstrations else 0,
+        demonstrated_targets=sum(from_demo for *_, from_demo in kept),
         sample_s=round(sample_s, 1),
         tokens_per_s=round(sampled_tokens / max(sample_s, 1e-9), 1),
         mean_predicted_up_all=round(sum(probs) / max(len(probs), 1), 4),
-        mean_predicted_up_kept=round(sum(b[0] for b, _, _ in kept) / max(len(kept), 1), 4),
+        mean_predicted_up_kept=round(sum(b[0] for b, *_ in kept) / max(len(kept), 1), 4),
         pairs=len(kept),
         synthetic_examples=len(examples),
         synthetic_cap=cap,
@@ -247,3 +256,59 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     )
     log.info("taste: %s", report)
     return TasteOutcome(taste, examples, report)
+
+
+Rated = list[tuple[float, str, float]]  # (P(👍), answer, mean token log-probability)
+
+
+def _rated(
+    taste: TasteModel,
+    embedder: Any,
+    sources: list[Example],
+    answers: list[list[tuple[str, float]]],
+) -> list[Rated]:
+    """Per question, its non-empty candidates without personal data, with the taste model's
+    P(👍) for each."""
+    flat = [
+        (e.messages[-1]["content"], a)
+        for e, cands in zip(sources, answers, strict=True)
+        for a, _ in cands
+    ]
+    probs = iter(taste.predict(flat, embedder).tolist() if flat else [])
+    rated: list[Rated] = []
+    for cands in answers:
+        scores = [(next(probs), a, sure) for a, sure in cands]
+        rated.append([c for c in scores if c[1].strip() and not has_pii(c[1])])
+    return rated
+
+
+def _best(cands: Rated, unsure_share: float) -> tuple[float, str, float]:
+    """The candidate the taste model likes best among those the model was surest of (a
+    P(👍) of -1 when there is none)."""
+    return max(_surest(cands, unsure_share), key=lambda c: c[0]) if cands else (-1.0, "", 0.0)
+
+
+def _demonstrated(
+    cfg: Config,
+    data: LoadedDataset,
+    taste: TasteModel,
+    embedder: Any,
+    sampler: tuple[Any, Any, str],
+    asked: list[Example],
+) -> list[list[Candidate]]:
+    """Candidates for the `asked` questions (those none of whose samples the taste model
+    likes), each drawn with a liked real answer to another question shown first
+    (training.taste.demonstrations)."""
+    model, tokenizer, device = sampler
+    liked = [e for e in data.train if e.desirable and not e.synthetic]
+    scores = taste.predict([(question_of(e), e.target) for e in liked], embedder).tolist()
+    spec = sampling_spec(cfg, cfg.taste.max_new_tokens, cfg.taste.temperature, cfg.training.seed)
+    return demonstrated_candidates(
+        model,
+        tokenizer,
+        asked,
+        demonstration_pool(liked, scores),
+        spec,
+        device=device,
+        per_question=cfg.taste.demonstrations,
+    )
