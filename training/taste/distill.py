@@ -1,9 +1,8 @@
 """Best-of-n distillation: fit the taste model on the dataset's real votes, sample several
 answers per training question with the starting model (batched), ask the questions none of
-whose samples it likes again with liked answers shown first (taste.demonstrations, off by
-default: training.taste.demonstrations),
-and keep the best as extra desirable targets and the worst as their undesirable pair, within a
-bounded synthetic share."""
+whose samples it likes again with liked answers shown first (training.taste.demonstrations;
+off by default), and keep the best as extra desirable targets and the worst as their
+undesirable pair, within a bounded synthetic share."""
 
 from __future__ import annotations
 
