@@ -234,7 +234,7 @@ class TasteReport:
         if self.demonstrated_questions:
             line += (
                 f"; {self.demonstrated_questions} questions with no liked sample asked again "
-                f"with a liked answer shown: {self.demonstrated_targets} targets from those"
+                f"with liked answers shown: {self.demonstrated_targets} targets from those"
             )
         return line
 

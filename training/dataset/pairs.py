@@ -23,10 +23,6 @@ class Pair:
     origin: PairOrigin
 
 
-def _question_key(example: Example) -> str:
-    return " ".join(example.messages[-1]["content"].lower().split())
-
-
 def preference_pairs(examples: Sequence[Example], *, max_per_question: int = 2) -> list[Pair]:
     """Pairs within one split: every desirable/undesirable couple sharing a turn_id, then
     couples of different turns whose last user message is the same (normalised); at most
@@ -40,7 +36,7 @@ def preference_pairs(examples: Sequence[Example], *, max_per_question: int = 2) 
 
     def add(good: Example, bad: Example, origin: PairOrigin) -> None:
         key = (good.target, bad.target)
-        q = _question_key(good)
+        q = good.question_key
         if key in used or good.split != bad.split or per_question[q] >= max_per_question:
             return
         used.add(key)
@@ -54,7 +50,7 @@ def preference_pairs(examples: Sequence[Example], *, max_per_question: int = 2) 
     by_question: dict[str, list[Example]] = defaultdict(list)
     for e in examples:
         if not e.synthetic:
-            by_question[_question_key(e)].append(e)
+            by_question[e.question_key].append(e)
     for group in by_question.values():
         for good in (e for e in group if e.desirable):
             for bad in (e for e in group if not e.desirable):

@@ -39,6 +39,11 @@ _LINE_KEYS = ("turn_id", "conversation_id", "messages", "target", "label", "spli
 _OPTIONAL_KEYS = ("synthetic",)  # omitted when False, so vote-only datasets stay version 1
 
 
+def question_key(text: str) -> str:
+    """A question as compared with others: case and spacing ignored."""
+    return " ".join(text.lower().split())
+
+
 @dataclass(frozen=True)
 class Example:
     """One training example: the chat messages as served (scrubbed) and the assistant reply to
@@ -61,6 +66,16 @@ class Example:
     def desirable(self) -> bool:
         """True for a reply to learn, False for one to push away from."""
         return self.label == "desirable"
+
+    @property
+    def question(self) -> str:
+        """The user message the target answers (the last one)."""
+        return self.messages[-1]["content"]
+
+    @property
+    def question_key(self) -> str:
+        """The question as examples are grouped by it: case and spacing ignored."""
+        return question_key(self.question)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of one dataset line."""

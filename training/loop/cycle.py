@@ -380,7 +380,7 @@ def _waiting_for_evidence(cfg: Config, train: list, heldout: list) -> str | None
         )
     if enough_votes(cfg, train) is not None:
         return None
-    questions = {" ".join(e.messages[-1]["content"].lower().split()) for e in heldout}
+    questions = {e.question_key for e in heldout}
     if len(questions) >= cfg.validation.min_taste_questions:
         return None
     return (

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.prompts import Message
-from training.dataset.schema import Example
+from training.dataset.schema import Example, question_key
 from training.dataset.similarity import shingles, words
 from training.taste.sampling import Candidate, SamplingSpec, sample_candidates
 
@@ -48,10 +48,6 @@ COPY_SIMILARITY = 0.5
 SEED_OFFSET = 100_003
 
 
-def question_of(example: Example) -> str:
-    return example.messages[-1]["content"]
-
-
 def demonstration_pool(
     liked: Sequence[Example], scores: Sequence[float], most: int = POOL
 ) -> list[tuple[str, str]]:
@@ -60,10 +56,9 @@ def demonstration_pool(
     ranked = sorted(zip(scores, range(len(liked)), strict=True), reverse=True)
     pool: dict[str, tuple[str, str]] = {}
     for _, i in ranked:
-        q = question_of(liked[i])
-        key = " ".join(q.lower().split())
+        key = liked[i].question_key
         if key not in pool:
-            pool[key] = (q, liked[i].target)
+            pool[key] = (liked[i].question, liked[i].target)
         if len(pool) == most:
             break
     return list(pool.values())
@@ -124,8 +119,7 @@ def demonstrated_candidates(
     prompts: list[list[Message]] = []
     shown: list[tuple[int, list[tuple[str, str]]]] = []
     for i, e in enumerate(sources):
-        own = " ".join(question_of(e).lower().split())
-        others = [d for d in pool if " ".join(d[0].lower().split()) != own]
+        others = [d for d in pool if question_key(d[0]) != e.question_key]
         if not others:
             continue
         for j in range(per_question):
@@ -137,6 +131,6 @@ def demonstrated_candidates(
     rows = sample_candidates(model, tokenizer, prompts, seeded, device=device, n=1)
     out: list[list[Candidate]] = [[] for _ in sources]
     for (i, demos), row in zip(shown, rows, strict=True):
-        q = question_of(sources[i])
+        q = sources[i].question
         out[i] += [c for c in row if not any(copies(c.text, q, d) for d in demos)]
     return out

@@ -15,11 +15,7 @@ from typing import Any
 from config import Config
 from training.dataset.schema import Example, LoadedDataset
 from training.stage_files import TasteReport
-from training.taste.demonstrations import (
-    demonstrated_candidates,
-    demonstration_pool,
-    question_of,
-)
+from training.taste.demonstrations import demonstrated_candidates, demonstration_pool
 from training.taste.model import TasteModel, fit_taste, load_taste_embedder
 from training.taste.sampling import Candidate, SamplingSpec, bf16_sampling, sample_candidates
 from training.validate.checks import has_pii
@@ -40,7 +36,7 @@ class TasteOutcome:
 def real_votes(examples: list[Example]) -> tuple[list[tuple[str, str]], list[int]]:
     """(question, answer) pairs and labels (1 = 👍 or a correction, 0 = 👎) of real votes."""
     real = [e for e in examples if not e.synthetic]
-    return ([(e.messages[-1]["content"], e.target) for e in real], [int(e.desirable) for e in real])
+    return ([(e.question, e.target) for e in real], [int(e.desirable) for e in real])
 
 
 def taste_embedder(cfg: Config) -> Any:
@@ -167,6 +163,9 @@ def _surest(
     return sorted(cands, key=lambda c: c[2])[drop:]
 
 
+Rated = list[tuple[float, str, float]]  # (P(👍), answer, mean token log-probability)
+
+
 def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> TasteOutcome:
     """The whole taste step of a training run (see the module docstring)."""
     tc = cfg.taste
@@ -185,7 +184,7 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     seen: dict[str, Example] = {}
     for e in data.train:
         if not e.synthetic:
-            seen.setdefault(" ".join(e.messages[-1]["content"].lower().split()), e)
+            seen.setdefault(e.question_key, e)
     sources = list(seen.values())[-tc.max_questions :]  # the most recent questions
     real = sum(not e.synthetic for e in data.train)
     cap = int(real * tc.max_synthetic_share / max(1e-9, 1 - tc.max_synthetic_share))
@@ -199,13 +198,13 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     answers = [_with_prefixes(tokenizer, cands, tc.sentence_prefixes) for cands in sampled_rows]
     own = _rated(taste, embedder, sources, answers)
     needy = [i for i, c in enumerate(own) if _best(c, tc.unsure_share)[0] < tc.min_best_score]
-    shown: list[list[tuple[float, str, float]]] = [[] for _ in sources]
+    shown: list[Rated] = [[] for _ in sources]
     if tc.demonstrations and needy:
+        asked = [sources[i] for i in needy]
         demo_rows = _demonstrated(
-            cfg, data, taste, embedder, (model, tokenizer, device), [sources[i] for i in needy]
+            cfg, data, taste, embedder, (model, tokenizer, device), spec, asked
         )
         sampled_rows += demo_rows
-        asked = [sources[i] for i in needy]
         demo_answers = [_with_prefixes(tokenizer, c, tc.sentence_prefixes) for c in demo_rows]
         for i, rated in zip(needy, _rated(taste, embedder, asked, demo_answers), strict=True):
             shown[i] = rated
@@ -258,9 +257,6 @@ def best_of_n(cfg: Config, data: LoadedDataset, init_adapter: Path | None) -> Ta
     return TasteOutcome(taste, examples, report)
 
 
-Rated = list[tuple[float, str, float]]  # (P(👍), answer, mean token log-probability)
-
-
 def _rated(
     taste: TasteModel,
     embedder: Any,
@@ -269,11 +265,7 @@ def _rated(
 ) -> list[Rated]:
     """Per question, its non-empty candidates without personal data, with the taste model's
     P(👍) for each."""
-    flat = [
-        (e.messages[-1]["content"], a)
-        for e, cands in zip(sources, answers, strict=True)
-        for a, _ in cands
-    ]
+    flat = [(e.question, a) for e, cands in zip(sources, answers, strict=True) for a, _ in cands]
     probs = iter(taste.predict(flat, embedder).tolist() if flat else [])
     rated: list[Rated] = []
     for cands in answers:
@@ -294,15 +286,15 @@ def _demonstrated(
     taste: TasteModel,
     embedder: Any,
     sampler: tuple[Any, Any, str],
+    spec: SamplingSpec,
     asked: list[Example],
 ) -> list[list[Candidate]]:
     """Candidates for the `asked` questions (those none of whose samples the taste model
-    likes), each drawn with a liked real answer to another question shown first
+    likes), each drawn with liked real answers to other questions shown first
     (training.taste.demonstrations)."""
     model, tokenizer, device = sampler
     liked = [e for e in data.train if e.desirable and not e.synthetic]
-    scores = taste.predict([(question_of(e), e.target) for e in liked], embedder).tolist()
-    spec = sampling_spec(cfg, cfg.taste.max_new_tokens, cfg.taste.temperature, cfg.training.seed)
+    scores = taste.predict([(e.question, e.target) for e in liked], embedder).tolist()
     return demonstrated_candidates(
         model,
         tokenizer,

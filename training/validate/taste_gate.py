@@ -49,7 +49,7 @@ def heldout_questions(data: LoadedDataset) -> list[Example]:
     seen: dict[str, Example] = {}
     for e in data.heldout:
         if not e.synthetic:
-            seen.setdefault(" ".join(e.messages[-1]["content"].lower().split()), e)
+            seen.setdefault(e.question_key, e)
     return list(seen.values())
 
 
