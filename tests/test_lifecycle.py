@@ -122,6 +122,8 @@ def wait_for(predicate, timeout_s: float, what: str):  # noqa: ANN001, ANN201
 # Two reruns: in 1 of 3 full runs here the 16-step adapter looped on one sanity prompt and was
 # (rightly) rejected for repetition (the held-out split follows random conversation ids); once,
 # under two xdist workers, it did so twice in a row. Three failures in a row fail the suite.
+# Replayed outside the server on the same votes with 4 other splits (curation.seed 0..3), every
+# adapter passed validation, repetition included.
 @pytest.mark.flaky(reruns=2)
 def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path: Path):
     from assistant.http.identity import Identity, load_secret
@@ -193,7 +195,9 @@ def test_ratings_become_a_canary_that_is_promoted(real_model_dir: Path, tmp_path
                 and o["cycles"][0]["status"] != "running"
                 and o
             ),
-            600,
+            # With a bench run beside `make test` on the two cores, the cycle took 11 minutes and
+            # the test timed out at 600 s while validation was passing the adapter.
+            1200,
             "the cycle",
         )
         cycle = overview["cycles"][0]
