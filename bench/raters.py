@@ -121,7 +121,10 @@ def formal(question: str, answer: str) -> str | None:
 
 def detailed(question: str, answer: str) -> str | None:
     """A user who likes thorough answers: 👍 for a complete answer of at least 60 words, 👎 for
-    fewer than 30 words."""
+    fewer than 30 words. Measure it at serving length (`--max-new-tokens 256`): at 96 tokens
+    most answers are cut off, the base's 👍 rate is 15% and the rate measures the cap (at 256,
+    49.5%, mean 109 words). It votes on about 6 answers in 10, so 200 conversations left 15
+    held-out questions, fewer than the taste gate needs (validation.min_taste_questions)."""
     words = len(answer.split())
     if words >= 60 and _complete(answer):
         return "up"
