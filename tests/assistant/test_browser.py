@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -59,6 +60,16 @@ def answers(page):  # noqa: ANN201
     return page.locator("#chat [data-testid='bot']")
 
 
+def finished(page):  # noqa: ANN001, ANN201
+    """The last answer once it is complete: its footer shows the **Sources** heading or the
+    no-sources note. Matched on those elements, not on the word, which the answer itself may
+    say (a tiny model's answer once read "... longitude sources submarine ...")."""
+    answer = answers(page).last
+    heading = answer.locator("strong", has_text=re.compile(r"^Sources$"))
+    answer.locator("em", has_text=re.compile(r"^No sources:")).or_(heading).first.wait_for()
+    return answer
+
+
 def user_id_of(context) -> str:  # noqa: ANN001
     (cookie,) = [c for c in context.cookies() if c["name"] == "assistant_id"]
     assert cookie["httpOnly"]
@@ -69,8 +80,7 @@ def test_chat_stream_sources_and_a_vote_with_a_comment(browser, live, services):
     context, page = open_chat(browser, live.url)
     try:
         send(page, "What is the capital of France?")
-        answer = answers(page).last
-        answer.locator("text=Sources").or_(answer.locator("text=No sources")).wait_for()
+        answer = finished(page)
         assert page.locator("#chat [data-testid='user']").last.inner_text() == (
             "What is the capital of France?"
         )

@@ -10,7 +10,13 @@ import pytest
 from errors import NotFoundError
 from store import logs, preferences
 from tests.assistant import test_browser
-from tests.assistant.test_browser import ARTIFACTS, answers, open_chat, send, user_id_of
+from tests.assistant.test_browser import (
+    ARTIFACTS,
+    finished,
+    open_chat,
+    send,
+    user_id_of,
+)
 
 pytestmark = pytest.mark.browser
 browser = test_browser.browser  # the module's Chromium and the grounded server, shared
@@ -33,13 +39,6 @@ def listed(page, count: int) -> None:  # noqa: ANN001
     except Exception:
         shot(page, f"failed-conversation-list-{count}.png")
         raise
-
-
-def finished(page) -> object:  # noqa: ANN001
-    """The last answer once it is complete (its footer is shown)."""
-    answer = answers(page).last
-    answer.locator("text=Sources").or_(answer.locator("text=No sources")).first.wait_for()
-    return answer
 
 
 def test_sources_show_once_per_source_with_headings_and_excerpts_that_citations_open(
