@@ -120,7 +120,7 @@ def test_html_and_script_in_a_message_are_shown_as_text_and_never_run(browser, l
             "<b>bold?</b>"
         )
         send(page, attack)
-        answers(page).last.locator("text=sources").wait_for()
+        finished(page)
         shown = page.locator("#chat [data-testid='user']").last
         assert shown.inner_text() == attack  # displayed literally
         assert shown.locator("script, img, b").count() == 0
@@ -207,8 +207,7 @@ def test_an_answer_shows_the_sources_it_used(browser, grounded):
     context, page = open_chat(browser, grounded.url)
     try:
         send(page, "How do I rate an answer?")
-        answer = answers(page).last
-        answer.get_by_text("Sources").first.wait_for()
+        answer = finished(page)
         user = user_id_of(context)
         services = grounded.services
         (conversation,) = logs.list_conversations(services.db, user)
